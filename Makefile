@@ -1,0 +1,96 @@
+# MLX Portal: `make run` starts the portal, `make test` runs the whole suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+# Django 6 needs Python 3.12+. Take the newest one found on PATH or under pyenv.
+PYTHON ?= $(shell for c in python3.13 python3.12 python3.14 python3 \
+	$$HOME/.pyenv/versions/3.13*/bin/python3 $$HOME/.pyenv/versions/3.12*/bin/python3; do \
+	  p=$$(command -v $$c 2>/dev/null) || continue; \
+	  $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; \
+	done)
+
+REDIS_URL ?= redis://127.0.0.1:6379/0
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: help run test lint format check venv redis static browser clean
+
+help:
+	@echo "make run    start the portal (web, worker, beat) on http://127.0.0.1:8000"
+	@echo "make test   run the whole test suite"
+	@echo "make lint   ruff check + format check, Django checks"
+
+$(VENV)/.installed: requirements.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is needed (python3.12 / python3.13 on PATH)."; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements.txt
+	@touch $@
+
+venv: $(VENV)/.installed
+
+# Redis must answer at REDIS_URL. A local one is started when redis-server is installed.
+redis: venv
+	@REDIS_URL="$(REDIS_URL)" $(PY) -m config.redis_check || { \
+	  case "$(REDIS_URL)" in \
+	    redis://127.0.0.1:*|redis://localhost:*) \
+	      if command -v redis-server >/dev/null; then \
+	        port=$$(echo "$(REDIS_URL)" | sed -E 's#redis://[^:]+:([0-9]+).*#\1#'); \
+	        echo "Starting the local redis-server on port $$port."; \
+	        mkdir -p var && redis-server --daemonize yes --bind 127.0.0.1 --port $$port \
+	          --save "" --appendonly no --dir "$(CURDIR)/var" --logfile "$(CURDIR)/var/redis.log"; \
+	        for i in $$(seq 50); do REDIS_URL="$(REDIS_URL)" $(PY) -m config.redis_check -q && exit 0; sleep 0.1; done; \
+	      fi;; \
+	  esac; \
+	  echo "No Redis answers at $(REDIS_URL)."; \
+	  echo "Start one (macOS: 'brew install redis && brew services start redis';"; \
+	  echo "Debian/Ubuntu: 'sudo apt-get install redis-server') or set REDIS_URL."; \
+	  exit 1; }
+
+static: venv
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+
+run: venv redis
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py createcachetable
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	@echo "MLX Portal: http://127.0.0.1:8000  (the first account to sign up becomes the admin)"
+	REDIS_URL="$(REDIS_URL)" PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile
+
+# The browser tests drive Debian's Chromium; install it when it is missing and apt-get is here.
+browser:
+	@test -x "$(CHROMIUM)" || { \
+	  if command -v apt-get >/dev/null; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    echo "Installing chromium for the browser tests (apt-get)."; \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "The browser tests need Chromium or Chrome: set CHROMIUM=/path/to/chrome."; exit 1; \
+	  fi; }
+
+# The suite uses its own Redis database (15) and data directory so it never touches `make run`'s.
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+test: venv browser
+	@REDIS_URL="$(TEST_REDIS_URL)" $(PY) -m config.redis_check || { echo "The tests need Redis at $(TEST_REDIS_URL)."; exit 1; }
+	REDIS_URL="$(TEST_REDIS_URL)" MLX_PORTAL_DATA_DIR="$(CURDIR)/var/test" CHROMIUM="$(CHROMIUM)" \
+	  $(PY) -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	MLX_PORTAL_DATA_DIR="$(CURDIR)/var/test" $(PY) manage.py check
+	MLX_PORTAL_DATA_DIR="$(CURDIR)/var/test" $(PY) manage.py makemigrations --check --dry-run
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) var/staticfiles var/test

@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from config.health import healthz
+from config.views import home
+
+urlpatterns = [
+    path("", home, name="home"),
+    path("healthz", healthz, name="healthz"),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+]
