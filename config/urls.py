@@ -8,5 +8,8 @@ urlpatterns = [
     path("", home, name="home"),
     path("healthz", healthz, name="healthz"),
     path("accounts/", include("allauth.urls")),
+    path("", include("accounts.urls")),
+    path("models/", include("models_catalog.urls")),
+    path("servers/", include("servers.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -75,3 +75,47 @@ def _plain_static_storage(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def make_user(db, django_user_model):
+    """`make_user("a@example.com", status="approved", staff=False)` creates a portal user."""
+
+    def make(email: str, status: str = "approved", staff: bool = False):
+        return django_user_model.objects.create_user(
+            username=email.split("@")[0],
+            email=email,
+            password=PASSWORD,
+            status=status,
+            is_staff=staff,
+            is_superuser=staff,
+        )
+
+    return make
+
+
+@pytest.fixture
+def member(make_user):
+    """An approved, non-admin member."""
+    return make_user("member@example.com")
+
+
+@pytest.fixture
+def admin_member(make_user):
+    """An approved admin (staff + superuser)."""
+    return make_user("admin@example.com", staff=True)
+
+
+@pytest.fixture
+def member_client(client, member):
+    client.force_login(member)
+    return client
+
+
+@pytest.fixture
+def admin_client(client, admin_member):
+    client.force_login(admin_member)
+    return client
