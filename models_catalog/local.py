@@ -1,0 +1,80 @@
+"""Models on this host's disk: what the Hugging Face cache holds, however it got there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.conf import settings
+from huggingface_hub import scan_cache_dir
+from huggingface_hub.errors import CacheNotFound
+
+from models_catalog.validators import path_inside, validate_repo_id
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    repo_id: str
+    path: Path  # the newest snapshot directory
+    revision: str  # its commit hash
+    size_on_disk: int
+    nb_files: int
+    last_accessed: datetime
+    last_modified: datetime
+
+
+def cache_dir() -> Path:
+    return Path(settings.HF_HUB_CACHE)
+
+
+def list_local_models(root: Path | None = None) -> list[LocalModel]:
+    """Every model repo in the cache that has a snapshot with a `config.json`, newest first."""
+    root = root or cache_dir()
+    try:
+        info = scan_cache_dir(root)
+    except CacheNotFound:
+        return []
+    models = []
+    for repo in info.repos:
+        if repo.repo_type != "model":
+            continue
+        revisions = sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True)
+        snapshot = next((r for r in revisions if (r.snapshot_path / "config.json").exists()), None)
+        if snapshot is None:
+            continue
+        models.append(
+            LocalModel(
+                repo_id=repo.repo_id,
+                path=snapshot.snapshot_path,
+                revision=snapshot.commit_hash,
+                size_on_disk=repo.size_on_disk,
+                nb_files=repo.nb_files,
+                last_accessed=datetime.fromtimestamp(repo.last_accessed, tz=UTC),
+                last_modified=datetime.fromtimestamp(repo.last_modified, tz=UTC),
+            )
+        )
+    return sorted(models, key=lambda m: m.last_modified, reverse=True)
+
+
+def local_model_path(repo_id: str, root: Path | None = None) -> Path | None:
+    """The snapshot directory of `repo_id` in the cache, or None when it is not on disk.
+
+    The repo id is validated first and the result is checked to stay inside the cache.
+    """
+    validate_repo_id(repo_id)
+    root = root or cache_dir()
+    repo_dir = root / ("models--" + repo_id.replace("/", "--"))
+    if not repo_dir.is_dir():
+        return None
+    snapshots = repo_dir / "snapshots"
+    ref = repo_dir / "refs" / "main"
+    candidates: list[Path] = []
+    if ref.is_file():
+        candidates.append(snapshots / ref.read_text().strip())
+    if snapshots.is_dir():
+        candidates += sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return path_inside(root, candidate.relative_to(root))
+    return None
