@@ -1,0 +1,81 @@
+"""Fixtures for the servers tests: models laid out in a temporary Hugging Face cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def install_model(cache: Path, repo_id: str, source: Path | None = None) -> Path:
+    """Lay out `repo_id` in `cache` as huggingface_hub does (blobs are plain files here):
+    models--org--name/snapshots/<sha>/… and refs/main. With no `source`, only a config.json
+    and a small weights file. Returns the snapshot directory."""
+    sha = hashlib.sha1(repo_id.encode()).hexdigest()
+    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / sha
+    if source is not None:
+        shutil.copytree(source, snapshot, dirs_exist_ok=True)
+    else:
+        snapshot.mkdir(parents=True, exist_ok=True)
+        (snapshot / "config.json").write_text(json.dumps({"model_type": "llama"}))
+        (snapshot / "model.safetensors").write_bytes(b"\0" * 1024)
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(sha)
+    return snapshot
+
+
+@pytest.fixture
+def hf_cache(settings, tmp_path):
+    """An empty HF cache for this test (settings.HF_HUB_CACHE points at it)."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    settings.HF_HUB_CACHE = cache
+    return cache
+
+
+@pytest.fixture
+def local_models(hf_cache):
+    """Two placeholder models on disk: enough for forms, not for serving."""
+    install_model(hf_cache, "mlx-community/Tiny-A-4bit")
+    install_model(hf_cache, "acme/tiny-b")
+    return ["mlx-community/Tiny-A-4bit", "acme/tiny-b"]
+
+
+@pytest.fixture
+def adapter_dir(settings, tmp_path):
+    root = tmp_path / "adapters"
+    (root / "my-lora").mkdir(parents=True)
+    (root / "my-lora" / "adapter_config.json").write_text("{}")
+    settings.SERVER_ADAPTER_DIRS = [root.resolve()]
+    return root
+
+
+@pytest.fixture
+def make_profile(db, member):
+    """`make_profile(name, model_id=…, port=…, owner=…, **fields)` saves a ServerProfile."""
+    from django.utils.text import slugify
+
+    from models_catalog.models import Host
+    from servers.models import ServerProfile
+    from servers.ports import suggest_port
+
+    def make(name: str = "Tiny", model_id: str = "mlx-community/Tiny-A-4bit", **fields):
+        taken = set(ServerProfile.objects.values_list("port", flat=True))
+        fields.setdefault("port", suggest_port(taken))
+        fields.setdefault("owner", member)
+        fields.setdefault("host", Host.local())
+        return ServerProfile.objects.create(
+            name=name, slug=slugify(name), model_id=model_id, **fields
+        )
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Users are made in almost every test here; the real hasher costs a second each."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
