@@ -298,8 +298,7 @@ def _fail(instance: ServerInstance, reason: str, *, kill: bool = True) -> None:
 
 
 def _mark_dead(instance: ServerInstance, when: str) -> None:
-    supervisor.reap(instance.pid or 0)
-    code = supervisor.exit_code(instance.pid)
+    code = supervisor.exit_code(instance.pid, wait=2.0)
     _fail(instance, f"The server {supervisor.describe_exit(code)} {when}.")
 
 

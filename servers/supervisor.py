@@ -23,6 +23,8 @@ import psutil
 # Children this process spawned, so it can reap them (no zombies) and read their exit code.
 _children: dict[int, subprocess.Popen] = {}
 _children_lock = threading.Lock()
+# Exit statuses of reaped children, by pid (kept small: only the latest few matter).
+_exit_codes: dict[int, int] = {}
 # psutil.Process objects kept between calls so cpu_percent() measures over the poll interval.
 _watched: dict[tuple[int, float], psutil.Process] = {}
 
@@ -103,30 +105,41 @@ def reap(pid: int) -> int | None:
     if code is not None:
         with _children_lock:
             _children.pop(pid, None)
+            _exit_codes[pid] = code
+            while len(_exit_codes) > 256:
+                _exit_codes.pop(next(iter(_exit_codes)))
     return code
 
 
-def exit_code(pid: int | None) -> int | None:
-    """The exit status of a server this process spawned and that has ended, if known."""
+def exit_code(pid: int | None, wait: float = 0.0) -> int | None:
+    """The exit status of a server this process spawned and that has ended, if known.
+
+    `wait` gives a dying child that long to become reapable: a multi-threaded process shows
+    as a zombie a moment before its status can be collected.
+    """
     if not pid:
         return None
-    with _children_lock:
-        child = _children.get(pid)
-    if child is None:
-        return None
-    return child.poll()
+    deadline = time.monotonic() + wait
+    while True:
+        reap(pid)
+        with _children_lock:
+            if pid in _exit_codes:
+                return _exit_codes[pid]
+            if pid not in _children or time.monotonic() >= deadline:
+                return None
+        time.sleep(0.02)
 
 
 def describe_exit(code: int | None) -> str:
-    """'exited with code 1', 'killed by SIGKILL', or 'exit status unknown'."""
+    """'exited with code 1', 'was killed by SIGKILL', or 'ended (exit status unknown …)'."""
     if code is None:
-        return "exit status unknown (it was started by another worker process)"
+        return "ended (exit status unknown: another worker process started it)"
     if code < 0:
         try:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        return f"killed by {name}"
+        return f"was killed by {name}"
     return f"exited with code {code}"
 
 

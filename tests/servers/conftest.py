@@ -79,3 +79,44 @@ def make_profile(db, member):
 def _fast_password_hashing(settings):
     """Users are made in almost every test here; the real hasher costs a second each."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+TINY_REPO = "mlx-community/tiny-text-test"
+
+
+@pytest.fixture
+def served_model(hf_cache):
+    """The real tiny text model (built once per machine) in this test's HF cache."""
+    from tests.support.tiny_models import tiny_model_cache
+
+    install_model(hf_cache, TINY_REPO, source=tiny_model_cache("text"))
+    return TINY_REPO
+
+
+@pytest.fixture
+def clean_queues(settings):
+    """Empty the Celery queues of this test's Redis database before and after the test, so a
+    start request no worker consumed never reaches a later test's worker."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+
+    def purge():
+        keys = [*client.keys("host.*"), *client.keys("default*"), *client.keys("unacked*")]
+        if keys:
+            client.delete(*keys)
+
+    purge()
+    yield
+    purge()
+
+
+@pytest.fixture
+def server_reaper():
+    """Kills, at the end of the test, any server process group the test left behind."""
+    from servers import supervisor
+
+    tracked: list[tuple[int, float]] = []
+    yield tracked.append
+    for pid, create_time in tracked:
+        supervisor.kill(pid, create_time)

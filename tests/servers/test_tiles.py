@@ -43,7 +43,7 @@ def test_page_polls_the_tiles_every_two_seconds(member_client, make_profile):
 def test_failed_tile_shows_reason_log_tail_and_copy_button(member_client, make_profile):
     profile = make_profile("Broken")
     ServerInstance.objects.filter(pk=profile.get_instance().pk).update(
-        state=State.FAILED, reason="The server killed by SIGKILL while running.",
+        state=State.FAILED, reason="The server was killed by SIGKILL while running.",
         log_tail="line 1\nTraceback: boom", exit_code=-9,
     )  # fmt: skip
     html = member_client.get(reverse("servers:list")).content.decode()
