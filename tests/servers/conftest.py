@@ -2,30 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
-from pathlib import Path
-
 import pytest
 
-
-def install_model(cache: Path, repo_id: str, source: Path | None = None) -> Path:
-    """Lay out `repo_id` in `cache` as huggingface_hub does (blobs are plain files here):
-    models--org--name/snapshots/<sha>/… and refs/main. With no `source`, only a config.json
-    and a small weights file. Returns the snapshot directory."""
-    sha = hashlib.sha1(repo_id.encode()).hexdigest()
-    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo_dir / "snapshots" / sha
-    if source is not None:
-        shutil.copytree(source, snapshot, dirs_exist_ok=True)
-    else:
-        snapshot.mkdir(parents=True, exist_ok=True)
-        (snapshot / "config.json").write_text(json.dumps({"model_type": "llama"}))
-        (snapshot / "model.safetensors").write_bytes(b"\0" * 1024)
-    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(sha)
-    return snapshot
+from tests.servers.helpers import TINY_REPO, install_model
 
 
 @pytest.fixture
@@ -79,9 +58,6 @@ def make_profile(db, member):
 def _fast_password_hashing(settings):
     """Users are made in almost every test here; the real hasher costs a second each."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-TINY_REPO = "mlx-community/tiny-text-test"
 
 
 @pytest.fixture

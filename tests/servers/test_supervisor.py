@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
@@ -15,18 +13,10 @@ from django.utils import timezone
 
 from servers import services, supervisor
 from servers.models import ServerInstance, State
+from tests.servers.helpers import wait_for
 from tests.support.workers import new_worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 60.0, every: float = 0.2, what=""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
 
 
 def fresh(instance: ServerInstance) -> ServerInstance:
@@ -130,7 +120,7 @@ def test_a_hung_server_is_marked_failed_and_killed(
 def test_a_start_that_never_answers_fails_with_the_log_tail(
     hf_cache, make_profile, clean_queues, server_reaper, settings
 ):
-    from tests.servers.conftest import install_model
+    from tests.servers.helpers import install_model
 
     settings.SERVER_START_TIMEOUT = 4
     install_model(hf_cache, "acme/broken")  # a config.json and no real weights
