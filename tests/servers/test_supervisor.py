@@ -193,16 +193,16 @@ def test_a_worker_restart_re_adopts_the_server_without_a_second_copy(
     served_model, make_profile, clean_queues, server_reaper, tmp_path
 ):
     profile = make_profile("Survivor", model_id=served_model, auto_start=True)
+    instance = profile.get_instance()
     first = new_worker(tmp_path).start()
     try:
         first.wait_ready()
-        # Started on demand, as the gateway will: the worker spawns it, we wait until ready.
-        url = services.ensure_running(profile, timeout=90)
-        instance = profile.instance
-        instance.refresh_from_db()
+        # Auto-start: the worker's worker_ready signal starts the profile, nobody asks.
+        wait_for(lambda: fresh(instance).state == State.RUNNING, 90, what="the auto-start")
         server_reaper((instance.pid, instance.process_create_time))
-        assert url == instance.base_url and instance.state == State.RUNNING
+        assert instance.desired_state == "running"
         assert psutil.Process(instance.pid).ppid() == first.pid  # the worker's own child
+        assert services.ensure_running(profile, timeout=5) == instance.base_url  # no 2nd copy
     finally:
         first.kill()  # SIGKILL to the worker's whole process group, as a crash would
     assert supervisor.is_alive(instance.pid, instance.process_create_time)
@@ -212,14 +212,31 @@ def test_a_worker_restart_re_adopts_the_server_without_a_second_copy(
     try:
         second.wait_ready()  # its worker_ready auto-start sees the server and leaves it alone
         services.reconcile()
-        instance.refresh_from_db()
+        pid = fresh(instance).pid
         assert instance.state == State.RUNNING
-        assert servers_on_port(profile.port) == [psutil.Process(instance.pid)]
-        assert len(servers_on_port(profile.port)) == 1
+        assert servers_on_port(profile.port) == [psutil.Process(pid)]
 
         services.request_stop(profile)  # the new worker stops a server it did not spawn
         wait_for(lambda: fresh(instance).state == State.STOPPED, 30, what="the stop")
-        assert not group_alive(instance.pid)
+        assert not group_alive(pid)
+        assert servers_on_port(profile.port) == []
+
+        # On demand, as the gateway will: the worker spawns it and we wait until it answers.
+        url = services.ensure_running(profile, timeout=90)
+        server_reaper((fresh(instance).pid, instance.process_create_time))
+        assert url == instance.base_url and instance.state == State.RUNNING
+        assert instance.reason.startswith("Ready")
+        services.request_stop(profile)
+        wait_for(lambda: fresh(instance).state == State.STOPPED, 30, what="the second stop")
         assert servers_on_port(profile.port) == []
     finally:
         second.stop()
+
+
+def test_on_demand_start_is_refused_when_the_profile_does_not_allow_it(
+    served_model, make_profile, clean_queues
+):
+    profile = make_profile("Manual", model_id=served_model, allow_on_demand=False)
+    with pytest.raises(services.ServerUnavailable, match="does not allow starting it on demand"):
+        services.ensure_running(profile, timeout=1)
+    assert profile.get_instance().state == State.STOPPED
