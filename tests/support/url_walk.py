@@ -7,7 +7,7 @@ is therefore walked without anyone adding it to a list.
 """
 
 from dataclasses import dataclass
-from re import _constants as C  # noqa: N812
+from re import _constants as C
 from re import _parser as sre_parse
 
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
@@ -103,4 +103,3 @@ def all_urls() -> list[WalkedUrl]:
         listing = "\n".join(f"  {url}" for url in unreachable)
         raise AssertionError(f"No sample path resolves to these patterns:\n{listing}")
     return urls
-
