@@ -12,10 +12,14 @@
   to non-admins.
 """
 
-from urllib.parse import urlencode
-
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    QueryDict,
+)
 from django.shortcuts import resolve_url
 from django.template.response import TemplateResponse
 from django.urls import Resolver404, resolve, reverse
@@ -51,7 +55,9 @@ def _redirect(request: HttpRequest, url: str) -> HttpResponse:
 def _login_url(request: HttpRequest) -> str:
     # For HTMX, come back to the page that made the request, not to its partial.
     next_url = (request.htmx and request.htmx.current_url_abs_path) or request.get_full_path()
-    return f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': next_url})}"
+    query = QueryDict(mutable=True)
+    query["next"] = next_url
+    return f"{resolve_url(settings.LOGIN_URL)}?{query.urlencode(safe='/')}"
 
 
 class AccessMiddleware:

@@ -5,6 +5,7 @@ from django.contrib import messages
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts import approval
@@ -80,11 +81,16 @@ def user_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             messages.success(request, f"{user} {done}.")
         return redirect("accounts:users")
     user.refresh_from_db()
-    return render(
-        request,
+    row = render_to_string(
         "accounts/users.html#user-row",
         {"row": user, "error": error, "notice": None if error else done},
+        request,
     )
+    # The navbar's pending count changes with the row: refresh it out of band.
+    badge = render_to_string(
+        "base.html#pending-badge", {"pending_count": approval.pending_count(), "oob": True}
+    )
+    return HttpResponse(row + badge)
 
 
 @staff_only

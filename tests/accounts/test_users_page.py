@@ -45,6 +45,8 @@ def test_approve_button_updates_the_row_in_place(admin_client, admin_member, mak
     assert "Approved" in fragment and "by admin@example.com" in fragment
     waiting.refresh_from_db()
     assert waiting.status == "approved" and waiting.approved_by == admin_member
+    # The navbar's pending count is refreshed out of band in the same response.
+    assert '<span id="pending-badge" hx-swap-oob="true"' in fragment
 
 
 def test_disable_make_admin_and_remove_admin_buttons(admin_client, member):
