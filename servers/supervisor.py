@@ -25,6 +25,8 @@ _children: dict[int, subprocess.Popen] = {}
 _children_lock = threading.Lock()
 # Exit statuses of reaped children, by pid (kept small: only the latest few matter).
 _exit_codes: dict[int, int] = {}
+# A dead multi-threaded child can show as a zombie a moment before waitpid() collects it.
+REAP_WAIT = 2.0
 # psutil.Process objects kept between calls so cpu_percent() measures over the poll interval.
 _watched: dict[tuple[int, float], psutil.Process] = {}
 
@@ -180,13 +182,13 @@ def terminate(pid: int | None, create_time: float | None, grace: float = 10.0) -
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if not is_alive(pid, create_time) and not group_members(pgid):
-            return exit_code(pid)
+            return exit_code(pid, wait=REAP_WAIT)
         time.sleep(0.1)
     _killpg(pgid, signal.SIGKILL)
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline and (is_alive(pid, create_time) or group_members(pgid)):
         time.sleep(0.05)
-    return exit_code(pid)
+    return exit_code(pid, wait=REAP_WAIT)
 
 
 def kill(pid: int | None, create_time: float | None) -> None:
