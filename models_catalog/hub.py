@@ -350,7 +350,10 @@ def _http_error(action: str, exc: HfHubHTTPError, repo_id: str) -> HubError:
     status = _status(exc) or 0
     if status == 429:
         retry_after = _retry_after(exc)
-        wait = f"in {retry_after} seconds" if retry_after else "in a minute"
+        if retry_after:
+            wait = f"in {retry_after} second{'s' if retry_after != 1 else ''}"
+        else:
+            wait = "in a minute"
         advice = "" if hub_token() else " An admin can set a Hugging Face token to raise the limit."
         return HubRateLimited(
             f"Hugging Face is rate-limiting this portal: try again {wait}.{advice}",
