@@ -22,7 +22,7 @@ BITS_CHOICES = [
     ("5", "5-bit"),
     ("6", "6-bit"),
     ("8", "8-bit"),
-    ("16", "16-bit (unquantized)"),
+    ("16", "16-bit"),
 ]
 CAPABILITY_CHOICES = [("vision", "Vision"), ("tools", "Tool use"), ("thinking", "Thinking")]
 assert tuple(key for key, _ in CAPABILITY_CHOICES) == CAPABILITIES
@@ -78,6 +78,7 @@ class SearchForm(forms.Form):
         label="Fits on this host",
         choices=FIT_CHOICES,
         required=False,
+        widget=forms.RadioSelect,
         error_messages={"invalid_choice": _choices_message(FIT_CHOICES, "fit filter")},
     )
     cursor = forms.CharField(required=False, max_length=512, widget=forms.HiddenInput)

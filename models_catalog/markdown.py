@@ -10,6 +10,7 @@ from markdown_it import MarkdownIt
 
 EXCERPT_CHARS = 4000
 _FRONT_MATTER = re.compile(r"\A---\s*\n.*?\n---\s*(\n|\Z)", re.DOTALL)
+_HEADING = re.compile(r"<(/?)h([1-6])")
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 
 
@@ -26,8 +27,13 @@ def readme_excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return excerpt + "\n\n…"
 
 
-def render_markdown(text: str) -> SafeString:
-    """Markdown to HTML (raw HTML in the source is not rendered), then sanitised by nh3."""
+def render_markdown(text: str, heading_offset: int = 0) -> SafeString:
+    """Markdown to HTML (raw HTML in the source is not rendered), then sanitised by nh3.
+
+    `heading_offset` demotes headings (2: `#` becomes `<h3>`) so that a model card's title does
+    not compete with the page's own `<h1>`."""
     html = _markdown.render(text or "")
+    if heading_offset:
+        html = _HEADING.sub(lambda m: f"<{m[1]}h{min(6, int(m[2]) + heading_offset)}", html)
     clean = nh3.clean(html, link_rel="noopener noreferrer nofollow", url_schemes={"http", "https"})
     return mark_safe(clean)  # noqa: S308 - sanitised by nh3 just above

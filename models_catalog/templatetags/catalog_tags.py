@@ -9,9 +9,10 @@ register = template.Library()
 
 
 @register.filter
-def markdown(text: str) -> SafeString:
-    """Render Markdown safely (raw HTML dropped, the rest sanitised)."""
-    return render_markdown(text)
+def markdown(text: str, heading_offset: int = 0) -> SafeString:
+    """Render Markdown safely (raw HTML dropped, the rest sanitised); `|markdown:2` demotes
+    headings by two levels."""
+    return render_markdown(text, int(heading_offset))
 
 
 @register.filter

@@ -112,6 +112,9 @@ def test_readme_excerpt_is_cut_at_a_paragraph_and_closes_code_blocks():
     code = "intro\n\n```bash\n" + "echo hi\n" * 400 + "```\n"
     assert readme_excerpt(code, limit=500).count("```") % 2 == 0
     assert "<a" not in render_markdown("<a href='x'>raw html</a>")
+    assert render_markdown("# Title\n\n###### Deep", heading_offset=2) == (
+        "<h3>Title</h3>\n<h6>Deep</h6>\n"
+    )
 
 
 def test_a_gated_model_page_says_a_token_is_needed_for_its_files(catalog_hub, member_client, host):
