@@ -32,7 +32,8 @@ def search(request: HttpRequest) -> HttpResponse:
     }
     status = 200
     if form.is_bound and not form.is_valid():
-        status = 400
+        # htmx does not swap 4xx answers: an HTMX request gets its message with a 200.
+        status = 200 if _partial(request) else 400
     else:
         if not form.is_bound:
             form = SearchForm({})
