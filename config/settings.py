@@ -65,6 +65,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    # Default-deny: every URL needs an approved user unless accounts/access.py opens it.
+    "accounts.middleware.AccessMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -81,6 +83,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.navigation",
             ],
         },
     },
@@ -134,7 +137,9 @@ ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="none")
 ACCOUNT_LOGOUT_ON_GET = False
-ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
+ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key", "signup": "20/m/ip", "login": "30/m/ip"}
+# The first sign-up becomes the admin; later ones wait for approval (accounts/approval.py).
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
 LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "home"
 ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
@@ -184,10 +189,35 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    # Re-adopt live model servers, mark dead or hung ones, restart with back-off, stop idle ones.
+    "servers-reconcile": {
+        "task": "servers.tasks.reconcile",
+        "schedule": env.float("MLX_PORTAL_RECONCILE_INTERVAL", default=3.0),
+        "options": {"expires": 10},
+    },
+}
 
 # This machine, as a host of the portal (see docs/architecture.md, "Hosts").
 HOST_NAME = env.str("MLX_PORTAL_HOST", default="local")
+
+# Model servers (servers/, see docs/servers.md). Times in seconds.
+SERVER_PORT_RANGE = tuple(
+    int(p) for p in env.str("MLX_PORTAL_SERVER_PORTS", default="8100-8999").split("-", 1)
+)
+SERVER_START_TIMEOUT = env.float("MLX_PORTAL_SERVER_START_TIMEOUT", default=300.0)
+SERVER_STOP_GRACE = env.float("MLX_PORTAL_SERVER_STOP_GRACE", default=10.0)
+SERVER_PROBE_TIMEOUT = env.float("MLX_PORTAL_SERVER_PROBE_TIMEOUT", default=5.0)
+SERVER_HUNG_CHECKS = env.int("MLX_PORTAL_SERVER_HUNG_CHECKS", default=3)
+SERVER_MAX_RESTARTS = env.int("MLX_PORTAL_SERVER_MAX_RESTARTS", default=3)
+SERVER_RESTART_BACKOFF = env.float("MLX_PORTAL_SERVER_RESTART_BACKOFF", default=5.0)
+SERVER_RESTART_RESET_AFTER = env.float("MLX_PORTAL_SERVER_RESTART_RESET_AFTER", default=600.0)
+SERVER_MEMORY_HEADROOM = env.float("MLX_PORTAL_SERVER_MEMORY_HEADROOM", default=1.2)
+SERVER_ADAPTER_DIRS = [
+    Path(p).expanduser().resolve()
+    for p in env.list("MLX_PORTAL_ADAPTER_DIRS", default=[str(DATA_DIR / "adapters")])
+]
+SERVER_LOGS_KEPT = env.int("MLX_PORTAL_SERVER_LOGS_KEPT", default=10)
 
 # Hugging Face Hub. models_catalog/hub.py passes these explicitly to every call.
 HF_ENDPOINT = env.str("HF_ENDPOINT", default="https://huggingface.co").rstrip("/")

@@ -3,9 +3,10 @@
 from django.shortcuts import render
 
 from models_catalog.models import Host
+from servers.services import running_count
 
 
 def home(request):
     host = Host.local()
     host.record_heartbeat()
-    return render(request, "home.html", {"host": host})
+    return render(request, "home.html", {"host": host, "running_servers": running_count()})

@@ -1,1 +1,202 @@
-from django.db import models  # noqa: F401
+"""Server profiles (what a user configures) and server instances (what the supervisor runs).
+
+A profile is the user's configuration, edited through a form. Its instance is the supervisor's
+record of the process that serves it: state, pid, log, exit code. They are two rows on purpose:
+a form save writes every field of its model, so keeping runtime state on the profile would let an
+edit silently overwrite what a worker wrote a moment before (or the reverse).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from models_catalog.models import Host
+
+
+def _default_host() -> int:
+    return Host.local().pk
+
+
+class ServerProfile(models.Model):
+    """How to serve one model with `mlx_lm.server` on one host and port."""
+
+    name = models.CharField(max_length=80, unique=True)
+    slug = models.SlugField(max_length=80, unique=True)
+    model_id = models.CharField("model", max_length=96)
+    host = models.ForeignKey(
+        Host, on_delete=models.PROTECT, related_name="server_profiles", default=_default_host
+    )
+    port = models.PositiveIntegerField()
+    description = models.TextField(blank=True)
+    system_prompt = models.TextField(blank=True)
+
+    # mlx_lm.server options (defaults are mlx_lm.server's own).
+    temperature = models.FloatField(default=0.0)
+    top_p = models.FloatField("top-p", default=1.0)
+    top_k = models.PositiveIntegerField("top-k", default=0)
+    min_p = models.FloatField("min-p", default=0.0)
+    max_tokens = models.PositiveIntegerField(default=512)
+    chat_template_args = models.JSONField(default=dict, blank=True)
+    draft_model_id = models.CharField("draft model", max_length=96, blank=True)
+    num_draft_tokens = models.PositiveSmallIntegerField(default=3)
+    prompt_cache_size = models.PositiveIntegerField(default=10)
+    decode_concurrency = models.PositiveIntegerField(default=32)
+    prompt_concurrency = models.PositiveIntegerField(default=8)
+    kv_bits = models.PositiveSmallIntegerField("KV-cache bits", null=True, blank=True)
+    adapter_path = models.CharField(max_length=512, blank=True)
+    trust_remote_code = models.BooleanField(default=False)
+
+    auto_start = models.BooleanField(default=False)
+    idle_timeout_minutes = models.PositiveIntegerField(default=0)
+    allow_on_demand = models.BooleanField(default=True)
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="server_profiles"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "port"], name="servers_unique_host_port"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("servers:list") + f"#server-{self.slug}"
+
+    def can_edit(self, user) -> bool:
+        """Only the owner or an admin may edit or delete a profile; any member may run it."""
+        return bool(user.is_staff or user.pk == self.owner_id)
+
+    def get_instance(self) -> ServerInstance:
+        """This profile's instance row, created (stopped) on first use."""
+        try:
+            return self.instance
+        except ServerInstance.DoesNotExist:
+            instance, _ = ServerInstance.objects.get_or_create(profile=self)
+            self.instance = instance
+            return instance
+
+    def running_url(self) -> str | None:
+        """Base URL (`http://127.0.0.1:<port>`) of this profile's server when it is running."""
+        instance = getattr(self, "instance", None)
+        if instance is None or instance.state != ServerInstance.State.RUNNING:
+            return None
+        return instance.base_url
+
+
+class State(models.TextChoices):
+    STOPPED = "stopped", "Stopped"
+    STARTING = "starting", "Starting"
+    RUNNING = "running", "Running"
+    STOPPING = "stopping", "Stopping"
+    RESTARTING = "restarting", "Restarting"
+    FAILED = "failed", "Failed"
+
+
+# The instance state machine: every allowed transition, in one place.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    State.STOPPED: frozenset({State.STARTING}),
+    State.STARTING: frozenset({State.RUNNING, State.FAILED, State.STOPPING, State.RESTARTING}),
+    State.RUNNING: frozenset({State.STOPPING, State.RESTARTING, State.FAILED}),
+    State.STOPPING: frozenset({State.STOPPED, State.FAILED}),
+    State.RESTARTING: frozenset({State.STARTING, State.STOPPING, State.FAILED}),
+    State.FAILED: frozenset({State.STARTING, State.RESTARTING, State.STOPPED, State.STOPPING}),
+}
+
+# States in which a process may exist (and hold the model in memory).
+ACTIVE_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING, State.RESTARTING})
+
+
+class InvalidTransition(Exception):
+    """A state change the state machine does not allow."""
+
+
+class ServerInstance(models.Model):
+    """The supervised `mlx_lm.server` process of one profile, as the supervisor knows it."""
+
+    State = State
+
+    class Desired(models.TextChoices):
+        RUNNING = "running", "Running"
+        STOPPED = "stopped", "Stopped"
+
+    profile = models.OneToOneField(ServerProfile, on_delete=models.CASCADE, related_name="instance")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.STOPPED)
+    desired_state = models.CharField(
+        max_length=16, choices=Desired.choices, default=Desired.STOPPED
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+
+    # The process, as launched.
+    port = models.PositiveIntegerField(null=True, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    process_create_time = models.FloatField(null=True, blank=True)
+    command = models.JSONField(default=list, blank=True)
+    log_path = models.CharField(max_length=1024, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    log_tail = models.TextField(blank=True)
+
+    # Supervision.
+    restart_count = models.PositiveIntegerField(default=0)
+    next_restart_at = models.DateTimeField(null=True, blank=True)
+    failed_probes = models.PositiveIntegerField(default=0)
+    last_request_at = models.DateTimeField(null=True, blank=True)
+
+    # A start that was refused before any process existed (port busy, model missing, memory).
+    last_error = models.CharField(max_length=500, blank=True)
+    last_error_kind = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        ordering = ["profile__name"]
+
+    def __str__(self) -> str:
+        return f"{self.profile_id}: {self.state}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port or self.profile.port}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def uptime(self) -> timedelta | None:
+        if self.state != State.RUNNING or not self.started_at:
+            return None
+        return timezone.now() - self.started_at
+
+    def can_transition(self, new_state: str) -> bool:
+        return new_state in TRANSITIONS[self.state]
+
+    def transition(self, new_state: str, reason: str, **fields) -> None:
+        """Move to `new_state` (if the state machine allows it), recording reason and time.
+
+        Locks the row, so two workers cannot both move the same instance. Extra `fields` are
+        saved with the change. Raises InvalidTransition otherwise.
+        """
+        with transaction.atomic():
+            current = ServerInstance.objects.select_for_update().get(pk=self.pk)
+            if new_state not in TRANSITIONS[current.state]:
+                raise InvalidTransition(f"A server cannot go from {current.state} to {new_state}.")
+            fields = {
+                "state": new_state,
+                "reason": reason[:500],
+                "state_changed_at": timezone.now(),
+                **fields,
+            }
+            ServerInstance.objects.filter(pk=self.pk).update(**fields)
+        self.refresh_from_db()

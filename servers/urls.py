@@ -1,5 +1,18 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from servers import views
 
 app_name = "servers"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.server_list, name="list"),
+    path("picker/", views.picker, name="picker"),
+    path("new/", views.profile_create, name="profile-create"),
+    path("<slug:slug>/edit/", views.profile_edit, name="profile-edit"),
+    path("<slug:slug>/duplicate/", views.profile_duplicate, name="profile-duplicate"),
+    path("<slug:slug>/delete/", views.profile_delete, name="profile-delete"),
+    path("<slug:slug>/start/", views.server_start, name="server-start"),
+    path("<slug:slug>/stop/", views.server_stop, name="server-stop"),
+    path("<slug:slug>/restart/", views.server_restart, name="server-restart"),
+    path("<slug:slug>/log/", views.server_log, name="log"),
+]

@@ -1,0 +1,98 @@
+"""The `mlx_lm.server` command line: one pure function from validated profile fields to argv.
+
+No shell is involved: the list goes to `subprocess.Popen` as is. Only the options listed here
+ever reach the server, and it always listens on the loopback interface with cross-origin
+requests limited to its own origin (mlx_lm.server allows `*` by default).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """The validated fields of a profile that shape the command line (plain data only)."""
+
+    port: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    max_tokens: int = 512
+    chat_template_args: dict[str, Any] = field(default_factory=dict)
+    num_draft_tokens: int = 3
+    prompt_cache_size: int = 10
+    decode_concurrency: int = 32
+    prompt_concurrency: int = 8
+    kv_bits: int | None = None
+    trust_remote_code: bool = False
+
+    @classmethod
+    def from_profile(cls, profile: Any) -> ServerOptions:
+        return cls(
+            port=profile.port,
+            temperature=profile.temperature,
+            top_p=profile.top_p,
+            top_k=profile.top_k,
+            min_p=profile.min_p,
+            max_tokens=profile.max_tokens,
+            chat_template_args=dict(profile.chat_template_args or {}),
+            num_draft_tokens=profile.num_draft_tokens,
+            prompt_cache_size=profile.prompt_cache_size,
+            decode_concurrency=profile.decode_concurrency,
+            prompt_concurrency=profile.prompt_concurrency,
+            kv_bits=profile.kv_bits,
+            trust_remote_code=profile.trust_remote_code,
+        )
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+def build_server_command(
+    python: str,
+    model_path: Path,
+    options: ServerOptions,
+    *,
+    draft_model_path: Path | None = None,
+    adapter_path: Path | None = None,
+) -> list[str]:
+    """The argv that starts `mlx_lm.server` for a profile (paths already resolved and checked)."""
+    origin = f"http://{LOOPBACK}:{options.port}"
+    argv = [
+        python, "-m", "mlx_lm", "server",
+        "--model", str(model_path),
+        "--host", LOOPBACK,
+        "--port", str(int(options.port)),
+        "--allowed-origins", origin,
+        "--temp", _number(options.temperature),
+        "--top-p", _number(options.top_p),
+        "--top-k", str(int(options.top_k)),
+        "--min-p", _number(options.min_p),
+        "--max-tokens", str(int(options.max_tokens)),
+        "--prompt-cache-size", str(int(options.prompt_cache_size)),
+        "--decode-concurrency", str(int(options.decode_concurrency)),
+        "--prompt-concurrency", str(int(options.prompt_concurrency)),
+    ]  # fmt: skip
+    if options.chat_template_args:
+        argv += [
+            "--chat-template-args",
+            json.dumps(options.chat_template_args, sort_keys=True, separators=(",", ":")),
+        ]
+    if draft_model_path is not None:
+        argv += ["--draft-model", str(draft_model_path)]
+        argv += ["--num-draft-tokens", str(int(options.num_draft_tokens))]
+    if adapter_path is not None:
+        argv += ["--adapter-path", str(adapter_path)]
+    if options.kv_bits is not None:
+        argv += ["--kv-bits", str(int(options.kv_bits))]
+    if options.trust_remote_code:
+        argv.append("--trust-remote-code")
+    return argv

@@ -1,0 +1,250 @@
+"""The server profile form: every field validated, with messages that say what to do."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils.text import slugify
+
+from models_catalog.local import list_local_models
+from models_catalog.models import Host
+from models_catalog.validators import validate_repo_id
+from servers import ports
+from servers.models import ServerProfile
+from servers.validation import (
+    KV_BITS_CHOICES,
+    RANGES,
+    check_chat_template_args,
+    range_error,
+    resolve_adapter_path,
+)
+
+RESERVED_SLUGS = {"new", "picker"}
+
+
+class ServerProfileForm(forms.ModelForm):
+    chat_template_args = forms.CharField(
+        label="Chat-template args",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": '{"enable_thinking": false}'}),
+        help_text='A JSON object passed to the chat template, e.g. {"enable_thinking": false}.',
+    )
+    kv_bits = forms.TypedChoiceField(
+        label="KV-cache bits",
+        required=False,
+        coerce=int,
+        empty_value=None,
+        choices=[("", "Full precision")] + [(b, f"{b} bits") for b in KV_BITS_CHOICES],
+        help_text="Quantize the KV cache to save memory on long contexts (disables batching).",
+    )
+
+    class Meta:
+        model = ServerProfile
+        fields = [
+            "name", "slug", "model_id", "host", "port", "description", "system_prompt",
+            "temperature", "top_p", "top_k", "min_p", "max_tokens", "chat_template_args",
+            "draft_model_id", "num_draft_tokens", "prompt_cache_size", "decode_concurrency",
+            "prompt_concurrency", "kv_bits", "adapter_path", "trust_remote_code",
+            "auto_start", "idle_timeout_minutes", "allow_on_demand",
+        ]  # fmt: skip
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 2}),
+            "system_prompt": forms.Textarea(attrs={"rows": 3}),
+        }
+        help_texts = {
+            "slug": "Used in URLs and as the `model` name in API calls. Leave empty to derive it "
+            "from the name.",
+            "port": "The server listens on 127.0.0.1 only; users reach it through the portal.",
+            "draft_model_id": "A small model of the same family for speculative decoding.",
+            "adapter_path": "A LoRA adapter directory inside the allowed adapter directories.",
+            "trust_remote_code": "Runs code shipped with the tokenizer. Only admins can turn "
+            "it on.",
+            "auto_start": "Start when the host's worker starts.",
+            "idle_timeout_minutes": "Stop after this many minutes without requests; 0 = never.",
+            "allow_on_demand": "Let an API call or the chat start it when it is not running.",
+        }
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.fields["slug"].required = False
+        local = [m.repo_id for m in list_local_models()]
+        choices = [(repo_id, repo_id) for repo_id in sorted(local, key=str.lower)]
+        current = self.instance.model_id if self.instance.pk else ""
+        if current and current not in local:
+            choices.insert(0, (current, f"{current} (not on this host's disk)"))
+        self.local_model_ids = set(local)
+        self.fields["model_id"] = forms.ChoiceField(
+            label="Model",
+            choices=[("", "Choose a model from My models"), *choices],
+            help_text="Models on this host's disk (My models). Download more from the catalog.",
+            error_messages={
+                "invalid_choice": "%(value)s is not on this host's disk: pick one of My models "
+                "or download it first."
+            },
+        )
+        draft_current = self.instance.draft_model_id if self.instance.pk else ""
+        draft_choices = [("", "None"), *choices]
+        if draft_current and draft_current not in local:
+            draft_choices.insert(1, (draft_current, f"{draft_current} (not on disk)"))
+        self.fields["draft_model_id"] = forms.ChoiceField(
+            label="Draft model",
+            required=False,
+            choices=draft_choices,
+            help_text=self._meta.help_texts["draft_model_id"],
+            error_messages={
+                "invalid_choice": "%(value)s is not on this host's disk: pick one of My models."
+            },
+        )
+        self.fields["host"].empty_label = None
+        if not self.instance.pk:
+            self.fields["host"].initial = Host.local().pk
+            if not self.is_bound and not self.initial.get("port"):
+                self.initial["port"] = self.suggested_port()
+        if self.instance.pk and isinstance(self.instance.chat_template_args, dict):
+            self.initial["chat_template_args"] = (
+                json.dumps(self.instance.chat_template_args)
+                if self.instance.chat_template_args
+                else ""
+            )
+        elif isinstance(self.initial.get("chat_template_args"), dict):
+            args = self.initial["chat_template_args"]
+            self.initial["chat_template_args"] = json.dumps(args) if args else ""
+        for name, (low, high, meaning) in RANGES.items():
+            field = self.fields[name]
+            field.widget.attrs.update({"min": low, "max": high})
+            if isinstance(field, forms.FloatField):
+                field.widget.attrs["step"] = "0.01"
+            if not field.help_text:
+                field.help_text = f"{low:g} to {high:g}: {meaning}."
+        if user is not None and not user.is_staff:
+            self.fields["trust_remote_code"].disabled = True
+
+    def suggested_port(self) -> int | None:
+        host = Host.local()
+        taken = set(ServerProfile.objects.filter(host=host).values_list("port", flat=True))
+        try:
+            return ports.suggest_port(taken)
+        except LookupError:
+            return None
+
+    # --- field rules ----------------------------------------------------------------------
+
+    def clean_name(self) -> str:
+        name = " ".join(self.cleaned_data["name"].split())
+        if not name:
+            raise ValidationError("Give the profile a name, e.g. “Qwen3 4B chat”.")
+        return name
+
+    def clean_slug(self) -> str:
+        slug = self.cleaned_data.get("slug") or slugify(self.data.get("name", ""))[:80]
+        if not slug:
+            raise ValidationError(
+                "Give a slug (letters, digits, '-' or '_'): the name has none to derive it from."
+            )
+        if slug in RESERVED_SLUGS:
+            raise ValidationError(f"“{slug}” is reserved by the portal; choose another slug.")
+        clash = ServerProfile.objects.filter(slug=slug).exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise ValidationError(f"The slug “{slug}” is taken by another profile; choose another.")
+        return slug
+
+    def clean_model_id(self) -> str:
+        value = self.cleaned_data["model_id"]
+        validate_repo_id(value)
+        unchanged = self.instance.pk and value == self.instance.model_id
+        if value not in self.local_model_ids and not unchanged:
+            raise ValidationError(
+                f"{value} is not on this host's disk: pick one of My models or download it."
+            )
+        return value
+
+    def clean_draft_model_id(self) -> str:
+        value = self.cleaned_data.get("draft_model_id") or ""
+        if not value:
+            return ""
+        validate_repo_id(value)
+        unchanged = self.instance.pk and value == self.instance.draft_model_id
+        if value not in self.local_model_ids and not unchanged:
+            raise ValidationError(f"The draft model {value} is not on this host's disk.")
+        return value
+
+    def clean_chat_template_args(self) -> dict:
+        try:
+            return check_chat_template_args(self.cleaned_data.get("chat_template_args") or "")
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def clean_adapter_path(self) -> str:
+        value = (self.cleaned_data.get("adapter_path") or "").strip()
+        if not value:
+            return ""
+        try:
+            return str(resolve_adapter_path(value))
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def clean_trust_remote_code(self) -> bool:
+        value = self.cleaned_data.get("trust_remote_code", False)
+        already_on = bool(self.instance.pk and self.instance.trust_remote_code)
+        if value and self.user is not None and not self.user.is_staff and not already_on:
+            raise ValidationError("Only an admin can turn on trust-remote-code.")
+        return value
+
+    def clean(self) -> dict:
+        data = super().clean()
+        for name in RANGES:
+            value = data.get(name)
+            if value is not None and (message := range_error(name, value)):
+                self.add_error(name, message)
+        draft = data.get("draft_model_id")
+        if draft and draft == data.get("model_id"):
+            self.add_error("draft_model_id", "The draft model must differ from the model.")
+        if data.get("kv_bits") and draft:
+            self.add_error(
+                "kv_bits", "mlx_lm.server cannot quantize the KV cache with a draft model."
+            )
+        self._clean_port(data)
+        return data
+
+    def _clean_port(self, data: dict) -> None:
+        port, host = data.get("port"), data.get("host")
+        if port is None or host is None or "port" in self.errors:
+            return
+        clash = (
+            ServerProfile.objects.filter(host=host, port=port).exclude(pk=self.instance.pk).first()
+        )
+        if clash is not None:
+            self.add_error(
+                "port",
+                f"Port {port} is already used by the profile “{clash.name}” on {host.name}; "
+                f"try {self._free_port_hint(host)}.",
+            )
+            return
+        if host.name != Host.local().name:
+            return  # another machine's ports are checked by its worker at start
+        own_server = (
+            self.instance.pk
+            and self.instance.port == port
+            and getattr(getattr(self.instance, "instance", None), "is_active", False)
+        )
+        if not own_server and not ports.port_is_free(port):
+            holder = ports.port_holder(port)
+            by = f" by {holder}" if holder else ""
+            self.add_error(
+                "port",
+                f"Port {port} is in use on this host{by}; try {self._free_port_hint(host)}.",
+            )
+
+    def _free_port_hint(self, host: Host) -> str:
+        taken = set(
+            ServerProfile.objects.filter(host=host)
+            .exclude(pk=self.instance.pk)
+            .values_list("port", flat=True)
+        )
+        try:
+            return str(ports.suggest_port(taken, check_os=host.name == Host.local().name))
+        except LookupError:
+            return "another port"

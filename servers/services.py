@@ -1,0 +1,603 @@
+"""Server lifecycle: start, stop, restart, readiness, reconcile, auto-start, on-demand start.
+
+Views and Celery tasks call these functions; so do tests, directly. Requests (`request_*`) run
+anywhere (usually the web tier): they move the state machine and enqueue the work on the
+profile's host queue. The work (`launch`, `stop`, `reconcile`) runs on the host's worker, because
+pids, ports and model files are facts of that machine.
+
+For the chat and gateway code: `upstream_for(profile)`, `ensure_running(profile, timeout)`,
+`touch_last_request(profile)` and `running_model_ids()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import psutil
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
+
+from models_catalog.local import local_model_path
+from models_catalog.models import Host
+from servers import gateway, supervisor
+from servers.command import ServerOptions, build_server_command
+from servers.models import (
+    ACTIVE_STATES,
+    InvalidTransition,
+    ServerInstance,
+    ServerProfile,
+    State,
+)
+from servers.ports import port_holder, port_is_free
+from servers.validation import resolve_adapter_path
+
+log = logging.getLogger(__name__)
+
+# Environment variables a model server inherits; everything else (database, Redis, secrets,
+# tokens) stays with the portal.
+_ENV_KEEP = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "SYSTEMROOT"}
+_ENV_KEEP_PREFIXES = ("LC_", "MLX_", "METAL_", "OMP_", "VECLIB_", "OPENBLAS_")
+
+
+class StartRefused(Exception):
+    """A start that cannot happen; the message says why and what to do."""
+
+    def __init__(self, message: str, kind: str = "other"):
+        super().__init__(message)
+        self.kind = kind
+
+
+class ServerUnavailable(Exception):
+    """`ensure_running` could not get the server running in time."""
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    model_path: Path
+    draft_model_path: Path | None
+    adapter_path: Path | None
+
+
+def is_local(host: Host) -> bool:
+    return host.name == settings.HOST_NAME
+
+
+# --- checks before a start --------------------------------------------------------------------
+
+
+def model_weight_bytes(path: Path) -> int:
+    """Bytes of weights in a model snapshot (what loading it puts in memory, roughly)."""
+    total = 0
+    for file in path.iterdir():
+        if file.suffix in {".safetensors", ".npz", ".gguf", ".bin"}:
+            try:
+                total += file.stat().st_size
+            except OSError:
+                continue
+    return total
+
+
+def preflight(profile: ServerProfile, *, override_memory: bool = False) -> LaunchPlan:
+    """Check, on the profile's host, that the server can start; raise StartRefused if not."""
+    model_path = local_model_path(profile.model_id)
+    if model_path is None:
+        raise StartRefused(
+            f"The model {profile.model_id} is not on this host's disk. Download it from the "
+            "catalog first, or pick another model in the profile.",
+            "model",
+        )
+    draft_path = None
+    if profile.draft_model_id:
+        draft_path = local_model_path(profile.draft_model_id)
+        if draft_path is None:
+            raise StartRefused(
+                f"The draft model {profile.draft_model_id} is not on this host's disk. "
+                "Download it, or clear the draft model in the profile.",
+                "model",
+            )
+    adapter_path = None
+    if profile.adapter_path:
+        try:
+            adapter_path = resolve_adapter_path(profile.adapter_path)
+        except ValueError as exc:
+            raise StartRefused(str(exc), "adapter") from None
+    if not port_is_free(profile.port):
+        holder = port_holder(profile.port)
+        by = f" by {holder}" if holder else " by another program"
+        raise StartRefused(
+            f"Port {profile.port} is already in use{by}. Stop that program or give the "
+            "profile another port.",
+            "port",
+        )
+    need = model_weight_bytes(model_path) + (model_weight_bytes(draft_path) if draft_path else 0)
+    available = psutil.virtual_memory().available
+    if need * settings.SERVER_MEMORY_HEADROOM > available and not override_memory:
+        raise StartRefused(
+            f"The model needs about {filesizeformat(need)} of memory (plus "
+            f"{round((settings.SERVER_MEMORY_HEADROOM - 1) * 100)}% headroom) but only "
+            f"{filesizeformat(available)} is free. Stop another server first; an admin can "
+            "start it anyway.",
+            "memory",
+        )
+    return LaunchPlan(model_path, draft_path, adapter_path)
+
+
+# --- requests (any tier) ----------------------------------------------------------------------
+
+
+def _enqueue(task_name: str, instance: ServerInstance, **kwargs) -> None:
+    from servers import tasks
+
+    task = getattr(tasks, task_name)
+    queue = instance.profile.host.queue
+    transaction.on_commit(lambda: task.apply_async(args=[instance.pk], kwargs=kwargs, queue=queue))
+
+
+def _record_refusal(instance: ServerInstance, exc: StartRefused) -> None:
+    ServerInstance.objects.filter(pk=instance.pk).update(
+        last_error=str(exc)[:500], last_error_kind=exc.kind
+    )
+    instance.last_error, instance.last_error_kind = str(exc)[:500], exc.kind
+
+
+def _who(user) -> str:
+    return f" by {user.email or user.username}" if user is not None else ""
+
+
+def request_start(
+    profile: ServerProfile, user=None, *, override_memory: bool = False, reason: str = ""
+) -> ServerInstance:
+    """Ask for the profile's server to run. A no-op when it already runs or starts.
+
+    On the web tier of the same machine the checks run at once, so the user sees a refusal
+    (port busy, model missing, memory) immediately; the worker checks again before spawning.
+    """
+    instance = profile.get_instance()
+    if instance.state in (State.STARTING, State.RUNNING, State.RESTARTING):
+        if instance.desired_state != ServerInstance.Desired.RUNNING:
+            ServerInstance.objects.filter(pk=instance.pk).update(desired_state="running")
+        return instance
+    if instance.state == State.STOPPING:
+        raise StartRefused("The server is still stopping; start it again in a moment.", "busy")
+    if is_local(profile.host):
+        try:
+            preflight(profile, override_memory=override_memory)
+        except StartRefused as exc:
+            _record_refusal(instance, exc)
+            raise
+    with transaction.atomic():
+        try:
+            instance.transition(
+                State.STARTING,
+                reason or f"Start requested{_who(user)}",
+                desired_state=ServerInstance.Desired.RUNNING,
+                restart_count=0,
+                next_restart_at=None,
+                failed_probes=0,
+                last_error="",
+                last_error_kind="",
+            )
+        except InvalidTransition:
+            return instance  # someone else started it a moment ago
+        _enqueue("launch_server", instance, override_memory=override_memory)
+    return instance
+
+
+def request_stop(profile: ServerProfile, user=None, *, reason: str = "") -> ServerInstance:
+    """Ask for the profile's server to stop; it will not be restarted automatically."""
+    instance = profile.get_instance()
+    reason = reason or f"Stopped{_who(user)}"
+    with transaction.atomic():
+        ServerInstance.objects.filter(pk=instance.pk).update(desired_state="stopped")
+        instance.refresh_from_db()
+        if instance.state in (State.STOPPED, State.STOPPING):
+            return instance
+        if instance.state == State.FAILED and not supervisor.is_alive(
+            instance.pid, instance.process_create_time
+        ):
+            instance.transition(State.STOPPED, reason, next_restart_at=None)
+            return instance
+        instance.transition(State.STOPPING, reason)
+        _enqueue("stop_server", instance)
+    return instance
+
+
+def request_restart(profile: ServerProfile, user=None) -> ServerInstance:
+    """Stop the profile's server (if any) and start a fresh one."""
+    instance = profile.get_instance()
+    if instance.state == State.STOPPED:
+        return request_start(profile, user, reason=f"Restart requested{_who(user)}")
+    if instance.state == State.STOPPING:
+        raise StartRefused("The server is still stopping; start it again in a moment.", "busy")
+    with transaction.atomic():
+        try:
+            instance.transition(
+                State.RESTARTING,
+                f"Restart requested{_who(user)}",
+                desired_state=ServerInstance.Desired.RUNNING,
+                restart_count=0,
+                next_restart_at=None,
+                last_error="",
+                last_error_kind="",
+            )
+        except InvalidTransition:
+            return instance
+        _enqueue("launch_server", instance)
+    return instance
+
+
+# --- work (on the host's worker) --------------------------------------------------------------
+
+
+def server_env() -> dict[str, str]:
+    """The environment of a model server: no portal secrets, offline Hub, unbuffered logs."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if (key in _ENV_KEEP or key.startswith(_ENV_KEEP_PREFIXES))
+        and not key.startswith("MLX_PORTAL_")
+    }
+    env.update(
+        {
+            "HF_HUB_CACHE": str(settings.HF_HUB_CACHE),
+            "HF_HUB_OFFLINE": "1",  # a request naming another model must not download it
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def new_log_path(profile: ServerProfile) -> Path:
+    """A fresh log file for one launch, under LOG_DIR/servers/<slug>/; old ones are pruned."""
+    directory = Path(settings.LOG_DIR) / "servers" / profile.slug
+    directory.mkdir(parents=True, exist_ok=True)
+    logs = sorted(directory.glob("*.log"))
+    for old in logs[: max(0, len(logs) - settings.SERVER_LOGS_KEPT + 1)]:
+        old.unlink(missing_ok=True)
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S-%f")
+    return directory / f"{stamp}.log"
+
+
+def _failure_fields(instance: ServerInstance, exit_code: int | None) -> dict:
+    fields = {
+        "exit_code": exit_code,
+        "log_tail": supervisor.read_log_tail(instance.log_path, lines=40),
+        "failed_probes": 0,
+        "next_restart_at": None,
+    }
+    if (
+        instance.desired_state == ServerInstance.Desired.RUNNING
+        and instance.restart_count < settings.SERVER_MAX_RESTARTS
+    ):
+        delay = settings.SERVER_RESTART_BACKOFF * (2**instance.restart_count)
+        fields["next_restart_at"] = timezone.now() + timedelta(seconds=delay)
+    return fields
+
+
+def _fail(instance: ServerInstance, reason: str, *, kill: bool = True) -> None:
+    """Mark the instance failed (killing what is left of its process group)."""
+    code = None
+    if kill:
+        code = supervisor.terminate(instance.pid, instance.process_create_time, grace=0.0)
+    if code is None:
+        code = supervisor.exit_code(instance.pid)
+    try:
+        instance.transition(State.FAILED, reason, **_failure_fields(instance, code))
+    except InvalidTransition:
+        log.info("Instance %s changed state while failing: %s", instance.pk, reason)
+
+
+def _mark_dead(instance: ServerInstance, when: str) -> None:
+    code = supervisor.exit_code(instance.pid, wait=2.0)
+    _fail(instance, f"The server {supervisor.describe_exit(code)} {when}.")
+
+
+def launch(instance_id: int, *, override_memory: bool = False) -> None:
+    """Spawn the server of a `starting` (or `restarting`) instance and wait until it answers.
+
+    Idempotent: a redelivered task finds the live process and only waits for it.
+    """
+    instance = ServerInstance.objects.select_related("profile__host").get(pk=instance_id)
+    profile = instance.profile
+    if instance.state == State.RESTARTING:
+        supervisor.terminate(
+            instance.pid, instance.process_create_time, grace=settings.SERVER_STOP_GRACE
+        )
+        try:
+            instance.transition(State.STARTING, instance.reason or "Restarting")
+        except InvalidTransition:
+            return
+    if instance.state != State.STARTING:
+        return
+    if not supervisor.is_alive(instance.pid, instance.process_create_time):
+        try:
+            plan = preflight(profile, override_memory=override_memory)
+        except StartRefused as exc:
+            _record_refusal(instance, exc)
+            with contextlib.suppress(InvalidTransition):
+                instance.transition(
+                    State.FAILED,
+                    f"Not started: {exc}",
+                    desired_state=ServerInstance.Desired.STOPPED,
+                    next_restart_at=None,
+                )
+            return
+        argv = build_server_command(
+            sys.executable,
+            plan.model_path,
+            ServerOptions.from_profile(profile),
+            draft_model_path=plan.draft_model_path,
+            adapter_path=plan.adapter_path,
+        )
+        log_path = new_log_path(profile)
+        log_path.write_text(
+            f"# MLX Portal: starting {profile.name} at {timezone.now().isoformat()}\n"
+            f"# {' '.join(argv)}\n"
+        )
+        with transaction.atomic():
+            current = ServerInstance.objects.select_for_update().get(pk=instance.pk)
+            if current.state != State.STARTING:
+                return
+            spawned = supervisor.spawn(argv, log_path, server_env(), cwd=log_path.parent)
+            now = timezone.now()
+            ServerInstance.objects.filter(pk=instance.pk).update(
+                pid=spawned.pid,
+                process_create_time=spawned.create_time,
+                command=argv,
+                log_path=str(log_path),
+                port=profile.port,
+                started_at=now,
+                ready_at=None,
+                exit_code=None,
+                log_tail="",
+                failed_probes=0,
+                last_request_at=now,
+            )
+        instance.refresh_from_db()
+    wait_until_ready(instance)
+
+
+def wait_until_ready(instance: ServerInstance) -> None:
+    """Probe a starting server until it answers (→ running), dies or times out (→ failed)."""
+    timeout = settings.SERVER_START_TIMEOUT
+    started = instance.started_at or timezone.now()
+    deadline = time.monotonic() + max(0.0, timeout - (timezone.now() - started).total_seconds())
+    while True:
+        instance.refresh_from_db()
+        if instance.state != State.STARTING:
+            return
+        if not supervisor.is_alive(instance.pid, instance.process_create_time):
+            _mark_dead(instance, "while starting")
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            _fail(instance, f"The model did not answer within {timeout:g} s of starting.")
+            return
+        result = gateway.probe_ready(instance.base_url, timeout=min(remaining, 60.0))
+        if result.ok:
+            with contextlib.suppress(InvalidTransition):
+                instance.transition(
+                    State.RUNNING,
+                    "Ready: the model answered a chat completion",
+                    ready_at=timezone.now(),
+                    failed_probes=0,
+                )
+            return
+        time.sleep(0.2)
+
+
+def stop(instance_id: int) -> None:
+    """Terminate the server of a `stopping` instance (SIGTERM, SIGKILL after the grace)."""
+    instance = ServerInstance.objects.get(pk=instance_id)
+    if instance.state != State.STOPPING:
+        return
+    code = supervisor.terminate(
+        instance.pid, instance.process_create_time, grace=settings.SERVER_STOP_GRACE
+    )
+    with contextlib.suppress(InvalidTransition):
+        instance.transition(State.STOPPED, instance.reason or "Stopped", exit_code=code)
+
+
+# --- supervision ------------------------------------------------------------------------------
+
+
+def reconcile(host: Host | None = None) -> None:
+    """One pass of supervision over the host's instances (the beat task calls it every ~3 s).
+
+    Re-adopts live servers (the DB row plus pid and create time is all it takes: nothing is
+    started twice), marks dead and hung ones failed, restarts failed ones with back-off unless
+    the user stopped them, stops idle ones, and finishes stops whose task was lost.
+    """
+    host = host or Host.local()
+    instances = ServerInstance.objects.filter(profile__host=host).select_related("profile__host")
+    for instance in instances:
+        try:
+            reconcile_instance(instance)
+        except Exception:
+            log.exception("Reconciling server %s failed", instance.profile.slug)
+
+
+def _age(moment) -> float:
+    return (timezone.now() - moment).total_seconds() if moment else float("inf")
+
+
+def reconcile_instance(instance: ServerInstance) -> None:
+    state = instance.state
+    alive = supervisor.is_alive(instance.pid, instance.process_create_time)
+    if state == State.RUNNING:
+        if not alive:
+            _mark_dead(instance, "while running")
+            return
+        result = gateway.check_alive(instance.base_url, timeout=settings.SERVER_PROBE_TIMEOUT)
+        if not result.ok:
+            misses = instance.failed_probes + 1
+            ServerInstance.objects.filter(pk=instance.pk).update(failed_probes=misses)
+            if misses >= settings.SERVER_HUNG_CHECKS:
+                instance.refresh_from_db()
+                _fail(instance, f"The server stopped answering ({result.detail}, {misses} checks).")
+            return
+        updates = {}
+        if instance.failed_probes:
+            updates["failed_probes"] = 0
+        if instance.restart_count and _age(instance.ready_at) > settings.SERVER_RESTART_RESET_AFTER:
+            updates["restart_count"] = 0
+        if updates:
+            ServerInstance.objects.filter(pk=instance.pk).update(**updates)
+        idle = instance.profile.idle_timeout_minutes
+        if idle and _age(instance.last_request_at or instance.ready_at) > idle * 60:
+            request_stop(instance.profile, reason=f"Idle for {idle} min: stopped automatically")
+    elif state == State.STARTING:
+        if instance.pid is None:
+            if _age(instance.state_changed_at) > settings.SERVER_START_TIMEOUT:
+                _fail(
+                    instance,
+                    f"No worker of host {instance.profile.host.name} started the server within "
+                    f"{settings.SERVER_START_TIMEOUT:g} s. Is its worker running?",
+                )
+        elif not alive:
+            _mark_dead(instance, "while starting")
+        elif _age(instance.started_at) > settings.SERVER_START_TIMEOUT:
+            _fail(instance, "The model did not answer within the start time-out.")
+        elif (
+            _age(instance.started_at) > 10
+            and gateway.probe_ready(instance.base_url, timeout=2.0).ok
+        ):
+            # Re-adoption of a start whose worker went away: it answers, so it is ready.
+            with contextlib.suppress(InvalidTransition):
+                instance.transition(
+                    State.RUNNING,
+                    "Ready (re-adopted by the supervisor)",
+                    ready_at=timezone.now(),
+                    failed_probes=0,
+                )
+    elif state == State.RESTARTING:
+        if _age(instance.state_changed_at) > settings.SERVER_START_TIMEOUT:
+            _fail(instance, "The restart did not complete in time. Is the host's worker running?")
+    elif state == State.STOPPING:
+        if _age(instance.state_changed_at) > settings.SERVER_STOP_GRACE + 20:
+            stop(instance.pk)  # the stop task was lost; finish it here
+    elif state == State.FAILED:
+        if alive:
+            supervisor.kill(instance.pid, instance.process_create_time)
+        if (
+            instance.desired_state == ServerInstance.Desired.RUNNING
+            and instance.next_restart_at is not None
+            and instance.next_restart_at <= timezone.now()
+            and instance.restart_count < settings.SERVER_MAX_RESTARTS
+        ):
+            attempt = instance.restart_count + 1
+            with transaction.atomic():
+                try:
+                    instance.transition(
+                        State.RESTARTING,
+                        f"Automatic restart {attempt} of {settings.SERVER_MAX_RESTARTS} "
+                        f"after: {instance.reason}",
+                        restart_count=attempt,
+                        next_restart_at=None,
+                    )
+                except InvalidTransition:
+                    return
+                _enqueue("launch_server", instance)
+
+
+def autostart(host: Host | None = None) -> list[str]:
+    """Start the host's auto-start profiles that are not running; returns their slugs."""
+    host = host or Host.local()
+    started = []
+    for profile in ServerProfile.objects.filter(host=host, auto_start=True).select_related(
+        "host", "instance"
+    ):
+        instance = profile.get_instance()
+        if instance.state not in (State.STOPPED, State.FAILED):
+            continue
+        try:
+            request_start(profile, reason=f"Auto-start: the worker of host {host.name} started")
+        except StartRefused as exc:
+            log.warning("Auto-start of %s refused: %s", profile.slug, exc)
+            continue
+        started.append(profile.slug)
+    return started
+
+
+# --- for the chat and gateway code ------------------------------------------------------------
+
+
+def upstream_for(profile: ServerProfile) -> str | None:
+    """The base URL of the profile's running server (fresh from the DB), else None."""
+    instance = ServerInstance.objects.filter(profile=profile).first()
+    if instance is None or instance.state != State.RUNNING:
+        return None
+    return instance.base_url
+
+
+def touch_last_request(profile: ServerProfile) -> None:
+    """Record that a request reached the profile's server (for the idle time-out)."""
+    ServerInstance.objects.filter(profile=profile).update(last_request_at=timezone.now())
+
+
+def ensure_running(profile: ServerProfile, timeout: float = 120.0) -> str:
+    """The base URL of the profile's server, starting it on demand and waiting until ready.
+
+    Raises ServerUnavailable with a message for the user when it cannot run (on-demand start
+    not allowed, a refused start, a failure, or `timeout` seconds without becoming ready).
+    """
+    url = upstream_for(profile)
+    if url:
+        touch_last_request(profile)
+        return url
+    if not profile.allow_on_demand:
+        raise ServerUnavailable(
+            f"The server {profile.name} is not running and its profile does not allow starting "
+            "it on demand. Start it on the Servers page."
+        )
+    try:
+        request_start(profile, reason="Started on demand by a request")
+    except StartRefused as exc:
+        raise ServerUnavailable(str(exc)) from None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        instance = ServerInstance.objects.get(profile=profile)
+        if instance.state == State.RUNNING:
+            touch_last_request(profile)
+            return instance.base_url
+        if instance.state in (State.FAILED, State.STOPPED):
+            raise ServerUnavailable(f"The server {profile.name} did not start: {instance.reason}")
+        time.sleep(0.25)
+    raise ServerUnavailable(
+        f"The server {profile.name} is still starting after {timeout:g} s; try again shortly."
+    )
+
+
+def running_model_ids(host: Host | None = None) -> set[str]:
+    """Repo ids of models (and draft models) held by a server process that may be running."""
+    instances = ServerInstance.objects.filter(state__in=ACTIVE_STATES)
+    if host is not None:
+        instances = instances.filter(profile__host=host)
+    ids: set[str] = set()
+    for model_id, draft_id in instances.values_list("profile__model_id", "profile__draft_model_id"):
+        ids.add(model_id)
+        if draft_id:
+            ids.add(draft_id)
+    return ids
+
+
+def running_count() -> int:
+    return ServerInstance.objects.filter(state=State.RUNNING).count()
+
+
+def profiles_for_tiles(query: str = ""):
+    """Profiles with everything a tile shows, in a constant number of queries."""
+    profiles = ServerProfile.objects.select_related("instance", "host", "owner")
+    if query:
+        profiles = profiles.filter(Q(name__icontains=query) | Q(model_id__icontains=query))
+    return profiles.order_by("name")

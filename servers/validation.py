@@ -1,0 +1,120 @@
+"""Validation rules for profile fields that are more than a range: the one place for them."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+MAX_TEMPLATE_ARGS = 32
+MAX_TEMPLATE_ARGS_BYTES = 4096
+MAX_TEMPLATE_STRING = 1000
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def check_chat_template_args(value: Any) -> dict[str, Any]:
+    """A JSON object of simple values (string, number, true/false, null); raise ValueError."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return {}
+        if len(text.encode()) > MAX_TEMPLATE_ARGS_BYTES:
+            raise ValueError(
+                f"Keep chat-template args under {MAX_TEMPLATE_ARGS_BYTES} bytes of JSON."
+            )
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f'Chat-template args must be JSON, e.g. {{"enable_thinking": false}} '
+                f"({exc.msg} at line {exc.lineno}, column {exc.colno})."
+            ) from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(
+            'Chat-template args must be a JSON object, e.g. {"enable_thinking": false}.'
+        )
+    if len(value) > MAX_TEMPLATE_ARGS:
+        raise ValueError(f"Use at most {MAX_TEMPLATE_ARGS} chat-template args.")
+    for key, item in value.items():
+        if not _KEY.fullmatch(key):
+            raise ValueError(
+                f"{key[:80]!r} is not a usable argument name: use letters, digits and '_' "
+                "(not starting with a digit), at most 64 characters."
+            )
+        if isinstance(item, str):
+            if len(item) > MAX_TEMPLATE_STRING:
+                raise ValueError(
+                    f"The value of {key!r} is too long (at most {MAX_TEMPLATE_STRING} characters)."
+                )
+        elif item is not None and not isinstance(item, bool | int | float):
+            raise ValueError(
+                f"The value of {key!r} must be a string, number, true, false or null "
+                "(no lists or objects)."
+            )
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"The value of {key!r} must be a finite number.")
+    if len(json.dumps(value).encode()) > MAX_TEMPLATE_ARGS_BYTES:
+        raise ValueError(f"Keep chat-template args under {MAX_TEMPLATE_ARGS_BYTES} bytes of JSON.")
+    return value
+
+
+def adapter_roots() -> list[Path]:
+    return [Path(p).resolve() for p in settings.SERVER_ADAPTER_DIRS]
+
+
+def resolve_adapter_path(value: str) -> Path:
+    """The adapter directory `value` (absolute, or relative to the first allowed directory),
+    resolved through symlinks, if it stays inside an allowed directory and holds an
+    `adapter_config.json`; raise ValueError otherwise.
+    """
+    roots = adapter_roots()
+    allowed = ", ".join(str(r) for r in roots)
+    if not value or "\x00" in value or len(value) > 512:
+        raise ValueError(f"Give an adapter directory inside {allowed}.")
+    candidate = Path(value).expanduser()
+    if not candidate.is_absolute():
+        candidate = roots[0] / candidate
+    resolved = candidate.resolve()
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise ValueError(
+            f"The adapter path {value[:200]!r} is outside the allowed adapter directories "
+            f"({allowed}). Put the adapter there (an admin sets MLX_PORTAL_ADAPTER_DIRS)."
+        )
+    if not resolved.is_dir() or not (resolved / "adapter_config.json").is_file():
+        raise ValueError(
+            f"{resolved} is not an adapter directory: it must exist and contain "
+            "adapter_config.json (as written by mlx_lm.lora)."
+        )
+    return resolved
+
+
+# Numeric profile fields: (minimum, maximum, what the value means). Forms check these.
+RANGES: dict[str, tuple[float, float, str]] = {
+    "port": (1024, 65535, "a TCP port between 1024 and 65535"),
+    "temperature": (0.0, 2.0, "0 always picks the likeliest token; 0.7 is a usual chat value"),
+    "top_p": (0.01, 1.0, "1 disables nucleus sampling"),
+    "top_k": (0, 1000, "0 disables top-k"),
+    "min_p": (0.0, 1.0, "0 disables min-p"),
+    "max_tokens": (1, 131072, "the default reply length limit in tokens"),
+    "num_draft_tokens": (1, 16, "tokens the draft model proposes per step"),
+    "prompt_cache_size": (0, 1000, "distinct prompt KV caches kept"),
+    "decode_concurrency": (1, 256, "requests decoded in parallel"),
+    "prompt_concurrency": (1, 64, "prompts processed in parallel"),
+    "idle_timeout_minutes": (0, 10080, "minutes without requests before it stops; 0 = never"),
+}
+
+KV_BITS_CHOICES = [2, 3, 4, 5, 6, 8]
+
+
+def range_error(field: str, value: float) -> str | None:
+    """A message when `value` is outside the field's range, else None."""
+    low, high, meaning = RANGES[field]
+    if low <= value <= high:
+        return None
+    return f"Use a value from {low:g} to {high:g} ({meaning}); {value:g} is out of range."

@@ -1,0 +1,188 @@
+"""Servers pages: profiles (create, edit, duplicate, delete), the tiles, actions and logs.
+
+Access: the accounts middleware lets approved users in; here only the owner-or-admin rule for
+editing and deleting is checked. Any member may start, stop and restart any server.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from servers import services, supervisor
+from servers.forms import ServerProfileForm
+from servers.models import ServerProfile
+
+LOG_LINES_DEFAULT = 200
+LOG_LINES_MAX = 2000
+COPIED_FIELDS = [
+    f for f in ServerProfileForm.Meta.fields if f not in {"name", "slug", "port", "auto_start"}
+]
+
+
+def _tile_context(profile: ServerProfile) -> dict:
+    instance = getattr(profile, "instance", None)
+    stats = None
+    if instance is not None and instance.is_active and services.is_local(profile.host):
+        stats = supervisor.stats(instance.pid, instance.process_create_time)
+    return {"profile": profile, "instance": instance, "stats": stats}
+
+
+def _query(request: HttpRequest) -> str:
+    return (request.GET.get("q") or "").strip()[:100]
+
+
+def server_list(request: HttpRequest) -> HttpResponse:
+    """The Servers page; an HTMX request gets only the tiles (the 2 s poll and the search)."""
+    query = _query(request)
+    profiles = list(services.profiles_for_tiles(query))
+    tiles = [_tile_context(p) for p in profiles]
+    context = {"tiles": tiles, "q": query}
+    if request.htmx:
+        return render(request, "servers/list.html#tiles", context)
+    return render(request, "servers/list.html", context)
+
+
+def picker(request: HttpRequest) -> HttpResponse:
+    """A searchable list of profiles (name or model id) for choosing one, as an HTMX partial."""
+    query = _query(request)
+    profiles = services.profiles_for_tiles(query)[:50]
+    return render(request, "servers/picker.html", {"profiles": profiles, "q": query})
+
+
+def _get_profile(slug: str) -> ServerProfile:
+    return get_object_or_404(ServerProfile.objects.select_related("host", "owner"), slug=slug)
+
+
+def _editable(request: HttpRequest, slug: str) -> ServerProfile:
+    profile = _get_profile(slug)
+    if not profile.can_edit(request.user):
+        raise PermissionDenied("Only the profile's owner or an admin can change it.")
+    return profile
+
+
+@require_http_methods(["GET", "POST"])
+def profile_create(request: HttpRequest) -> HttpResponse:
+    form = ServerProfileForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        profile = form.save(commit=False)
+        profile.owner = request.user
+        profile.save()
+        profile.get_instance()
+        messages.success(request, f"Profile “{profile.name}” created. Start it when you need it.")
+        return redirect("servers:list")
+    return render(request, "servers/form.html", {"form": form, "title": "New server profile"})
+
+
+@require_http_methods(["GET", "POST"])
+def profile_edit(request: HttpRequest, slug: str) -> HttpResponse:
+    profile = _editable(request, slug)
+    form = ServerProfileForm(request.POST or None, instance=profile, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        profile = form.save()
+        note = ""
+        if profile.get_instance().is_active:
+            note = " Restart the server to apply the changes."
+        messages.success(request, f"Profile “{profile.name}” saved.{note}")
+        return redirect("servers:list")
+    context = {"form": form, "title": f"Edit {profile.name}", "profile": profile}
+    return render(request, "servers/form.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def profile_duplicate(request: HttpRequest, slug: str) -> HttpResponse:
+    """A new profile prefilled from another one (any member may copy any profile)."""
+    source = _get_profile(slug)
+    initial = {field: getattr(source, field) for field in COPIED_FIELDS}
+    initial["host"] = source.host_id
+    initial["name"] = f"Copy of {source.name}"[:80]
+    form = ServerProfileForm(request.POST or None, initial=initial, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        profile = form.save(commit=False)
+        profile.owner = request.user
+        profile.save()
+        profile.get_instance()
+        messages.success(request, f"Profile “{profile.name}” created from “{source.name}”.")
+        return redirect("servers:list")
+    context = {"form": form, "title": f"Duplicate {source.name}", "source": source}
+    return render(request, "servers/form.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def profile_delete(request: HttpRequest, slug: str) -> HttpResponse:
+    profile = _editable(request, slug)
+    instance = profile.get_instance()
+    if instance.is_active:
+        messages.error(
+            request,
+            f"“{profile.name}” is {instance.state}: stop the server before deleting its profile.",
+        )
+        return redirect("servers:list")
+    if request.method == "POST":
+        name = profile.name
+        profile.delete()
+        messages.success(request, f"Profile “{name}” deleted.")
+        return redirect("servers:list")
+    return render(request, "servers/confirm_delete.html", {"profile": profile})
+
+
+def _action_response(request: HttpRequest, profile: ServerProfile, error: str = "") -> HttpResponse:
+    if request.htmx:
+        profile = services.profiles_for_tiles().get(pk=profile.pk)
+        context = {**_tile_context(profile), "error": error}
+        return render(request, "servers/list.html#tile", context)
+    if error:
+        messages.error(request, error)
+    return redirect("servers:list")
+
+
+@require_POST
+def server_start(request: HttpRequest, slug: str) -> HttpResponse:
+    profile = _get_profile(slug)
+    override = request.POST.get("override_memory") == "1"
+    if override and not request.user.is_staff:
+        raise PermissionDenied("Only an admin can start a server despite the memory check.")
+    try:
+        services.request_start(profile, request.user, override_memory=override)
+    except services.StartRefused as exc:
+        return _action_response(request, profile, str(exc))
+    return _action_response(request, profile)
+
+
+@require_POST
+def server_stop(request: HttpRequest, slug: str) -> HttpResponse:
+    profile = _get_profile(slug)
+    services.request_stop(profile, request.user)
+    return _action_response(request, profile)
+
+
+@require_POST
+def server_restart(request: HttpRequest, slug: str) -> HttpResponse:
+    profile = _get_profile(slug)
+    try:
+        services.request_restart(profile, request.user)
+    except services.StartRefused as exc:
+        return _action_response(request, profile, str(exc))
+    return _action_response(request, profile)
+
+
+def server_log(request: HttpRequest, slug: str) -> HttpResponse:
+    """The server's current log, tailed live (HTMX polls the `lines` partial)."""
+    profile = _get_profile(slug)
+    instance = profile.get_instance()
+    raw = request.GET.get("lines", str(LOG_LINES_DEFAULT))
+    try:
+        lines = int(raw)
+    except ValueError:
+        lines = LOG_LINES_DEFAULT
+        if not request.htmx:
+            messages.warning(request, f"“{raw[:20]}” is not a number of lines; showing {lines}.")
+    lines = max(1, min(lines, LOG_LINES_MAX))
+    text = supervisor.read_log_tail(instance.log_path, lines=lines, max_bytes=lines * 400)
+    context = {"profile": profile, "instance": instance, "text": text, "lines": lines}
+    if request.htmx:
+        return render(request, "servers/log.html#log-body", context)
+    return render(request, "servers/log.html", context)

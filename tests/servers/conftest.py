@@ -1,0 +1,96 @@
+"""Fixtures for the servers tests: models laid out in a temporary Hugging Face cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.servers.helpers import TINY_REPO, install_model
+
+
+@pytest.fixture
+def hf_cache(settings, tmp_path):
+    """An empty HF cache for this test (settings.HF_HUB_CACHE points at it)."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    settings.HF_HUB_CACHE = cache
+    return cache
+
+
+@pytest.fixture
+def local_models(hf_cache):
+    """Two placeholder models on disk: enough for forms, not for serving."""
+    install_model(hf_cache, "mlx-community/Tiny-A-4bit")
+    install_model(hf_cache, "acme/tiny-b")
+    return ["mlx-community/Tiny-A-4bit", "acme/tiny-b"]
+
+
+@pytest.fixture
+def adapter_dir(settings, tmp_path):
+    root = tmp_path / "adapters"
+    (root / "my-lora").mkdir(parents=True)
+    (root / "my-lora" / "adapter_config.json").write_text("{}")
+    settings.SERVER_ADAPTER_DIRS = [root.resolve()]
+    return root
+
+
+@pytest.fixture
+def make_profile(db, member):
+    """`make_profile(name, model_id=…, port=…, owner=…, **fields)` saves a ServerProfile."""
+    from django.utils.text import slugify
+
+    from models_catalog.models import Host
+    from servers.models import ServerProfile
+    from servers.ports import suggest_port
+
+    def make(name: str = "Tiny", model_id: str = "mlx-community/Tiny-A-4bit", **fields):
+        taken = set(ServerProfile.objects.values_list("port", flat=True))
+        fields.setdefault("port", suggest_port(taken))
+        fields.setdefault("owner", member)
+        fields.setdefault("host", Host.local())
+        return ServerProfile.objects.create(
+            name=name, slug=slugify(name), model_id=model_id, **fields
+        )
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Users are made in almost every test here; the real hasher costs a second each."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def served_model(hf_cache, tiny_model):
+    """The real tiny text model (built once per machine) in this test's HF cache."""
+    install_model(hf_cache, TINY_REPO, source=tiny_model)
+    return TINY_REPO
+
+
+@pytest.fixture
+def clean_queues(settings):
+    """Empty the Celery queues of this test's Redis database before and after the test, so a
+    start request no worker consumed never reaches a later test's worker."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+
+    def purge():
+        keys = [*client.keys("host.*"), *client.keys("default*"), *client.keys("unacked*")]
+        if keys:
+            client.delete(*keys)
+
+    purge()
+    yield
+    purge()
+
+
+@pytest.fixture
+def server_reaper():
+    """Kills, at the end of the test, any server process group the test left behind."""
+    from servers import supervisor
+
+    tracked: list[tuple[int, float]] = []
+    yield tracked.append
+    for pid, create_time in tracked:
+        supervisor.kill(pid, create_time)

@@ -1,0 +1,75 @@
+"""The reconcile loop's bookkeeping paths that need no process (the rest: test_supervisor)."""
+
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from models_catalog.models import Host
+from servers import services, tasks
+from servers.models import ServerInstance, State
+
+pytestmark = pytest.mark.usefixtures("clean_queues")
+
+
+def test_beat_runs_the_reconcile_task_every_few_seconds():
+    entry = settings.CELERY_BEAT_SCHEDULE["servers-reconcile"]
+    assert entry["task"] == tasks.reconcile.name
+    assert entry["schedule"] <= 5
+
+
+def test_a_start_no_worker_picked_up_fails_with_a_hint(make_profile):
+    profile = make_profile()
+    instance = profile.get_instance()
+    instance.transition(State.STARTING, "Start requested", desired_state="running")
+    ServerInstance.objects.filter(pk=instance.pk).update(
+        state_changed_at=timezone.now() - timedelta(seconds=settings.SERVER_START_TIMEOUT + 1)
+    )
+    tasks.reconcile_host(Host.local().pk)  # the task body, run here
+    instance.refresh_from_db()
+    assert instance.state == State.FAILED
+    assert "Is its worker running?" in instance.reason
+
+
+def test_a_running_server_whose_process_is_gone_is_marked_failed_and_scheduled(make_profile):
+    profile = make_profile()
+    instance = profile.get_instance()
+    instance.transition(State.STARTING, "go", desired_state="running")
+    instance.transition(State.RUNNING, "ready", pid=2**22 - 3, process_create_time=1.0)
+    services.reconcile()
+    instance.refresh_from_db()
+    assert instance.state == State.FAILED
+    assert instance.reason.startswith("The server ended (exit status unknown")
+    assert instance.next_restart_at is not None
+
+
+def test_restarts_stop_after_the_limit(make_profile, settings):
+    settings.SERVER_MAX_RESTARTS = 2
+    profile = make_profile()
+    instance = profile.get_instance()
+    instance.transition(State.STARTING, "go", desired_state="running")
+    instance.transition(
+        State.FAILED, "boom", restart_count=2, next_restart_at=timezone.now() - timedelta(1)
+    )
+    services.reconcile()
+    instance.refresh_from_db()
+    assert instance.state == State.FAILED
+    assert instance.reason == "boom"
+
+
+def test_back_off_doubles_with_each_restart(make_profile, settings):
+    settings.SERVER_RESTART_BACKOFF = 10
+    profile = make_profile()
+    instance = profile.get_instance()
+    delays = []
+    for count in range(3):
+        ServerInstance.objects.filter(pk=instance.pk).update(
+            state=State.RUNNING, desired_state="running", restart_count=count, pid=None
+        )
+        instance.refresh_from_db()
+        before = timezone.now()
+        services.reconcile()
+        instance.refresh_from_db()
+        delays.append(round((instance.next_restart_at - before).total_seconds()))
+    assert delays == [10, 20, 40]
