@@ -229,13 +229,27 @@ HF_HUB_CACHE = Path(
 ).expanduser()
 HF_TOKEN = env.str("HF_TOKEN", default="")
 
+# Model catalog (models_catalog/catalog.py, docs/catalog.md).
+HUB_TIMEOUT = env.float("HUB_TIMEOUT", default=5.0)  # seconds, every Hub request
+CATALOG_PAGE_SIZE = env.int("CATALOG_PAGE_SIZE", default=30)  # models per Hub page
+CATALOG_MAX_HUB_PAGES = env.int("CATALOG_MAX_HUB_PAGES", default=4)  # per filtered page
+CATALOG_FETCH_WORKERS = env.int("CATALOG_FETCH_WORKERS", default=4)  # config.json reads at once
+CATALOG_CONFIG_DEADLINE = env.float("CATALOG_CONFIG_DEADLINE", default=10.0)  # seconds per page
+CATALOG_CONFIG_RETRY = env.int("CATALOG_CONFIG_RETRY", default=600)  # after a failed read
+CATALOG_DETAIL_TTL = env.int("CATALOG_DETAIL_TTL", default=600)  # detail page refresh, seconds
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # huggingface_hub's HTTP client logs every request at INFO.
+        "httpx2": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
 }
 
 # ---------------------------------------------------------------------------------------------

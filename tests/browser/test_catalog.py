@@ -1,0 +1,81 @@
+"""A member searches the catalog, filters on a badge and opens a model, in a real browser."""
+
+import re
+
+import pytest
+from django.conf import settings as django_settings
+from django.test import Client
+
+from models_catalog import catalog
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def member_page(page, live_server, member):
+    """The browser page, logged in as an approved member (session cookie of a forced login)."""
+    client = Client()
+    client.force_login(member)
+    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+    page.context.add_cookies(
+        [{"name": django_settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}]
+    )
+    return page
+
+
+@pytest.fixture
+def hub_settings(hub, settings, tmp_path):
+    settings.HF_ENDPOINT = hub.url
+    settings.HF_HUB_CACHE = tmp_path / "hf-cache"
+    settings.HF_TOKEN = ""
+    catalog._reads.clear()
+    yield hub
+    catalog._reads.clear()
+
+
+def rows(page):
+    return page.locator("#results tbody tr")
+
+
+def test_search_filter_and_open_a_model(member_page, hub_settings, screenshot):
+    page = member_page
+    page.goto("/models/")
+    page.get_by_role("heading", name="Models").wait_for()
+    assert rows(page).count() > 10
+
+    # Typing searches after a short pause; the URL keeps the query.
+    page.get_by_placeholder("Search MLX models").press_sequentially("qwen", delay=30)
+    page.wait_for_url(re.compile(r"q=qwen"))
+    page.wait_for_function(
+        "[...document.querySelectorAll('#results tbody tr')].length > 0 &&"
+        " [...document.querySelectorAll('#results tbody tr')]"
+        ".every(r => r.dataset.repoId.toLowerCase().includes('qwen'))"
+    )
+
+    # A capability badge filters the results (AND with the text).
+    page.locator("label.chip", has_text="Thinking").click()
+    page.wait_for_url(re.compile(r"cap=thinking"))
+    page.wait_for_function(
+        "[...document.querySelectorAll('#results tbody tr')].length > 0 &&"
+        " [...document.querySelectorAll('#results tbody tr')]"
+        ".every(r => r.textContent.includes('thinking'))"
+    )
+    assert page.locator("#results").get_by_text("match the filters").is_visible()
+    screenshot("catalog")
+
+    # The URL is a bookmark: loading it again shows the same search.
+    page.reload()
+    assert page.get_by_placeholder("Search MLX models").input_value() == "qwen"
+    assert page.locator("input[name=cap][value=thinking]").is_checked()
+
+    # Open the first result.
+    first = rows(page).first
+    repo_id = first.get_attribute("data-repo-id")
+    first.locator("a.repo").click()
+    page.wait_for_url(f"**/models/hub/{repo_id}")
+    page.get_by_role("heading", level=1, name=repo_id.split("/")[1]).wait_for()
+    assert page.get_by_text("Characteristics").is_visible()
+    assert page.get_by_text("Context length").is_visible()
+    assert page.locator("[data-fit]").first.get_attribute("title").startswith("The model takes")
+    assert page.locator(".readme").is_visible()
+    screenshot("model-detail")

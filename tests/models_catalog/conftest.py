@@ -1,0 +1,43 @@
+"""The catalog tests talk to the fake Hub through the real huggingface_hub client."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from models_catalog import catalog
+from models_catalog.models import Host
+
+GIB = 1024**3
+
+
+@pytest.fixture
+def catalog_hub(hub, settings, tmp_path):
+    """The fake Hub (knobs reset), the portal's settings pointed at it, an empty local cache."""
+    settings.HF_ENDPOINT = hub.url
+    settings.HF_HUB_CACHE = tmp_path / "hf-cache"
+    settings.HF_TOKEN = ""
+    settings.HUB_TIMEOUT = 5.0
+    settings.CATALOG_CONFIG_DEADLINE = 20.0
+    catalog._reads.clear()  # no read of an earlier test may answer for this one
+    yield hub
+    catalog._reads.clear()
+
+
+@pytest.fixture
+def host(db, settings):
+    """This host, with a known amount of memory (32 GiB) so that fit verdicts are stable."""
+    host, _ = Host.objects.update_or_create(
+        name=settings.HOST_NAME, defaults={"memory_total": 32 * GIB, "platform": "Linux CPU"}
+    )
+    return host
+
+
+def put_in_local_cache(cache: Path, repo_id: str, source: Path, revision: str = "a" * 40) -> Path:
+    """Lay out `source` as the Hugging Face cache does (refs/main -> snapshots/<revision>)."""
+    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / revision
+    shutil.copytree(source, snapshot)
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(revision)
+    return snapshot
