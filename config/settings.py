@@ -184,7 +184,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    # Re-queue downloads whose worker died (lease expired); see docs/downloads.md.
+    "reconcile-downloads": {
+        "task": "models_catalog.reconcile_downloads",
+        "schedule": env.float("DOWNLOAD_RECONCILE_SECONDS", default=5.0),
+        "options": {"expires": 30},
+    },
+}
 
 # This machine, as a host of the portal (see docs/architecture.md, "Hosts").
 HOST_NAME = env.str("MLX_PORTAL_HOST", default="local")
@@ -198,6 +205,13 @@ HF_HUB_CACHE = Path(
     )
 ).expanduser()
 HF_TOKEN = env.str("HF_TOKEN", default="")
+
+# Downloads (docs/downloads.md): a run holds a lease renewed by its heartbeat; a lease that
+# expires means the worker died and the download is queued again.
+DOWNLOAD_LEASE_SECONDS = env.float("DOWNLOAD_LEASE_SECONDS", default=20.0)
+DOWNLOAD_HEARTBEAT_SECONDS = env.float("DOWNLOAD_HEARTBEAT_SECONDS", default=1.0)
+DOWNLOAD_REQUEUE_SECONDS = env.float("DOWNLOAD_REQUEUE_SECONDS", default=60.0)
+DOWNLOAD_DISK_RESERVE_BYTES = env.int("DOWNLOAD_DISK_RESERVE_BYTES", default=512 * 1024 * 1024)
 
 LOGGING = {
     "version": 1,
