@@ -1,0 +1,53 @@
+"""Helpers for the download tests: a fake-Hub repo with known bytes, cache inspection, waits."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from models_catalog.models import Download
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+
+
+def add_random_repo(hub, repo_id: str, sizes: dict[str, int], seed: int = 7) -> dict[str, bytes]:
+    """Serve a repo whose files are `{name: size}` random bytes (plus a config.json)."""
+    rng = random.Random(seed)
+    files = {"config.json": b'{"model_type": "llama", "hidden_size": 64}'}
+    files.update({name: rng.randbytes(size) for name, size in sizes.items()})
+    hub.add_files(repo_id, files)
+    return files
+
+
+def source_digests(files: dict[str, bytes]) -> dict[str, str]:
+    return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+
+
+def dir_digests(directory: Path) -> dict[str, str]:
+    return {
+        p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    }
+
+
+def partial_files(cache: Path, repo_id: str) -> list[Path]:
+    blobs = cache / ("models--" + repo_id.replace("/", "--")) / "blobs"
+    return sorted(blobs.glob("*.incomplete")) if blobs.is_dir() else []
+
+
+def state_of(download: Download) -> str:
+    download.refresh_from_db()
+    return download.state
