@@ -11,14 +11,16 @@ from pathlib import Path
 from models_catalog.models import Download
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
+def wait_until(
+    condition: Callable[[], object], timeout: float = 30.0, what: str = "", every: float = 0.05
+) -> object:
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = condition()
         if result:
             return result
-        time.sleep(0.05)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
 
 
