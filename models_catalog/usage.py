@@ -28,6 +28,11 @@ def register_in_use_provider(provider: InUseProvider) -> None:
         _providers.append(provider)
 
 
+def unregister_in_use_provider(provider: InUseProvider) -> None:
+    if provider in _providers:
+        _providers.remove(provider)
+
+
 def models_in_use() -> set[str]:
     """Repo ids a server is using on this host (deleting them is refused)."""
     used: set[str] = set()
