@@ -6,9 +6,43 @@ import hashlib
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from models_catalog.models import Download
+
+
+@dataclass
+class HubSetup:
+    hub: object
+    cache: Path
+
+
+@pytest.fixture
+def hf(hub, settings, tmp_path) -> HubSetup:
+    """The portal's settings pointed at the fake Hub, with an empty cache and no token.
+    Worker subprocesses started afterwards inherit both (tests/support/workers.py)."""
+    cache = tmp_path / "hub"
+    settings.HF_ENDPOINT = hub.url
+    settings.HF_HUB_CACHE = cache
+    settings.HF_TOKEN = ""
+    return HubSetup(hub=hub, cache=cache)
+
+
+@pytest.fixture
+def purged_queues():
+    """Empty this host's and the default Celery queues (messages left by earlier tests)."""
+    from django.conf import settings
+
+    from config.celery import app
+
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in ("default", f"host.{settings.HOST_NAME}"):
+            channel.queue_purge(queue)
+    return True
 
 
 def wait_until(
