@@ -56,6 +56,10 @@ class HubError(Exception):
         self.retryable = retryable
 
 
+class _RangeRefused(Exception):
+    """416: the server will not send the rest of a partial file."""
+
+
 class DownloadStopped(Exception):
     """The caller asked the transfer to stop (pause, cancel, lost lease)."""
 
@@ -219,6 +223,7 @@ def download_file(
     )
     headers = build_hf_headers(token=token or False)
     incomplete.parent.mkdir(parents=True, exist_ok=True)
+    incomplete.touch(exist_ok=True)  # an empty file is complete as soon as it exists
     failures = 0
     while True:
         done = incomplete.stat().st_size if incomplete.exists() else 0
@@ -233,6 +238,11 @@ def download_file(
         try:
             _stream_into(url, request_headers, incomplete, done, should_stop, on_bytes)
             failures = 0
+        except _RangeRefused:
+            incomplete.write_bytes(b"")
+            failures += 1
+            if failures > TRANSFER_RETRIES:
+                raise HubError(f"Hugging Face refused to resume {repo_file.path}: retry.") from None
         except (httpx2.TransportError, OSError) as exc:
             if isinstance(exc, HfHubHTTPError):  # an HTTP answer (an OSError too): no retry
                 raise translate(exc, manifest.repo_id, token) from None
@@ -260,8 +270,8 @@ def _stream_into(
         "GET", url, headers=headers, timeout=timeout, follow_redirects=True
     ) as response:
         if response.status_code == 416 and done:
-            # The server says we already have everything (or more): let the caller decide.
-            return
+            # The server disagrees about what we have: the partial file is no good.
+            raise _RangeRefused()
         hf_raise_for_status(response)
         mode = "ab"
         if done and response.status_code == 200:  # the server ignored Range: start over

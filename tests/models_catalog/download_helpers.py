@@ -61,7 +61,7 @@ def wait_until(
 def add_random_repo(hub, repo_id: str, sizes: dict[str, int], seed: int = 7) -> dict[str, bytes]:
     """Serve a repo whose files are `{name: size}` random bytes (plus a config.json)."""
     rng = random.Random(seed)
-    files = {"config.json": b'{"model_type": "llama", "hidden_size": 64}'}
+    files = {"config.json": b'{"model_type": "llama", "hidden_size": 64}', "NOTICE": b""}
     files.update({name: rng.randbytes(size) for name, size in sizes.items()})
     hub.add_files(repo_id, files)
     return files
