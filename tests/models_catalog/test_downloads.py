@@ -264,3 +264,20 @@ def test_a_failed_download_shows_why_and_can_be_retried(hf, member):
     hf.hub.fail_status = None
     downloads.retry_download(download.pk, member)
     assert downloads.run_download(download.pk) == S.COMPLETED
+
+
+def test_a_connection_cut_mid_file_is_resumed_within_the_same_run(hf, member):
+    repo = "test-org/flaky-connection"
+    files = add_random_repo(hf.hub, repo, {"model.safetensors": 800_000}, seed=9)
+    hf.hub.interrupt_after_bytes = 300_000
+    hf.hub.interrupt_times = 2  # every body counts: config.json (too short to cut), then weights
+    download, _ = downloads.start_download(repo, member)
+    assert downloads.run_download(download.pk) == S.COMPLETED
+    ranges = [
+        r.headers.get("range")
+        for r in hf.hub.records
+        if r.method == "GET" and r.path.endswith("/model.safetensors")
+    ]
+    assert ranges[0] is None and ranges[-1].startswith("bytes=")
+    assert dir_digests(local_model_path(repo)) == source_digests(files)
+    assert download.runs.count() == 1
