@@ -196,6 +196,12 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": env.float("MLX_PORTAL_RECONCILE_INTERVAL", default=3.0),
         "options": {"expires": 10},
     },
+    # Re-queue downloads whose worker died (lease expired); see docs/downloads.md.
+    "reconcile-downloads": {
+        "task": "models_catalog.reconcile_downloads",
+        "schedule": env.float("DOWNLOAD_RECONCILE_SECONDS", default=5.0),
+        "options": {"expires": 30},
+    },
 }
 
 # This machine, as a host of the portal (see docs/architecture.md, "Hosts").
@@ -237,6 +243,13 @@ CATALOG_FETCH_WORKERS = env.int("CATALOG_FETCH_WORKERS", default=4)  # config.js
 CATALOG_CONFIG_DEADLINE = env.float("CATALOG_CONFIG_DEADLINE", default=10.0)  # seconds per page
 CATALOG_CONFIG_RETRY = env.int("CATALOG_CONFIG_RETRY", default=600)  # after a failed read
 CATALOG_DETAIL_TTL = env.int("CATALOG_DETAIL_TTL", default=600)  # detail page refresh, seconds
+
+# Downloads (docs/downloads.md): a run holds a lease renewed by its heartbeat; a lease that
+# expires means the worker died and the download is queued again.
+DOWNLOAD_LEASE_SECONDS = env.float("DOWNLOAD_LEASE_SECONDS", default=20.0)
+DOWNLOAD_HEARTBEAT_SECONDS = env.float("DOWNLOAD_HEARTBEAT_SECONDS", default=1.0)
+DOWNLOAD_REQUEUE_SECONDS = env.float("DOWNLOAD_REQUEUE_SECONDS", default=60.0)
+DOWNLOAD_DISK_RESERVE_BYTES = env.int("DOWNLOAD_DISK_RESERVE_BYTES", default=512 * 1024 * 1024)
 
 LOGGING = {
     "version": 1,

@@ -34,6 +34,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import ModelInfo
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
+from models_catalog import hub_files
 from models_catalog.local import local_model_path
 from models_catalog.validators import validate_repo_id
 
@@ -102,10 +103,9 @@ class HubBadRequest(HubError):
 
 
 def hub_token() -> str | None:
-    """The token every Hub call sends: `HF_TOKEN` from the settings, or none.
-
-    The one place that decides it (an admin-set token can be added here)."""
-    return settings.HF_TOKEN or None
+    """The token every Hub call sends: the admin-set one, else `HF_TOKEN`, else none
+    (the rule lives in hub_files.hub_token)."""
+    return hub_files.hub_token()
 
 
 def hub_timeout() -> float:

@@ -5,3 +5,10 @@ class ServersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "servers"
     verbose_name = "Servers"
+
+    def ready(self) -> None:
+        from models_catalog.usage import register_in_use_provider
+        from servers import services
+
+        # My models refuses to delete what a server on this host holds.
+        register_in_use_provider(lambda: services.running_model_ids())

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from models_catalog.local import local_model_path
 from models_catalog.models import Host
+from models_catalog.usage import mark_model_used
 from servers import gateway, supervisor
 from servers.command import ServerOptions, build_server_command
 from servers.models import (
@@ -392,6 +393,9 @@ def wait_until_ready(instance: ServerInstance) -> None:
                     ready_at=timezone.now(),
                     failed_probes=0,
                 )
+            profile = instance.profile
+            for repo_id in filter(None, (profile.model_id, profile.draft_model_id)):
+                mark_model_used(repo_id, host=profile.host)
             return
         time.sleep(0.2)
 

@@ -7,6 +7,7 @@ import pytest
 
 from models_catalog import catalog
 from models_catalog.models import Host
+from tests.models_catalog.download_helpers import hf, purged_queues  # noqa: F401
 
 GIB = 1024**3
 
@@ -41,3 +42,10 @@ def put_in_local_cache(cache: Path, repo_id: str, source: Path, revision: str = 
     (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
     (repo_dir / "refs" / "main").write_text(revision)
     return snapshot
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Django 6's PBKDF2 takes ~1.5 s per user on this machine; these tests never log in by
+    password."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,22 @@
+"""Celery tasks of the catalog: thin wrappers around functions tests call directly."""
+
+from celery import shared_task
+
+from models_catalog import downloads
+
+
+@shared_task(name="models_catalog.download_model", ignore_result=True)
+def download_model(download_id: int) -> str:
+    """Routed to the download's host queue (`host.<name>`) by `downloads._enqueue`."""
+    return downloads.run_download(download_id)
+
+
+@shared_task(name="models_catalog.cleanup_download", ignore_result=True)
+def cleanup_download(download_id: int) -> str:
+    return downloads.cleanup_download(download_id)
+
+
+@shared_task(name="models_catalog.reconcile_downloads", ignore_result=True)
+def reconcile_downloads() -> dict[str, int]:
+    """On Celery beat (CELERY_BEAT_SCHEDULE["reconcile-downloads"])."""
+    return downloads.reconcile_downloads()

@@ -1,0 +1,79 @@
+"""The portal's Hugging Face token, set by an admin: stored encrypted, checked with whoami."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.utils import timezone
+
+from models_catalog import crypto, hub_files
+from models_catalog.hub_files import HubError
+from models_catalog.models import HubSettings
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    source: str  # "portal", "environment" or ""
+    hint: str  # the token's last characters, never the token
+    checked_user: str
+    checked_at: object
+    problem: str
+
+
+def token_status() -> TokenStatus:
+    row = HubSettings.objects.filter(pk=1).first()
+    _, problem = hub_files.stored_token()
+    return TokenStatus(
+        source=hub_files.token_source(),
+        hint=row.token_hint if row else "",
+        checked_user=row.checked_user if row else "",
+        checked_at=row.checked_at if row else None,
+        problem=problem,
+    )
+
+
+def _hint(token: str) -> str:
+    return f"{token[:3]}…{token[-4:]}"
+
+
+def save_hub_token(token: str, user) -> tuple[HubSettings, str]:
+    """Check `token` with the Hub and store it encrypted. Returns `(row, warning)`; a token
+    the Hub rejects raises HubError and is not stored. When the Hub cannot be reached the
+    token is stored anyway, with a warning."""
+    warning = ""
+    checked_user = ""
+    try:
+        checked_user = hub_files.whoami(token)
+    except HubError as exc:
+        if not exc.retryable:
+            raise
+        warning = f"Saved, but not checked: {exc.message}"
+    row = HubSettings.load()
+    row.token_encrypted = crypto.encrypt(token)
+    row.token_hint = _hint(token)
+    row.checked_user = checked_user
+    row.checked_at = timezone.now() if checked_user else None
+    row.updated_by = user
+    row.save()
+    return row, warning
+
+
+def check_hub_token() -> str:
+    """whoami with the token in use; returns the user name and records it."""
+    token = hub_files.hub_token()
+    if not token:
+        raise HubError("No Hugging Face token is set: paste one below.")
+    name = hub_files.whoami(token)
+    if hub_files.token_source() == "portal":
+        HubSettings.objects.filter(pk=1).update(checked_user=name, checked_at=timezone.now())
+    return name
+
+
+def clear_hub_token(user) -> None:
+    row = HubSettings.load()
+    row.token_encrypted = ""
+    row.token_hint = ""
+    row.checked_user = ""
+    row.checked_at = None
+    row.updated_by = user
+    row.save()

@@ -1,0 +1,54 @@
+"""Which models are used: when each was last served, and which ones a server holds now.
+
+`mark_model_used(repo_id)` is for the servers app to call when a server starts a model.
+`models_in_use()` asks the providers other apps registered (apps import only downward, so
+`servers` registers itself here from its AppConfig.ready()):
+
+    from models_catalog.usage import register_in_use_provider
+    register_in_use_provider(lambda: {...repo ids of running or starting servers...})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from django.utils import timezone
+
+from models_catalog.models import Host, ModelUsage
+from models_catalog.validators import validate_repo_id
+
+InUseProvider = Callable[[], set[str]]
+_providers: list[InUseProvider] = []
+
+
+def register_in_use_provider(provider: InUseProvider) -> None:
+    """Add a function returning the repo ids some server of this host is using."""
+    if provider not in _providers:
+        _providers.append(provider)
+
+
+def unregister_in_use_provider(provider: InUseProvider) -> None:
+    if provider in _providers:
+        _providers.remove(provider)
+
+
+def models_in_use() -> set[str]:
+    """Repo ids a server is using on this host (deleting them is refused)."""
+    used: set[str] = set()
+    for provider in _providers:
+        used |= set(provider())
+    return used
+
+
+def mark_model_used(repo_id: str, host: Host | None = None, when: datetime | None = None) -> None:
+    """Record that `repo_id` was just served on `host` (this machine by default)."""
+    validate_repo_id(repo_id)
+    host = host or Host.local()
+    ModelUsage.objects.update_or_create(
+        host=host, repo_id=repo_id, defaults={"last_used_at": when or timezone.now()}
+    )
+
+
+def last_used(host: Host) -> dict[str, datetime]:
+    return dict(ModelUsage.objects.filter(host=host).values_list("repo_id", "last_used_at"))

@@ -1,0 +1,92 @@
+"""A download survives its worker being killed with SIGKILL mid-file: the lease expires, the
+reconcile task (Celery beat's job, called here directly) queues it again, a new worker resumes
+the partial file with a Range request, and every file ends byte-identical to the source."""
+
+import hashlib
+
+import pytest
+
+from models_catalog import downloads
+from models_catalog.local import local_model_path
+from models_catalog.models import Download
+from tests.models_catalog.download_helpers import (
+    add_random_repo,
+    dir_digests,
+    partial_files,
+    source_digests,
+    wait_until,
+)
+from tests.support.workers import new_worker
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+S = Download.State
+WORKER_ENV = {"DOWNLOAD_LEASE_SECONDS": "3", "DOWNLOAD_HEARTBEAT_SECONDS": "0.3"}
+
+
+def test_a_download_resumes_after_its_worker_is_killed_mid_file(
+    hf, member, tmp_path, purged_queues
+):
+    repo = "test-org/big-sigkill"
+    big = "model-00002-of-00002.safetensors"  # files go smallest first: this one is last
+    files = add_random_repo(
+        hf.hub, repo, {"model-00001-of-00002.safetensors": 1_000_000, big: 3_000_000}, seed=11
+    )
+    hf.hub.throttle_bps = 600_000
+
+    first = new_worker(tmp_path, **WORKER_ENV).start()
+    try:
+        first.wait_ready()
+        download, _ = downloads.start_download(repo, member)
+
+        big_partial = f"{hashlib.sha256(files[big]).hexdigest()}.incomplete"
+
+        def mid_big_file() -> bool:
+            partial = [p for p in partial_files(hf.cache, repo) if p.name == big_partial]
+            return bool(partial) and partial[0].stat().st_size > 400_000
+
+        wait_until(mid_big_file, timeout=60, what=f"the first worker mid-file\n{first.log_tail()}")
+        first.kill()
+    finally:
+        first.stop()
+    assert first.process.poll() is not None
+    [partial] = partial_files(hf.cache, repo)
+    kept = partial.stat().st_size
+    assert 400_000 < kept < 3_000_000
+    downloads_before = hf.hub.count("GET", f"/{repo}/resolve/")
+
+    hf.hub.throttle_bps = None
+    second = new_worker(tmp_path, **WORKER_ENV).start()
+    try:
+        second.wait_ready()
+
+        def completed() -> bool:
+            downloads.reconcile_downloads()  # what Celery beat runs every few seconds
+            download.refresh_from_db()
+            assert download.state != S.FAILED, download.error
+            return download.state == S.COMPLETED
+
+        wait_until(completed, timeout=60, every=0.5, what=f"completion\n{second.log_tail()}")
+    finally:
+        second.stop()
+
+    # Byte-identical to the source, nothing partial left.
+    assert dir_digests(local_model_path(repo)) == source_digests(files)
+    assert partial_files(hf.cache, repo) == []
+
+    # The second run resumed the big file where the first one stopped.
+    resumed = [
+        r.headers.get("range")
+        for r in hf.hub.records[:]
+        if r.method == "GET" and r.path.endswith(f"/{big}")
+    ]
+    assert resumed[-1] == f"bytes={kept}-"
+    assert hf.hub.count("GET", f"/{repo}/resolve/") > downloads_before
+
+    # Two runs, one after the other: the second took over only once the first's lease was gone.
+    first_run, second_run = download.runs.order_by("started_at")
+    assert first_run.outcome == "worker lost (lease expired)"
+    assert first_run.ended_at is None  # killed: it never got to say goodbye
+    assert second_run.started_at > first_run.last_heartbeat_at
+    assert second_run.outcome == S.COMPLETED
+    assert second_run.bytes_at_start > 1_000_000  # it knew what was already on disk
