@@ -349,21 +349,25 @@ def launch(instance_id: int, *, override_memory: bool = False) -> None:
             current = ServerInstance.objects.select_for_update().get(pk=instance.pk)
             if current.state != State.STARTING:
                 return
-            spawned = supervisor.spawn(argv, log_path, server_env(), cwd=log_path.parent)
-            now = timezone.now()
-            ServerInstance.objects.filter(pk=instance.pk).update(
-                pid=spawned.pid,
-                process_create_time=spawned.create_time,
-                command=argv,
-                log_path=str(log_path),
-                port=profile.port,
-                started_at=now,
-                ready_at=None,
-                exit_code=None,
-                log_tail="",
-                failed_probes=0,
-                last_request_at=now,
-            )
+            # A second delivery of the task may have raced this one and spawned first: then
+            # there is nothing to spawn, only the same process to wait for.
+            raced = supervisor.is_alive(current.pid, current.process_create_time)
+            if not raced:
+                spawned = supervisor.spawn(argv, log_path, server_env(), cwd=log_path.parent)
+                now = timezone.now()
+                ServerInstance.objects.filter(pk=instance.pk).update(
+                    pid=spawned.pid,
+                    process_create_time=spawned.create_time,
+                    command=argv,
+                    log_path=str(log_path),
+                    port=profile.port,
+                    started_at=now,
+                    ready_at=None,
+                    exit_code=None,
+                    log_tail="",
+                    failed_probes=0,
+                    last_request_at=now,
+                )
         instance.refresh_from_db()
     wait_until_ready(instance)
 
