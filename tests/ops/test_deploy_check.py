@@ -1,0 +1,39 @@
+"""Production settings pass Django's deployment checklist."""
+
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PRODUCTION_ENV = {
+    "DJANGO_PRODUCTION": "1",
+    "DJANGO_DEBUG": "0",
+    "DJANGO_ALLOWED_HOSTS": "portal.example.com",
+    "EMAIL_URL": "smtp+tls://portal:secret@smtp.example.com:587",
+}
+
+
+def run_check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    base = {"PATH": "/usr/bin:/bin", "MLX_PORTAL_DATA_DIR": str(tmp_path)}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_check_deploy_passes_with_production_settings(tmp_path):
+    result = run_check(tmp_path, **PRODUCTION_ENV, DJANGO_SECRET_KEY=secrets.token_urlsafe(64))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_flags_development_settings(tmp_path):
+    result = run_check(tmp_path)
+    assert result.returncode != 0
+    assert "security.W004" in result.stderr + result.stdout  # no HSTS outside production
