@@ -4,7 +4,11 @@ from django.db import models
 
 
 class User(AbstractUser):
-    """A portal member. Signs in by email; `status` decides whether they get in at all."""
+    """A portal member. Signs in by email; `status` decides whether they get in at all.
+
+    Status changes, admin rights and deletion go through `accounts.approval`, which keeps the
+    rule that at least one active admin always remains.
+    """
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending approval"
@@ -28,5 +32,64 @@ class User(AbstractUser):
     def is_approved(self) -> bool:
         return self.is_active and self.status == self.Status.APPROVED
 
+    @property
+    def is_admin(self) -> bool:
+        """Has admin rights (whether or not the account is currently usable)."""
+        return self.is_staff or self.is_superuser
+
+    @property
+    def is_active_admin(self) -> bool:
+        """An admin who can sign in and act: the kind that must never run out."""
+        return self.is_approved and self.is_admin
+
     def __str__(self) -> str:
         return self.email or self.username
+
+
+class Lock(models.Model):
+    """A named row to serialise rare critical sections with SELECT … FOR UPDATE.
+
+    Works the same on PostgreSQL (row lock) and SQLite (the IMMEDIATE transaction that
+    writes the row holds the database's write lock). See `accounts.locks.hold`.
+    """
+
+    name = models.CharField(max_length=64, primary_key=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiKey(models.Model):
+    """A personal key for the OpenAI-compatible gateway. Only its keyed hash is stored."""
+
+    NAME_MAX_LENGTH = 64
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=NAME_MAX_LENGTH)
+    prefix = models.CharField(
+        max_length=16, help_text="The first characters of the key, to recognise it in lists."
+    )
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "API key"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "name"],
+                condition=models.Q(revoked_at__isnull=True),
+                name="accounts_apikey_unique_active_name_per_user",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None

@@ -1,5 +1,15 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from accounts import views
 
 app_name = "accounts"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("status/pending/", views.pending, name="pending"),
+    path("status/disabled/", views.disabled, name="disabled"),
+    path("users/", views.users, name="users"),
+    path("users/pending-badge/", views.pending_badge, name="pending-badge"),
+    path("users/<int:pk>/<slug:action>/", views.user_action, name="user-action"),
+    path("api-keys/", views.api_keys, name="api-keys"),
+    path("api-keys/<int:pk>/revoke/", views.api_key_revoke, name="api-key-revoke"),
+]

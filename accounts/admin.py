@@ -1,0 +1,148 @@
+"""The Django admin for users: status filter, approval and admin-rights bulk actions.
+
+Every change goes through `accounts.approval`, so the last active admin cannot be demoted,
+disabled or deleted here either (change form, bulk actions, delete view, bulk delete).
+"""
+
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db import transaction
+from django.shortcuts import redirect
+from django.urls import reverse
+
+from accounts import approval
+from accounts.forms import AdminUserChangeForm, AdminUserCreationForm
+from accounts.models import ApiKey, User
+
+
+def _report(modeladmin, request, changed, verb: str) -> None:
+    if changed:
+        names = ", ".join(str(user) for user in changed)
+        modeladmin.message_user(request, f"{verb}: {names}.", messages.SUCCESS)
+    else:
+        modeladmin.message_user(request, "Nothing to change.", messages.INFO)
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    form = AdminUserChangeForm
+    add_form = AdminUserCreationForm
+    list_display = (
+        "email",
+        "status",
+        "is_staff",
+        "is_superuser",
+        "is_active",
+        "approved_by",
+        "approved_at",
+        "date_joined",
+    )
+    list_filter = ("status", "is_staff", "is_superuser", "is_active")
+    search_fields = ("email", "username", "first_name", "last_name")
+    ordering = ("-date_joined",)
+    readonly_fields = ("approved_by", "approved_at", "last_login", "date_joined")
+    fieldsets = (
+        (None, {"fields": ("email", "username", "password")}),
+        ("Access", {"fields": ("status", "approved_by", "approved_at")}),
+        ("Personal info", {"fields": ("first_name", "last_name")}),
+        (
+            "Permissions",
+            {
+                "fields": (
+                    "is_active",
+                    "is_staff",
+                    "is_superuser",
+                    "groups",
+                    "user_permissions",
+                )
+            },
+        ),
+        ("Important dates", {"fields": ("last_login", "date_joined")}),
+    )
+    add_fieldsets = (
+        (
+            None,
+            {
+                "classes": ("wide",),
+                "fields": ("email", "username", "usable_password", "password1", "password2"),
+            },
+        ),
+    )
+    actions = ["approve", "disable", "make_admin", "remove_admin", "delete_selected"]
+
+    # Single-object paths -------------------------------------------------------------------
+
+    def save_model(self, request, obj, form, change):
+        # The change form's clean() has already applied the last-admin rule, inside the
+        # transaction the admin wraps around the whole change view.
+        previous_status = form.initial.get("status") if change else None
+        approval.save_status(obj, previous_status, by=request.user)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        with transaction.atomic():
+            obj = self.get_object(request, unquote(object_id))
+            if obj is not None:
+                try:
+                    approval.ensure_admins_remain([obj])
+                except approval.LastAdminError as error:
+                    self.message_user(request, error.message, messages.ERROR)
+                    return redirect(reverse("admin:accounts_user_change", args=[obj.pk]))
+            return super().delete_view(request, object_id, extra_context)
+
+    def delete_model(self, request, obj):
+        approval.delete_users([obj], by=request.user)
+
+    def delete_queryset(self, request, queryset):
+        approval.delete_users(queryset, by=request.user)
+
+    # Bulk actions --------------------------------------------------------------------------
+
+    def _apply(self, request, change, users, verb: str) -> None:
+        try:
+            changed = change(users, by=request.user)
+        except approval.LastAdminError as error:
+            self.message_user(request, error.message, messages.ERROR)
+        else:
+            _report(self, request, changed, verb)
+
+    @admin.action(description="Approve selected users", permissions=["change"])
+    def approve(self, request, queryset):
+        self._apply(request, approval.approve, queryset, "Approved")
+
+    @admin.action(description="Disable selected users", permissions=["change"])
+    def disable(self, request, queryset):
+        self._apply(request, approval.disable, queryset, "Disabled")
+
+    @admin.action(description="Make selected users admins", permissions=["change"])
+    def make_admin(self, request, queryset):
+        self._apply(request, approval.make_admin, queryset, "Now admins")
+
+    @admin.action(description="Remove admin rights from selected users", permissions=["change"])
+    def remove_admin(self, request, queryset):
+        self._apply(request, approval.remove_admin, queryset, "No longer admins")
+
+    @admin.action(description="Delete selected users", permissions=["delete"])
+    def delete_selected(self, request, queryset):
+        """Django's bulk delete (with its confirmation page), refused up front when it would
+        delete the last active admin."""
+        try:
+            with transaction.atomic():
+                approval.ensure_admins_remain(queryset)
+                return django_delete_selected(self, request, queryset)
+        except approval.LastAdminError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return None
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "user__email", "prefix")
+    readonly_fields = ("user", "prefix", "created_at", "last_used_at")
+    fields = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
+
+    def has_add_permission(self, request):
+        return False  # Keys are created by their owner, who alone sees the secret once.

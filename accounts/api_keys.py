@@ -1,0 +1,102 @@
+"""Personal API keys for the OpenAI-compatible gateway (`/v1/…`).
+
+A key is `mlxp_` followed by 43 random URL-safe characters (256 bits). Only an HMAC-SHA256
+of it is stored, keyed with a key derived from SECRET_KEY (`salted_hmac`): a fast keyed hash
+is the right tool for high-entropy tokens (a password hasher would only slow every gateway
+request down without adding safety). Keys hashed under a previous secret in
+SECRET_KEY_FALLBACKS keep working.
+
+The gateway calls `authenticate_api_key(request.headers.get("Authorization"))`; the access
+middleware already does so for every `/v1/` request.
+"""
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from accounts.models import ApiKey, User
+
+KEY_PREFIX = "mlxp_"
+DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 6
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+_HMAC_SALT = "accounts.api_keys.v1"
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A just-created key: `secret` is shown to its owner once and never stored."""
+
+    api_key: ApiKey
+    secret: str
+
+
+def hash_key(secret: str, signing_key: str | None = None) -> str:
+    return salted_hmac(_HMAC_SALT, secret, signing_key, algorithm="sha256").hexdigest()
+
+
+def _candidate_hashes(secret: str) -> list[str]:
+    signing_keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    return [hash_key(secret, signing_key) for signing_key in signing_keys]
+
+
+def create_api_key(user: User, name: str) -> NewKey:
+    """Create a key named `name` for `user` (the name is validated by ApiKeyForm)."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    api_key = ApiKey.objects.create(
+        user=user,
+        name=name,
+        prefix=secret[:DISPLAY_PREFIX_LENGTH],
+        key_hash=hash_key(secret),
+    )
+    return NewKey(api_key=api_key, secret=secret)
+
+
+def revoke_api_key(api_key: ApiKey) -> None:
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+
+
+def bearer_token(authorization_header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, else None."""
+    if not authorization_header:
+        return None
+    scheme, _, token = authorization_header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def find_api_key(authorization_header: str | None) -> ApiKey | None:
+    """The live key of an approved user named by the header, with its user loaded."""
+    token = bearer_token(authorization_header)
+    if token is None or not token.startswith(KEY_PREFIX) or len(token) > 200:
+        return None
+    api_key = (
+        ApiKey.objects.select_related("user")
+        .filter(key_hash__in=_candidate_hashes(token), revoked_at__isnull=True)
+        .first()
+    )
+    if api_key is None or not api_key.user.is_approved:
+        return None
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION:
+        # Bounded rate: at most one write per key per LAST_USED_RESOLUTION.
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key
+
+
+def authenticate_api_key(authorization_header: str | None) -> User | None:
+    """The approved user whose live API key is in `Authorization: Bearer <key>`, else None.
+
+    Refuses missing or malformed headers, unknown and revoked keys, and keys of pending,
+    disabled or inactive users. Records the key's last use at most once a minute.
+    """
+    api_key = find_api_key(authorization_header)
+    return api_key.user if api_key is not None else None

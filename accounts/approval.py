@@ -1,0 +1,196 @@
+"""Who gets in: sign-up status, approval, admin rights, and the last-admin rule.
+
+Every path that changes a user's status, admin rights or existence — the portal's Users page,
+the Django admin (change form, bulk actions, delete view) — calls the functions here, so the
+rule "at least one active admin always remains" lives in one place:
+`ensure_admins_remain()`.
+"""
+
+import logging
+from collections.abc import Iterable
+
+from django.contrib.sessions.models import Session
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from accounts import locks
+from accounts.models import ApiKey, User
+
+logger = logging.getLogger(__name__)
+
+FIRST_USER_LOCK = "accounts.first-user"
+
+
+class LastAdminError(ValidationError):
+    """The change would leave the portal without an active admin."""
+
+    def __init__(self, users: Iterable[User]):
+        names = ", ".join(sorted(str(user) for user in users))
+        super().__init__(
+            f"{names} cannot lose admin rights: the portal must keep at least one active "
+            "admin. Make another approved user an admin first.",
+            code="last_admin",
+        )
+
+
+def active_admins() -> QuerySet[User]:
+    """Users who can sign in and administer: approved, active, staff or superuser."""
+    return User.objects.filter(
+        Q(is_staff=True) | Q(is_superuser=True),
+        is_active=True,
+        status=User.Status.APPROVED,
+    )
+
+
+def ensure_admins_remain(losing: Iterable[User | int]) -> None:
+    """The last-admin rule. Raise `LastAdminError` if the users in `losing` stopped being
+    active admins (demoted, disabled, deactivated or deleted) and no active admin remained.
+
+    Locks the active admins' rows (SELECT … FOR UPDATE, in primary-key order) until the
+    surrounding transaction ends, so two admins demoting each other at once are serialised
+    and the second sees the first's change. Call it inside `transaction.atomic()` together
+    with the change itself.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("ensure_admins_remain() must run inside transaction.atomic()")
+    losing_ids = {item.pk if isinstance(item, User) else item for item in losing}
+    if not losing_ids:
+        return
+    admins = list(active_admins().select_for_update().order_by("pk"))
+    if admins and not [admin for admin in admins if admin.pk not in losing_ids]:
+        raise LastAdminError([admin for admin in admins if admin.pk in losing_ids])
+
+
+def register(user: User) -> User:
+    """Save a newly signed-up user: the very first becomes an approved superuser, everyone
+    after waits as `pending`.
+
+    A named lock makes "am I the first?" and the insert one step, so even twenty sign-ups at
+    once on an empty database make exactly one admin.
+    """
+    with transaction.atomic():
+        locks.hold(FIRST_USER_LOCK)
+        if User.objects.exists():
+            user.status = User.Status.PENDING
+            user.is_staff = user.is_superuser = False
+        else:
+            user.status = User.Status.APPROVED
+            user.is_staff = user.is_superuser = True
+            user.approved_at = timezone.now()
+        user.save()
+    return user
+
+
+def _locked(users: Iterable[User | int]) -> list[User]:
+    ids = [item.pk if isinstance(item, User) else item for item in users]
+    return list(User.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+
+
+def save_status(user: User, previous_status: str | None, *, by: User | None) -> None:
+    """Save `user` whose `status` may have changed from `previous_status`, with the change's
+    consequences: approval records who and when; disabling ends sessions and revokes keys.
+    """
+    if user.status == User.Status.APPROVED and previous_status != User.Status.APPROVED:
+        user.approved_by = by
+        user.approved_at = timezone.now()
+    user.save()
+    if user.status == User.Status.DISABLED and previous_status != User.Status.DISABLED:
+        end_access(user)
+
+
+def set_status(users: Iterable[User | int], status: str, *, by: User | None) -> list[User]:
+    """Approve or disable (or send back to pending) `users`; return those that changed."""
+    if status not in User.Status.values:
+        raise ValueError(f"unknown status {status!r}")
+    with transaction.atomic():
+        targets = _locked(users)
+        if status != User.Status.APPROVED:
+            ensure_admins_remain(user for user in targets if user.is_active_admin)
+        changed = []
+        for user in targets:
+            if user.status == status:
+                continue
+            previous, user.status = user.status, status
+            save_status(user, previous, by=by)
+            changed.append(user)
+    return changed
+
+
+def approve(users: Iterable[User | int], *, by: User | None) -> list[User]:
+    return set_status(users, User.Status.APPROVED, by=by)
+
+
+def disable(users: Iterable[User | int], *, by: User | None) -> list[User]:
+    return set_status(users, User.Status.DISABLED, by=by)
+
+
+def set_admin(users: Iterable[User | int], admin: bool, *, by: User | None) -> list[User]:
+    """Give (`admin=True`) or take away admin rights (staff + superuser)."""
+    with transaction.atomic():
+        targets = _locked(users)
+        if not admin:
+            ensure_admins_remain(user for user in targets if user.is_active_admin)
+        changed = []
+        for user in targets:
+            if user.is_staff == admin and user.is_superuser == admin:
+                continue
+            user.is_staff = user.is_superuser = admin
+            user.save(update_fields=["is_staff", "is_superuser"])
+            changed.append(user)
+    return changed
+
+
+def make_admin(users: Iterable[User | int], *, by: User | None) -> list[User]:
+    return set_admin(users, True, by=by)
+
+
+def remove_admin(users: Iterable[User | int], *, by: User | None) -> list[User]:
+    return set_admin(users, False, by=by)
+
+
+def delete_users(users: Iterable[User | int], *, by: User | None) -> int:
+    """Delete `users` unless that would remove the last active admin; return how many."""
+    with transaction.atomic():
+        targets = _locked(users)
+        ensure_admins_remain(user for user in targets if user.is_active_admin)
+        for user in targets:
+            end_access(user)
+        User.objects.filter(pk__in=[user.pk for user in targets]).delete()
+    return len(targets)
+
+
+def ensure_edit_allowed(user: User, *, will_be_active_admin: bool) -> None:
+    """For forms that edit a user's fields directly (the Django admin's change form): refuse
+    the edit if it takes admin rights from the last active admin. Call inside the
+    transaction that saves the edit (the Django admin wraps its change view in one)."""
+    if user.pk is None or will_be_active_admin:
+        return
+    current = User.objects.filter(pk=user.pk).first()
+    if current is not None and current.is_active_admin:
+        ensure_admins_remain([current])
+
+
+def end_access(user: User) -> None:
+    """End every session of `user` at once and revoke their API keys."""
+    revoke_api_keys(user)
+    user_id = str(user.pk)
+    expired_before = timezone.now()
+    stale = [
+        session.session_key
+        for session in Session.objects.filter(expire_date__gt=expired_before).iterator()
+        if session.get_decoded().get("_auth_user_id") == user_id
+    ]
+    Session.objects.filter(session_key__in=stale).delete()
+    logger.info("Ended %d session(s) of %s", len(stale), user)
+
+
+def revoke_api_keys(user: User) -> int:
+    return ApiKey.objects.filter(user=user, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+
+
+def pending_count() -> int:
+    return User.objects.filter(status=User.Status.PENDING).count()

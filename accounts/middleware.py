@@ -1,0 +1,116 @@
+"""Default-deny access control for every request (see `accounts.access` for the allow-list).
+
+- `/v1/…`: needs `Authorization: Bearer <key>` of an approved user, else 401 in OpenAI's error
+  shape. The key's user becomes `request.user` (and `request.api_key` the key); CSRF does not
+  apply to these requests, since browsers never attach the header by themselves.
+- Public URL names and static files: open.
+- Anonymous: redirected to login with `?next=`; HTMX requests get `HX-Redirect` instead, so a
+  login form is never pasted into a partial.
+- Pending or disabled: their status page; HTMX requests are redirected there too, and every
+  other request that is not a page load (POST, JSON, …) gets 403.
+- Approved: everything, except admin-only views (`@staff_only`, the Django admin) answer 403
+  to non-admins.
+"""
+
+from django.conf import settings
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    QueryDict,
+)
+from django.shortcuts import resolve_url
+from django.template.response import TemplateResponse
+from django.urls import Resolver404, resolve, reverse
+from django_htmx.http import HttpResponseClientRedirect
+
+from accounts import access
+from accounts.api_keys import find_api_key
+from accounts.models import User
+
+
+def api_error(message: str, status: int = 401, code: str = "invalid_api_key") -> JsonResponse:
+    """An error in the OpenAI API's shape."""
+    return JsonResponse(
+        {"error": {"message": message, "type": "invalid_request_error", "code": code}},
+        status=status,
+        headers={"WWW-Authenticate": 'Bearer realm="mlx-portal"'} if status == 401 else None,
+    )
+
+
+def _is_page_load(request: HttpRequest) -> bool:
+    if request.htmx or request.method not in ("GET", "HEAD"):
+        return False
+    accept = request.headers.get("Accept", "")
+    return not accept or "text/html" in accept or "*/*" in accept
+
+
+def _redirect(request: HttpRequest, url: str) -> HttpResponse:
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return HttpResponseRedirect(url)
+
+
+def _login_url(request: HttpRequest) -> str:
+    # For HTMX, come back to the page that made the request, not to its partial.
+    next_url = (request.htmx and request.htmx.current_url_abs_path) or request.get_full_path()
+    query = QueryDict(mutable=True)
+    query["next"] = next_url
+    return f"{resolve_url(settings.LOGIN_URL)}?{query.urlencode(safe='/')}"
+
+
+class AccessMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path_info
+        if access.is_api_path(path):
+            return self._api(request)
+        if access.is_static_path(path):
+            return self.get_response(request)
+        try:
+            match = resolve(path)
+        except Resolver404:
+            match = None
+        name = match.view_name if match else None
+        if name in access.PUBLIC_URL_NAMES:
+            return self.get_response(request)
+
+        user = request.user
+        if not user.is_authenticated:
+            return _redirect(request, _login_url(request))
+        if not user.is_approved:
+            if name in access.STATUS_URL_NAMES:
+                return self.get_response(request)
+            return self._refuse_unapproved(request, user)
+        staff_only = match is not None and access.is_staff_only(match.func, match.namespace)
+        if staff_only and not user.is_admin:
+            return self._forbidden(request, "This page is for admins.")
+        return self.get_response(request)
+
+    def _api(self, request: HttpRequest) -> HttpResponse:
+        api_key = find_api_key(request.headers.get("Authorization"))
+        if api_key is None:
+            return api_error(
+                "Missing or invalid API key. Send 'Authorization: Bearer <key>' with a key "
+                "from your API keys page."
+            )
+        request.user = api_key.user
+        request.api_key = api_key
+        request._dont_enforce_csrf_checks = True
+        return self.get_response(request)
+
+    def _refuse_unapproved(self, request: HttpRequest, user: User) -> HttpResponse:
+        if user.status == User.Status.DISABLED or not user.is_active:
+            url, reason = reverse("accounts:disabled"), "Your account is disabled."
+        else:
+            url, reason = reverse("accounts:pending"), "Your account is awaiting approval."
+        if request.htmx or _is_page_load(request):
+            return _redirect(request, url)
+        return self._forbidden(request, reason)
+
+    def _forbidden(self, request: HttpRequest, reason: str) -> HttpResponse:
+        response = TemplateResponse(request, "403.html", {"reason": reason}, status=403)
+        return response.render()

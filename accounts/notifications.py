@@ -1,0 +1,46 @@
+"""Emails to admins. Sent through Django's mailers (console backend unless EMAIL_URL)."""
+
+import logging
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.http import HttpRequest
+from django.urls import reverse
+
+from accounts.approval import active_admins
+from accounts.models import User
+
+logger = logging.getLogger(__name__)
+
+
+def notify_admins_of_signup(user: User, request: HttpRequest | None = None) -> int:
+    """Tell every active admin that `user` signed up and waits for approval.
+
+    Returns the number of admins written to. A mail server that fails is logged, never
+    turned into a failed sign-up.
+    """
+    recipients = sorted(
+        email
+        for email in active_admins().exclude(pk=user.pk).values_list("email", flat=True)
+        if email
+    )
+    if not recipients:
+        return 0
+    users_url = reverse("accounts:users") + "?status=pending"
+    if request is not None:
+        users_url = request.build_absolute_uri(users_url)
+    body = (
+        f"{user.email} signed up for MLX Portal and is waiting for approval.\n\n"
+        f"Approve or disable them here: {users_url}\n"
+    )
+    try:
+        send_mail(
+            f"[MLX Portal] New sign-up awaiting approval: {user.email}",
+            body,
+            settings.DEFAULT_FROM_EMAIL,
+            recipients,
+        )
+    except Exception:  # mail trouble must not undo a sign-up
+        logger.exception("Could not tell the admins about the sign-up of %s", user)
+        return 0
+    return len(recipients)

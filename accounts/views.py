@@ -1,0 +1,130 @@
+"""Thin views: parse the request, call one function of `accounts.approval` or
+`accounts.api_keys`, render a page or its named partial."""
+
+from django.contrib import messages
+from django.db.models import Count
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts import approval
+from accounts.access import staff_only
+from accounts.api_keys import create_api_key, revoke_api_key
+from accounts.forms import ApiKeyForm, UserFilterForm
+from accounts.models import ApiKey, User
+
+
+def pending(request: HttpRequest) -> HttpResponse:
+    if request.user.is_approved:
+        return redirect("home")
+    if request.user.status == User.Status.DISABLED or not request.user.is_active:
+        return redirect("accounts:disabled")
+    return render(request, "accounts/pending.html")
+
+
+def disabled(request: HttpRequest) -> HttpResponse:
+    if request.user.is_approved:
+        return redirect("home")
+    if request.user.status == User.Status.PENDING and request.user.is_active:
+        return redirect("accounts:pending")
+    return render(request, "accounts/disabled.html")
+
+
+# Users page (admins) ----------------------------------------------------------------------
+
+USER_ACTIONS = {
+    "approve": (approval.approve, "approved"),
+    "disable": (approval.disable, "disabled"),
+    "make-admin": (approval.make_admin, "is now an admin"),
+    "remove-admin": (approval.remove_admin, "is no longer an admin"),
+}
+
+
+def _status_options() -> list[tuple[str, str, int]]:
+    counts = dict(User.objects.order_by().values_list("status").annotate(Count("pk")))
+    return [
+        ("", "All statuses", sum(counts.values())),
+        *((value, label, counts.get(value, 0)) for value, label in User.Status.choices),
+    ]
+
+
+@staff_only
+@require_GET
+def users(request: HttpRequest) -> HttpResponse:
+    form = UserFilterForm(request.GET)
+    context = {
+        "form": form,
+        "users": form.filter(User.objects.select_related("approved_by").order_by("-date_joined")),
+        "status_options": _status_options(),
+    }
+    template = "accounts/users.html#user-table" if request.htmx else "accounts/users.html"
+    return render(request, template, context)
+
+
+@staff_only
+@require_POST
+def user_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    if action not in USER_ACTIONS:
+        raise Http404(f"Unknown action {action!r}.")
+    user = get_object_or_404(User, pk=pk)
+    change, done = USER_ACTIONS[action]
+    error = None
+    try:
+        change([user], by=request.user)
+    except approval.LastAdminError as exc:
+        error = exc.message
+    if not request.htmx:
+        if error:
+            messages.error(request, error)
+        else:
+            messages.success(request, f"{user} {done}.")
+        return redirect("accounts:users")
+    user.refresh_from_db()
+    row = render_to_string(
+        "accounts/users.html#user-row",
+        {"row": user, "error": error, "notice": None if error else done},
+        request,
+    )
+    # The navbar's pending count changes with the row: refresh it out of band.
+    badge = render_to_string(
+        "base.html#pending-badge", {"pending_count": approval.pending_count(), "oob": True}
+    )
+    return HttpResponse(row + badge)
+
+
+@staff_only
+@require_GET
+def pending_badge(request: HttpRequest) -> HttpResponse:
+    return render(request, "base.html#pending-badge", {"pending_count": approval.pending_count()})
+
+
+# API keys ---------------------------------------------------------------------------------
+
+
+def api_keys(request: HttpRequest) -> HttpResponse:
+    new_key = None
+    if request.method == "POST":
+        form = ApiKeyForm(request.POST, user=request.user)
+        if form.is_valid():
+            new_key = create_api_key(request.user, form.cleaned_data["name"])
+            form = ApiKeyForm(user=request.user)
+    else:
+        form = ApiKeyForm(user=request.user)
+    context = {
+        "form": form,
+        "new_key": new_key,
+        "keys": ApiKey.objects.filter(user=request.user, revoked_at__isnull=True),
+    }
+    template = "accounts/api_keys.html#keys" if request.htmx else "accounts/api_keys.html"
+    return render(request, template, context)
+
+
+@require_POST
+def api_key_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    api_key = get_object_or_404(ApiKey, pk=pk, user=request.user, revoked_at__isnull=True)
+    revoke_api_key(api_key)
+    if request.htmx:
+        return HttpResponse("")
+    messages.success(request, f"Revoked the key “{api_key.name}”.")
+    return redirect("accounts:api-keys")

@@ -1,0 +1,192 @@
+"""Default-deny: every URL of the project is refused to anonymous, pending and disabled users,
+except the explicit allow-list in accounts/access.py."""
+
+import pytest
+from django.test import Client
+
+from accounts import access
+from tests.support.url_walk import all_urls
+
+URLS = all_urls()
+OPEN_TO_ANYONE = access.PUBLIC_URL_NAMES
+OPEN_TO_SIGNED_IN = access.PUBLIC_URL_NAMES | access.STATUS_URL_NAMES
+
+
+def _refused(response) -> bool:
+    """Refused means: no page content for this URL (a redirect away, 401, 403 or HX-Redirect)."""
+    if "HX-Redirect" in response.headers:
+        return not response.content
+    return response.status_code in (301, 302, 303, 401, 403)
+
+
+def test_the_public_allow_list_is_exactly_the_login_and_status_pages():
+    # Adding a name here opens a URL to the world: this test asks for a second look.
+    expected_public = {
+        "healthz",
+        "account_login",
+        "account_logout",
+        "account_signup",
+        "account_inactive",
+        "account_email_verification_sent",
+        "account_confirm_email",
+        "account_reset_password",
+        "account_reset_password_done",
+        "account_reset_password_from_key",
+        "account_reset_password_from_key_done",
+    }
+    expected_status = {"accounts:pending", "accounts:disabled"}
+    assert sorted(access.PUBLIC_URL_NAMES) == sorted(expected_public)
+    assert sorted(access.STATUS_URL_NAMES) == sorted(expected_status)
+
+
+def test_the_walk_covers_every_url_pattern_including_later_apps():
+    names = {url.name for url in URLS}
+    assert {"home", "accounts:users", "accounts:api-keys", "admin:index"} <= names
+    assert len(URLS) >= 40
+
+
+REQUESTS = [
+    (method, headers)
+    for method in ("get", "post")
+    for headers in ({}, {"HX-Request": "true"}, {"Accept": "application/json"})
+]
+
+
+def walk(client: Client, urls) -> list[tuple[str, str, dict, object]]:
+    """Request every URL in every way; return (method, url, headers, response) tuples."""
+    return [
+        (method, url, headers, getattr(client, method)(url.path, headers=headers))
+        for url in urls
+        for method, headers in REQUESTS
+    ]
+
+
+def _describe(method, url, headers, response) -> str:
+    return f"{method.upper()} {url} {headers or ''} -> {response.status_code}"
+
+
+def test_anonymous_users_are_refused_every_protected_url(db):
+    protected = [url for url in URLS if url.name not in OPEN_TO_ANYONE]
+    answers = walk(Client(), protected)
+
+    leaks = [_describe(*answer) for answer in answers if not _refused(answer[-1])]
+    assert leaks == [], "Protected URLs answered anonymous users:\n" + "\n".join(leaks)
+    for *_, response in answers:
+        target = response.headers.get("HX-Redirect") or response.headers.get("Location", "")
+        assert target.startswith("/accounts/login/?next="), target
+
+
+@pytest.mark.parametrize("status", ["pending", "disabled"])
+def test_pending_and_disabled_users_are_refused_every_protected_url(make_user, status):
+    client = Client()
+    # Even a pending or disabled *admin* gets nothing but their status page.
+    client.force_login(make_user(f"{status}@example.com", status=status, staff=True))
+    protected = [url for url in URLS if url.name not in OPEN_TO_SIGNED_IN]
+    answers = walk(client, protected)
+
+    leaks = [_describe(*answer) for answer in answers if not _refused(answer[-1])]
+    assert leaks == [], f"Protected URLs answered a {status} user:\n" + "\n".join(leaks)
+    wrong_target = [
+        _describe(*answer)
+        for answer in answers
+        if answer[1].name != "account_login"  # allauth sends signed-in users home first
+        and (answer[-1].headers.get("HX-Redirect") or answer[-1].headers.get("Location"))
+        not in (None, f"/status/{status}/")
+    ]
+    assert wrong_target == []
+
+
+def test_staff_only_urls_answer_403_to_approved_members(member_client):
+    staff_only = [
+        url
+        for url in URLS
+        if url.path.startswith("/admin/")
+        or url.name in {"accounts:users", "accounts:user-action", "accounts:pending-badge"}
+    ]
+    answers = walk(member_client, staff_only)
+    wrong = [_describe(*answer) for answer in answers if answer[-1].status_code != 403]
+    assert wrong == []
+
+
+def test_anonymous_page_requests_go_to_login_with_next(client):
+    response = client.get("/api-keys/?x=1")
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/?next=/api-keys/%3Fx%3D1"
+
+
+def test_htmx_requests_without_a_session_get_hx_redirect_to_login_not_a_form(client):
+    response = client.get(
+        "/users/pending-badge/",
+        headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/users/?status=x"},
+    )
+    assert response["HX-Redirect"] == "/accounts/login/?next=/users/%3Fstatus%3Dx"
+    assert response.content == b""
+    assert b"<form" not in response.content
+
+
+def test_an_expired_session_on_an_htmx_request_redirects_the_whole_page(admin_client):
+    assert admin_client.get("/users/pending-badge/", headers={"HX-Request": "true"}).status_code
+    admin_client.session.flush()
+    admin_client.cookies.clear()  # what an expired session cookie amounts to
+    response = admin_client.get("/users/pending-badge/", headers={"HX-Request": "true"})
+    assert response["HX-Redirect"].startswith("/accounts/login/")
+
+
+def test_pending_users_who_log_in_see_only_the_waiting_page(client, make_user):
+    make_user("waiting@example.com", status="pending")
+    response = client.post(
+        "/accounts/login/",
+        {"login": "waiting@example.com", "password": "correct-horse-battery-staple"},
+        follow=True,
+    )
+    assert response.redirect_chain[-1][0] == "/status/pending/"
+    page = response.content.decode()
+    assert "awaiting approval" in page
+    assert "API keys" not in page and "Users" not in page
+    assert "Signed in" not in page  # no welcome that contradicts the waiting page
+
+
+def test_disabled_users_who_log_in_see_only_the_disabled_page(client, make_user):
+    make_user("gone@example.com", status="disabled")
+    response = client.post(
+        "/accounts/login/",
+        {"login": "gone@example.com", "password": "correct-horse-battery-staple"},
+        follow=True,
+    )
+    assert response.redirect_chain[-1][0] == "/status/disabled/"
+    assert "disabled" in response.content.decode()
+
+
+def test_pending_users_get_403_for_non_page_requests(client, make_user):
+    client.force_login(make_user("waiting@example.com", status="pending"))
+    assert client.post("/api-keys/", {"name": "x"}).status_code == 403
+    assert client.get("/api-keys/", headers={"Accept": "application/json"}).status_code == 403
+
+
+def test_status_pages_send_approved_users_home(member_client):
+    assert member_client.get("/status/pending/")["Location"] == "/"
+    assert member_client.get("/status/disabled/")["Location"] == "/"
+
+
+def test_each_status_page_sends_the_other_status_to_its_own_page(client, make_user):
+    client.force_login(make_user("waiting@example.com", status="pending"))
+    assert client.get("/status/disabled/")["Location"] == "/status/pending/"
+
+
+def test_approved_members_and_admins_reach_their_pages(member_client, admin_member):
+    assert member_client.get("/").status_code == 200
+    assert member_client.get("/api-keys/").status_code == 200
+    admin = Client()
+    admin.force_login(admin_member)
+    assert admin.get("/users/").status_code == 200
+    assert admin.get("/admin/").status_code == 200
+
+
+def test_static_files_and_healthz_need_no_login(client):
+    assert client.get("/healthz").status_code in (200, 503)
+    assert client.get("/static/css/portal.css").status_code in (200, 404)
+    assert client.get("/static/css/portal.css").status_code != 302
+
+
+def test_metrics_stays_protected_until_it_has_its_own_authentication(client):
+    assert client.get("/metrics").status_code == 302
