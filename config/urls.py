@@ -11,5 +11,6 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("models/", include("models_catalog.urls")),
     path("servers/", include("servers.urls")),
+    path("v1/", include("servers.api_urls")),
     path("admin/", admin.site.urls),
 ]
