@@ -212,9 +212,9 @@ def summary(start: date, end: date, user=None) -> Summary:
     totals = _finish(records.aggregate(**_AGGREGATES))
     by_model = [
         _finish(row)
-        for row in records.values(model=F("profile_name"))
+        for row in records.values(label=F("profile_name"))
         .annotate(**_AGGREGATES)
-        .order_by("-requests", "model")
+        .order_by("-requests", "label")
     ]
     by_day = [
         _finish(row)
@@ -227,9 +227,9 @@ def summary(start: date, end: date, user=None) -> Summary:
     if user is None:
         by_user = [
             _finish(row)
-            for row in records.values(email=F("user__email"))
+            for row in records.values(label=F("user__email"))
             .annotate(**_AGGREGATES)
-            .order_by("-requests", "email")
+            .order_by("-requests", "label")
         ]
     return Summary(totals, by_model, by_day, by_user)
 

@@ -23,6 +23,7 @@ def test_the_public_allow_list_is_exactly_the_login_and_status_pages():
     # Adding a name here opens a URL to the world: this test asks for a second look.
     expected_public = {
         "healthz",
+        "metrics",  # the view checks localhost or its admin token (tests/servers/test_metrics.py)
         "account_login",
         "account_logout",
         "account_signup",
@@ -191,5 +192,7 @@ def test_static_files_and_healthz_need_no_login(client):
     assert client.get("/static/css/portal.css").status_code != 302
 
 
-def test_metrics_stays_protected_until_it_has_its_own_authentication(client):
-    assert client.get("/metrics").status_code == 302
+def test_metrics_has_its_own_authentication_localhost_or_token(client):
+    # Public to the middleware; the view answers only localhost or the METRICS_TOKEN bearer.
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
