@@ -183,8 +183,8 @@ class Summary:
 _AGGREGATES = {
     "requests": Count("id"),
     "errors": Count("id", filter=Q(status=UsageRecord.Status.ERROR)),
-    "prompt_tokens": Sum("prompt_tokens"),
-    "completion_tokens": Sum("completion_tokens"),
+    "prompt_sum": Sum("prompt_tokens"),
+    "completion_sum": Sum("completion_tokens"),
     "avg_ttft_ms": Avg("ttft_ms"),
     "tokens_timed": Sum("completion_tokens", filter=Q(generation_ms__isnull=False)),
     "generation_ms": Sum("generation_ms"),
@@ -193,8 +193,8 @@ _AGGREGATES = {
 
 def _finish(row: dict) -> dict:
     row = dict(row)
-    row["prompt_tokens"] = row.get("prompt_tokens") or 0
-    row["completion_tokens"] = row.get("completion_tokens") or 0
+    row["prompt_tokens"] = row.pop("prompt_sum", None) or 0
+    row["completion_tokens"] = row.pop("completion_sum", None) or 0
     timed, ms = row.pop("tokens_timed", None), row.pop("generation_ms", None)
     row["tokens_per_second"] = (timed / (ms / 1000)) if timed and ms else None
     return row

@@ -59,7 +59,8 @@ def test_markdown_renders_code_tables_and_links():
 @pytest.mark.parametrize(
     "content,reasoning,answer",
     [("plain", "", "plain"), ("<think>hmm</think>Hi", "hmm", "Hi"),
-     ("\n<think>\nhmm\n</think>\n\nHi", "hmm", "Hi"), ("<think>still thinking", "still thinking", "")],
+     ("\n<think>\nhmm\n</think>\n\nHi", "hmm", "Hi"),
+     ("<think>still thinking", "still thinking", "")],
 )  # fmt: skip
 def test_split_thinking(content, reasoning, answer):
     assert split_thinking(content) == (reasoning, answer)
