@@ -126,6 +126,18 @@
   };
 
   function remember(meta) {
+    var sidebar = document.getElementById("conversation-list");
+    if (sidebar && !form.getAttribute("data-conversation")) {
+      var placeholder = sidebar.querySelector(".muted");
+      if (placeholder) placeholder.remove();
+      var item = el("li");
+      item.setAttribute("aria-current", "true");
+      var link = el("a", "", meta.title);
+      link.href = meta.url;
+      item.appendChild(link);
+      item.appendChild(el("small", "muted", "just now"));
+      sidebar.insertBefore(item, sidebar.firstChild);
+    }
     form.setAttribute("data-conversation", meta.conversation);
     if (window.location.pathname !== meta.url) {
       window.history.replaceState(null, "", meta.url);
