@@ -182,7 +182,8 @@ def server_log(request: HttpRequest, slug: str) -> HttpResponse:
         lines = int(raw)
     except ValueError:
         lines = LOG_LINES_DEFAULT
-        messages.warning(request, f"“{raw[:20]}” is not a number of lines; showing {lines}.")
+        if not request.htmx:
+            messages.warning(request, f"“{raw[:20]}” is not a number of lines; showing {lines}.")
     lines = max(1, min(lines, LOG_LINES_MAX))
     text = supervisor.read_log_tail(instance.log_path, lines=lines, max_bytes=lines * 400)
     context = {"profile": profile, "instance": instance, "text": text, "lines": lines}

@@ -15,11 +15,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(trans
 
 
 @pytest.fixture
-def tiny_in_cache(settings, tmp_path):
-    from tests.support.tiny_models import tiny_model_cache
-
+def tiny_in_cache(settings, tmp_path, tiny_model):
     settings.HF_HUB_CACHE = tmp_path / "hub"
-    install_model(settings.HF_HUB_CACHE, TINY_REPO, source=tiny_model_cache("text"))
+    install_model(settings.HF_HUB_CACHE, TINY_REPO, source=tiny_model)
     return TINY_REPO
 
 

@@ -61,11 +61,9 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture
-def served_model(hf_cache):
+def served_model(hf_cache, tiny_model):
     """The real tiny text model (built once per machine) in this test's HF cache."""
-    from tests.support.tiny_models import tiny_model_cache
-
-    install_model(hf_cache, TINY_REPO, source=tiny_model_cache("text"))
+    install_model(hf_cache, TINY_REPO, source=tiny_model)
     return TINY_REPO
 
 

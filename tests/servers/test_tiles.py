@@ -69,3 +69,11 @@ def test_log_page_without_a_log_says_so(member_client, make_profile):
         reverse("servers:log", args=[profile.slug]), headers={"HX-Request": "true"}
     ).content.decode()
     assert partial.strip() == "No log yet: the server has not been started."
+
+
+def test_log_page_validates_the_number_of_lines(member_client, make_profile):
+    profile = make_profile("Alpha")
+    url = reverse("servers:log", args=[profile.slug])
+    html = member_client.get(url, {"lines": "lots"}).content.decode()
+    assert "is not a number of lines; showing 200" in html
+    assert "last 2000 lines" in member_client.get(url, {"lines": "999999"}).content.decode()
