@@ -83,8 +83,11 @@ def register(user: User) -> User:
     return user
 
 
-def _locked(users: Iterable[User | int]) -> list[User]:
-    ids = [item.pk if isinstance(item, User) else item for item in users]
+def _ids(users: Iterable[User | int]) -> list[int]:
+    return [item.pk if isinstance(item, User) else item for item in users]
+
+
+def _locked(ids: list[int]) -> list[User]:
     return list(User.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
 
 
@@ -104,10 +107,12 @@ def set_status(users: Iterable[User | int], status: str, *, by: User | None) -> 
     """Approve or disable (or send back to pending) `users`; return those that changed."""
     if status not in User.Status.values:
         raise ValueError(f"unknown status {status!r}")
+    ids = _ids(users)
     with transaction.atomic():
-        targets = _locked(users)
+        # Admin rows first, then the targets: one lock order everywhere, so no deadlocks.
         if status != User.Status.APPROVED:
-            ensure_admins_remain(user for user in targets if user.is_active_admin)
+            ensure_admins_remain(ids)
+        targets = _locked(ids)
         changed = []
         for user in targets:
             if user.status == status:
@@ -128,10 +133,11 @@ def disable(users: Iterable[User | int], *, by: User | None) -> list[User]:
 
 def set_admin(users: Iterable[User | int], admin: bool, *, by: User | None) -> list[User]:
     """Give (`admin=True`) or take away admin rights (staff + superuser)."""
+    ids = _ids(users)
     with transaction.atomic():
-        targets = _locked(users)
         if not admin:
-            ensure_admins_remain(user for user in targets if user.is_active_admin)
+            ensure_admins_remain(ids)
+        targets = _locked(ids)
         changed = []
         for user in targets:
             if user.is_staff == admin and user.is_superuser == admin:
@@ -152,9 +158,10 @@ def remove_admin(users: Iterable[User | int], *, by: User | None) -> list[User]:
 
 def delete_users(users: Iterable[User | int], *, by: User | None) -> int:
     """Delete `users` unless that would remove the last active admin; return how many."""
+    ids = _ids(users)
     with transaction.atomic():
-        targets = _locked(users)
-        ensure_admins_remain(user for user in targets if user.is_active_admin)
+        ensure_admins_remain(ids)
+        targets = _locked(ids)
         for user in targets:
             end_access(user)
         User.objects.filter(pk__in=[user.pk for user in targets]).delete()

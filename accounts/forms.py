@@ -1,5 +1,6 @@
 from django import forms
-from django.contrib.auth.forms import BaseUserCreationForm, UserChangeForm
+from django.contrib.auth.forms import AdminUserCreationForm as DjangoAdminUserCreationForm
+from django.contrib.auth.forms import UserChangeForm
 from django.core.exceptions import ValidationError
 
 from accounts import approval
@@ -81,7 +82,9 @@ class AdminUserChangeForm(UserChangeForm):
         return cleaned
 
 
-class AdminUserCreationForm(BaseUserCreationForm):
-    class Meta(BaseUserCreationForm.Meta):
+class AdminUserCreationForm(DjangoAdminUserCreationForm):
+    """The Django admin's add-user form, asking for the email too (it signs in with it)."""
+
+    class Meta(DjangoAdminUserCreationForm.Meta):
         model = User
         fields = ("username", "email")

@@ -77,3 +77,27 @@ def test_make_admin_and_remove_admin_set_staff_and_superuser(admin_member, membe
 def test_a_pending_admin_is_not_an_active_admin(make_user):
     assert not make_user("p@example.com", status="pending", staff=True).is_active_admin
     assert make_user("a@example.com", staff=True).is_active_admin
+
+
+def test_admins_can_add_a_user_in_the_django_admin(admin_client):
+    assert admin_client.get("/admin/accounts/user/add/").status_code == 200
+    response = admin_client.post(
+        "/admin/accounts/user/add/",
+        {
+            "email": "added@example.com",
+            "username": "added",
+            "usable_password": "true",
+            "password1": "correct-horse-battery-staple",
+            "password2": "correct-horse-battery-staple",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    added = User.objects.get(email="added@example.com")
+    assert added.status == User.Status.PENDING
+
+
+def test_the_django_admin_user_list_filters_by_status(admin_client, make_user):
+    make_user("waiting@example.com", status="pending")
+    page = admin_client.get("/admin/accounts/user/?status__exact=pending").content.decode()
+    assert "waiting@example.com" in page
+    assert "By status" in page

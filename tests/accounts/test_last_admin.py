@@ -258,3 +258,20 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(make_user):
 
         assert demote_each_other_at_once(first, second) == ["demoted", "refused"]
         assert approval.active_admins().count() == 1
+
+
+def test_disabling_in_the_django_admin_change_form_ends_access(only_admin):
+    from accounts.api_keys import authenticate_api_key, create_api_key
+
+    member = User.objects.get(email="member@example.com")
+    new_key = create_api_key(member, "laptop")
+    member_browser = Client()
+    member_browser.force_login(member)
+    client = Client()
+    client.force_login(only_admin)
+
+    url = f"/admin/accounts/user/{member.pk}/change/"
+    assert client.post(url, _change_form_data(member, status="disabled")).status_code == 302
+
+    assert authenticate_api_key(f"Bearer {new_key.secret}") is None
+    assert member_browser.get("/")["Location"].startswith("/accounts/login/")
