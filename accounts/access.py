@@ -15,6 +15,8 @@ from django.conf import settings
 PUBLIC_URL_NAMES = frozenset(
     {
         "healthz",
+        # Prometheus: the view itself allows localhost or the METRICS_TOKEN bearer only.
+        "metrics",
         "account_login",
         "account_logout",
         "account_signup",

@@ -225,6 +225,20 @@ SERVER_ADAPTER_DIRS = [
 ]
 SERVER_LOGS_KEPT = env.int("MLX_PORTAL_SERVER_LOGS_KEPT", default=10)
 
+# OpenAI-compatible gateway, chat and metrics (servers/gateway.py, docs/gateway.md).
+GATEWAY_MAX_BODY_BYTES = env.int("MLX_PORTAL_GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+GATEWAY_CONNECT_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_CONNECT_TIMEOUT", default=5.0)
+# Longest silence tolerated from a model server (prompt processing sends keep-alives).
+GATEWAY_READ_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_READ_TIMEOUT", default=300.0)
+GATEWAY_MAX_CONNECTIONS = env.int("MLX_PORTAL_GATEWAY_MAX_CONNECTIONS", default=128)
+# How long a request waits for an on-demand start before answering 503.
+GATEWAY_START_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_START_TIMEOUT", default=180.0)
+CHAT_ATTACHMENT_MAX_BYTES = env.int("MLX_PORTAL_CHAT_ATTACHMENT_MAX_BYTES", default=256 * 1024)
+CHAT_ATTACHMENT_MAX_FILES = env.int("MLX_PORTAL_CHAT_ATTACHMENT_MAX_FILES", default=5)
+# `/metrics` answers localhost, or `Authorization: Bearer <METRICS_TOKEN>` when one is set.
+METRICS_TOKEN = env.str("MLX_PORTAL_METRICS_TOKEN", default="")
+METRICS_ALLOW_LOCALHOST = env.bool("MLX_PORTAL_METRICS_ALLOW_LOCALHOST", default=True)
+
 # Hugging Face Hub. models_catalog/hub.py passes these explicitly to every call.
 HF_ENDPOINT = env.str("HF_ENDPOINT", default="https://huggingface.co").rstrip("/")
 HF_HUB_CACHE = Path(

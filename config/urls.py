@@ -3,13 +3,16 @@ from django.urls import include, path
 
 from config.health import healthz
 from config.views import home
+from servers.usage_views import metrics_view
 
 urlpatterns = [
     path("", home, name="home"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
     path("models/", include("models_catalog.urls")),
     path("servers/", include("servers.urls")),
+    path("v1/", include("servers.api_urls")),
     path("admin/", admin.site.urls),
 ]

@@ -1,15 +1,30 @@
 """The only code that speaks HTTP to `mlx_lm.server`.
 
-For now: the readiness probe (a real one-token chat completion: the server loads its model on
-the first request, so an open port or `/health` saying "ok" prove nothing) and the liveness
-check used by the reconcile loop.
+- The readiness probe (a real one-token chat completion: the server loads its model on the
+  first request, so an open port or `/health` saying "ok" prove nothing) and the liveness check
+  used by the reconcile loop.
+- The proxy of the OpenAI-compatible gateway and the chat page: `build_upstream_body` (the
+  allow-list of what may reach a server), `send` (one request through a shared connection
+  pool) and `Relay` (a response passed on event by event, measured as it goes).
+
+See docs/gateway.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
+from django.conf import settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,3 +69,573 @@ def check_alive(base_url: str, timeout: float = 3.0) -> ProbeResult:
     if response.status_code != 200:
         return ProbeResult(False, f"/health answered HTTP {response.status_code}")
     return ProbeResult(True, "ok")
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class GatewayError(Exception):
+    """A request the gateway answers with an error in OpenAI's shape."""
+
+    def __init__(
+        self, message: str, status: int = 400, *, param: str | None = None, code: str | None = None
+    ):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.param = param
+        self.code = code
+
+    @property
+    def type(self) -> str:
+        if self.status == 401:
+            return "authentication_error"
+        if self.status == 403:
+            return "permission_error"
+        return "invalid_request_error" if self.status < 500 else "server_error"
+
+    def as_dict(self) -> dict:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def upstream_error(status: int, name: str) -> GatewayError:
+    """The clean error for an upstream HTTP error (its raw text is logged, never forwarded)."""
+    if status in (400, 422):
+        return GatewayError(
+            f"The model server of '{name}' could not process this request (for example the "
+            "prompt is too long for the model, or a parameter is out of range for it).",
+            400,
+            code="upstream_rejected",
+        )
+    if status == 404:
+        # mlx_lm.server answers 404 when its generation thread died (a model that failed to load).
+        return GatewayError(
+            f"The model server of '{name}' is not ready: its model failed to load or is still "
+            "loading. Check the server's log on the Servers page.",
+            503,
+            code="server_not_ready",
+        )
+    if status == 413:
+        return GatewayError(
+            "The request is too large for the model server.", 413, code="request_too_large"
+        )
+    return GatewayError(
+        f"The model server of '{name}' failed (HTTP {status}). Try again; if it keeps "
+        "failing, check its log on the Servers page.",
+        502,
+        code="upstream_error",
+    )
+
+
+# --- the request body: an allow-list ------------------------------------------------------------
+
+ROLES = {"system", "user", "assistant", "tool", "developer"}
+# OpenAI fields that are accepted and deliberately not passed on (mlx_lm.server has no use for
+# them). Any other unknown field is dropped as well; these are just documented.
+IGNORED_FIELDS = {
+    "user",
+    "metadata",
+    "store",
+    "parallel_tool_calls",
+    "service_tier",
+    "tool_choice",
+    "reasoning_effort",
+    "modalities",
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _number(body: dict, name: str, low: float, high: float) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not _is_number(value) or not low <= value <= high:
+        raise GatewayError(
+            f"'{name}' must be a number from {low:g} to {high:g}.", param=name, code="invalid_value"
+        )
+    return value
+
+
+def _integer(body: dict, name: str, low: int, high: int | None = None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not _is_int(value) or value < low or (high is not None and value > high):
+        limit = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise GatewayError(
+            f"'{name}' must be an integer {limit}.", param=name, code="invalid_value"
+        )
+    return value
+
+
+def _content_parts(content: list, index: int) -> list:
+    parts = []
+    for part in content:
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise GatewayError(
+                f"messages[{index}].content parts must be objects with a 'type'.",
+                param=f"messages[{index}].content",
+                code="invalid_value",
+            )
+        if part["type"] in ("text", "input_text"):
+            if not isinstance(part.get("text"), str):
+                raise GatewayError(
+                    f"messages[{index}].content text parts need a 'text' string.",
+                    param=f"messages[{index}].content",
+                    code="invalid_value",
+                )
+            parts.append({"type": "text", "text": part["text"]})
+        else:
+            raise GatewayError(
+                f"messages[{index}] has a '{part['type'][:30]}' part: images, audio and video "
+                "need a vision-capable server (mlx-vlm), which is not supported yet. Send text.",
+                param=f"messages[{index}].content",
+                code="unsupported_content",
+            )
+    return parts
+
+
+def _messages(value: Any) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise GatewayError(
+            "'messages' must be a non-empty list of messages.",
+            param="messages",
+            code="invalid_value",
+        )
+    messages = []
+    for index, message in enumerate(value):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise GatewayError(
+                f"messages[{index}] must be an object with a role of {', '.join(sorted(ROLES))}.",
+                param=f"messages[{index}]",
+                code="invalid_value",
+            )
+        role = "system" if message["role"] == "developer" else message["role"]
+        content = message.get("content")
+        if isinstance(content, list):
+            content = _content_parts(content, index)
+        elif content is not None and not isinstance(content, str):
+            raise GatewayError(
+                f"messages[{index}].content must be a string or a list of parts.",
+                param=f"messages[{index}].content",
+                code="invalid_value",
+            )
+        clean: dict[str, Any] = {"role": role, "content": content if content is not None else ""}
+        for extra, kind in (("name", str), ("tool_calls", list), ("tool_call_id", str)):
+            if isinstance(message.get(extra), kind):
+                clean[extra] = message[extra]
+        messages.append(clean)
+    return messages
+
+
+def build_upstream_body(body: Any, *, endpoint: str, max_tokens_cap: int) -> dict:
+    """The body sent to mlx_lm.server for a client's `body`, or GatewayError (400).
+
+    Only allow-listed fields pass; `model` becomes "default_model" (the server's own model:
+    any other name would make mlx_lm.server load, or download, that model), `max_tokens` is
+    capped by the profile's, and streams always ask for usage so tokens can be counted.
+    """
+    if not isinstance(body, dict):
+        raise GatewayError("The request body must be a JSON object.", code="invalid_body")
+    out: dict[str, Any] = {"model": "default_model"}
+    if endpoint == "chat/completions":
+        if "messages" not in body:
+            raise GatewayError("'messages' is required.", param="messages", code="missing_field")
+        out["messages"] = _messages(body["messages"])
+    else:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise GatewayError(
+                "'prompt' is required and must be a string.", param="prompt", code="invalid_value"
+            )
+        out["prompt"] = prompt
+
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise GatewayError("'stream' must be true or false.", param="stream", code="invalid_value")
+    out["stream"] = stream
+    if stream:
+        out["stream_options"] = {"include_usage": True}
+    options = body.get("stream_options")
+    if options is not None and (
+        not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool)
+    ):
+        raise GatewayError(
+            "'stream_options' must be an object like {\"include_usage\": true}.",
+            param="stream_options",
+            code="invalid_value",
+        )
+
+    for name, low, high in (
+        ("temperature", 0, 2),
+        ("top_p", 0, 1),
+        ("min_p", 0, 1),
+        ("presence_penalty", -2, 2),
+        ("frequency_penalty", -2, 2),
+        ("repetition_penalty", 0, 10),
+    ):
+        value = _number(body, name, low, high)
+        if value is not None:
+            out[name] = value
+    top_k = _integer(body, "top_k", 0)
+    if top_k is not None:
+        out["top_k"] = top_k
+    seed = _integer(body, "seed", -(2**63), 2**63 - 1)
+    if seed is not None:
+        out["seed"] = seed
+
+    requested = None
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = _integer(body, name, 1)
+        if value is not None and requested is None:
+            requested = value
+    out["max_tokens"] = min(requested or max_tokens_cap, max_tokens_cap)
+
+    stop = body.get("stop")
+    if stop is not None:
+        if isinstance(stop, str):
+            stop = [stop]
+        if (
+            not isinstance(stop, list)
+            or len(stop) > 4
+            or not all(isinstance(s, str) and s for s in stop)
+        ):
+            raise GatewayError(
+                "'stop' must be a string or a list of up to 4 strings.",
+                param="stop",
+                code="invalid_value",
+            )
+        if stop:
+            out["stop"] = stop
+
+    bias = body.get("logit_bias")
+    if bias is not None:
+        if not isinstance(bias, dict) or not all(
+            str(k).isdigit() and _is_number(v) and -100 <= v <= 100 for k, v in bias.items()
+        ):
+            raise GatewayError(
+                "'logit_bias' must map token ids to numbers from -100 to 100.",
+                param="logit_bias",
+                code="invalid_value",
+            )
+        out["logit_bias"] = {str(k): float(v) for k, v in bias.items()}
+
+    logprobs = body.get("logprobs")
+    if logprobs is not None:
+        if not isinstance(logprobs, bool):
+            raise GatewayError(
+                "'logprobs' must be true or false.", param="logprobs", code="invalid_value"
+            )
+        out["logprobs"] = logprobs
+    top_logprobs = _integer(body, "top_logprobs", 0, 10)
+    if top_logprobs is not None:
+        out["top_logprobs"] = top_logprobs
+
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise GatewayError(
+            "Only one choice per request is supported ('n' must be 1).",
+            param="n",
+            code="unsupported_value",
+        )
+    response_format = body.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise GatewayError(
+            "'response_format' other than text (JSON mode, JSON schema) is not supported by "
+            "mlx_lm.server.",
+            param="response_format",
+            code="unsupported_value",
+        )
+
+    if endpoint == "chat/completions":
+        tools = body.get("tools")
+        if tools is not None:
+            if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+                raise GatewayError(
+                    "'tools' must be a list of tool objects.", param="tools", code="invalid_value"
+                )
+            if tools and body.get("tool_choice") != "none":
+                out["tools"] = tools
+        kwargs = body.get("chat_template_kwargs")
+        if kwargs is not None:
+            if not isinstance(kwargs, dict):
+                raise GatewayError(
+                    "'chat_template_kwargs' must be an object.",
+                    param="chat_template_kwargs",
+                    code="invalid_value",
+                )
+            out["chat_template_kwargs"] = kwargs
+    return out
+
+
+# --- the connection pool -----------------------------------------------------------------------
+
+_client: httpx.Client | None = None
+_client_lock = threading.Lock()
+
+
+def client() -> httpx.Client:
+    """The one HTTP client of this process (a shared, thread-safe connection pool)."""
+    global _client
+    if _client is None:
+        with _client_lock:
+            if _client is None:
+                _client = httpx.Client(
+                    limits=httpx.Limits(
+                        max_connections=settings.GATEWAY_MAX_CONNECTIONS,
+                        max_keepalive_connections=32,
+                        keepalive_expiry=30,
+                    ),
+                    timeout=httpx.Timeout(
+                        connect=settings.GATEWAY_CONNECT_TIMEOUT,
+                        read=settings.GATEWAY_READ_TIMEOUT,
+                        write=30.0,
+                        pool=30.0,
+                    ),
+                )
+    return _client
+
+
+def connections_in_use() -> int:
+    """Connections of the pool that carry a request right now (0 when all are idle)."""
+    if _client is None:
+        return 0
+    pool = _client._transport._pool  # httpcore.ConnectionPool
+    return sum(1 for connection in pool.connections if not connection.is_idle())
+
+
+def send(base_url: str, endpoint: str, body: dict, name: str) -> httpx.Response:
+    """Send `body` to the server's `/v1/<endpoint>`; the response is streamed (not yet read).
+
+    Raises GatewayError (503) when the server cannot be reached, or for an HTTP error.
+    The caller must close the response (Relay does).
+    """
+    request = client().build_request("POST", f"{base_url}/v1/{endpoint}", json=body)
+    try:
+        response = client().send(request, stream=True)
+    except httpx.TimeoutException:
+        raise GatewayError(
+            f"The model server of '{name}' did not answer in time.", 504, code="upstream_timeout"
+        ) from None
+    except httpx.HTTPError as exc:
+        log.warning("Cannot reach %s: %s", base_url, exc)
+        raise GatewayError(
+            f"The model server of '{name}' is not answering (it may be restarting). Try again "
+            "in a moment.",
+            503,
+            code="server_unreachable",
+        ) from None
+    if response.status_code != 200:
+        try:
+            text = response.read()[:500].decode(errors="replace")
+        except httpx.HTTPError:
+            text = "(unreadable)"
+        finally:
+            response.close()
+        log.warning("Model server %s answered HTTP %s: %s", base_url, response.status_code, text)
+        raise upstream_error(response.status_code, name)
+    return response
+
+
+# --- relaying a response ------------------------------------------------------------------------
+
+
+@dataclass
+class Measure:
+    """What the portal measured of one request (monotonic seconds; tokens from `usage`)."""
+
+    sent_at: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    status: str = "ok"
+    status_code: int = 200
+    error_code: str = ""
+
+    def token(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+
+    def usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+    def fail(self, error: GatewayError, status: str = "error") -> None:
+        self.status, self.status_code, self.error_code = status, error.status, error.code or ""
+
+    @property
+    def ttft_ms(self) -> float | None:
+        if self.first_token_at is None:
+            return None
+        return (self.first_token_at - self.sent_at) * 1000
+
+    @property
+    def duration_ms(self) -> float:
+        return ((self.finished_at or time.monotonic()) - self.sent_at) * 1000
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event of an upstream stream: `raw` as received; `data` parsed."""
+
+    raw: bytes
+    data: dict | None = None
+    done: bool = False
+
+
+def has_token(chunk: dict) -> bool:
+    """Whether a stream chunk carries generated text (content, reasoning, text or tool call)."""
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("reasoning") or delta.get("reasoning_content"):
+            return True
+        if delta.get("tool_calls") or choice.get("text"):
+            return True
+    return False
+
+
+def sse(data: dict | str, event: str | None = None) -> bytes:
+    """One server-sent event."""
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {text}\n\n".encode()
+
+
+class Relay:
+    """An upstream response, passed on as it comes, measured, and closed exactly once.
+
+    `events()` yields each server-sent event as soon as it arrives (streams); `json()` reads a
+    whole answer (non-streamed). `close(status)` closes the upstream connection and calls
+    `on_finish(measure)` once — from the caller's `finally`, so a client that went away
+    (GeneratorExit) or a dead server still ends in a record.
+    """
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        measure: Measure,
+        name: str,
+        on_finish: Callable[[Measure], None] | None = None,
+    ):
+        self.response = response
+        self.measure = measure
+        self.name = name
+        self.on_finish = on_finish
+        self._closed = False
+
+    def events(self) -> Iterator[Event]:
+        lines: list[str] = []
+        try:
+            for line in self.response.iter_lines():
+                if line:
+                    lines.append(line)
+                    continue
+                if not lines:
+                    continue
+                event, lines = self._event(lines), []
+                yield event
+                if event.done:
+                    return
+            if lines:
+                event = self._event(lines)
+                yield event
+                if event.done:
+                    return
+        except httpx.TimeoutException:
+            raise GatewayError(
+                f"The model server of '{self.name}' stopped sending for "
+                f"{settings.GATEWAY_READ_TIMEOUT:g} s.",
+                504,
+                code="upstream_timeout",
+            ) from None
+        except httpx.HTTPError as exc:
+            log.warning("Stream from %s broke: %r", self.name, exc)
+        # mlx_lm.server speaks HTTP/1.0: a process that dies just closes the connection, so a
+        # stream without its final "[DONE]" is a broken one.
+        raise GatewayError(
+            f"The model server of '{self.name}' stopped in the middle of the reply (it may "
+            "have crashed).",
+            502,
+            code="upstream_died",
+        )
+
+    def _event(self, lines: list[str]) -> Event:
+        raw = ("\n".join(lines) + "\n\n").encode()
+        payload = "\n".join(line[5:].lstrip(" ") for line in lines if line.startswith("data:"))
+        if not payload:
+            return Event(raw)  # a comment such as ": keepalive 10/200"
+        if payload.strip() == "[DONE]":
+            return Event(raw, done=True)
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return Event(raw)
+        if not isinstance(data, dict):
+            return Event(raw)
+        if has_token(data):
+            self.measure.token()
+        if data.get("usage"):
+            self.measure.usage(data["usage"])
+        return Event(raw, data)
+
+    def json(self) -> dict:
+        try:
+            self.response.read()
+            data = self.response.json()
+        except httpx.TimeoutException:
+            raise GatewayError(
+                f"The model server of '{self.name}' did not answer within "
+                f"{settings.GATEWAY_READ_TIMEOUT:g} s.",
+                504,
+                code="upstream_timeout",
+            ) from None
+        except (httpx.HTTPError, ValueError):
+            raise GatewayError(
+                f"The model server of '{self.name}' sent a broken answer.",
+                502,
+                code="upstream_error",
+            ) from None
+        if not isinstance(data, dict):
+            raise GatewayError(
+                f"The model server of '{self.name}' sent a broken answer.",
+                502,
+                code="upstream_error",
+            )
+        self.measure.usage(data.get("usage"))
+        return data
+
+    def close(self, status: str | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.measure.finished_at = time.monotonic()
+        if status is not None:
+            self.measure.status = status
+        try:
+            self.response.close()
+        finally:
+            if self.on_finish is not None:
+                try:
+                    self.on_finish(self.measure)
+                except Exception:
+                    log.exception("Recording the usage of a request to %s failed", self.name)

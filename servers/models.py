@@ -200,3 +200,115 @@ class ServerInstance(models.Model):
             }
             ServerInstance.objects.filter(pk=self.pk).update(**fields)
         self.refresh_from_db()
+
+
+class UsageRecord(models.Model):
+    """One request that went through the portal to a model server (chat page or `/v1/`).
+
+    Counts and timings only — never the text of a prompt or a reply. Written once, when the
+    response has finished (or failed, or the client went away). Times are measured by the
+    portal from the moment it sent the request upstream (an on-demand start is not counted).
+    """
+
+    class Source(models.TextChoices):
+        CHAT = "chat", "Chat page"
+        API = "api", "API"
+
+    class Status(models.TextChoices):
+        OK = "ok", "OK"
+        ERROR = "error", "Error"
+        CANCELLED = "cancelled", "Cancelled"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="usage"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="usage"
+    )
+    profile = models.ForeignKey(
+        ServerProfile, on_delete=models.SET_NULL, null=True, related_name="usage"
+    )
+    profile_name = models.CharField(max_length=80)  # kept when the profile is deleted
+    host = models.ForeignKey(Host, on_delete=models.SET_NULL, null=True, related_name="usage")
+    source = models.CharField(max_length=8, choices=Source.choices)
+    endpoint = models.CharField(max_length=32)  # "chat/completions" or "completions"
+    stream = models.BooleanField(default=False)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    ttft_ms = models.FloatField("time to first token (ms)", null=True, blank=True)
+    generation_ms = models.FloatField(null=True, blank=True)  # first token → end
+    duration_ms = models.FloatField(default=0.0)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    status_code = models.PositiveSmallIntegerField(default=200)
+    error_code = models.CharField(max_length=40, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["started_at"], name="usage_started"),
+            models.Index(fields=["profile", "started_at"], name="usage_profile_started"),
+            models.Index(fields=["user", "started_at"], name="usage_user_started"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.profile_name} {self.source} {self.status} {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class Conversation(models.Model):
+    """A chat saved for its owner (only they see it)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    profile = models.ForeignKey(
+        ServerProfile, on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="conversations",
+    )  # fmt: skip
+    title = models.CharField(max_length=120)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-pk"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("servers:chat-conversation", args=[self.pk])
+
+
+class Message(models.Model):
+    """One turn of a conversation. Assistant turns keep their reasoning and rendered HTML."""
+
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+
+    class Status(models.TextChoices):
+        OK = "ok", "Complete"
+        STOPPED = "stopped", "Stopped"
+        ERROR = "error", "Interrupted"
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True)
+    thought_seconds = models.FloatField(null=True, blank=True)
+    html = models.TextField(blank=True)  # sanitised rendering of `content`
+    # Text files sent inline with a user message: [{"name", "size", "text"}].
+    attachments = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OK)
+    temperature = models.FloatField(null=True, blank=True)
+    max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.pk}"

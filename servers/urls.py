@@ -1,11 +1,17 @@
 from django.urls import path
 
-from servers import views
+from servers import chat_views, usage_views, views
 
 app_name = "servers"
 
 urlpatterns = [
     path("", views.server_list, name="list"),
+    path("chat/", chat_views.chat, name="chat"),
+    path("chat/<int:pk>/", chat_views.chat, name="chat-conversation"),
+    path("chat/stream/", chat_views.chat_stream, name="chat-stream"),
+    path("chat/<int:pk>/rename/", chat_views.conversation_rename, name="chat-rename"),
+    path("chat/<int:pk>/delete/", chat_views.conversation_delete, name="chat-delete"),
+    path("usage/", usage_views.usage_page, name="usage"),
     path("picker/", views.picker, name="picker"),
     path("new/", views.profile_create, name="profile-create"),
     path("<slug:slug>/edit/", views.profile_edit, name="profile-edit"),

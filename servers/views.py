@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from servers import services, supervisor
+from servers import services, supervisor, usage
 from servers.forms import ServerProfileForm
 from servers.models import ServerProfile
 
@@ -23,12 +23,15 @@ COPIED_FIELDS = [
 ]
 
 
-def _tile_context(profile: ServerProfile) -> dict:
+def _tile_context(profile: ServerProfile, usage_stats: dict | None = None) -> dict:
     instance = getattr(profile, "instance", None)
     stats = None
     if instance is not None and instance.is_active and services.is_local(profile.host):
         stats = supervisor.stats(instance.pid, instance.process_create_time)
-    return {"profile": profile, "instance": instance, "stats": stats}
+    if usage_stats is None:
+        usage_stats = usage.tile_stats()  # one query for every tile
+    return {"profile": profile, "instance": instance, "stats": stats,
+            "usage": usage_stats.get(profile.pk)}  # fmt: skip
 
 
 def _query(request: HttpRequest) -> str:
@@ -39,7 +42,8 @@ def server_list(request: HttpRequest) -> HttpResponse:
     """The Servers page; an HTMX request gets only the tiles (the 2 s poll and the search)."""
     query = _query(request)
     profiles = list(services.profiles_for_tiles(query))
-    tiles = [_tile_context(p) for p in profiles]
+    usage_stats = usage.tile_stats()
+    tiles = [_tile_context(p, usage_stats) for p in profiles]
     context = {"tiles": tiles, "q": query}
     if request.htmx:
         return render(request, "servers/list.html#tiles", context)

@@ -23,6 +23,7 @@ def test_the_public_allow_list_is_exactly_the_login_and_status_pages():
     # Adding a name here opens a URL to the world: this test asks for a second look.
     expected_public = {
         "healthz",
+        "metrics",  # the view checks localhost or its admin token (tests/servers/test_metrics.py)
         "account_login",
         "account_logout",
         "account_signup",
@@ -71,7 +72,10 @@ def test_anonymous_users_are_refused_every_protected_url(db):
 
     leaks = [_describe(*answer) for answer in answers if not _refused(answer[-1])]
     assert leaks == [], "Protected URLs answered anonymous users:\n" + "\n".join(leaks)
-    for *_, response in answers:
+    for _, url, _, response in answers:
+        if access.is_api_path(url.path):  # API clients get 401 with OpenAI's error, no redirect
+            assert response.status_code == 401 and response.json()["error"]
+            continue
         target = response.headers.get("HX-Redirect") or response.headers.get("Location", "")
         assert target.startswith("/accounts/login/?next="), target
 
@@ -188,5 +192,7 @@ def test_static_files_and_healthz_need_no_login(client):
     assert client.get("/static/css/portal.css").status_code != 302
 
 
-def test_metrics_stays_protected_until_it_has_its_own_authentication(client):
-    assert client.get("/metrics").status_code == 302
+def test_metrics_has_its_own_authentication_localhost_or_token(client):
+    # Public to the middleware; the view answers only localhost or the METRICS_TOKEN bearer.
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200

@@ -94,3 +94,62 @@ def server_reaper():
     yield tracked.append
     for pid, create_time in tracked:
         supervisor.kill(pid, create_time)
+
+
+# --- gateway, chat and usage -------------------------------------------------------------------
+
+
+@pytest.fixture
+def serve_profile(db, member):
+    """`serve_profile(server, name, **fields)`: a profile whose instance is the real, already
+    running `server` (a `RunningServer` of the harness) — what the supervisor records once it
+    has started one. Tests share one real server per module this way."""
+    from django.utils import timezone
+    from django.utils.text import slugify
+
+    from models_catalog.models import Host
+    from servers.models import ServerInstance, ServerProfile, State
+
+    def make(server, name: str = "Tiny", **fields) -> ServerProfile:
+        fields.setdefault("owner", member)
+        fields.setdefault("host", Host.local())
+        fields.setdefault("model_id", "mlx-community/tiny-text-test")
+        profile = ServerProfile.objects.create(
+            name=name, slug=slugify(name), port=server.port, **fields
+        )
+        ServerInstance.objects.update_or_create(
+            profile=profile,
+            defaults={"state": State.RUNNING, "port": server.port, "pid": server.pid,
+                      "started_at": timezone.now(), "ready_at": timezone.now()},
+        )  # fmt: skip
+        return profile
+
+    return make
+
+
+@pytest.fixture
+def api_key(member):
+    """A live API key of `member`: its secret."""
+    from accounts.api_keys import create_api_key
+
+    return create_api_key(member, "tests").secret
+
+
+@pytest.fixture(scope="module")
+def thinking_server(tmp_path_factory):
+    """A real mlx_lm.server on the `thinking` tiny model, shared by a module."""
+    from tests.support.mlx_server import start_mlx_server, stop_mlx_server
+    from tests.support.tiny_models import tiny_model_cache
+
+    base = tmp_path_factory.mktemp("thinking-server")
+    cache = base / "hf-cache" / "hub"
+    cache.mkdir(parents=True)
+    server = start_mlx_server(
+        tiny_model_cache("thinking"),
+        log_path=base / "server.log",
+        env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        yield server
+    finally:
+        stop_mlx_server(server)

@@ -1,0 +1,162 @@
+"""The OpenAI-compatible gateway: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+
+The access middleware has already authenticated the API key (`request.user`, `request.api_key`)
+or answered 401. Views here parse, call `servers.completions`, and pass the answer on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from servers import completions
+from servers.gateway import GatewayError, Relay, sse
+from servers.models import ServerProfile, State, UsageRecord
+from servers.usage import Caller
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def error_response(error: GatewayError) -> JsonResponse:
+    headers = {"Retry-After": "5"} if error.status == 503 else None
+    return JsonResponse(error.as_dict(), status=error.status, headers=headers)
+
+
+def read_json(request: HttpRequest) -> object:
+    """The request's JSON body, refusing oversize (413) and malformed (400) bodies."""
+    limit = settings.GATEWAY_MAX_BODY_BYTES
+    too_large = GatewayError(
+        f"The request body is larger than the limit of {limit // 1024} KiB.",
+        413,
+        code="request_too_large",
+    )
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        raise too_large
+    raw = request.read(limit + 1)
+    if len(raw) > limit:
+        raise too_large
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise GatewayError("The request body is not valid JSON.", code="invalid_json") from None
+
+
+def _method_not_allowed(allowed: str) -> JsonResponse:
+    error = GatewayError(f"Use {allowed} for this endpoint.", 405, code="method_not_allowed")
+    return JsonResponse(error.as_dict(), status=405, headers={"Allow": allowed})
+
+
+def models(request: HttpRequest) -> JsonResponse:
+    """Every profile (any member may call any), in OpenAI's list shape; id = profile slug."""
+    if request.method != "GET":
+        return _method_not_allowed("GET")
+    profiles = ServerProfile.objects.select_related("instance", "owner").order_by("slug")
+    data = []
+    for profile in profiles:
+        instance = getattr(profile, "instance", None)
+        data.append(
+            {
+                "id": profile.slug,
+                "object": "model",
+                "created": int(profile.created_at.timestamp()),
+                "owned_by": profile.owner.email,
+                # Extensions (ignored by OpenAI clients): what it serves and whether it runs.
+                "name": profile.name,
+                "root": profile.model_id,
+                "status": instance.state if instance else State.STOPPED,
+                "on_demand": profile.allow_on_demand,
+                "max_tokens": profile.max_tokens,
+            }
+        )
+    return JsonResponse({"object": "list", "data": data})
+
+
+def api_stream(
+    relay: Relay, model: str, include_usage: bool, chunk_object: str = "chat.completion.chunk"
+) -> Iterator[bytes]:
+    """Pass the upstream stream on, event by event; OpenAI's usage chunk only when asked."""
+    status = UsageRecord.Status.CANCELLED  # unless the loop ends: the client went away
+    try:
+        for event in relay.events():
+            data = event.data
+            if data is None:
+                yield event.raw  # keep-alive comments and [DONE]
+                continue
+            if "usage" in data and not data.get("choices"):
+                if not include_usage:
+                    continue
+                data["object"] = chunk_object
+            data["model"] = model
+            yield sse(data)
+        status = UsageRecord.Status.OK
+    except GatewayError as error:
+        relay.measure.fail(error)
+        status = UsageRecord.Status.ERROR
+        yield sse(error.as_dict())
+    finally:
+        relay.close(status)
+
+
+def _complete(request: HttpRequest, endpoint: str) -> HttpResponse:
+    if request.method != "POST":
+        return _method_not_allowed("POST")
+    try:
+        body = read_json(request)
+        profile = completions.find_profile(body.get("model") if isinstance(body, dict) else None)
+    except GatewayError as error:
+        return error_response(error)
+    caller = Caller(request.user, UsageRecord.Source.API, getattr(request, "api_key", None))
+    try:
+        relay, upstream_body = completions.start(caller, profile, endpoint, body)
+    except GatewayError as error:
+        return error_response(error)
+    if upstream_body["stream"]:
+        options = body.get("stream_options") or {}
+        include_usage = bool(options.get("include_usage"))
+        chunk_object = (
+            "chat.completion.chunk" if endpoint == "chat/completions" else ("text_completion")
+        )
+        stream = api_stream(relay, profile.slug, include_usage, chunk_object)
+        return StreamingHttpResponse(
+            stream, content_type="text/event-stream", headers=STREAM_HEADERS
+        )
+    status = UsageRecord.Status.ERROR
+    try:
+        data = relay.json()
+        status = UsageRecord.Status.OK
+    except GatewayError as error:
+        relay.measure.fail(error)
+        return error_response(error)
+    finally:
+        relay.close(status)
+    data["model"] = profile.slug
+    return JsonResponse(data)
+
+
+@csrf_exempt
+def chat_completions(request: HttpRequest) -> HttpResponse:
+    return _complete(request, "chat/completions")
+
+
+@csrf_exempt
+def text_completions(request: HttpRequest) -> HttpResponse:
+    return _complete(request, "completions")
+
+
+@csrf_exempt
+def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
+    error = GatewayError(
+        f"Unknown endpoint {request.path}. This gateway serves /v1/models, "
+        "/v1/chat/completions and /v1/completions.",
+        404,
+        code="unknown_url",
+    )
+    return error_response(error)

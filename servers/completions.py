@@ -1,0 +1,102 @@
+"""One request to a model server, for the gateway (`/v1/`) and the chat page alike.
+
+`find_profile` names the profile a request's `model` means; `start` validates the body,
+gets the profile's server running (or says why not), sends the request and returns a
+`gateway.Relay`. Once the profile is known, every outcome — an answer, an error, a client
+that went away — ends in exactly one UsageRecord.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+
+from servers import services
+from servers.gateway import GatewayError, Measure, Relay, build_upstream_body, send
+from servers.models import ServerInstance, ServerProfile, State
+from servers.usage import Caller, recorder
+
+
+def find_profile(model: object) -> ServerProfile:
+    """The profile a request's `model` names (its slug, or its name), else GatewayError 404."""
+    if not isinstance(model, str) or not model.strip():
+        raise GatewayError(
+            "'model' is required: the name of a server profile (see GET /v1/models).",
+            param="model",
+            code="missing_field",
+        )
+    model = model.strip()
+    profiles = ServerProfile.objects.select_related("host")
+    profile = profiles.filter(slug=model).first() or profiles.filter(name__iexact=model).first()
+    if profile is None:
+        raise GatewayError(
+            f"The model '{model[:80]}' does not exist. Use the id of a server profile from "
+            "GET /v1/models.",
+            404,
+            param="model",
+            code="model_not_found",
+        )
+    return profile
+
+
+def server_url(profile: ServerProfile, timeout: float | None = None) -> str:
+    """The base URL of the profile's running server; starts it on demand when the profile
+    allows it (waiting at most `timeout` seconds); GatewayError 503 otherwise."""
+    url = services.upstream_for(profile)
+    if url:
+        return url
+    instance = profile.get_instance()
+    if not profile.allow_on_demand:
+        if instance.state in (State.STARTING, State.RESTARTING):
+            raise GatewayError(
+                f"Server '{profile.slug}' is still starting; try again in a moment.",
+                503,
+                code="server_starting",
+            )
+        raise GatewayError(
+            f"Server '{profile.slug}' is {instance.state}; start it on the Servers page.",
+            503,
+            code="server_not_running",
+        )
+    timeout = settings.GATEWAY_START_TIMEOUT if timeout is None else timeout
+    try:
+        return services.ensure_running(profile, timeout=timeout)
+    except services.ServerUnavailable as exc:
+        raise GatewayError(str(exc), 503, code="server_unavailable") from None
+
+
+def is_ready(profile: ServerProfile) -> bool:
+    return ServerInstance.objects.filter(profile=profile, state=State.RUNNING).exists()
+
+
+def start(
+    caller: Caller,
+    profile: ServerProfile,
+    endpoint: str,
+    body: object,
+    *,
+    start_timeout: float | None = None,
+) -> tuple[Relay, dict]:
+    """Validate `body`, reach the profile's server and send it; returns (relay, upstream body).
+
+    Raises GatewayError after recording it. The caller closes the relay (which records).
+    """
+    finish = recorder(
+        caller, profile, endpoint, bool(isinstance(body, dict) and body.get("stream"))
+    )
+    measure = Measure()
+    try:
+        upstream_body = build_upstream_body(
+            body, endpoint=endpoint, max_tokens_cap=profile.max_tokens
+        )
+        url = server_url(profile, start_timeout)
+        measure = Measure()  # times start when the request leaves for the server
+        response = send(url, endpoint, upstream_body, profile.slug)
+    except GatewayError as error:
+        measure.fail(error)
+        measure.finished_at = time.monotonic()
+        finish(measure)
+        raise
+    services.touch_last_request(profile)
+    return Relay(response, measure, profile.slug, finish), upstream_body

@@ -1,0 +1,82 @@
+"""The Usage page (own usage; admins everyone's) and the Prometheus `/metrics` endpoint."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from servers import metrics, usage
+
+MAX_RANGE_DAYS = 366
+
+
+class UsageFilterForm(forms.Form):
+    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    user = forms.ModelChoiceField(
+        queryset=get_user_model().objects.order_by("email"),
+        required=False,
+        to_field_name="email",
+        empty_label="Everyone",
+        error_messages={"invalid_choice": "No user has that email address."},
+    )
+
+    def clean(self):
+        data = super().clean()
+        today = timezone.localdate()
+        end = data.get("end") or today
+        start = data.get("start") or end - timedelta(days=29)
+        if start > end:
+            raise ValidationError("The start date must be on or before the end date.")
+        if (end - start).days >= MAX_RANGE_DAYS:
+            raise ValidationError(f"Pick a range of at most {MAX_RANGE_DAYS} days.")
+        data["start"], data["end"] = start, end
+        return data
+
+
+def usage_page(request: HttpRequest) -> HttpResponse:
+    """A member sees their own usage; an admin everyone's (or one user's)."""
+    is_admin = request.user.is_staff
+    form = UsageFilterForm(request.GET)
+    if not is_admin:
+        del form.fields["user"]
+    today = timezone.localdate()
+    start, end = today - timedelta(days=29), today
+    who = None if is_admin else request.user
+    if form.is_valid():
+        start, end = form.cleaned_data["start"], form.cleaned_data["end"]
+        if is_admin:
+            who = form.cleaned_data.get("user")
+    summary = usage.summary(start, end, user=who)
+    series = usage.daily_series(summary.by_day, start, end)
+    peak = max((n for _, n in series), default=0)
+    context = {
+        "form": form,
+        "summary": summary,
+        "series": series,
+        "spark": usage.sparkline_points([n for _, n in series], width=600, height=60),
+        "peak": peak,
+        "start": start,
+        "end": end,
+        "who": who,
+        "everyone": who is None,
+    }
+    return render(request, "servers/usage.html", context)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics: from localhost, or with `Authorization: Bearer <METRICS_TOKEN>`."""
+    if not metrics.allowed(request):
+        return HttpResponse(
+            "Metrics are served to localhost, or with Authorization: Bearer <METRICS_TOKEN>.\n",
+            status=403,
+            content_type="text/plain",
+        )
+    body, content_type = metrics.exposition()
+    return HttpResponse(body, content_type=content_type)

@@ -1,0 +1,75 @@
+"""The chat page in a real browser: a reply streams in token by token, survives a reload."""
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from models_catalog.models import Host
+from servers.models import ServerInstance, ServerProfile, State
+from tests.support.tiny_models import REPLY
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+# Every text the streaming answer showed, in order: each assignment of its text is one
+# mutation record, even when the browser paints several at once.
+RECORD_UPDATES = """
+window.__updates = [];
+new MutationObserver(function (records) {
+  records.forEach(function (record) {
+    var target = record.target;
+    if (!target.classList || !target.classList.contains('streaming-text')) return;
+    record.addedNodes.forEach(function (node) {
+      if (node.nodeType === 3 && node.data) window.__updates.push(node.data);
+    });
+  });
+}).observe(document, {subtree: true, childList: true});
+"""
+
+
+def log_in(page, client, user, base_url):
+    client.force_login(user)
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME]
+    page.context.add_cookies(
+        [{"name": settings.SESSION_COOKIE_NAME, "value": cookie.value, "url": base_url}]
+    )
+
+
+def test_chat_streams_a_reply_and_keeps_the_conversation(
+    mlx_server, member, client, page, live_server, screenshot
+):
+    profile = ServerProfile.objects.create(
+        name="Tiny chat", slug="tiny-chat", model_id="mlx-community/tiny-text-test",
+        host=Host.local(), port=mlx_server.port, owner=member,
+        system_prompt="You are the tiny test model. Answer briefly.",
+    )  # fmt: skip
+    ServerInstance.objects.update_or_create(
+        profile=profile,
+        defaults={"state": State.RUNNING, "port": mlx_server.port, "pid": mlx_server.pid,
+                  "started_at": timezone.now(), "ready_at": timezone.now()},
+    )  # fmt: skip
+    log_in(page, client, member, live_server.url)
+    page.add_init_script(RECORD_UPDATES)
+    page.goto("/servers/chat/")
+    assert page.get_by_test_id("system-prompt").inner_text().endswith("Answer briefly.")
+    assert page.get_by_test_id("server-state").inner_text() == "running"
+
+    page.get_by_label("Message").fill("Hello, tiny model! Show me <b>bold</b>?")
+    page.get_by_role("button", name="Send").click()
+    answer = page.locator('.msg-assistant[data-status="ok"]')
+    answer.wait_for()
+    assert answer.inner_text().strip() == REPLY
+    updates = page.evaluate("window.__updates")
+    # Token by token: the page showed partial answers before the whole one.
+    assert len(updates) >= 2 and len(updates[0]) < len(REPLY), updates
+    assert all(REPLY.startswith(u) for u in updates)
+    assert page.locator(".msg-user").inner_text().startswith("Hello, tiny model! Show me <b>")
+    assert "/servers/chat/" in page.url and page.url.rstrip("/").split("/")[-1].isdigit()
+    screenshot("chat")
+
+    page.reload()
+    assert page.locator(".msg-assistant").inner_text().strip() == REPLY
+    assert page.locator(".conversation-list li[aria-current]").inner_text().startswith("Hello")
+
+    page.goto("/servers/usage/")
+    assert page.get_by_test_id("total-requests").inner_text() == "1"
+    screenshot("usage")

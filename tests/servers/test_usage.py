@@ -1,0 +1,116 @@
+"""Usage as the portal measures it: tiles (one query), the Usage page, the sparkline."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from servers import usage
+from servers.models import UsageRecord
+
+
+@pytest.fixture
+def add_usage(member):
+    def add(profile, minutes_ago=1, user=None, **fields):
+        fields.setdefault("completion_tokens", 100)
+        fields.setdefault("prompt_tokens", 10)
+        fields.setdefault("generation_ms", 1000.0)
+        fields.setdefault("ttft_ms", 50.0)
+        fields.setdefault("duration_ms", 1050.0)
+        fields.setdefault("status", "ok")
+        return UsageRecord.objects.create(
+            user=user or member, profile=profile, profile_name=profile.name, host=profile.host,
+            source=fields.pop("source", "api"), endpoint="chat/completions",
+            started_at=timezone.now() - timedelta(minutes=minutes_ago), **fields,
+        )  # fmt: skip
+
+    return add
+
+
+def test_sparkline_points_scale_to_the_box():
+    assert usage.sparkline_points([0, 5, 10], width=100, height=24) == "0,23 50,12 100,1"
+    assert usage.sparkline_points([0, 0], width=10, height=10) == "0,9 10,9"
+    assert usage.sparkline_points([]) == ""
+
+
+def test_tile_stats_speed_ttft_and_counts(make_profile, add_usage):
+    profile = make_profile("Alpha")
+    add_usage(profile, 1, completion_tokens=100, generation_ms=1000, ttft_ms=40)
+    add_usage(profile, 2, completion_tokens=300, generation_ms=1000, ttft_ms=60)
+    add_usage(profile, 30, completion_tokens=999, generation_ms=1, ttft_ms=9999)  # older than 5m
+    add_usage(profile, 3, status="error", completion_tokens=0, generation_ms=None, ttft_ms=None)
+    add_usage(profile, 90)  # older than an hour
+    stats = usage.tile_stats()[profile.pk]
+    assert stats.tokens_per_second == pytest.approx(200.0)
+    assert stats.ttft_ms == pytest.approx(50.0)
+    assert (stats.requests, stats.messages) == (4, 3)
+    assert sum(stats.spark) == 4 and stats.spark[-1] >= 2
+
+
+def test_tiles_show_usage_in_a_constant_number_of_queries(make_profile, add_usage, member_client):
+    def tiles_queries():
+        with CaptureQueriesContext(connection) as ctx:
+            html = member_client.get(reverse("servers:list"), headers={"HX-Request": "true"})
+        return len(ctx.captured_queries), html.content.decode()
+
+    add_usage(make_profile("One"))
+    one, html = tiles_queries()
+    assert 'data-testid="tps"' in html and "100.0" in html and "<polyline" in html
+    for n in range(6):
+        add_usage(make_profile(f"Server {n}"), n + 1)
+    many, html = tiles_queries()
+    assert many == one
+    assert html.count('data-testid="usage"') == 7
+
+
+def test_members_see_their_own_usage_admins_everyones(
+    make_profile, add_usage, member, admin_member, client, make_user
+):
+    profile = make_profile("Alpha")
+    other = make_user("other@example.com")
+    add_usage(profile, user=member)
+    add_usage(profile, user=other, source="chat")
+    add_usage(profile, user=other, minutes_ago=60 * 24 * 3)
+
+    client.force_login(member)
+    html = client.get(reverse("servers:usage")).content.decode()
+    assert 'data-testid="total-requests">1<' in html and "other@example.com" not in html
+    assert "Your requests" in html
+
+    client.force_login(admin_member)
+    html = client.get(reverse("servers:usage")).content.decode()
+    assert 'data-testid="total-requests">3<' in html and "By user" in html
+    assert "other@example.com" in html and "member@example.com" in html
+    html = client.get(reverse("servers:usage"), {"user": "other@example.com"}).content.decode()
+    assert 'data-testid="total-requests">2<' in html
+    today = timezone.localdate().isoformat()
+    html = client.get(reverse("servers:usage"), {"start": today, "end": today}).content.decode()
+    assert 'data-testid="total-requests">2<' in html
+
+
+@pytest.mark.parametrize(
+    "params,says",
+    [({"start": "2026-02-10", "end": "2026-02-01"}, "start date must be on or before"),
+     ({"start": "yesterday"}, "valid date"),
+     ({"start": "2020-01-01", "end": "2026-01-01"}, "at most 366 days"),
+     ({"user": "nobody@example.com"}, "No user has that email")],
+)  # fmt: skip
+def test_bad_date_ranges_say_why_and_fall_back(admin_client, params, says):
+    response = admin_client.get(reverse("servers:usage"), params)
+    assert response.status_code == 200
+    assert says in response.content.decode()
+    assert "Showing the last 30 days instead" in response.content.decode()
+
+
+def test_daily_series_fills_empty_days():
+    from datetime import date
+
+    rows = [{"day": date(2026, 1, 2), "requests": 3}]
+    assert usage.daily_series(rows, date(2026, 1, 1), date(2026, 1, 3)) == [
+        (date(2026, 1, 1), 0), (date(2026, 1, 2), 3), (date(2026, 1, 3), 0)
+    ]  # fmt: skip
