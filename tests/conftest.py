@@ -57,6 +57,21 @@ def page(browser, live_server):
 
 
 @pytest.fixture
+def member_page(page, live_server, member):
+    """The browser page, logged in as the approved `member` (a forced login's cookie)."""
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(member)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    page.context.add_cookies(
+        [{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}]
+    )
+    return page
+
+
+@pytest.fixture
 def screenshot(page):
     """`screenshot("name")` saves docs/screenshots/name.png for the README."""
 

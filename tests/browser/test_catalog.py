@@ -3,24 +3,10 @@
 import re
 
 import pytest
-from django.conf import settings as django_settings
-from django.test import Client
 
 from models_catalog import catalog
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def member_page(page, live_server, member):
-    """The browser page, logged in as an approved member (session cookie of a forced login)."""
-    client = Client()
-    client.force_login(member)
-    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
-    page.context.add_cookies(
-        [{"name": django_settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}]
-    )
-    return page
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 100% (HTMX polling, a real Celery worker, the fake Hub), then finds the model in My models."""
 
 import pytest
-from django.test import Client
 
 from tests.models_catalog.download_helpers import hf, purged_queues  # noqa: F401
 from tests.support.workers import new_worker
@@ -10,16 +9,6 @@ from tests.support.workers import new_worker
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 TINY = "test-org/tiny-llama"
-
-
-@pytest.fixture
-def logged_in_page(page, member, live_server):
-    client = Client()
-    client.force_login(member)
-    page.context.add_cookies(
-        [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}]
-    )
-    return page
 
 
 @pytest.fixture
@@ -35,10 +24,10 @@ def worker(hf, tmp_path, purged_queues):  # noqa: F811 - imported fixtures
 def test_a_download_progresses_live_and_lands_in_my_models(
     hf,  # noqa: F811 - the imported fixture
     worker,
-    logged_in_page,
+    member_page,
     screenshot,
 ):
-    page = logged_in_page
+    page = member_page
     hf.hub.throttle_bps = 60_000  # ~5 s for the tiny model: slow enough to watch
     page.goto("/models/downloads/")
     page.get_by_role("heading", name="Downloads").wait_for()

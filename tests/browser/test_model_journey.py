@@ -5,8 +5,6 @@ and find it in My models."""
 import re
 
 import pytest
-from django.conf import settings as django_settings
-from django.test import Client
 
 from models_catalog import catalog
 from tests.models_catalog.download_helpers import hf, purged_queues  # noqa: F401
@@ -15,17 +13,6 @@ from tests.support.workers import new_worker
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 REPO = "test-org/tiny-llama-4bit"
-
-
-@pytest.fixture
-def member_page(page, live_server, member):
-    client = Client()
-    client.force_login(member)
-    session = client.cookies[django_settings.SESSION_COOKIE_NAME].value
-    page.context.add_cookies(
-        [{"name": django_settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}]
-    )
-    return page
 
 
 @pytest.fixture
