@@ -137,6 +137,8 @@ ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="none")
 ACCOUNT_LOGOUT_ON_GET = False
+# Wrong API keys from one address before /v1 answers 429 for the rest of the minute.
+API_KEY_FAILURES_PER_MINUTE = env.int("MLX_PORTAL_API_KEY_FAILURES_PER_MINUTE", default=20)
 ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key", "signup": "20/m/ip", "login": "30/m/ip"}
 # The first sign-up becomes the admin; later ones wait for approval (accounts/approval.py).
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
