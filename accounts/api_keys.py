@@ -96,6 +96,15 @@ def find_api_key(authorization_header: str | None) -> ApiKey | None:
     return api_key
 
 
+def still_allowed(user_id: int, api_key_id: int | None = None) -> bool:
+    """Whether a user — and the key they came with, if any — may still use the portal: one
+    indexed query, for requests that outlive their start (streams check it while they run)."""
+    users = User.objects.filter(pk=user_id, is_active=True, status=User.Status.APPROVED)
+    if api_key_id is not None:
+        users = users.filter(api_keys__pk=api_key_id, api_keys__revoked_at__isnull=True)
+    return users.exists()
+
+
 def authenticate_api_key(authorization_header: str | None) -> User | None:
     """The approved user whose live API key is in `Authorization: Bearer <key>`, else None.
 
