@@ -218,13 +218,14 @@ def _messages(value: Any) -> list[dict]:
         )
     messages = []
     for index, message in enumerate(value):
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
+        role = message.get("role") if isinstance(message, dict) else None
+        if not isinstance(role, str) or role not in ROLES:
             raise GatewayError(
                 f"messages[{index}] must be an object with a role of {', '.join(sorted(ROLES))}.",
                 param=f"messages[{index}]",
                 code="invalid_value",
             )
-        role = "system" if message["role"] == "developer" else message["role"]
+        role = "system" if role == "developer" else role
         content = message.get("content")
         if isinstance(content, list):
             content = _content_parts(content, index)
