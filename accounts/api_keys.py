@@ -11,10 +11,12 @@ middleware already does so for every `/v1/` request.
 """
 
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -24,6 +26,8 @@ KEY_PREFIX = "mlxp_"
 DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 6
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 _HMAC_SALT = "accounts.api_keys.v1"
+# Failed key attempts are counted per client address in fixed windows of this many seconds.
+FAILURE_WINDOW_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,15 @@ def find_api_key(authorization_header: str | None) -> ApiKey | None:
     return api_key
 
 
+def still_allowed(user_id: int, api_key_id: int | None = None) -> bool:
+    """Whether a user — and the key they came with, if any — may still use the portal: one
+    indexed query, for requests that outlive their start (streams check it while they run)."""
+    users = User.objects.filter(pk=user_id, is_active=True, status=User.Status.APPROVED)
+    if api_key_id is not None:
+        users = users.filter(api_keys__pk=api_key_id, api_keys__revoked_at__isnull=True)
+    return users.exists()
+
+
 def authenticate_api_key(authorization_header: str | None) -> User | None:
     """The approved user whose live API key is in `Authorization: Bearer <key>`, else None.
 
@@ -100,3 +113,34 @@ def authenticate_api_key(authorization_header: str | None) -> User | None:
     """
     api_key = find_api_key(authorization_header)
     return api_key.user if api_key is not None else None
+
+
+# --- throttling failed attempts -----------------------------------------------------------------
+# A burst of wrong keys from one address gets 429 once it passes API_KEY_FAILURES_PER_MINUTE in
+# a window. Counters live in the default cache (the database: it works while Redis is down).
+# A valid key is still accepted from a throttled address: a team behind one proxy shares its
+# address, and 256-bit keys cannot be guessed — the limit keeps a misbehaving script or a
+# scanner visible and cheap, without locking everyone else out.
+
+
+def _failure_key(address: str) -> str:
+    window = int(time.time() // FAILURE_WINDOW_SECONDS)
+    return f"api-key-failures:{address}:{window}"
+
+
+def failed_attempts_exceeded(address: str) -> bool:
+    """Whether `address` has used up its failed key attempts in the current window."""
+    return (cache.get(_failure_key(address)) or 0) >= settings.API_KEY_FAILURES_PER_MINUTE
+
+
+def record_failed_attempt(address: str) -> None:
+    key = _failure_key(address)
+    cache.add(key, 0, timeout=FAILURE_WINDOW_SECONDS * 2)
+    try:
+        cache.incr(key)
+    except ValueError:  # expired between add and incr: start the window again
+        cache.set(key, 1, timeout=FAILURE_WINDOW_SECONDS * 2)
+
+
+def seconds_until_retry() -> int:
+    return FAILURE_WINDOW_SECONDS - int(time.time() % FAILURE_WINDOW_SECONDS)

@@ -26,16 +26,30 @@ from django.urls import Resolver404, resolve, reverse
 from django_htmx.http import HttpResponseClientRedirect
 
 from accounts import access
-from accounts.api_keys import find_api_key
+from accounts.api_keys import (
+    bearer_token,
+    failed_attempts_exceeded,
+    find_api_key,
+    record_failed_attempt,
+    seconds_until_retry,
+)
 from accounts.models import User
 
 
-def api_error(message: str, status: int = 401, code: str = "invalid_api_key") -> JsonResponse:
+def api_error(
+    message: str,
+    status: int = 401,
+    code: str = "invalid_api_key",
+    error_type: str = "invalid_request_error",
+    headers: dict | None = None,
+) -> JsonResponse:
     """An error in the OpenAI API's shape."""
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="mlx-portal"', **(headers or {})}
     return JsonResponse(
-        {"error": {"message": message, "type": "invalid_request_error", "code": code}},
+        {"error": {"message": message, "type": error_type, "code": code}},
         status=status,
-        headers={"WWW-Authenticate": 'Bearer realm="mlx-portal"'} if status == 401 else None,
+        headers=headers,
     )
 
 
@@ -91,7 +105,22 @@ class AccessMiddleware:
         return self.get_response(request)
 
     def _api(self, request: HttpRequest) -> HttpResponse:
-        api_key = find_api_key(request.headers.get("Authorization"))
+        header = request.headers.get("Authorization")
+        api_key = find_api_key(header)
+        if api_key is None and bearer_token(header) is not None:
+            # A key was presented and is wrong: count it against the client's address.
+            address = request.META.get("REMOTE_ADDR") or "unknown"
+            if failed_attempts_exceeded(address):
+                wait = seconds_until_retry()
+                return api_error(
+                    f"Too many failed API key attempts from your address; try again in {wait} s "
+                    "with a key from your API keys page.",
+                    429,
+                    code="rate_limit_exceeded",
+                    error_type="requests",
+                    headers={"Retry-After": str(wait)},
+                )
+            record_failed_attempt(address)
         if api_key is None:
             return api_error(
                 "Missing or invalid API key. Send 'Authorization: Bearer <key>' with a key "

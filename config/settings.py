@@ -137,6 +137,8 @@ ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="none")
 ACCOUNT_LOGOUT_ON_GET = False
+# Wrong API keys from one address before /v1 answers 429 for the rest of the minute.
+API_KEY_FAILURES_PER_MINUTE = env.int("MLX_PORTAL_API_KEY_FAILURES_PER_MINUTE", default=20)
 ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key", "signup": "20/m/ip", "login": "30/m/ip"}
 # The first sign-up becomes the admin; later ones wait for approval (accounts/approval.py).
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
@@ -231,6 +233,8 @@ GATEWAY_CONNECT_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_CONNECT_TIMEOUT", defaul
 # Longest silence tolerated from a model server (prompt processing sends keep-alives).
 GATEWAY_READ_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_READ_TIMEOUT", default=300.0)
 GATEWAY_MAX_CONNECTIONS = env.int("MLX_PORTAL_GATEWAY_MAX_CONNECTIONS", default=128)
+# Streams re-check that their user is approved (and their key live) at most this often.
+STREAM_ACCESS_CHECK_SECONDS = env.float("MLX_PORTAL_STREAM_ACCESS_CHECK_SECONDS", default=1.0)
 # How long a request waits for an on-demand start before answering 503.
 GATEWAY_START_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_START_TIMEOUT", default=180.0)
 CHAT_ATTACHMENT_MAX_BYTES = env.int("MLX_PORTAL_CHAT_ATTACHMENT_MAX_BYTES", default=256 * 1024)

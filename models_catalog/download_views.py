@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts.access import staff_only
 from models_catalog import downloads, library, tokens
 from models_catalog.forms import HubTokenForm, RepoIdForm, StartDownloadForm
 from models_catalog.hub_files import HubError
@@ -138,11 +139,11 @@ def local_model_delete(request: HttpRequest) -> HttpResponse:
     return redirect("catalog:my-models")
 
 
+@staff_only
 @require_http_methods(["GET", "POST"])
 def hub_token(request: HttpRequest) -> HttpResponse:
-    """Admins set, check and remove the portal's Hugging Face token."""
-    if not request.user.is_staff:
-        raise PermissionDenied("Only admins can see or change the Hugging Face token.")
+    """Admins set, check and remove the portal's Hugging Face token (the access middleware
+    answers 403 to everyone else)."""
     form = HubTokenForm()
     if request.method == "POST":
         action = request.POST.get("action", "save")

@@ -12,6 +12,7 @@ import time
 
 from django.conf import settings
 
+from accounts.api_keys import still_allowed
 from servers import services
 from servers.gateway import GatewayError, Measure, Relay, build_upstream_body, send
 from servers.models import ServerInstance, ServerProfile, State
@@ -99,4 +100,12 @@ def start(
         finish(measure)
         raise
     services.touch_last_request(profile)
-    return Relay(response, measure, profile.slug, finish), upstream_body
+    api_key_id = getattr(caller.api_key, "pk", None)
+    relay = Relay(
+        response,
+        measure,
+        profile.slug,
+        finish,
+        still_allowed=lambda: still_allowed(caller.user.pk, api_key_id),
+    )
+    return relay, upstream_body

@@ -218,13 +218,14 @@ def _messages(value: Any) -> list[dict]:
         )
     messages = []
     for index, message in enumerate(value):
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
+        role = message.get("role") if isinstance(message, dict) else None
+        if not isinstance(role, str) or role not in ROLES:
             raise GatewayError(
                 f"messages[{index}] must be an object with a role of {', '.join(sorted(ROLES))}.",
                 param=f"messages[{index}]",
                 code="invalid_value",
             )
-        role = "system" if message["role"] == "developer" else message["role"]
+        role = "system" if role == "developer" else role
         content = message.get("content")
         if isinstance(content, list):
             content = _content_parts(content, index)
@@ -528,6 +529,10 @@ class Relay:
     whole answer (non-streamed). `close(status)` closes the upstream connection and calls
     `on_finish(measure)` once — from the caller's `finally`, so a client that went away
     (GeneratorExit) or a dead server still ends in a record.
+
+    `still_allowed()`, when given, is asked between events at most once every
+    `STREAM_ACCESS_CHECK_SECONDS`: when the caller was disabled or their key revoked meanwhile,
+    the stream ends with GatewayError 403 `access_revoked`.
     """
 
     def __init__(
@@ -536,12 +541,30 @@ class Relay:
         measure: Measure,
         name: str,
         on_finish: Callable[[Measure], None] | None = None,
+        still_allowed: Callable[[], bool] | None = None,
     ):
         self.response = response
         self.measure = measure
         self.name = name
         self.on_finish = on_finish
+        self.still_allowed = still_allowed
+        self._checked_at = time.monotonic()
         self._closed = False
+
+    def _check_access(self) -> None:
+        if self.still_allowed is None:
+            return
+        now = time.monotonic()
+        if now - self._checked_at < settings.STREAM_ACCESS_CHECK_SECONDS:
+            return
+        self._checked_at = now
+        if not self.still_allowed():
+            raise GatewayError(
+                "Your access was revoked while the reply was streaming: the account is no "
+                "longer approved or the API key was revoked.",
+                403,
+                code="access_revoked",
+            )
 
     def events(self) -> Iterator[Event]:
         lines: list[str] = []
@@ -553,6 +576,7 @@ class Relay:
                 if not lines:
                     continue
                 event, lines = self._event(lines), []
+                self._check_access()
                 yield event
                 if event.done:
                     return

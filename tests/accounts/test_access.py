@@ -3,6 +3,7 @@ except the explicit allow-list in accounts/access.py."""
 
 import pytest
 from django.test import Client
+from django.urls import resolve, reverse
 
 from accounts import access
 from tests.support.url_walk import all_urls
@@ -100,14 +101,23 @@ def test_pending_and_disabled_users_are_refused_every_protected_url(make_user, s
     assert wrong_target == []
 
 
+def _staff_only(url) -> bool:
+    match = resolve(url.path)
+    return access.is_staff_only(match.func, match.namespace)
+
+
+STAFF_ONLY = [url for url in URLS if _staff_only(url)]
+
+
+def test_admin_pages_are_found_by_their_marking_not_a_list():
+    names = {url.name for url in STAFF_ONLY}
+    assert {"accounts:users", "accounts:user-action", "accounts:pending-badge"} <= names
+    assert "catalog:hub-token" in names  # the portal's Hugging Face token
+    assert all(url.name not in OPEN_TO_SIGNED_IN for url in STAFF_ONLY)
+
+
 def test_staff_only_urls_answer_403_to_approved_members(member_client):
-    staff_only = [
-        url
-        for url in URLS
-        if url.path.startswith("/admin/")
-        or url.name in {"accounts:users", "accounts:user-action", "accounts:pending-badge"}
-    ]
-    answers = walk(member_client, staff_only)
+    answers = walk(member_client, STAFF_ONLY)
     wrong = [_describe(*answer) for answer in answers if answer[-1].status_code != 403]
     assert wrong == []
 
@@ -196,3 +206,162 @@ def test_metrics_has_its_own_authentication_localhost_or_token(client):
     # Public to the middleware; the view answers only localhost or the METRICS_TOKEN bearer.
     assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 403
     assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+
+
+# --- the matrix: approved member, owner, admin over every URL that names an object ------------
+
+OWNER = "owner"  # only the object's owner: others get 404 or 403
+OWNER_OR_ADMIN = "owner-or-admin"
+ANY_MEMBER = "any-member"
+
+# Every URL with arguments that approved members reach names the object it acts on and who may
+# act on it. A new route with arguments fails the first test below until it is listed here.
+OBJECT_URLS: dict[str, tuple[str, str]] = {
+    "accounts:api-key-revoke": ("api_key", OWNER),
+    "servers:chat-conversation": ("conversation", OWNER),
+    "servers:chat-rename": ("conversation", OWNER),
+    "servers:chat-delete": ("conversation", OWNER),
+    "servers:profile-edit": ("profile", OWNER_OR_ADMIN),
+    "servers:profile-delete": ("profile", OWNER_OR_ADMIN),
+    "catalog:download-cancel": ("download", OWNER_OR_ADMIN),
+    # Shared on purpose (SPEC §3 to §5): any member runs any server and copies any profile, and
+    # any member may pause, resume or retry a download everyone waits for.
+    "servers:profile-duplicate": ("profile", ANY_MEMBER),
+    "servers:server-start": ("profile", ANY_MEMBER),
+    "servers:server-stop": ("profile", ANY_MEMBER),
+    "servers:server-restart": ("profile", ANY_MEMBER),
+    "servers:log": ("profile", ANY_MEMBER),
+    "catalog:download-pause": ("download", ANY_MEMBER),
+    "catalog:download-resume": ("download", ANY_MEMBER),
+    "catalog:download-retry": ("download", ANY_MEMBER),
+    "catalog:model-detail": ("repo", ANY_MEMBER),
+}
+MEMBER_URLS = [
+    url
+    for url in URLS
+    if url.name not in OPEN_TO_SIGNED_IN
+    and not _staff_only(url)
+    and not access.is_api_path(url.path)
+]
+
+
+def test_every_member_url_with_arguments_says_whose_object_it_acts_on():
+    unlisted = [str(url) for url in MEMBER_URLS if url.params and url.name not in OBJECT_URLS]
+    assert unlisted == [], "Classify these routes in OBJECT_URLS:\n" + "\n".join(unlisted)
+    unknown = set(OBJECT_URLS) - {url.name for url in MEMBER_URLS}
+    assert unknown == set()
+
+
+@pytest.fixture
+def owned(member, hub, settings, tmp_path):
+    """One object of each kind, all belonging to `member` (the owner). Pages that ask the Hub
+    ask the local fake one (nothing leaves the machine)."""
+    settings.HF_ENDPOINT = hub.url
+    settings.HF_HUB_CACHE = tmp_path / "hf-cache"
+    settings.HF_TOKEN = ""
+    from accounts.api_keys import create_api_key
+    from models_catalog.models import Download, Host
+    from servers.models import Conversation, ServerProfile
+
+    host = Host.local()
+    profile = ServerProfile.objects.create(
+        name="Owned", slug="owned", model_id="acme/tiny", host=host, port=18123, owner=member
+    )
+    return {
+        "profile": profile,
+        "conversation": Conversation.objects.create(user=member, profile=profile, title="Mine"),
+        "download": Download.objects.create(
+            repo_id="acme/tiny", revision="a" * 40, host=host, requested_by=member
+        ),
+        "api_key": create_api_key(member, "mine").api_key,
+        "repo": None,
+    }
+
+
+def _object_path(url, owned) -> str:
+    kind, _ = OBJECT_URLS[url.name]
+    obj = owned[kind]
+    if kind == "repo":
+        return reverse(url.name, kwargs={"repo_id": "test-org/tiny-llama"})
+    kwargs = {"slug": obj.slug} if "slug" in url.params else {"pk": obj.pk}
+    return reverse(url.name, kwargs=kwargs)
+
+
+def _snapshot(owned) -> dict:
+    """What must not change when someone is refused: each object, as stored."""
+    from django.forms.models import model_to_dict
+
+    return {
+        kind: model_to_dict(type(obj).objects.get(pk=obj.pk))
+        for kind, obj in owned.items()
+        if obj is not None
+    }
+
+
+def _object_walk(client, owned, rule, methods=("get", "post")):
+    answers = []
+    for url in MEMBER_URLS:
+        if url.name not in OBJECT_URLS or OBJECT_URLS[url.name][1] != rule:
+            continue
+        path = _object_path(url, owned)
+        for method, headers in REQUESTS:
+            if method in methods:
+                response = getattr(client, method)(path, headers=headers)
+                answers.append((method, f"{path} ({url.name})", headers, response))
+    return answers
+
+
+@pytest.mark.parametrize("rule", [OWNER, OWNER_OR_ADMIN])
+def test_other_members_are_refused_owner_only_actions_and_nothing_changes(make_user, owned, rule):
+    other = Client()
+    other.force_login(make_user("other@example.com"))
+    before = _snapshot(owned)
+
+    answers = _object_walk(other, owned, rule)
+
+    assert answers
+    wrong = [
+        f"{method.upper()} {path} {headers or ''} -> {response.status_code}"
+        for method, path, headers, response in answers
+        # 405: a GET of a POST-only action is refused before anything is looked up.
+        if response.status_code not in (403, 404) and (method, response.status_code) != ("get", 405)
+    ]
+    assert wrong == [], "Another member reached someone's object:\n" + "\n".join(wrong)
+    assert _snapshot(owned) == before
+
+
+def test_owners_reach_their_own_objects(member_client, owned):
+    answers = _object_walk(member_client, owned, OWNER, methods=("get",))
+    answers += _object_walk(member_client, owned, OWNER_OR_ADMIN, methods=("get",))
+    # GET of a POST-only action answers 405: allowed, just not that way.
+    wrong = [
+        f"GET {path} {headers or ''} -> {response.status_code}"
+        for _, path, headers, response in answers
+        if response.status_code in (401, 403, 404)
+    ]
+    assert wrong == []
+
+
+def test_admins_may_change_any_profile_or_download_but_not_read_private_chats(admin_client, owned):
+    shared = _object_walk(admin_client, owned, OWNER_OR_ADMIN, methods=("get",))
+    assert [r.status_code for *_, r in shared if r.status_code in (401, 403, 404)] == []
+    private = _object_walk(admin_client, owned, OWNER)
+    assert {r.status_code for *_, r in private} <= {403, 404, 405}
+
+
+@pytest.mark.parametrize("who", ["member", "admin"])
+def test_no_url_answers_an_error_page_to_approved_users(make_user, owned, who):
+    """Every URL, with sample arguments and with real objects, as a page, HTMX and JSON:
+    the test client re-raises a view's exception, so a 500 fails here with its traceback."""
+    client = Client()
+    client.force_login(make_user(f"{who}-walker@example.com", staff=who == "admin"))
+    # /healthz answers 503 by design while no worker runs (tests/ops/test_healthz.py).
+    paths = [url.path for url in URLS if not access.is_api_path(url.path) and url.name != "healthz"]
+    paths += [_object_path(url, owned) for url in MEMBER_URLS if url.name in OBJECT_URLS]
+    errors = []
+    for path in paths:
+        for headers in ({}, {"HX-Request": "true"}, {"Accept": "application/json"}):
+            response = client.get(path, headers=headers)
+            if response.status_code >= 500:
+                errors.append(f"GET {path} {headers} -> {response.status_code}")
+    assert errors == []

@@ -8,7 +8,13 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts import approval
-from accounts.api_keys import KEY_PREFIX, authenticate_api_key, create_api_key, hash_key
+from accounts.api_keys import (
+    KEY_PREFIX,
+    authenticate_api_key,
+    create_api_key,
+    hash_key,
+    revoke_api_key,
+)
 from accounts.models import ApiKey
 
 HTMX = {"HX-Request": "true"}
@@ -182,3 +188,75 @@ def test_v1_refuses_keys_of_disabled_users(admin_member, member):
     approval.disable([member], by=admin_member)
     response = Client().get("/v1/models", headers={"Authorization": f"Bearer {new_key.secret}"})
     assert response.status_code == 401
+
+
+def _v1_urls():
+    from accounts.access import is_api_path
+    from tests.support.url_walk import all_urls
+
+    return [url for url in all_urls() if is_api_path(url.path)]
+
+
+@pytest.mark.parametrize("how", ["revoked", "disabled", "pending", "inactive", "deleted"])
+def test_every_v1_route_refuses_a_dead_key_at_once(admin_member, member, how):
+    secret = create_api_key(member, "laptop").secret
+    headers = {"Authorization": f"Bearer {secret}"}
+    client = Client()
+    assert client.get("/v1/models", headers=headers).status_code == 200  # alive until now
+    if how == "revoked":
+        revoke_api_key(member.api_keys.get())
+    elif how == "disabled":
+        approval.disable([member], by=admin_member)
+    elif how == "deleted":
+        member.delete()
+    else:  # set behind the portal's back (the Django admin, a shell): the gate still sees it
+        type(member).objects.filter(pk=member.pk).update(
+            **({"status": "pending"} if how == "pending" else {"is_active": False})
+        )
+    urls = _v1_urls()
+    assert {"/v1/models", "/v1/chat/completions", "/v1/completions"} <= {u.path for u in urls}
+    for url in urls:
+        for method in ("get", "post"):
+            response = getattr(client, method)(url.path, headers=headers)
+            assert response.status_code == 401, f"{method.upper()} {url}"
+            assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def _bad_key(n: int) -> dict:
+    return {"Authorization": f"Bearer mlxp_{'x' * 40}{n:03d}"}
+
+
+def test_a_burst_of_bad_keys_gets_429_in_openai_shape(db, settings):
+    settings.API_KEY_FAILURES_PER_MINUTE = 5
+    client = Client(REMOTE_ADDR="198.51.100.7")
+    statuses = [client.get("/v1/models", headers=_bad_key(n)).status_code for n in range(8)]
+    assert statuses == [401] * 5 + [429] * 3
+    response = client.post("/v1/chat/completions", "{}", "application/json", headers=_bad_key(9))
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) > 0
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "code"}
+    assert error["code"] == "rate_limit_exceeded"
+    assert "Too many failed API key attempts" in error["message"]
+
+
+def test_throttling_counts_per_address_and_spares_valid_keys(member, settings):
+    settings.API_KEY_FAILURES_PER_MINUTE = 3
+    attacker = Client(REMOTE_ADDR="198.51.100.7")
+    for n in range(5):
+        attacker.get("/v1/models", headers=_bad_key(n))
+    assert attacker.get("/v1/models", headers=_bad_key(99)).status_code == 429
+    # Another address is not affected, and a real key works even from the throttled address
+    # (a team behind one proxy shares it; 256-bit keys cannot be guessed anyway).
+    assert (
+        Client(REMOTE_ADDR="198.51.100.8").get("/v1/models", headers=_bad_key(1)).status_code == 401
+    )
+    secret = create_api_key(member, "laptop").secret
+    good = {"Authorization": f"Bearer {secret}"}
+    assert attacker.get("/v1/models", headers=good).status_code == 200
+
+
+def test_requests_without_any_key_are_not_counted_as_attempts(db, settings):
+    settings.API_KEY_FAILURES_PER_MINUTE = 2
+    client = Client(REMOTE_ADDR="198.51.100.7")
+    assert {client.get("/v1/models").status_code for _ in range(5)} == {401}

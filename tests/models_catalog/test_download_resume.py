@@ -3,6 +3,8 @@ reconcile task (Celery beat's job, called here directly) queues it again, a new 
 the partial file with a Range request, and every file ends byte-identical to the source."""
 
 import hashlib
+import itertools
+import os
 
 import pytest
 
@@ -90,3 +92,77 @@ def test_a_download_resumes_after_its_worker_is_killed_mid_file(
     assert second_run.started_at > first_run.last_heartbeat_at
     assert second_run.outcome == S.COMPLETED
     assert second_run.bytes_at_start > 1_000_000  # it knew what was already on disk
+
+
+KILLS = 5
+
+
+def test_a_download_killed_five_times_completes_byte_identical_with_one_run_at_a_time(
+    hf, member, tmp_path, purged_queues
+):
+    """SIGKILL the worker five times in one download, each time after some progress; the
+    sixth worker finishes it. Figures: docs/reliability.md."""
+    import time
+
+    repo = "test-org/big-sigkill-5"
+    big = "model.safetensors"
+    files = add_random_repo(hf.hub, repo, {"config.json": 2_000, big: 4_000_000}, seed=5)
+    hf.hub.throttle_bps = 1_000_000
+    big_partial = f"{hashlib.sha256(files[big]).hexdigest()}.incomplete"
+    env = {"DOWNLOAD_LEASE_SECONDS": "1.5", "DOWNLOAD_HEARTBEAT_SECONDS": "0.2"}
+    started = time.monotonic()
+
+    def partial_size() -> int:
+        partial = [p for p in partial_files(hf.cache, repo) if p.name == big_partial]
+        return partial[0].stat().st_size if partial else 0
+
+    download = None
+    sizes = []
+    for kill in range(KILLS):
+        worker = new_worker(tmp_path, **env).start()
+        try:
+            worker.wait_ready()
+            if download is None:
+                download, _ = downloads.start_download(repo, member)
+            reached = (sizes[-1] if sizes else 0) + 300_000
+
+            def progressed(reached=reached) -> bool:
+                downloads.reconcile_downloads()  # requeues the download of the dead worker
+                return partial_size() > reached
+
+            wait_until(progressed, timeout=60, every=0.2, what=f"kill {kill}\n{worker.log_tail()}")
+            worker.kill()
+        finally:
+            worker.stop()
+        sizes.append(partial_size())
+
+    hf.hub.throttle_bps = None
+    last = new_worker(tmp_path, **env).start()
+    try:
+        last.wait_ready()
+
+        def completed() -> bool:
+            downloads.reconcile_downloads()
+            download.refresh_from_db()
+            assert download.state != S.FAILED, download.error
+            return download.state == S.COMPLETED
+
+        wait_until(completed, timeout=60, every=0.3, what=f"completion\n{last.log_tail()}")
+    finally:
+        last.stop()
+    elapsed = time.monotonic() - started
+
+    assert dir_digests(local_model_path(repo)) == source_digests(files)
+    assert partial_files(hf.cache, repo) == []
+    assert sizes == sorted(sizes) and sizes[-1] < 4_000_000  # each worker resumed, none restarted
+    # One run per worker, never two at once: each began after the previous one's last sign of
+    # life, and only the last one completed.
+    runs = list(download.runs.order_by("started_at"))
+    assert len(runs) == KILLS + 1
+    for before, after in itertools.pairwise(runs):
+        assert after.started_at >= before.last_heartbeat_at
+    assert [r.outcome for r in runs].count(S.COMPLETED) == 1 and runs[-1].outcome == S.COMPLETED
+    report = os.environ.get("MLX_PORTAL_RELIABILITY_REPORT")
+    if report:
+        with open(report, "a") as out:
+            out.write(f"download kills={KILLS} seconds={elapsed:.1f} partial sizes={sizes}\n")

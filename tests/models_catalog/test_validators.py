@@ -4,6 +4,8 @@ import os
 
 import pytest
 from django.core.exceptions import ValidationError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models_catalog.validators import path_inside, validate_repo_id, validate_revision
 
@@ -86,3 +88,59 @@ def test_path_inside_refuses_a_symlink_out_of_the_cache(tmp_path):
     os.symlink(tmp_path, root / "escape")
     with pytest.raises(ValidationError):
         path_inside(root, "escape/secret")
+
+
+# --- generated input (hypothesis) --------------------------------------------------------------
+
+NASTY = st.sampled_from(
+    ["..", "/", "\\", "--", "-", ".", "~", "%2e", "\x00", "\n", " ", "$(id)", "`x`", ";", "|",
+     "&", "http://", "file:", "a", "b", "Z", "9", "_", "ä", "\u202e", ".git"]
+)  # fmt: skip
+CANDIDATES = st.one_of(st.text(max_size=120), st.lists(NASTY, max_size=12).map("".join))
+
+
+def _message(error: ValidationError) -> str:
+    return " ".join(error.messages)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=CANDIDATES)
+def test_any_accepted_repo_id_names_one_directory_inside_the_cache(tmp_path_factory, value):
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    try:
+        repo_id = validate_repo_id(value)
+    except ValidationError as error:
+        assert len(_message(error)) > 20  # says what to do
+        return
+    owner, name = repo_id.split("/")
+    assert repo_id.isascii() and repo_id.isprintable() and ".." not in repo_id
+    assert not owner.startswith(("-", ".")) and not name.startswith(("-", "."))
+    assert "--" not in repo_id and len(repo_id) <= 96
+    folder = path_inside(cache, "models--" + repo_id.replace("/", "--"))
+    assert folder.parent == cache.resolve()
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=CANDIDATES)
+def test_any_accepted_revision_stays_under_its_snapshots_folder(tmp_path_factory, value):
+    snapshots = tmp_path_factory.getbasetemp() / "snapshots"
+    try:
+        revision = validate_revision(value)
+    except ValidationError as error:
+        assert len(_message(error)) > 20
+        return
+    assert not revision.startswith("-") and ".." not in revision
+    assert revision.isascii() and not any(c.isspace() for c in revision)
+    assert path_inside(snapshots, revision).is_relative_to(snapshots.resolve())
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=CANDIDATES)
+def test_path_inside_never_returns_a_path_outside_its_root(tmp_path_factory, value):
+    root = tmp_path_factory.getbasetemp() / "root"
+    try:
+        resolved = path_inside(root, value)
+    except (ValidationError, ValueError) as error:  # ValueError: an embedded NUL byte
+        assert str(error)
+        return
+    assert resolved.is_relative_to(root.resolve())

@@ -46,6 +46,9 @@ BAD_BODIES = [
     ("no messages", {"model": "stopped-one"}, "missing_field", "messages"),
     ("empty messages", {"model": "stopped-one", "messages": []}, "invalid_value", "messages"),
     ("bad role", {"model": "stopped-one", "messages": [{"role": "x"}]}, "invalid_value", None),
+    # Found by tests/servers/test_bad_input.py: an unhashable role used to be a 500.
+    ("list role", {"model": "stopped-one", "messages": [{"role": []}]}, "invalid_value", None),
+    ("object role", {"model": "stopped-one", "messages": [{"role": {}}]}, "invalid_value", None),
     ("temperature", {"model": "stopped-one", "messages": HI, "temperature": 3}, None, None),
     ("temp string", {"model": "stopped-one", "messages": HI, "temperature": "hot"}, None, None),
     ("stream str", {"model": "stopped-one", "messages": HI, "stream": "yes"}, None, "stream"),

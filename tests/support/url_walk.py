@@ -18,6 +18,7 @@ class WalkedUrl:
     path: str
     name: str | None  # the namespaced URL name, e.g. "accounts:users"
     route: str  # the pattern text, for messages
+    params: tuple[str, ...] = ()  # the names of its arguments, e.g. ("slug",)
 
     def __str__(self) -> str:
         return f"{self.path} ({self.name or 'unnamed'}: {self.route})"
@@ -77,15 +78,16 @@ def sample_for(pattern: str | sre_parse.SubPattern) -> str:
     return "".join(out)
 
 
-def _walk(resolver: URLResolver, prefix: str, namespace: str):
+def _walk(resolver: URLResolver, prefix: str, namespace: str, params: tuple[str, ...] = ()):
     for entry in resolver.url_patterns:
         piece = sample_for(entry.pattern.regex.pattern)
+        names = params + tuple(entry.pattern.regex.groupindex)
         if isinstance(entry, URLResolver):
             inner = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
-            yield from _walk(entry, prefix + piece, inner)
+            yield from _walk(entry, prefix + piece, inner, names)
         elif isinstance(entry, URLPattern):
             name = f"{namespace}{entry.name}" if entry.name else None
-            yield entry, WalkedUrl(prefix + piece, name, str(entry.pattern))
+            yield entry, WalkedUrl(prefix + piece, name, str(entry.pattern), names)
 
 
 def all_urls() -> list[WalkedUrl]:
