@@ -32,13 +32,13 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         from models_catalog.models import Host
 
-        close_old_connections()
         host, _ = Host.objects.get_or_create(name=self.host_name)
         host.record_heartbeat()
 
     def run(self) -> None:
         while not self.stopped.is_set():
             try:
+                close_old_connections()  # a long-lived thread: drop broken or aged connections
                 self.beat()
             except Exception:  # the database may be away for a moment
                 log.exception("Heartbeat of host %s failed; trying again", self.host_name)
