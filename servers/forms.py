@@ -21,7 +21,7 @@ from servers.validation import (
     resolve_adapter_path,
 )
 
-RESERVED_SLUGS = {"new", "picker"}
+RESERVED_SLUGS = {"new", "picker", "hosts", "usage", "chat"}
 
 
 class ServerProfileForm(forms.ModelForm):

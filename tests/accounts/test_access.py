@@ -106,7 +106,8 @@ def test_staff_only_urls_answer_403_to_approved_members(member_client):
         url
         for url in URLS
         if url.path.startswith("/admin/")
-        or url.name in {"accounts:users", "accounts:user-action", "accounts:pending-badge"}
+        or url.name
+        in {"accounts:users", "accounts:user-action", "accounts:pending-badge", "servers:hosts"}
     ]
     answers = walk(member_client, staff_only)
     wrong = [_describe(*answer) for answer in answers if answer[-1].status_code != 403]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from models_catalog.heartbeat import Heartbeat
@@ -69,3 +70,19 @@ def test_servers_of_an_offline_host_show_unknown_on_the_tiles(admin_client, admi
     Host.objects.filter(pk=beta.pk).update(last_heartbeat=timezone.now())
     page = admin_client.get("/servers/", headers={"HX-Request": "true"}).content.decode()
     assert 'data-state="running" data-host="beta"' in page
+
+
+def test_the_hosts_page_lists_hosts_for_admins_and_refreshes_its_rows(admin_client, member):
+    now = timezone.now()
+    Host.objects.create(name="alpha", last_heartbeat=now, memory_total=64 * 1024**3,
+                        platform="macOS Metal", mlx_version="0.32.4")  # fmt: skip
+    Host.objects.create(name="beta", last_heartbeat=now - timedelta(hours=2))
+    page = admin_client.get("/servers/hosts/").content.decode()
+    assert 'id="host-alpha" data-state="online"' in page
+    assert 'id="host-beta" data-state="offline"' in page
+    assert "macOS Metal" in page and "64.0" in page and 'hx-trigger="every 5s' in page
+    rows = admin_client.get("/servers/hosts/", headers={"HX-Request": "true"}).content.decode()
+    assert 'id="host-alpha"' in rows and "<html" not in rows
+    member_client = Client()
+    member_client.force_login(member)
+    assert member_client.get("/servers/hosts/").status_code == 403
