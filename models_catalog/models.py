@@ -89,6 +89,15 @@ class Host(models.Model):
             host.record_facts()
         return host
 
+    @classmethod
+    def chosen(cls, name: str | None) -> "Host":
+        """The host a page's `?host=<name>` names, else this machine's."""
+        if name:
+            host = cls.objects.filter(name=name[:64]).first()
+            if host is not None:
+                return host
+        return cls.local()
+
     def record_facts(self, *, with_models: bool = False) -> None:
         """Store this machine's current facts, without vouching for its worker."""
         facts = collect_facts(with_models=with_models)

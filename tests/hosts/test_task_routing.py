@@ -111,3 +111,16 @@ def test_starting_a_server_on_an_offline_host_is_refused_and_sends_nothing(beta_
         services.request_start(beta_profile)
     assert beta_profile.get_instance().state == State.STOPPED
     assert only_on(queues, "host.beta") == []
+
+
+def test_the_download_button_starts_the_download_on_the_chosen_host(
+    hf, member_client, beta, queues
+):
+    response = member_client.post(
+        "/models/downloads/start/", {"repo_id": TINY, "host": "beta", "fragment": "action"}
+    )
+    assert response.status_code == 200
+    download = Download.objects.get(repo_id=TINY)
+    assert download.host == beta
+    assert only_on(queues, "host.beta") == [("models_catalog.download_model", [download.pk])]
+    assert 'name="host" value="beta"' in response.text or "host=beta" in response.text
