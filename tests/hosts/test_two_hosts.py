@@ -9,6 +9,8 @@ makes only alpha offline and its server "unknown" — not failed, not restarted 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -78,7 +80,12 @@ def cluster(settings, tmp_path, tiny_model, queues):
     finally:
         for worker in workers.values():
             worker.stop()
-        supervisor.terminate(web.pid, None, grace=5)
+        os.killpg(web.pid, signal.SIGTERM)  # gunicorn leads its own session
+        try:
+            web.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(web.pid, signal.SIGKILL)
+            web.wait(5)
         for pid, create_time in pids:
             supervisor.kill(pid, create_time)
 
