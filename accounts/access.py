@@ -17,6 +17,8 @@ PUBLIC_URL_NAMES = frozenset(
         "healthz",
         # Prometheus: the view itself allows localhost or the METRICS_TOKEN bearer only.
         "metrics",
+        # The hop between hosts' web tiers: the view accepts only this host's hop token.
+        "hop",
         "account_login",
         "account_logout",
         "account_signup",

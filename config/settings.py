@@ -206,8 +206,18 @@ CELERY_BEAT_SCHEDULE: dict = {
     },
 }
 
-# This machine, as a host of the portal (see docs/architecture.md, "Hosts").
+# This machine, as a host of the portal (docs/hosts.md).
 HOST_NAME = env.str("MLX_PORTAL_HOST", default="local")
+# Where the other hosts' web tiers reach this host's web tier (for the hop to its model
+# servers), e.g. http://studio-2.lan:8000. Reported by this host's worker in its heartbeat.
+HOST_WEB_URL = env.str("MLX_PORTAL_HOST_URL", default="").rstrip("/")
+# A host's worker writes its facts every HEARTBEAT seconds; silent for OFFLINE_AFTER, the host
+# shows offline and its servers "unknown".
+HOST_HEARTBEAT_SECONDS = env.float("MLX_PORTAL_HEARTBEAT_SECONDS", default=5.0)
+HOST_OFFLINE_AFTER = env.float("MLX_PORTAL_HOST_OFFLINE_AFTER", default=30.0)
+# The secret shared by every host's web tier; each host accepts hop requests carrying the
+# token derived from it for its own name (servers/hop.py). Empty: no hop between hosts.
+HOP_SECRET = env.str("MLX_PORTAL_HOP_SECRET", default="")
 
 # Model servers (servers/, see docs/servers.md). Times in seconds.
 SERVER_PORT_RANGE = tuple(

@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from config.health import healthz
 from config.views import home
+from servers.hop_views import hop_view
 from servers.usage_views import metrics_view
 
 urlpatterns = [
@@ -14,5 +15,7 @@ urlpatterns = [
     path("models/", include("models_catalog.urls")),
     path("servers/", include("servers.urls")),
     path("v1/", include("servers.api_urls")),
+    # Another host's web tier reaching a model server here (servers/hop.py, docs/hosts.md).
+    path("internal/hop/<slug:slug>/v1/<path:endpoint>", hop_view, name="hop"),
     path("admin/", admin.site.urls),
 ]

@@ -8,5 +8,5 @@ from servers.services import running_count
 
 def home(request):
     host = Host.local()
-    host.record_heartbeat()
+    host.record_facts()  # fresh memory and disk figures; only the worker vouches it is online
     return render(request, "home.html", {"host": host, "running_servers": running_count()})

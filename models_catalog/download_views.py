@@ -36,7 +36,9 @@ def downloads_panel(request: HttpRequest) -> HttpResponse:
 
 
 def _action(request: HttpRequest, repo_id: str, error: str = "", status: int = 200) -> HttpResponse:
-    return render(request, ACTION, {"repo_id": repo_id, "action_error": error}, status=status)
+    host = Host.chosen(request.POST.get("host") or request.GET.get("host"))
+    context = {"repo_id": repo_id, "action_error": error, "host": host}
+    return render(request, ACTION, context, status=status)
 
 
 def download_action(request: HttpRequest) -> HttpResponse:
@@ -55,7 +57,10 @@ def download_start(request: HttpRequest) -> HttpResponse:
         repo_id = form.cleaned_data["repo_id"]
         try:
             download, joined = downloads.start_download(
-                repo_id, request.user, revision=form.cleaned_data["revision"]
+                repo_id,
+                request.user,
+                revision=form.cleaned_data["revision"],
+                host=Host.chosen(request.POST.get("host")),
             )
         except downloads.DownloadRefused as exc:
             form.add_error(None, exc.message)

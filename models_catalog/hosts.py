@@ -1,5 +1,13 @@
-"""Facts about the machine this process runs on, as reported by a host's heartbeat."""
+"""Facts about the machine this process runs on, as reported by a host's heartbeat.
 
+`collect_facts()` is what a host's worker writes into its `Host` row every few seconds (see
+`models_catalog/heartbeat.py`): memory, disk, platform, MLX versions, its model cache and the
+models in it, and the address of its portal web tier (for the hop, docs/hosts.md).
+"""
+
+from __future__ import annotations
+
+import logging
 import platform
 import shutil
 from importlib import metadata
@@ -7,6 +15,14 @@ from pathlib import Path
 
 import psutil
 from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+MACOS_METAL = "macOS Metal"
+LINUX_CUDA = "Linux CUDA"
+LINUX_CPU = "Linux CPU"
+# Heartbeats carry at most this many local models (newest first), to keep the row small.
+MAX_REPORTED_MODELS = 500
 
 
 def package_version(package: str) -> str:
@@ -16,25 +32,76 @@ def package_version(package: str) -> str:
         return ""
 
 
-def platform_label() -> str:
-    if platform.system() == "Darwin":
-        return "macOS Metal"
-    return "Linux CPU"
+def platform_label(system: str, *, metal: bool, cuda: bool) -> str:
+    """The platform a host shows: where MLX computes on it (a pure function, see tests)."""
+    if system == "Darwin":
+        return MACOS_METAL if metal else "macOS CPU"
+    name = "Linux" if system == "Linux" else (system or "Unknown")
+    if cuda:
+        return f"{name} CUDA"
+    return f"{name} CPU"
 
 
-def collect_facts() -> dict:
-    """Memory, disk, platform and MLX versions of this machine."""
+def accelerators() -> tuple[bool, bool]:
+    """`(metal, cuda)`: whether MLX on this machine can use Metal or a CUDA GPU, as MLX itself
+    reports it (`mx.metal.is_available()`, `mx.cuda.is_available()`); False when MLX is missing."""
+    try:
+        import mlx.core as mx
+    except Exception:  # noqa: BLE001 - no MLX (or a broken one): no accelerator
+        return False, False
+    metal = cuda = False
+    try:
+        metal = bool(mx.metal.is_available())
+    except Exception:  # noqa: BLE001
+        metal = False
+    try:
+        cuda = bool(getattr(mx, "cuda", None) and mx.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        cuda = False
+    return metal, cuda
+
+
+_platform: str | None = None
+
+
+def detect_platform() -> str:
+    """This machine's platform label (computed once per process)."""
+    global _platform
+    if _platform is None:
+        metal, cuda = accelerators()
+        _platform = platform_label(platform.system(), metal=metal, cuda=cuda)
+    return _platform
+
+
+def reported_models(limit: int = MAX_REPORTED_MODELS) -> list[dict]:
+    """The models in this machine's cache, as a heartbeat reports them: `[{repo_id, size}]`."""
+    from models_catalog.local import list_local_models
+
+    try:
+        models = list_local_models()
+    except Exception:  # a cache being written to can fail a scan
+        log.exception("Listing the local models for the heartbeat failed")
+        return []
+    return [{"repo_id": m.repo_id, "size": m.size_on_disk} for m in models[:limit]]
+
+
+def collect_facts(*, with_models: bool = True) -> dict:
+    """Memory, disk, platform and MLX versions of this machine (and its models, web address)."""
     memory = psutil.virtual_memory()
     cache = Path(settings.HF_HUB_CACHE)
     probe = next((p for p in (cache, cache.parent) if p.exists()), settings.DATA_DIR)
     disk = shutil.disk_usage(probe)
-    return {
+    facts = {
         "memory_total": memory.total,
         "memory_available": memory.available,
         "disk_free": disk.free,
         "disk_total": disk.total,
-        "platform": platform_label(),
+        "platform": detect_platform(),
         "mlx_version": package_version("mlx"),
         "mlx_lm_version": package_version("mlx-lm"),
         "hf_cache_dir": str(cache),
+        "web_url": settings.HOST_WEB_URL,
     }
+    if with_models:
+        facts["local_models"] = reported_models()
+    return facts

@@ -30,6 +30,11 @@ class Host(models.Model):
     mlx_version = models.CharField(max_length=32, blank=True)
     mlx_lm_version = models.CharField(max_length=32, blank=True)
     hf_cache_dir = models.CharField(max_length=512, blank=True)
+    # The portal web tier of this host, as other hosts' web tiers reach it for the hop to its
+    # model servers (MLX_PORTAL_HOST_URL on that host; docs/hosts.md). Empty: not reachable.
+    web_url = models.CharField(max_length=200, blank=True)
+    # The models in this host's cache as its worker last reported them: [{repo_id, size}].
+    local_models = models.JSONField(default=list, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -40,24 +45,73 @@ class Host(models.Model):
         return self.name
 
     @property
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the host's worker last reported (None: it never did)."""
+        if self.last_heartbeat is None:
+            return None
+        return max(0.0, (timezone.now() - self.last_heartbeat).total_seconds())
+
+    @property
+    def is_online(self) -> bool:
+        """Its worker reported within MLX_PORTAL_HOST_OFFLINE_AFTER seconds."""
+        age = self.heartbeat_age
+        return age is not None and age <= settings.HOST_OFFLINE_AFTER
+
+    @property
+    def is_this_machine(self) -> bool:
+        return self.name == settings.HOST_NAME
+
+    def model_ids(self) -> list[str]:
+        """Repo ids of the models on this host's disk: read from the cache on this machine,
+        else the list the host's worker reported in its last heartbeat."""
+        if self.is_this_machine:
+            from models_catalog.local import list_local_models
+
+            return [m.repo_id for m in list_local_models()]
+        return [m["repo_id"] for m in self.local_models or [] if isinstance(m, dict)]
+
+    @property
     def queue(self) -> str:
         """The Celery queue that only this host's workers consume."""
         return f"host.{self.name}"
 
     @classmethod
     def local(cls) -> "Host":
-        """This machine's host row, created with its facts on first use."""
+        """This machine's host row, created with its facts on first use.
+
+        A new row counts as a first heartbeat (whoever creates it runs on this machine); from
+        then on only the host's worker keeps it online (models_catalog/heartbeat.py).
+        """
         host, created = cls.objects.get_or_create(name=settings.HOST_NAME)
-        if created or not host.memory_total:
+        if created:
             host.record_heartbeat()
+        elif not host.memory_total:
+            host.record_facts()
         return host
 
-    def record_heartbeat(self) -> None:
-        """Store this machine's current facts; only the host's own worker should call it."""
-        for field, value in collect_facts().items():
+    @classmethod
+    def chosen(cls, name: str | None) -> "Host":
+        """The host a page's `?host=<name>` names, else this machine's."""
+        if name:
+            host = cls.objects.filter(name=name[:64]).first()
+            if host is not None:
+                return host
+        return cls.local()
+
+    def record_facts(self, *, with_models: bool = False) -> None:
+        """Store this machine's current facts, without vouching for its worker."""
+        facts = collect_facts(with_models=with_models)
+        Host.objects.filter(pk=self.pk).update(**facts)
+        for field, value in facts.items():
             setattr(self, field, value)
-        self.last_heartbeat = timezone.now()
-        self.save()
+
+    def record_heartbeat(self) -> None:
+        """Store this machine's current facts and mark it online; the host's worker calls it
+        every few seconds."""
+        facts = {**collect_facts(), "last_heartbeat": timezone.now()}
+        Host.objects.filter(pk=self.pk).update(**facts)
+        for field, value in facts.items():
+            setattr(self, field, value)
 
 
 class CatalogModel(models.Model):

@@ -1,6 +1,7 @@
 """Celery tasks of the catalog: thin wrappers around functions tests call directly."""
 
 from celery import shared_task
+from celery.signals import worker_ready, worker_shutdown
 
 from models_catalog import downloads
 
@@ -20,3 +21,18 @@ def cleanup_download(download_id: int) -> str:
 def reconcile_downloads() -> dict[str, int]:
     """On Celery beat (CELERY_BEAT_SCHEDULE["reconcile-downloads"])."""
     return downloads.reconcile_downloads()
+
+
+@worker_ready.connect
+def _start_heartbeat(sender=None, **kwargs) -> None:
+    """A worker of this host (MLX_PORTAL_HOST) came up: register the host and keep it online."""
+    from models_catalog.heartbeat import start_heartbeat
+
+    start_heartbeat()
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(sender=None, **kwargs) -> None:
+    from models_catalog.heartbeat import stop_heartbeat
+
+    stop_heartbeat()

@@ -23,10 +23,11 @@ def _partial(request: HttpRequest) -> bool:
 
 def search(request: HttpRequest) -> HttpResponse:
     form = SearchForm(request.GET or None)
-    host = Host.local()
+    host = Host.chosen(request.GET.get("host"))  # "fits" is judged on this host's memory
     context = {
         "form": form,
         "host": host,
+        "hosts": Host.objects.order_by("name") if Host.objects.count() > 1 else [],
         "results": None,
         "max_hub_pages": settings.CATALOG_MAX_HUB_PAGES,
     }
@@ -69,7 +70,7 @@ def model_detail(request: HttpRequest, repo_id: str) -> HttpResponse:
         context = {"repo_id": repo_id[:100], "invalid": error.messages[0]}
         return render(request, "models_catalog/detail.html", context, status=404)
     detail = catalog.model_detail(repo_id)
-    host = Host.local()
+    host = Host.chosen(request.GET.get("host"))
     status = 200
     if detail.model is None:
         status = 404
@@ -83,6 +84,7 @@ def model_detail(request: HttpRequest, repo_id: str) -> HttpResponse:
         "model": detail.model,
         "host": host,
         "fit": detail.model.fit_on(host) if detail.model else None,
+        "hosts": Host.objects.order_by("name") if Host.objects.count() > 1 else [],
         "hub_url": hub.hub_url(repo_id),
     }
     return render(request, "models_catalog/detail.html", context, status=status)

@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from servers import completions
 from servers.gateway import GatewayError, Relay, sse
-from servers.models import ServerProfile, State, UsageRecord
+from servers.models import ServerProfile, UsageRecord
 from servers.usage import Caller
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -58,10 +58,9 @@ def models(request: HttpRequest) -> JsonResponse:
     """Every profile (any member may call any), in OpenAI's list shape; id = profile slug."""
     if request.method != "GET":
         return _method_not_allowed("GET")
-    profiles = ServerProfile.objects.select_related("instance", "owner").order_by("slug")
+    profiles = ServerProfile.objects.select_related("instance", "owner", "host").order_by("slug")
     data = []
     for profile in profiles:
-        instance = getattr(profile, "instance", None)
         data.append(
             {
                 "id": profile.slug,
@@ -71,7 +70,8 @@ def models(request: HttpRequest) -> JsonResponse:
                 # Extensions (ignored by OpenAI clients): what it serves and whether it runs.
                 "name": profile.name,
                 "root": profile.model_id,
-                "status": instance.state if instance else State.STOPPED,
+                "status": profile.shown_state,  # "unknown" while its host is offline
+                "host": profile.host.name,
                 "on_demand": profile.allow_on_demand,
                 "max_tokens": profile.max_tokens,
             }

@@ -13,7 +13,7 @@ import time
 from django.conf import settings
 
 from accounts.api_keys import still_allowed
-from servers import services
+from servers import hop, services
 from servers.gateway import GatewayError, Measure, Relay, build_upstream_body, send
 from servers.models import ServerInstance, ServerProfile, State
 from servers.usage import Caller, recorder
@@ -91,9 +91,9 @@ def start(
         upstream_body = build_upstream_body(
             body, endpoint=endpoint, max_tokens_cap=profile.max_tokens
         )
-        url = server_url(profile, start_timeout)
+        url, headers = hop.route(profile.host, server_url(profile, start_timeout), profile.slug)
         measure = Measure()  # times start when the request leaves for the server
-        response = send(url, endpoint, upstream_body, profile.slug)
+        response = send(url, endpoint, upstream_body, profile.slug, headers)
     except GatewayError as error:
         measure.fail(error)
         measure.finished_at = time.monotonic()

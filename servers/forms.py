@@ -8,7 +8,6 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.text import slugify
 
-from models_catalog.local import list_local_models
 from models_catalog.models import Host
 from models_catalog.validators import validate_repo_id
 from servers import ports
@@ -21,7 +20,7 @@ from servers.validation import (
     resolve_adapter_path,
 )
 
-RESERVED_SLUGS = {"new", "picker"}
+RESERVED_SLUGS = {"new", "picker", "hosts", "usage", "chat"}
 
 
 class ServerProfileForm(forms.ModelForm):
@@ -70,8 +69,19 @@ class ServerProfileForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.user = user
         self.fields["slug"].required = False
-        local = [m.repo_id for m in list_local_models()]
-        choices = [(repo_id, repo_id) for repo_id in sorted(local, key=str.lower)]
+        Host.local()  # this machine is always a choice
+        hosts = list(Host.objects.order_by("name"))
+        # Models per host: this machine's cache, or what another host's worker reported.
+        self.host_model_ids = {h.pk: set(h.model_ids()) for h in hosts}
+        local = sorted(set().union(*self.host_model_ids.values()), key=str.lower)
+        with_models = [h for h in hosts if self.host_model_ids[h.pk]]
+        if len(with_models) > 1:
+            choices = [
+                (f"On {h.name}", [(r, r) for r in sorted(self.host_model_ids[h.pk], key=str.lower)])
+                for h in with_models
+            ]
+        else:
+            choices = [(repo_id, repo_id) for repo_id in local]
         current = self.instance.model_id if self.instance.pk else ""
         if current and current not in local:
             choices.insert(0, (current, f"{current} (not on this host's disk)"))
@@ -79,7 +89,8 @@ class ServerProfileForm(forms.ModelForm):
         self.fields["model_id"] = forms.ChoiceField(
             label="Model",
             choices=[("", "Choose a model from My models"), *choices],
-            help_text="Models on this host's disk (My models). Download more from the catalog.",
+            help_text="Models on the chosen host's disk (as its worker reports them). Download "
+            "more from the catalog.",
             error_messages={
                 "invalid_choice": "%(value)s is not on this host's disk: pick one of My models "
                 "or download it first."
@@ -207,7 +218,26 @@ class ServerProfileForm(forms.ModelForm):
                 "kv_bits", "mlx_lm.server cannot quantize the KV cache with a draft model."
             )
         self._clean_port(data)
+        self._clean_models_on_host(data)
         return data
+
+    def _clean_models_on_host(self, data: dict) -> None:
+        """The model and draft model must be on the chosen host's disk."""
+        host = data.get("host")
+        if host is None:
+            return
+        on_host = self.host_model_ids.get(host.pk, set())
+        same_host = bool(self.instance.pk and self.instance.host_id == host.pk)
+        for name, what in (("model_id", "The model"), ("draft_model_id", "The draft model")):
+            value = data.get(name)
+            unchanged = same_host and value == getattr(self.instance, name)
+            if value and value not in on_host and not unchanged and name not in self.errors:
+                self.add_error(
+                    name,
+                    f"{what} {value} is not on host {host.name}'s disk (as its worker last "
+                    f"reported): pick a model listed under {host.name}, or download it there "
+                    "first.",
+                )
 
     def _clean_port(self, data: dict) -> None:
         port, host = data.get("port"), data.get("host")

@@ -423,13 +423,19 @@ def connections_in_use() -> int:
     return sum(1 for connection in pool.connections if not connection.is_idle())
 
 
-def send(base_url: str, endpoint: str, body: dict, name: str) -> httpx.Response:
+def send(
+    base_url: str, endpoint: str, body: dict, name: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
     """Send `body` to the server's `/v1/<endpoint>`; the response is streamed (not yet read).
 
+    `headers` (the hop's token) mean `base_url` is another host's hop (servers/hop.py): its
+    errors are already in OpenAI's shape and worded for the user, so they pass on as they are.
     Raises GatewayError (503) when the server cannot be reached, or for an HTTP error.
     The caller must close the response (Relay does).
     """
-    request = client().build_request("POST", f"{base_url}/v1/{endpoint}", json=body)
+    request = client().build_request(
+        "POST", f"{base_url}/v1/{endpoint}", json=body, headers=headers
+    )
     try:
         response = client().send(request, stream=True)
     except httpx.TimeoutException:
@@ -452,8 +458,29 @@ def send(base_url: str, endpoint: str, body: dict, name: str) -> httpx.Response:
         finally:
             response.close()
         log.warning("Model server %s answered HTTP %s: %s", base_url, response.status_code, text)
+        if headers and (error := _hop_error(response.status_code, text)) is not None:
+            raise error
         raise upstream_error(response.status_code, name)
     return response
+
+
+def _hop_error(status: int, text: str) -> GatewayError | None:
+    """The GatewayError another host's hop answered (OpenAI's error shape), if it is one."""
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return None
+    if status == 401:  # our hop token was refused: a configuration problem, not the user's
+        return GatewayError(
+            "The host of this server refused the portal's hop token: MLX_PORTAL_HOP_SECRET "
+            "differs between hosts (docs/hosts.md).",
+            502,
+            code="hop_refused",
+        )
+    code = error.get("code") if isinstance(error.get("code"), str) else None
+    return GatewayError(error["message"][:500], status, param=error.get("param"), code=code)
 
 
 # --- relaying a response ------------------------------------------------------------------------

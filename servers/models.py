@@ -86,6 +86,16 @@ class ServerProfile(models.Model):
             self.instance = instance
             return instance
 
+    @property
+    def shown_state(self) -> str:
+        """The state a page shows: the instance's, or "unknown" while the host is offline
+        (its worker is silent, so nobody knows whether the process lives; nothing is marked
+        failed or restarted elsewhere for it)."""
+        if not self.host.is_online:
+            return UNKNOWN
+        instance = getattr(self, "instance", None)
+        return instance.state if instance is not None else State.STOPPED
+
     def running_url(self) -> str | None:
         """Base URL (`http://127.0.0.1:<port>`) of this profile's server when it is running."""
         instance = getattr(self, "instance", None)
@@ -112,6 +122,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     State.RESTARTING: frozenset({State.STARTING, State.STOPPING, State.FAILED}),
     State.FAILED: frozenset({State.STARTING, State.RESTARTING, State.STOPPED, State.STOPPING}),
 }
+
+# Shown, never stored: the host of the server is offline (ServerProfile.shown_state).
+UNKNOWN = "unknown"
 
 # States in which a process may exist (and hold the model in memory).
 ACTIVE_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING, State.RESTARTING})

@@ -73,6 +73,20 @@ def is_local(host: Host) -> bool:
     return host.name == settings.HOST_NAME
 
 
+def check_host_online(profile: ServerProfile) -> None:
+    """Refuse work for a host whose worker is silent: nothing would pick it up."""
+    host = Host.objects.get(pk=profile.host_id)
+    profile.host = host
+    if not host.is_online:
+        age = host.heartbeat_age
+        since = f"for {round(age)} s" if age is not None else "yet"
+        raise StartRefused(
+            f"Host {host.name} is offline: its worker has not reported {since}. Start the "
+            f"worker of {host.name} (see the Hosts page), then try again.",
+            "host",
+        )
+
+
 # --- checks before a start --------------------------------------------------------------------
 
 
@@ -170,6 +184,7 @@ def request_start(
         return instance
     if instance.state == State.STOPPING:
         raise StartRefused("The server is still stopping; start it again in a moment.", "busy")
+    check_host_online(profile)
     if is_local(profile.host):
         try:
             preflight(profile, override_memory=override_memory)
@@ -220,6 +235,7 @@ def request_restart(profile: ServerProfile, user=None) -> ServerInstance:
         return request_start(profile, user, reason=f"Restart requested{_who(user)}")
     if instance.state == State.STOPPING:
         raise StartRefused("The server is still stopping; start it again in a moment.", "busy")
+    check_host_online(profile)
     with transaction.atomic():
         try:
             instance.transition(

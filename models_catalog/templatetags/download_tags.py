@@ -8,19 +8,24 @@ from django.core.exceptions import ValidationError
 
 from models_catalog.local import local_model_path
 from models_catalog.models import Download, Host
+from models_catalog.validators import validate_repo_id
 
 register = template.Library()
 
 
 @register.simple_tag
-def download_state(repo_id: str) -> dict:
-    """What the download action of `repo_id` shows: its latest download on this host (the
-    active one first) and whether the model is on disk."""
+def download_state(repo_id: str, host: Host | None = None) -> dict:
+    """What the download action of `repo_id` shows: its latest download on `host` (this
+    machine by default; the active one first) and whether the model is on that host's disk."""
+    host = host or Host.local()
     try:
-        on_disk = local_model_path(repo_id) is not None
+        if host.is_this_machine:
+            on_disk = local_model_path(repo_id) is not None
+        else:
+            validate_repo_id(repo_id)
+            on_disk = repo_id in host.model_ids()
     except ValidationError as exc:
         return {"invalid": exc.messages[0]}
-    host = Host.local()
     latest = (
         Download.objects.filter(host=host, repo_id=repo_id)
         .select_related("requested_by")

@@ -25,6 +25,7 @@ def test_the_public_allow_list_is_exactly_the_login_and_status_pages():
     expected_public = {
         "healthz",
         "metrics",  # the view checks localhost or its admin token (tests/servers/test_metrics.py)
+        "hop",  # the view checks this host's hop token (tests/hosts/test_hop.py)
         "account_login",
         "account_logout",
         "account_signup",
