@@ -16,12 +16,13 @@ PYTHON ?= $(shell for c in python3.13 python3.12 python3.14 python3 \
 REDIS_URL ?= redis://127.0.0.1:6379/0
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: help run test lint format check venv redis static browser clean
+.PHONY: help run test lint format check venv redis static browser clean bench
 
 help:
 	@echo "make run    start the portal (web, worker, beat) on http://127.0.0.1:8000"
 	@echo "make test   run the whole test suite"
 	@echo "make lint   ruff check + format check, Django checks"
+	@echo "make bench  the benchmarks of docs/benchmarks.md (a few minutes each; not part of test)"
 
 $(VENV)/.installed: requirements.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is needed (python3.12 / python3.13 on PATH)."; exit 1; }
@@ -91,6 +92,16 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# Benchmarks (docs/benchmarks.md): each starts its own portal processes on free loopback ports,
+# uses Redis database 7 and a throwaway data directory, and prints ratios against a baseline.
+# Needs an installed venv (`make venv`, or VENV=path/to/venv); it installs nothing.
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/7
+BENCHES ?= gateway_stream status_poll start_overhead
+bench:
+	@REDIS_URL="$(BENCH_REDIS_URL)" $(PY) -m config.redis_check || { echo "The benches need Redis at $(BENCH_REDIS_URL)."; exit 1; }
+	@for b in $(BENCHES); do echo "== python -m bench.$$b"; \
+	  BENCH_REDIS_URL="$(BENCH_REDIS_URL)" $(PY) -m bench.$$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) var/staticfiles var/test

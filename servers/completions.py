@@ -28,7 +28,8 @@ def find_profile(model: object) -> ServerProfile:
             code="missing_field",
         )
     model = model.strip()
-    profiles = ServerProfile.objects.select_related("host")
+    # The instance comes with it: server_url reads its state without another query.
+    profiles = ServerProfile.objects.select_related("host", "instance")
     profile = profiles.filter(slug=model).first() or profiles.filter(name__iexact=model).first()
     if profile is None:
         raise GatewayError(
@@ -43,8 +44,11 @@ def find_profile(model: object) -> ServerProfile:
 
 def server_url(profile: ServerProfile, timeout: float | None = None) -> str:
     """The base URL of the profile's running server; starts it on demand when the profile
-    allows it (waiting at most `timeout` seconds); GatewayError 503 otherwise."""
-    url = services.upstream_for(profile)
+    allows it (waiting at most `timeout` seconds); GatewayError 503 otherwise.
+
+    The instance's state is the one read with the profile in this request (find_profile
+    loads both in one query): fresh enough, and one query less before the first token."""
+    url = profile.running_url()
     if url:
         return url
     instance = profile.get_instance()

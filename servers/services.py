@@ -478,7 +478,8 @@ def reconcile_instance(instance: ServerInstance) -> None:
         if updates:
             ServerInstance.objects.filter(pk=instance.pk).update(**updates)
         idle = instance.profile.idle_timeout_minutes
-        if idle and _age(instance.last_request_at or instance.ready_at) > idle * 60:
+        slack = LAST_REQUEST_RESOLUTION.total_seconds()  # last_request_at may lag this much
+        if idle and _age(instance.last_request_at or instance.ready_at) > idle * 60 + slack:
             request_stop(instance.profile, reason=f"Idle for {idle} min: stopped automatically")
     elif state == State.STARTING:
         if instance.pid is None:
@@ -564,9 +565,24 @@ def upstream_for(profile: ServerProfile) -> str | None:
     return instance.base_url
 
 
+# A busy server's last request is written at most this often: one write per request would
+# queue every request behind the database's write lock (SQLite) on the way to its first token.
+LAST_REQUEST_RESOLUTION = timedelta(seconds=5)
+
+
 def touch_last_request(profile: ServerProfile) -> None:
-    """Record that a request reached the profile's server (for the idle time-out)."""
-    ServerInstance.objects.filter(profile=profile).update(last_request_at=timezone.now())
+    """Record that a request reached the profile's server (for the idle time-out), at most
+    once per LAST_REQUEST_RESOLUTION when the profile's instance is already loaded."""
+    now = timezone.now()
+    instance = None
+    if ServerProfile.instance.is_cached(profile):  # else it costs a query: just write
+        instance = getattr(profile, "instance", None)
+    last = instance.last_request_at if instance is not None else None
+    if last is not None and timedelta(0) <= now - last < LAST_REQUEST_RESOLUTION:
+        return
+    ServerInstance.objects.filter(profile=profile).update(last_request_at=now)
+    if instance is not None:
+        instance.last_request_at = now
 
 
 def ensure_running(profile: ServerProfile, timeout: float = 120.0) -> str:

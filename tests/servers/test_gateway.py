@@ -9,7 +9,7 @@ import psutil
 import pytest
 from django.test import Client
 
-from servers import gateway
+from servers import gateway, services
 from servers.models import ServerInstance, State, UsageRecord
 from tests.servers.helpers import wait_for
 from tests.support.tiny_models import REPLY
@@ -165,6 +165,37 @@ def test_stream_is_not_buffered_and_a_client_that_leaves_frees_the_upstream(
     client = api(api_key)
     answer = post(client, "/v1/chat/completions", {"model": "tiny", "messages": HI}).json()
     assert answer["choices"][0]["message"]["content"] == REPLY
+
+
+def test_a_stream_reads_two_rows_before_its_first_byte_and_touches_the_server_rarely(
+    mlx_server, serve_profile, api_key
+):
+    """The work between a request and its first token is small: the key, then the profile
+    with its instance in one query, and last_request_at written at most once per
+    LAST_REQUEST_RESOLUTION (not by every request)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    profile = serve_profile(mlx_server, "Tiny")
+    client = api(api_key)
+    body = {"model": "tiny", "messages": HI, "stream": True}
+    b"".join(post(client, "/v1/chat/completions", body).streaming_content)  # key's last use
+    touched = ServerInstance.objects.get(profile=profile).last_request_at
+    assert touched is not None
+
+    with CaptureQueriesContext(connection) as before_first_byte:
+        response = post(client, "/v1/chat/completions", body)
+    events = sse_events(b"".join(response.streaming_content))
+    assert streamed_text(events) == REPLY
+    sql = [q["sql"] for q in before_first_byte.captured_queries]
+    assert len(sql) == 2, sql  # the API key, the profile with its instance: no write
+    assert ServerInstance.objects.get(profile=profile).last_request_at == touched
+
+    ServerInstance.objects.filter(profile=profile).update(
+        last_request_at=touched - services.LAST_REQUEST_RESOLUTION
+    )
+    b"".join(post(client, "/v1/chat/completions", body).streaming_content)
+    assert ServerInstance.objects.get(profile=profile).last_request_at > touched
 
 
 def test_a_server_dying_mid_stream_ends_the_stream_with_an_error_event(

@@ -1,0 +1,306 @@
+"""Gateway streaming: the same tiny-model mlx_lm.server, direct vs through the portal's `/v1`
+(real gunicorn from the Procfile, API key auth, usage recording) vs LiteLLM's proxy.
+
+    python -m bench.gateway_stream [--rounds 3] [--no-litellm]
+
+128-token streamed chat completions at concurrency 1, 4 and 16. For each concurrency the
+targets run interleaved, `--rounds` times, in a rotating order; each figure is the median over
+the rounds of (target / direct measured in the same round). Goal: portal >= 0.95 x direct
+tokens/s at every concurrency and <= 5 ms added TTFT p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.harness import (
+    CACHE,
+    Bench,
+    admin_user,
+    free_port,
+    median,
+    percentile,
+    print_machine,
+    table,
+    wait_for,
+)
+
+TOKENS = 128
+CONCURRENCY = (1, 4, 16)
+REQUESTS = {1: 6, 4: 12, 16: 32}  # per run: a few seconds each at this model's speed
+LITELLM_VENV = Path(os.environ.get("BENCH_LITELLM_VENV", CACHE / "litellm-venv"))
+LITELLM_KEY = "sk-bench-litellm"
+
+
+@dataclass
+class Target:
+    name: str
+    url: str  # base URL up to and including /v1
+    model: str
+    key: str | None = None
+
+
+@dataclass
+class Result:
+    tokens: int
+    seconds: float
+    ttft: list[float]
+    errors: int
+
+    @property
+    def tps(self) -> float:
+        return self.tokens / self.seconds
+
+
+def one_stream(client: httpx.Client, target: Target) -> tuple[int, float]:
+    """One streamed reply; returns (completion tokens, TTFT in seconds)."""
+    body = {
+        "model": target.model,
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": TOKENS,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    headers = {"Authorization": f"Bearer {target.key}"} if target.key else {}
+    started = time.perf_counter()
+    ttft = None
+    tokens = chunks = 0
+    with client.stream(
+        "POST", f"{target.url}/chat/completions", json=body, headers=headers
+    ) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"{target.name}: HTTP {response.status_code} {response.read()!r}")
+        for line in response.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                break
+            data = json.loads(payload)
+            for choice in data.get("choices") or ():
+                if (choice.get("delta") or {}).get("content"):
+                    chunks += 1
+                    if ttft is None:
+                        ttft = time.perf_counter() - started
+            if data.get("usage"):
+                tokens = data["usage"].get("completion_tokens") or tokens
+    if ttft is None:
+        raise RuntimeError(f"{target.name}: no content in the stream")
+    return tokens or chunks, ttft
+
+
+def run(target: Target, concurrency: int, requests: int) -> Result:
+    """`requests` streams over `concurrency` threads; aggregate tokens over the wall time."""
+    lock = threading.Lock()
+    remaining = [requests]
+    ttfts: list[float] = []
+    totals = [0, 0]  # tokens, errors
+
+    def worker() -> None:
+        with httpx.Client(timeout=120) as client:
+            while True:
+                with lock:
+                    if remaining[0] == 0:
+                        return
+                    remaining[0] -= 1
+                try:
+                    tokens, ttft = one_stream(client, target)
+                except Exception as exc:  # noqa: BLE001 (counted and shown, not fatal)
+                    print(f"  ! {exc}")
+                    with lock:
+                        totals[1] += 1
+                    continue
+                with lock:
+                    totals[0] += tokens
+                    ttfts.append(ttft)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return Result(totals[0], time.perf_counter() - started, ttfts, totals[1])
+
+
+# --- setting up ------------------------------------------------------------------------------
+
+
+def portal_profile(server) -> tuple[str, str]:
+    """A profile whose running instance is `server`; returns (slug, API key secret)."""
+    import psutil
+    from django.utils import timezone
+
+    from accounts.api_keys import create_api_key
+    from models_catalog.models import Host
+    from servers.models import ServerInstance, ServerProfile, State
+
+    user = admin_user()
+    profile = ServerProfile.objects.create(
+        name="Bench tiny", slug="bench-tiny", model_id="bench/tiny-nonstop", port=server.port,
+        owner=user, host=Host.local(), max_tokens=4096,
+    )  # fmt: skip
+    now = timezone.now()
+    ServerInstance.objects.update_or_create(
+        profile=profile,
+        defaults={"state": State.RUNNING, "desired_state": "running", "port": server.port,
+                  "pid": server.pid, "started_at": now, "ready_at": now,
+                  "process_create_time": psutil.Process(server.pid).create_time()},
+    )  # fmt: skip
+    return profile.slug, create_api_key(user, "bench").secret
+
+
+def start_litellm(bench: Bench, upstream: str) -> tuple[str | None, str]:
+    """LiteLLM's proxy (its own venv) as an OpenAI passthrough to `upstream`; (URL, why not)."""
+    exe = LITELLM_VENV / "bin" / "litellm"
+    if not exe.exists():
+        return None, (
+            f"LiteLLM is not installed at {LITELLM_VENV} "
+            f"(python -m venv {LITELLM_VENV} && {LITELLM_VENV}/bin/pip install 'litellm[proxy]')"
+        )
+    config = bench.root / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: tiny\n"
+        "    litellm_params:\n"
+        "      model: openai/default_model\n"
+        f"      api_base: {upstream}/v1\n"
+        "      api_key: none\n"
+        "general_settings:\n"
+        f"  master_key: {LITELLM_KEY}\n"
+        "litellm_settings:\n"
+        "  drop_params: true\n"
+        "  telemetry: false\n"
+    )
+    port = free_port()
+    env = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch from GitHub at start-up
+        "LITELLM_TELEMETRY": "False",
+        "LITELLM_LOG": "ERROR",
+        "DISABLE_SCHEMA_UPDATE": "True",
+    }
+    env.pop("DATABASE_URL", None)
+    proc = bench.spawn(
+        "litellm",
+        [str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
+        env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: httpx.get(f"{url}/health/liveliness", timeout=2).status_code == 200,
+            120,
+            "LiteLLM",
+            proc,
+        )
+    except (RuntimeError, TimeoutError) as exc:
+        return None, f"LiteLLM did not start: {exc}"
+    return url, ""
+
+
+def version_of(python: Path, package: str) -> str:
+    with contextlib.suppress(Exception):
+        return subprocess.run(
+            [str(python), "-c", f"import importlib.metadata as m; print(m.version('{package}'))"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.strip()  # fmt: skip
+    return "?"
+
+
+# --- the bench -------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-litellm", action="store_true")
+    args = parser.parse_args()
+    print_machine()
+
+    with Bench("gateway") as bench:
+        bench.setup_django()
+        from bench.harness import nonstop_tiny_model
+        from tests.support.mlx_server import start_mlx_server, stop_mlx_server
+
+        server = start_mlx_server(
+            nonstop_tiny_model(),
+            log_path=bench.logs / "mlx-server.log",
+            env={"HF_HUB_CACHE": str(bench.hf_cache)},
+        )
+        bench.cleanups.append(lambda: stop_mlx_server(server))
+        slug, key = portal_profile(server)
+        portal = bench.start_web()
+        targets = [
+            Target("direct", f"{server.url}/v1", "default_model"),
+            Target("portal", f"{portal}/v1", slug, key),
+        ]
+        litellm_note = "skipped (--no-litellm)"
+        if not args.no_litellm:
+            url, why = start_litellm(bench, server.url)
+            if url:
+                targets.append(Target("litellm", f"{url}/v1", "tiny", LITELLM_KEY))
+                litellm_note = "litellm " + version_of(LITELLM_VENV / "bin" / "python", "litellm")
+            else:
+                litellm_note = why
+        print(f"LiteLLM: {litellm_note}")
+
+        for target in targets:  # warm up: connections, imports, the model's first batch
+            run(target, 4, 4)
+
+        results: dict[tuple[str, int], list[Result]] = {}
+        for concurrency in CONCURRENCY:
+            for index in range(args.rounds):
+                order = targets[index % len(targets) :] + targets[: index % len(targets)]
+                for target in order:
+                    result = run(target, concurrency, REQUESTS[concurrency])
+                    results.setdefault((target.name, concurrency), []).append(result)
+                    p50, p99 = percentile(result.ttft, 50), percentile(result.ttft, 99)
+                    errors = f"  errors {result.errors}" if result.errors else ""
+                    print(
+                        f"  c={concurrency:<2} round {index + 1} {target.name:<8} "
+                        f"{result.tps:7.1f} tok/s  TTFT p50 {p50 * 1000:6.1f} ms  "
+                        f"p99 {p99 * 1000:6.1f} ms{errors}"
+                    )
+        report(targets, results, args.rounds)
+        from servers.models import UsageRecord
+
+        print(f"usage records written by the portal: {UsageRecord.objects.count()}")
+
+
+def report(targets: list[Target], results: dict, rounds: int) -> None:
+    rows = [["concurrency", "target", "tokens/s", "x direct", "TTFT p50 ms", "TTFT p99 ms",
+             "added TTFT p50 ms"]]  # fmt: skip
+    for concurrency in CONCURRENCY:
+        direct = results[("direct", concurrency)]
+        for target in targets:
+            runs = results[(target.name, concurrency)]
+            ratio = median(r.tps / d.tps for r, d in zip(runs, direct, strict=True))
+            added = median(
+                (percentile(r.ttft, 50) - percentile(d.ttft, 50)) * 1000
+                for r, d in zip(runs, direct, strict=True)
+            )
+            rows.append([
+                str(concurrency), target.name, f"{median(r.tps for r in runs):.0f}",
+                f"{ratio:.3f}",
+                f"{median(percentile(r.ttft, 50) for r in runs) * 1000:.1f}",
+                f"{median(percentile(r.ttft, 99) for r in runs) * 1000:.1f}",
+                "" if target.name == "direct" else f"{added:+.1f}",
+            ])  # fmt: skip
+    print(f"\nMedians over {rounds} interleaved rounds ({TOKENS}-token streamed replies):\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Status polling: the Servers page's tiles partial (what every open Servers page fetches every
+2 s), through real gunicorn started from the Procfile, logged in with a session cookie.
+
+    python -m bench.status_poll [--seconds 8] [--rounds 3]
+
+20 profiles on 2 hosts, 8 of them running: 6 on this host, each pointing at a live process
+that the bench started (a `sleep`, so psutil measures a real process tree), and 2 on the
+second host (rows only: the portal does not measure a remote host's processes); 2 failed with
+a log tail, 10 stopped; 2,000 usage records in the last hour for the tiles' speed figures.
+
+Baseline, same gunicorn, same run: a small static file (WhiteNoise), the floor of one request
+through the web tier. Two loads, interleaved baseline/tiles, `--rounds` times:
+100 requests/s open-loop (latency counted from the scheduled send time, so a slow answer
+cannot hide the ones queued behind it), and saturation with wrk (2 threads, 8 connections).
+Goal: tiles p99 < 50 ms at 100 requests/s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import re
+import shutil
+import subprocess
+import threading
+import time
+from datetime import timedelta
+
+import httpx
+
+from bench.harness import Bench, admin_user, login_cookie, median, percentile, print_machine, table
+
+RATE = 100  # requests per second
+THREADS = 16  # client threads for the open-loop load
+
+
+def setup_rows(bench: Bench) -> None:
+    import psutil
+    from django.utils import timezone
+
+    from models_catalog.models import Host
+    from servers.models import ServerInstance, ServerProfile, State, UsageRecord
+
+    user = admin_user()
+    local = Host.local()
+    remote, _ = Host.objects.get_or_create(
+        name="studio-2",
+        defaults={"platform": "darwin", "memory_total": 192 * 2**30, "memory_available": 2**37,
+                  "last_heartbeat": timezone.now()},
+    )  # fmt: skip
+    now = timezone.now()
+    profiles = []
+    for index in range(20):
+        host = local if index < 10 else remote
+        profile = ServerProfile.objects.create(
+            name=f"Server {index:02d}", slug=f"server-{index:02d}", owner=user, host=host,
+            model_id=f"mlx-community/Model-{index % 7}B-4bit", port=8100 + index % 10,
+            description="A profile of the status-polling bench.",
+        )  # fmt: skip
+        profiles.append(profile)
+        fields: dict = {"state": State.STOPPED}
+        if index < 6 or index in (10, 11):  # 6 running here, 2 on the other host
+            fields = {"state": State.RUNNING, "desired_state": "running",
+                      "port": profile.port, "started_at": now - timedelta(hours=1),
+                      "ready_at": now - timedelta(minutes=59)}  # fmt: skip
+            if host == local:
+                proc = bench.spawn(f"live-{index}", ["sleep", "600"])
+                fields["pid"] = proc.pid
+                fields["process_create_time"] = psutil.Process(proc.pid).create_time()
+            else:
+                fields["pid"] = 40000 + index
+        elif index in (6, 12):
+            tail = "Traceback (most recent call last):\n" * 20
+            fields = {"state": State.FAILED, "reason": "The process exited with code 1",
+                      "exit_code": 1, "log_tail": tail}  # fmt: skip
+        ServerInstance.objects.update_or_create(profile=profile, defaults=fields)
+    records = []
+    running = [p for i, p in enumerate(profiles) if i < 6 or i in (10, 11)]
+    for n in range(2000):
+        profile = running[n % len(running)]
+        start = now - timedelta(seconds=n * 1.7)
+        records.append(
+            UsageRecord(
+                user=user, profile=profile, profile_name=profile.name, host=profile.host,
+                source="api", endpoint="chat/completions", stream=True, prompt_tokens=40,
+                completion_tokens=128, ttft_ms=30.0, generation_ms=900.0, duration_ms=930.0,
+                status="ok", status_code=200, started_at=start, finished_at=start,
+            )
+        )  # fmt: skip
+    UsageRecord.objects.bulk_create(records)
+
+
+def open_loop(url: str, headers: dict[str, str], rate: float, seconds: float) -> dict:
+    """`rate` requests/s for `seconds`; latency from each request's scheduled time."""
+    schedule: queue.Queue[float | None] = queue.Queue()
+    start = time.perf_counter() + 0.2
+    total = int(rate * seconds)
+    for n in range(total):
+        schedule.put(start + n / rate)
+    latencies: list[float] = []
+    errors = [0]
+    dropped = [0]
+    lock = threading.Lock()
+    cutoff = start + seconds + 5  # a server that cannot keep up: stop sending, count the rest
+
+    def worker() -> None:
+        with httpx.Client(headers=headers, timeout=30) as client:
+            while True:
+                try:
+                    due = schedule.get_nowait()
+                except queue.Empty:
+                    return
+                if time.perf_counter() > cutoff:
+                    with lock:
+                        dropped[0] += 1
+                    continue
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                try:
+                    ok = client.get(url).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                done = time.perf_counter()
+                with lock:
+                    latencies.append(done - due)
+                    errors[0] += not ok
+
+    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": percentile(latencies, 50) * 1000,
+        "p99": percentile(latencies, 99) * 1000,
+        "errors": errors[0] + dropped[0],
+        "dropped": dropped[0],
+    }
+
+
+def wrk(url: str, headers: dict[str, str], seconds: float) -> dict:
+    args = ["wrk", "-t2", "-c8", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": _ms(latency["50"]), "p99": _ms(latency["99"]),
+            "errors": int(non2xx.group(1)) if non2xx else 0}  # fmt: skip
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print_machine()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed for the saturation run: apt-get install wrk")
+
+    with Bench("status") as bench:
+        bench.setup_django()
+        setup_rows(bench)
+        base = bench.start_web()
+        cookie = login_cookie(base)
+        tiles = (f"{base}/servers/", {"Cookie": cookie, "HX-Request": "true"})
+        static_path = _static_path()
+        floor = (f"{base}{static_path}", {"Cookie": cookie})
+        check = httpx.get(tiles[0], headers=tiles[1])
+        assert check.status_code == 200 and 'id="server-server-00"' in check.text, check.text[:300]
+        running = check.text.count("badge-running") or check.text.count(">running<")
+        print(f"tiles partial: {len(check.content)} bytes, {running} 'running' badges")
+        for target in (floor, tiles):  # warm up
+            open_loop(target[0], target[1], 50, 2)
+
+        results: dict[tuple[str, str], list[dict]] = {}
+        for index in range(args.rounds):
+            for load in ("100/s", "saturation"):
+                order = [("static", floor), ("tiles", tiles)]
+                for name, (url, headers) in order if index % 2 == 0 else order[::-1]:
+                    if load == "100/s":
+                        result = open_loop(url, headers, RATE, args.seconds)
+                    else:
+                        result = wrk(url, headers, args.seconds / 2)
+                    results.setdefault((name, load), []).append(result)
+                    print(
+                        f"  round {index + 1} {load:<10} {name:<6} {result['rps']:7.1f} req/s  "
+                        f"p50 {result['p50']:6.1f} ms  p99 {result['p99']:6.1f} ms"
+                        + (f"  errors {result['errors']}" if result["errors"] else "")
+                        + (f" (not sent: {result['dropped']})" if result.get("dropped") else "")
+                    )
+        rows = [["load", "target", "req/s", "p50 ms", "p99 ms", "req/s x static",
+                 "p99 x static"]]  # fmt: skip
+        for load in ("100/s", "saturation"):
+            for name in ("static", "tiles"):
+                runs, floor_runs = results[(name, load)], results[("static", load)]
+                pairs = list(zip(runs, floor_runs, strict=True))
+                rows.append([
+                    load, name, f"{median(r['rps'] for r in runs):.0f}",
+                    f"{median(r['p50'] for r in runs):.1f}",
+                    f"{median(r['p99'] for r in runs):.1f}",
+                    f"{median(r['rps'] / f['rps'] for r, f in pairs):.2f}",
+                    f"{median(r['p99'] / f['p99'] for r, f in pairs):.2f}",
+                ])  # fmt: skip
+        print(f"\nMedians over {args.rounds} interleaved rounds:\n")
+        print(table(rows))
+
+
+def _static_path() -> str:
+    from django.templatetags.static import static
+
+    return static("css/portal.css")
+
+
+if __name__ == "__main__":
+    main()
