@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
-from django.db.models import Avg, Count, F, Q, Sum
-from django.db.models.functions import TruncDate, TruncMinute
+from django.db.models import Avg, BigIntegerField, Count, F, Func, Q, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from servers.gateway import Measure
@@ -122,6 +122,30 @@ def sparkline_points(values: list[int], width: int = 120, height: int = 24) -> s
     )
 
 
+class EpochMinute(Func):
+    """Whole minutes since the Unix epoch (UTC) of a datetime column, as an integer.
+
+    Computed by the database itself: `TruncMinute` on SQLite is a Python function that
+    SQLite calls once per row (2,000 calls for a busy hour, a third of the tiles' cost).
+    The same minute as `TruncMinute` in any time zone whose offset is whole minutes.
+    """
+
+    arity = 1
+    output_field = BigIntegerField()
+    # PostgreSQL (EXTRACT gives seconds since the epoch for timestamptz).
+    template = "CAST(FLOOR(EXTRACT(EPOCH FROM %(expressions)s) / 60) AS BIGINT)"
+
+    def as_sqlite(self, compiler, connection, **extra):
+        # Django stores datetimes as UTC text; strftime('%s') is SQLite's own C code.
+        # '%%%%s': once for this template, once for the backend's placeholder conversion.
+        template = "(CAST(strftime('%%%%s', %(expressions)s) AS INTEGER) / 60)"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_mysql(self, compiler, connection, **extra):
+        template = "FLOOR(UNIX_TIMESTAMP(%(expressions)s) / 60)"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+
 def tile_stats(now: datetime | None = None) -> dict[int, TileStats]:
     """Stats per profile id for every profile used in the last hour, in ONE query.
 
@@ -132,8 +156,8 @@ def tile_stats(now: datetime | None = None) -> dict[int, TileStats]:
     since = now - timedelta(hours=1)
     rows = (
         UsageRecord.objects.filter(started_at__gte=since, profile__isnull=False)
-        .annotate(minute=TruncMinute("started_at"))
-        .values("profile_id", "minute")
+        .annotate(epoch_minute=EpochMinute("started_at"))
+        .values("profile_id", "epoch_minute")
         .annotate(
             requests=Count("id"),
             messages=Count("id", filter=Q(status=UsageRecord.Status.OK)),
@@ -148,13 +172,14 @@ def tile_stats(now: datetime | None = None) -> dict[int, TileStats]:
     recent: dict[int, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0])
     recent_since = now - timedelta(minutes=SPARK_MINUTES)
     for row in rows:
+        minute = datetime.fromtimestamp(row["epoch_minute"] * 60, tz=UTC)
         tile = stats[row["profile_id"]]
         tile.requests += row["requests"]
         tile.messages += row["messages"]
-        age_minutes = (now - row["minute"]).total_seconds() / 60
+        age_minutes = (now - minute).total_seconds() / 60
         bucket = SPARK_BUCKETS - 1 - min(int(age_minutes // SPARK_MINUTES), SPARK_BUCKETS - 1)
         tile.spark[bucket] += row["requests"]
-        if row["minute"] >= recent_since - timedelta(minutes=1):
+        if minute >= recent_since - timedelta(minutes=1):
             acc = recent[row["profile_id"]]
             acc[0] += row["tokens"] or 0
             acc[1] += row["generation_ms"] or 0.0

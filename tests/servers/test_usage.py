@@ -114,3 +114,53 @@ def test_daily_series_fills_empty_days():
     assert usage.daily_series(rows, date(2026, 1, 1), date(2026, 1, 3)) == [
         (date(2026, 1, 1), 0), (date(2026, 1, 2), 3), (date(2026, 1, 3), 0)
     ]  # fmt: skip
+
+
+def _reference_tile_stats(records, now):
+    """The tiles' figures computed in Python from the records themselves (minute buckets)."""
+    spark = [0] * usage.SPARK_BUCKETS
+    tokens = generation_ms = ttft_sum = ttft_count = requests = messages = 0
+    for record in records:
+        if record.started_at < now - timedelta(hours=1):
+            continue
+        minute = record.started_at.replace(second=0, microsecond=0)
+        requests += 1
+        messages += record.status == "ok"
+        age = (now - minute).total_seconds() / 60
+        spark[usage.SPARK_BUCKETS - 1 - min(int(age // 5), usage.SPARK_BUCKETS - 1)] += 1
+        if minute >= now - timedelta(minutes=usage.SPARK_MINUTES + 1):
+            if record.generation_ms is not None:
+                tokens += record.completion_tokens or 0
+                generation_ms += record.generation_ms
+            if record.ttft_ms is not None:
+                ttft_sum += record.ttft_ms
+                ttft_count += 1
+    return spark, requests, messages, tokens / (generation_ms / 1000), ttft_sum / ttft_count
+
+
+def test_tile_stats_match_the_records_minute_by_minute(make_profile, member):
+    """Bucket edges (seconds either side of a minute, 5 minutes, an hour) land where the
+    records' own minutes put them; the query calls no Python function per row."""
+    profile = make_profile("Alpha")
+    now = timezone.now().replace(second=30, microsecond=250_000)
+    ages = [0.2, 29.9, 30.1, 59.9, 90.5, 299.0, 300.5, 330.0, 361.0, 600.0, 1799.9, 3000.0,
+            3569.0, 3599.0, 3601.0, 7200.0]  # fmt: skip
+    records = []
+    for n, seconds in enumerate(ages):
+        started = now - timedelta(seconds=seconds)
+        records.append(UsageRecord.objects.create(
+            user=member, profile=profile, profile_name=profile.name, host=profile.host,
+            source="api", endpoint="chat/completions", prompt_tokens=10,
+            completion_tokens=50 + n, generation_ms=500.0 + 10 * n, ttft_ms=20.0 + n,
+            duration_ms=900.0, status="error" if n % 5 == 0 else "ok",
+            started_at=started, finished_at=started,
+        ))  # fmt: skip
+    with CaptureQueriesContext(connection) as ctx:
+        stats = usage.tile_stats(now)[profile.pk]
+    spark, requests, messages, tps, ttft = _reference_tile_stats(records, now)
+    assert stats.spark == spark
+    assert (stats.requests, stats.messages) == (requests, messages)
+    assert stats.tokens_per_second == pytest.approx(tps)
+    assert stats.ttft_ms == pytest.approx(ttft)
+    assert len(ctx.captured_queries) == 1
+    assert "django_" not in ctx.captured_queries[0]["sql"]  # no Python function per row
