@@ -1076,7 +1076,8 @@ def _safetensors_parameters(hub_file: HubFile) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tests.support.fake_hub [--port N] [--with-tiny-models] [--no-catalog]``."""
+    """``python -m tests.support.fake_hub [--port N] [--with-tiny-models] [--no-catalog]
+    [--repo ID=DIR …]``."""
     parser = argparse.ArgumentParser(description="Serve a fake Hugging Face Hub locally.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -1084,13 +1085,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-catalog", action="store_true", help="leave out the built-in catalog")
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--throttle-bps", type=int, default=None)
+    parser.add_argument("--page-size", type=int, default=25, help="largest /api/models page")
+    parser.add_argument(
+        "--repo", action="append", default=[], metavar="ID=DIR",
+        help="also serve the files under DIR as the model repo ID (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     hub = FakeHub(with_catalog=not args.no_catalog, host=args.host, port=args.port)
     if args.with_tiny_models:
         hub.add_tiny_models()
+    for spec in args.repo:
+        repo_id, _, directory = spec.partition("=")
+        hub.add_repo(repo_id, directory)
     hub.latency = args.latency
     hub.throttle_bps = args.throttle_bps
+    hub.page_size = args.page_size
     hub.start()
     print(hub.url, flush=True)
     print(
