@@ -17,6 +17,7 @@ from tests.servers.conftest import (  # noqa: F401 - fixtures shared with the se
     api_key,
     hf_cache,
     make_profile,
+    serve_profile,
     served_model,
     server_reaper,
 )
