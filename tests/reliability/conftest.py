@@ -1,0 +1,127 @@
+"""Fixtures for the reliability tests: an own Redis server, Celery pointed at it, servers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from tests.servers.conftest import (  # noqa: F401 - fixtures shared with the servers tests
+    _fast_password_hashing,
+    api_key,
+    hf_cache,
+    make_profile,
+    serve_profile,
+    served_model,
+    server_reaper,
+)
+from tests.support.mlx_server import free_port
+
+
+@dataclass
+class OwnRedis:
+    """A `redis-server` subprocess of this test, on a free port, with no persistence."""
+
+    port: int
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> OwnRedis:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.fail("redis-server is not installed")
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited:\n{self.log_path.read_text()}")
+            if self.answers():
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"redis-server on {self.port} did not answer in {timeout}s")
+
+    def answers(self) -> bool:
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def point_celery_at(url: str) -> None:
+    """Make this process's Celery app publish to (and ping through) the broker at `url`."""
+    from config.celery import app
+
+    app.conf.broker_url = url
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def own_redis(settings, tmp_path):
+    """A Redis server of this test only; the settings, the workers started afterwards and
+    this process's Celery app all use it. Stopped (and Celery pointed back) at teardown."""
+    from config.celery import app
+
+    previous = app.conf.broker_url
+    server = OwnRedis(port=free_port(), log_path=tmp_path / "redis.log").start()
+    settings.REDIS_URL = server.url
+    settings.CELERY_BROKER_URL = server.url
+    point_celery_at(server.url)
+    try:
+        yield server
+    finally:
+        point_celery_at(previous)
+        server.stop()
+
+
+def servers_on_port(port: int) -> list[psutil.Process]:
+    """Live `mlx_lm server` processes listening on `port` (by their command line)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmd = proc.info["cmdline"] or []
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if "mlx_lm" in cmd and "server" in cmd and str(port) in cmd:
+            found.append(proc)
+    return found
+
+
+def all_mlx_servers() -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.process_iter(["cmdline", "status"])
+        if p.info["status"] != psutil.STATUS_ZOMBIE
+        and "mlx_lm" in (p.info["cmdline"] or [])
+        and "server" in (p.info["cmdline"] or [])
+    ]
