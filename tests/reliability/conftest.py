@@ -82,7 +82,9 @@ def point_celery_at(url: str) -> None:
 
     app.conf.broker_url = url
     if app._pool is not None:
-        app._pool.force_close_all()
+        # kombu keeps one pool per broker URL in a global registry and hands the same object
+        # back when the URL is used again: empty it, but leave it open for the next user.
+        app._pool.force_close_all(close_pool=False)
     app._pool = None
     app.amqp._producer_pool = None
 
