@@ -78,13 +78,15 @@ class OwnRedis:
 
 def point_celery_at(url: str) -> None:
     """Make this process's Celery app publish to (and ping through) the broker at `url`."""
+    from kombu import pools
+
     from config.celery import app
 
     app.conf.broker_url = url
-    if app._pool is not None:
-        # kombu keeps one pool per broker URL in a global registry and hands the same object
-        # back when the URL is used again: empty it, but leave it open for the next user.
-        app._pool.force_close_all(close_pool=False)
+    # kombu keeps connection and producer pools per broker URL in global registries and hands
+    # the same (possibly closed or emptied) objects back when a URL is used again: drop them
+    # all, so the next publish or ping builds fresh ones for `url`.
+    pools.reset()
     app._pool = None
     app.amqp._producer_pool = None
 
