@@ -35,7 +35,9 @@ def _tile_context(profile: ServerProfile, usage_stats: dict | None = None) -> di
 
 
 def _query(request: HttpRequest) -> str:
-    return (request.GET.get("q") or "").strip()[:100]
+    """The filter text: control characters (NUL included, which PostgreSQL refuses) dropped."""
+    text = "".join(c for c in request.GET.get("q") or "" if c.isprintable())
+    return text.strip()[:100]
 
 
 def server_list(request: HttpRequest) -> HttpResponse:

@@ -1,5 +1,6 @@
 """The Servers page and its polled tiles partial."""
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -77,3 +78,10 @@ def test_log_page_validates_the_number_of_lines(member_client, make_profile):
     html = member_client.get(url, {"lines": "lots"}).content.decode()
     assert "is not a number of lines; showing 200" in html
     assert "last 2000 lines" in member_client.get(url, {"lines": "999999"}).content.decode()
+
+
+@pytest.mark.django_db
+def test_a_filter_with_control_characters_is_cleaned_not_a_500(member_client):
+    # PostgreSQL refuses NUL in text: the filter must never reach it (found by hypothesis).
+    response = member_client.get("/servers/", {"q": "a\x00b\x07"}, headers={"HX-Request": "true"})
+    assert response.status_code == 200
