@@ -129,3 +129,30 @@ def all_mlx_servers() -> list[psutil.Process]:
         and "mlx_lm" in (p.info["cmdline"] or [])
         and "server" in (p.info["cmdline"] or [])
     ]
+
+
+def start_beat(tmp_path: Path, **env: str) -> subprocess.Popen:
+    """A real `celery beat` of the test, on the test's broker, logging to `tmp_path`."""
+    import sys
+
+    from tests.support.workers import ROOT, process_env
+
+    log = (tmp_path / "beat.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
+         "--schedule", str(tmp_path / "celerybeat-schedule")],
+        cwd=ROOT, env=process_env(**env), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    log.close()
+    return process
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)

@@ -4,8 +4,6 @@ process table. On a Redis of the test's own. Figures: docs/reliability.md."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import psutil
@@ -13,9 +11,9 @@ import pytest
 
 from servers import services, supervisor
 from servers.models import ServerInstance, State
-from tests.reliability.conftest import servers_on_port
+from tests.reliability.conftest import servers_on_port, start_beat, stop_process
 from tests.servers.helpers import wait_for
-from tests.support.workers import ROOT, new_worker, process_env
+from tests.support.workers import new_worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -25,35 +23,13 @@ def state_of(instance: ServerInstance) -> str:
     return instance.state
 
 
-def start_beat(tmp_path) -> subprocess.Popen:
-    log = (tmp_path / "beat.log").open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
-         "--schedule", str(tmp_path / "celerybeat-schedule")],
-        cwd=ROOT, env=process_env(MLX_PORTAL_RECONCILE_INTERVAL="1"),
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    log.close()
-    return process
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
 def test_three_servers_survive_a_worker_and_beat_restart_and_stop_cleanly(
     own_redis, served_model, make_profile, server_reaper, tmp_path
 ):
     began = time.monotonic()
     profiles = [make_profile(f"Trio {n}", model_id=served_model) for n in range(3)]
     first = new_worker(tmp_path).start()
-    beat = start_beat(tmp_path)
+    beat = start_beat(tmp_path, MLX_PORTAL_RECONCILE_INTERVAL="1")
     workers = [first]
     try:
         first.wait_ready()
@@ -74,7 +50,7 @@ def test_three_servers_survive_a_worker_and_beat_restart_and_stop_cleanly(
         restarted_at = time.monotonic()
         second = new_worker(tmp_path).start()
         workers.append(second)
-        beat = start_beat(tmp_path)
+        beat = start_beat(tmp_path, MLX_PORTAL_RECONCILE_INTERVAL="1")
         second.wait_ready()
 
         # Beat's reconcile reaches the new worker (its log shows a completed pass).
