@@ -156,3 +156,32 @@ def stop_process(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+def start_web(tmp_path: Path, port: int) -> subprocess.Popen:
+    """The Procfile's web tier (gunicorn gthread, smaller), in its own session."""
+    import sys
+
+    from tests.support.workers import ROOT, process_env
+
+    log = (tmp_path / "web.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
+         "--worker-class", "gthread", "--workers", "1", "--threads", "8", "--timeout", "0",
+         "--access-logfile", "-"],
+        cwd=ROOT, env=process_env(), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    log.close()
+    return process
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a process and everything in its session (gunicorn's workers too)."""
+    import contextlib
+    import os
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(10)
