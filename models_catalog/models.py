@@ -356,7 +356,7 @@ class Download(models.Model):
 
     def can_be_cancelled_by(self, user) -> bool:
         """Cancelling deletes partial files: the member who started it, or an admin."""
-        return bool(user.is_staff or (self.requested_by_id and self.requested_by_id == user.pk))
+        return bool(user.is_admin or (self.requested_by_id and self.requested_by_id == user.pk))
 
     def can(self, state: str) -> bool:
         return state in self.TRANSITIONS[self.state]

@@ -130,7 +130,7 @@ class ServerProfileForm(forms.ModelForm):
                 field.widget.attrs["step"] = "0.01"
             if not field.help_text:
                 field.help_text = f"{low:g} to {high:g}: {meaning}."
-        if user is not None and not user.is_staff:
+        if user is not None and not user.is_admin:
             self.fields["trust_remote_code"].disabled = True
 
     def suggested_port(self) -> int | None:
@@ -200,7 +200,7 @@ class ServerProfileForm(forms.ModelForm):
     def clean_trust_remote_code(self) -> bool:
         value = self.cleaned_data.get("trust_remote_code", False)
         already_on = bool(self.instance.pk and self.instance.trust_remote_code)
-        if value and self.user is not None and not self.user.is_staff and not already_on:
+        if value and self.user is not None and not self.user.is_admin and not already_on:
             raise ValidationError("Only an admin can turn on trust-remote-code.")
         return value
 

@@ -75,7 +75,7 @@ class ServerProfile(models.Model):
 
     def can_edit(self, user) -> bool:
         """Only the owner or an admin may edit or delete a profile; any member may run it."""
-        return bool(user.is_staff or user.pk == self.owner_id)
+        return bool(user.is_admin or user.pk == self.owner_id)
 
     def get_instance(self) -> ServerInstance:
         """This profile's instance row, created (stopped) on first use."""

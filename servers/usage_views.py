@@ -42,7 +42,7 @@ class UsageFilterForm(forms.Form):
 
 def usage_page(request: HttpRequest) -> HttpResponse:
     """A member sees their own usage; an admin everyone's (or one user's)."""
-    is_admin = request.user.is_staff
+    is_admin = request.user.is_admin
     form = UsageFilterForm(request.GET)
     if not is_admin:
         del form.fields["user"]

@@ -149,7 +149,7 @@ def _action_response(request: HttpRequest, profile: ServerProfile, error: str = 
 def server_start(request: HttpRequest, slug: str) -> HttpResponse:
     profile = _get_profile(slug)
     override = request.POST.get("override_memory") == "1"
-    if override and not request.user.is_staff:
+    if override and not request.user.is_admin:
         raise PermissionDenied("Only an admin can start a server despite the memory check.")
     try:
         services.request_start(profile, request.user, override_memory=override)

@@ -366,3 +366,19 @@ def test_no_url_answers_an_error_page_to_approved_users(make_user, owned, who):
             if response.status_code >= 500:
                 errors.append(f"GET {path} {headers} -> {response.status_code}")
     assert errors == []
+
+
+def test_a_superuser_without_staff_flag_has_the_same_admin_rights(make_user, owned):
+    """The Django admin can leave `is_staff` off a superuser: the portal treats either flag as
+    admin (User.is_admin) everywhere — the middleware and every object permission alike."""
+    user = make_user("root@example.com")
+    type(user).objects.filter(pk=user.pk).update(is_superuser=True, is_staff=False)
+    client = Client()
+    client.force_login(user)
+
+    shared = _object_walk(client, owned, OWNER_OR_ADMIN, methods=("get",))
+    assert shared
+    assert [r.status_code for *_, r in shared if r.status_code in (401, 403, 404)] == []
+    private = _object_walk(client, owned, OWNER)
+    assert {r.status_code for *_, r in private} <= {403, 404, 405}
+    assert client.get(reverse("accounts:users")).status_code == 200
