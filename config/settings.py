@@ -204,7 +204,15 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": env.float("DOWNLOAD_RECONCILE_SECONDS", default=5.0),
         "options": {"expires": 30},
     },
+    # Usage records older than USAGE_RETENTION_DAYS go (docs/gateway.md, "Usage").
+    "prune-usage": {
+        "task": "servers.tasks.prune_usage",
+        "schedule": 24 * 3600.0,
+        "options": {"expires": 3600},
+    },
 }
+# Days of usage records kept (the Usage page, /metrics); 0 keeps them forever.
+USAGE_RETENTION_DAYS = env.int("MLX_PORTAL_USAGE_RETENTION_DAYS", default=400)
 
 # This machine, as a host of the portal (docs/hosts.md).
 HOST_NAME = env.str("MLX_PORTAL_HOST", default="local")

@@ -51,6 +51,16 @@ def reconcile_host(host_id: int) -> None:
         lock.release()
 
 
+@shared_task(name="servers.tasks.prune_usage")
+def prune_usage() -> int:
+    """Beat, daily: drop usage records older than USAGE_RETENTION_DAYS (0 keeps them all)."""
+    from servers import usage
+
+    if settings.USAGE_RETENTION_DAYS <= 0:
+        return 0
+    return usage.prune(settings.USAGE_RETENTION_DAYS)
+
+
 @shared_task(name="servers.tasks.autostart")
 def autostart(host_name: str) -> None:
     from models_catalog.models import Host

@@ -264,3 +264,16 @@ def daily_series(by_day: Iterable[dict], start: date, end: date) -> list[tuple[d
     counts = {row["day"]: row["requests"] for row in by_day}
     days = (end - start).days + 1
     return [(start + timedelta(d), counts.get(start + timedelta(d), 0)) for d in range(days)]
+
+
+def prunable(older_than_days: float):
+    """Usage records of requests that finished more than `older_than_days` days ago."""
+    return UsageRecord.objects.filter(
+        finished_at__lt=timezone.now() - timedelta(days=older_than_days)
+    )
+
+
+def prune(older_than_days: float) -> int:
+    """Delete the usage records older than `older_than_days` days; returns how many went."""
+    deleted, _ = prunable(older_than_days).delete()
+    return deleted
