@@ -4,7 +4,7 @@ Every URL of the project is refused to anonymous, pending and disabled users unl
 is listed here. A new view needs nothing to be protected; to open one, add its URL name to
 `PUBLIC_URL_NAMES` (and a test will ask why). Admin-only views are marked with `@staff_only`
 (the Django admin's whole namespace is admin-only already); API views live under `/v1/` and
-are reached with an API key, not a session.
+are reached with an API key, not a session (the public names among them need none).
 """
 
 from collections.abc import Callable
@@ -19,6 +19,9 @@ PUBLIC_URL_NAMES = frozenset(
         "metrics",
         # The hop between hosts' web tiers: the view accepts only this host's hop token.
         "hop",
+        # The gateway's OpenAPI description (GET /v1/openapi.json): no secret in it, and API
+        # clients and generators read it before they have a key, as with OpenAI's own.
+        "v1:openapi",
         "account_login",
         "account_logout",
         "account_signup",

@@ -1,8 +1,9 @@
 """Default-deny access control for every request (see `accounts.access` for the allow-list).
 
 - `/v1/…`: needs `Authorization: Bearer <key>` of an approved user, else 401 in OpenAI's error
-  shape. The key's user becomes `request.user` (and `request.api_key` the key); CSRF does not
-  apply to these requests, since browsers never attach the header by themselves.
+  shape; the public names among them (the OpenAPI description) need none. The key's user
+  becomes `request.user` (and `request.api_key` the key); CSRF does not apply to these
+  requests, since browsers never attach the header by themselves.
 - Public URL names and static files: open.
 - Anonymous: redirected to login with `?next=`; HTMX requests get `HX-Redirect` instead, so a
   login form is never pasted into a partial.
@@ -22,7 +23,7 @@ from django.http import (
 )
 from django.shortcuts import resolve_url
 from django.template.response import TemplateResponse
-from django.urls import Resolver404, resolve, reverse
+from django.urls import Resolver404, ResolverMatch, resolve, reverse
 from django_htmx.http import HttpResponseClientRedirect
 
 from accounts import access
@@ -47,7 +48,7 @@ def api_error(
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="mlx-portal"', **(headers or {})}
     return JsonResponse(
-        {"error": {"message": message, "type": error_type, "code": code}},
+        {"error": {"message": message, "type": error_type, "param": None, "code": code}},
         status=status,
         headers=headers,
     )
@@ -74,6 +75,18 @@ def _login_url(request: HttpRequest) -> str:
     return f"{resolve_url(settings.LOGIN_URL)}?{query.urlencode(safe='/')}"
 
 
+def _resolve(path: str) -> ResolverMatch | None:
+    try:
+        return resolve(path)
+    except Resolver404:
+        return None
+
+
+def _url_name(path: str) -> str | None:
+    match = _resolve(path)
+    return match.view_name if match else None
+
+
 class AccessMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -84,10 +97,7 @@ class AccessMiddleware:
             return self._api(request)
         if access.is_static_path(path):
             return self.get_response(request)
-        try:
-            match = resolve(path)
-        except Resolver404:
-            match = None
+        match = _resolve(path)
         name = match.view_name if match else None
         if name in access.PUBLIC_URL_NAMES:
             return self.get_response(request)
@@ -105,6 +115,8 @@ class AccessMiddleware:
         return self.get_response(request)
 
     def _api(self, request: HttpRequest) -> HttpResponse:
+        if _url_name(request.path_info) in access.PUBLIC_URL_NAMES:
+            return self.get_response(request)
         header = request.headers.get("Authorization")
         api_key = find_api_key(header)
         if api_key is None and bearer_token(header) is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from huggingface_hub import scan_cache_dir
 from huggingface_hub.errors import CacheNotFound
 
@@ -77,4 +79,31 @@ def local_model_path(repo_id: str, root: Path | None = None) -> Path | None:
     for candidate in candidates:
         if (candidate / "config.json").is_file():
             return path_inside(root, candidate.relative_to(root))
+    return None
+
+
+_vocab_sizes: dict[tuple[str, Path], int] = {}
+
+
+def vocab_size(repo_id: str, root: Path | None = None) -> int | None:
+    """The model's vocabulary size from its `config.json` (`text_config` for multimodal
+    models); None when the model is not on disk or does not say. Known sizes are remembered
+    per process (a snapshot's config does not change), so the gateway reads the file once."""
+    root = root or cache_dir()
+    key = (repo_id, root)
+    if key in _vocab_sizes:
+        return _vocab_sizes[key]
+    try:
+        path = local_model_path(repo_id, root)
+        data = json.loads((path / "config.json").read_text()) if path else None
+    except (ValidationError, OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    text = data.get("text_config")
+    for section in (data, text if isinstance(text, dict) else {}):
+        value = section.get("vocab_size")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            _vocab_sizes[key] = value
+            return value
     return None

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from servers import completions
+from servers import completions, openapi
 from servers.gateway import GatewayError, Relay, sse
 from servers.models import ServerProfile, UsageRecord
 from servers.usage import Caller
@@ -151,11 +151,19 @@ def text_completions(request: HttpRequest) -> HttpResponse:
     return _complete(request, "completions")
 
 
+@csrf_exempt  # public: no session is involved, and any method but GET gets its 405
+def openapi_description(request: HttpRequest) -> JsonResponse:
+    """The OpenAPI 3.1 description of this gateway (servers/openapi.yaml), without a key."""
+    if request.method != "GET":
+        return _method_not_allowed("GET")
+    return JsonResponse(openapi.description())
+
+
 @csrf_exempt
 def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
     error = GatewayError(
         f"Unknown endpoint {request.path}. This gateway serves /v1/models, "
-        "/v1/chat/completions and /v1/completions.",
+        "/v1/chat/completions and /v1/completions (described at /v1/openapi.json).",
         404,
         code="unknown_url",
     )

@@ -13,6 +13,7 @@ import time
 from django.conf import settings
 
 from accounts.api_keys import still_allowed
+from models_catalog.local import vocab_size
 from servers import hop, services
 from servers.gateway import GatewayError, Measure, Relay, build_upstream_body, send
 from servers.models import ServerInstance, ServerProfile, State
@@ -93,7 +94,11 @@ def start(
     measure = Measure()
     try:
         upstream_body = build_upstream_body(
-            body, endpoint=endpoint, max_tokens_cap=profile.max_tokens
+            body,
+            endpoint=endpoint,
+            max_tokens_cap=profile.max_tokens,
+            # Another host's hop checks with its own copy of the model (hop_views.py).
+            vocab_size=vocab_size(profile.model_id) if profile.host.is_this_machine else None,
         )
         url, headers = hop.route(profile.host, server_url(profile, start_timeout), profile.slug)
         measure = Measure()  # times start when the request leaves for the server

@@ -105,22 +105,25 @@ class GatewayError(Exception):
         }
 
 
-def upstream_error(status: int, name: str) -> GatewayError:
-    """The clean error for an upstream HTTP error (its raw text is logged, never forwarded)."""
-    if status in (400, 422):
+def upstream_error(status: int, name: str, text: str = "") -> GatewayError:
+    """The clean error for an upstream HTTP error (its raw `text` is logged, never forwarded)."""
+    # mlx_lm.server answers 404 for any exception while it prepares a generation: its
+    # generation thread is gone ("generation thread died"), or this request broke something
+    # (a chat template that refuses the conversation, say). The portal only sends requests to
+    # servers whose model answered the readiness probe, so the model itself is loaded.
+    if status == 404 and "generation thread died" in text:
+        return GatewayError(
+            f"The model server of '{name}' is not ready: its generation thread stopped. "
+            "Restart it on the Servers page and check its log.",
+            503,
+            code="server_not_ready",
+        )
+    if status in (400, 404, 422):
         return GatewayError(
             f"The model server of '{name}' could not process this request (for example the "
             "prompt is too long for the model, or a parameter is out of range for it).",
             400,
             code="upstream_rejected",
-        )
-    if status == 404:
-        # mlx_lm.server answers 404 when its generation thread died (a model that failed to load).
-        return GatewayError(
-            f"The model server of '{name}' is not ready: its model failed to load or is still "
-            "loading. Check the server's log on the Servers page.",
-            503,
-            code="server_not_ready",
         )
     if status == 413:
         return GatewayError(
@@ -159,6 +162,14 @@ def _is_number(value: Any) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
+def _token_id(key: str) -> int | None:
+    """A logit_bias key as a token id (ASCII digits only), else None. Ids of more than 12
+    digits count as 10**12: no model has that many tokens."""
+    if not (key.isascii() and key.isdigit()):
+        return None
+    return int(key) if len(key) <= 12 else 10**12
+
+
 def _number(body: dict, name: str, low: float, high: float) -> float | None:
     value = body.get(name)
     if value is None:
@@ -174,6 +185,8 @@ def _integer(body: dict, name: str, low: int, high: int | None = None) -> int | 
     value = body.get(name)
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 8.0 is the integer 8 (as JSON Schema says)
     if not _is_int(value) or value < low or (high is not None and value > high):
         limit = f"from {low} to {high}" if high is not None else f"of at least {low}"
         raise GatewayError(
@@ -236,19 +249,59 @@ def _messages(value: Any) -> list[dict]:
                 code="invalid_value",
             )
         clean: dict[str, Any] = {"role": role, "content": content if content is not None else ""}
-        for extra, kind in (("name", str), ("tool_calls", list), ("tool_call_id", str)):
-            if isinstance(message.get(extra), kind):
-                clean[extra] = message[extra]
+        for extra in ("name", "tool_call_id"):
+            value = message.get(extra)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise GatewayError(
+                    f"messages[{index}].{extra} must be a string.",
+                    param=f"messages[{index}].{extra}",
+                    code="invalid_value",
+                )
+            clean[extra] = value
+        if message.get("tool_calls") is not None:
+            clean["tool_calls"] = _tool_calls(message["tool_calls"], index)
         messages.append(clean)
     return messages
 
 
-def build_upstream_body(body: Any, *, endpoint: str, max_tokens_cap: int) -> dict:
+def _tool_calls(value: Any, index: int) -> list:
+    """A message's earlier tool calls, as OpenAI sends them back: mlx_lm.server reads each
+    `function` and parses a string `arguments` as JSON (anything else made it fail)."""
+    param = f"messages[{index}].tool_calls"
+    problem = GatewayError(
+        f'{param} must be a list of objects like {{"type": "function", "function": '
+        f'{{"name": "…", "arguments": "{{…}}"}}}} (arguments: a JSON object).',
+        param=param,
+        code="invalid_value",
+    )
+    if not isinstance(value, list):
+        raise problem
+    for call in value:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise problem
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                raise problem from None
+        if arguments is not None and arguments != "" and not isinstance(arguments, dict):
+            raise problem
+    return value
+
+
+def build_upstream_body(
+    body: Any, *, endpoint: str, max_tokens_cap: int, vocab_size: int | None = None
+) -> dict:
     """The body sent to mlx_lm.server for a client's `body`, or GatewayError (400).
 
     Only allow-listed fields pass; `model` becomes "default_model" (the server's own model:
     any other name would make mlx_lm.server load, or download, that model), `max_tokens` is
     capped by the profile's, and streams always ask for usage so tokens can be counted.
+    `vocab_size` (the model's, when known) bounds `top_k`.
     """
     if not isinstance(body, dict):
         raise GatewayError("The request body must be a JSON object.", code="invalid_body")
@@ -261,9 +314,13 @@ def build_upstream_body(body: Any, *, endpoint: str, max_tokens_cap: int) -> dic
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
-        if not isinstance(prompt, str):
+        if not isinstance(prompt, str) or not prompt:
+            # An empty prompt gives the model no token to start from: mlx_lm.server drops the
+            # connection without an answer (found by schemathesis).
             raise GatewayError(
-                "'prompt' is required and must be a string.", param="prompt", code="invalid_value"
+                "'prompt' is required and must be a non-empty string.",
+                param="prompt",
+                code="invalid_value",
             )
         out["prompt"] = prompt
 
@@ -298,8 +355,13 @@ def build_upstream_body(body: Any, *, endpoint: str, max_tokens_cap: int) -> dic
             out[name] = value
     top_k = _integer(body, "top_k", 0)
     if top_k is not None:
-        out["top_k"] = top_k
-    seed = _integer(body, "seed", -(2**63), 2**63 - 1)
+        # mlx_lm's sampler raises on a top_k of the vocabulary's size or more — in the server's
+        # generation thread, which dies: the server then answers no one until it is restarted
+        # (found by schemathesis). Such a top_k keeps every token, which is what 0 means.
+        out["top_k"] = 0 if vocab_size is not None and top_k >= vocab_size else top_k
+    # mlx.random.seed takes an unsigned 64-bit integer: a negative seed made mlx_lm.server drop
+    # the connection without an answer (found by schemathesis).
+    seed = _integer(body, "seed", 0, 2**64 - 1)
     if seed is not None:
         out["seed"] = seed
 
@@ -330,14 +392,20 @@ def build_upstream_body(body: Any, *, endpoint: str, max_tokens_cap: int) -> dic
     bias = body.get("logit_bias")
     if bias is not None:
         if not isinstance(bias, dict) or not all(
-            str(k).isdigit() and _is_number(v) and -100 <= v <= 100 for k, v in bias.items()
+            _token_id(k) is not None and _is_number(v) and -100 <= v <= 100 for k, v in bias.items()
         ):
             raise GatewayError(
-                "'logit_bias' must map token ids to numbers from -100 to 100.",
+                "'logit_bias' must map token ids (strings of digits) to numbers from -100 to 100.",
                 param="logit_bias",
                 code="invalid_value",
             )
-        out["logit_bias"] = {str(k): float(v) for k, v in bias.items()}
+        # A token the model does not have cannot be biased: such ids are left out. Sent on,
+        # an id past the vocabulary or past int32 killed mlx_lm.server's generation thread,
+        # and with it the server (found by schemathesis).
+        tokens = vocab_size or 2**31
+        bias = {k: v for k, v in bias.items() if _token_id(k) < tokens}
+        if bias:
+            out["logit_bias"] = {str(k): float(v) for k, v in bias.items()}
 
     logprobs = body.get("logprobs")
     if logprobs is not None:
@@ -351,7 +419,7 @@ def build_upstream_body(body: Any, *, endpoint: str, max_tokens_cap: int) -> dic
         out["top_logprobs"] = top_logprobs
 
     n = body.get("n")
-    if n is not None and n != 1:
+    if n is not None and (isinstance(n, bool) or n != 1):  # `true == 1` in Python
         raise GatewayError(
             "Only one choice per request is supported ('n' must be 1).",
             param="n",
@@ -460,7 +528,7 @@ def send(
         log.warning("Model server %s answered HTTP %s: %s", base_url, response.status_code, text)
         if headers and (error := _hop_error(response.status_code, text)) is not None:
             raise error
-        raise upstream_error(response.status_code, name)
+        raise upstream_error(response.status_code, name, text)
     return response
 
 

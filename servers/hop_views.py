@@ -14,6 +14,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from models_catalog.local import vocab_size
 from servers import hop, services
 from servers.api_views import STREAM_HEADERS, error_response, read_json
 from servers.gateway import GatewayError, build_upstream_body, send
@@ -50,7 +51,10 @@ def hop_view(request: HttpRequest, slug: str, endpoint: str) -> HttpResponse:
                 code="model_not_found",
             )
         body = build_upstream_body(
-            read_json(request), endpoint=endpoint, max_tokens_cap=profile.max_tokens
+            read_json(request),
+            endpoint=endpoint,
+            max_tokens_cap=profile.max_tokens,
+            vocab_size=vocab_size(profile.model_id),
         )
         url = services.upstream_for(profile)
         if url is None:

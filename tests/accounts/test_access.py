@@ -26,6 +26,7 @@ def test_the_public_allow_list_is_exactly_the_login_and_status_pages():
         "healthz",
         "metrics",  # the view checks localhost or its admin token (tests/servers/test_metrics.py)
         "hop",  # the view checks this host's hop token (tests/hosts/test_hop.py)
+        "v1:openapi",  # the gateway's OpenAPI description: no secret (docs/gateway.md)
         "account_login",
         "account_logout",
         "account_signup",

@@ -157,11 +157,123 @@ def test_streams_always_ask_for_usage_and_tool_choice_none_drops_tools():
 
 
 @pytest.mark.parametrize(
-    "status,mapped,code",
-    [(400, 400, "upstream_rejected"), (404, 503, "server_not_ready"),
-     (500, 502, "upstream_error"), (503, 502, "upstream_error"), (413, 413, "request_too_large")],
+    "status,text,mapped,code",
+    [(400, "", 400, "upstream_rejected"),
+     (404, '{"error": "generation thread died"}', 503, "server_not_ready"),
+     # Any other exception of mlx_lm.server's while it prepares this request (found by
+     # schemathesis: a tool call that is not an object) is the request's problem, not a 5xx.
+     (404, '{"error": "\'NoneType\' object has no attribute \'get\'"}', 400, "upstream_rejected"),
+     (500, "", 502, "upstream_error"), (503, "", 502, "upstream_error"),
+     (413, "", 413, "request_too_large")],
 )  # fmt: skip
-def test_upstream_errors_map_to_clean_messages(status, mapped, code):
-    error = upstream_error(status, "tiny")
+def test_upstream_errors_map_to_clean_messages(status, text, mapped, code):
+    error = upstream_error(status, "tiny", text)
     assert (error.status, error.code) == (mapped, code)
     assert (isinstance(error, GatewayError) and "tiny" in error.message) or status == 413
+
+
+# --- found by schemathesis (tests/servers/test_openapi_schemathesis.py) ------------------------
+
+
+def _refusal(body: dict, endpoint: str = "chat/completions") -> GatewayError:
+    with pytest.raises(GatewayError) as raised:
+        build_upstream_body(body, endpoint=endpoint, max_tokens_cap=8)
+    assert raised.value.status == 400 and raised.value.code == "invalid_value"
+    return raised.value
+
+
+def test_a_negative_seed_is_refused_since_mlx_takes_an_unsigned_one():
+    # mlx.random.seed(-1) made mlx_lm.server drop the connection without an answer.
+    assert _refusal({"messages": HI, "seed": -1}).param == "seed"
+    out = build_upstream_body(
+        {"messages": HI, "seed": 2**64 - 1}, endpoint="chat/completions", max_tokens_cap=8
+    )
+    assert out["seed"] == 2**64 - 1
+
+
+def test_an_empty_prompt_is_refused():
+    # mlx_lm.server dropped the connection: no token to start from.
+    assert _refusal({"prompt": ""}, "completions").param == "prompt"
+    assert _refusal({"prompt": [""]}, "completions").param == "prompt"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [{"role": "assistant", "tool_calls": [None]},  # mlx_lm: 'NoneType' has no attribute 'get'
+     {"role": "assistant", "tool_calls": [{"function": "f"}]},
+     {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]},
+     {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]},
+     {"role": "assistant", "tool_calls": {"function": {"name": "f"}}},
+     {"role": "user", "name": 5}, {"role": "tool", "tool_call_id": []}],
+)  # fmt: skip
+def test_malformed_message_extras_are_refused_not_silently_dropped(message):
+    error = _refusal({"messages": [message]})
+    assert error.param.startswith("messages[0].") and "must be" in error.message
+
+
+def test_tool_calls_as_openai_returns_them_pass():
+    calls = [{"id": "c1", "type": "function",
+              "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]  # fmt: skip
+    out = build_upstream_body(
+        {"messages": [{"role": "assistant", "tool_calls": calls}, *HI]},
+        endpoint="chat/completions",
+        max_tokens_cap=8,
+    )
+    assert out["messages"][0]["tool_calls"] == calls
+
+
+def test_a_top_k_past_the_vocabulary_keeps_every_token_instead_of_killing_the_server():
+    def top_k(value, vocab):
+        body = {"messages": HI, "top_k": value}
+        out = build_upstream_body(
+            body, endpoint="chat/completions", max_tokens_cap=8, vocab_size=vocab
+        )
+        return out["top_k"]
+
+    assert [top_k(447, 448), top_k(448, 448), top_k(10**30, 448), top_k(10**6, None)] == [
+        447, 0, 0, 10**6,
+    ]  # fmt: skip
+
+
+def test_logit_bias_for_tokens_the_model_lacks_is_left_out():
+    bias = {"1": 5, "447": -5, "448": 1, "9" * 5000: 1, "99999999999999999999999": 2}
+    out = build_upstream_body(
+        {"messages": HI, "logit_bias": bias},
+        endpoint="chat/completions",
+        max_tokens_cap=8,
+        vocab_size=448,
+    )
+    assert out["logit_bias"] == {"1": 5.0, "447": -5.0}
+    unknown = build_upstream_body(
+        {"messages": HI, "logit_bias": bias}, endpoint="chat/completions", max_tokens_cap=8
+    )
+    assert set(unknown["logit_bias"]) == {"1", "447", "448"}  # below int32 without a vocab
+    assert _refusal({"messages": HI, "logit_bias": {"-1": 1}}).param == "logit_bias"
+    arabic_indic_one = "\u0661"  # a digit to str.isdigit, not a token id
+    assert _refusal({"messages": HI, "logit_bias": {arabic_indic_one: 1}}).param == "logit_bias"
+
+
+def test_integral_floats_count_as_integers_and_n_must_be_the_number_one():
+    out = build_upstream_body(
+        {"messages": HI, "max_tokens": 4.0, "top_k": 3.0, "n": 1.0},
+        endpoint="chat/completions",
+        max_tokens_cap=8,
+    )
+    assert (out["max_tokens"], out["top_k"]) == (4, 3) and isinstance(out["top_k"], int)
+    assert _refusal({"messages": HI, "max_tokens": 4.5}).param == "max_tokens"
+    with pytest.raises(GatewayError, match="'n' must be 1"):
+        build_upstream_body({"prompt": "x", "n": True}, endpoint="completions", max_tokens_cap=8)
+
+
+def test_the_vocabulary_size_comes_from_the_models_config(hf_cache):
+    from models_catalog.local import vocab_size
+    from tests.servers.helpers import install_model
+
+    plain = install_model(hf_cache, "acme/plain")
+    (plain / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 448}))
+    vision = install_model(hf_cache, "acme/vision")
+    (vision / "config.json").write_text(json.dumps({"text_config": {"vocab_size": 262144}}))
+    install_model(hf_cache, "acme/silent")  # a config without vocab_size
+    assert vocab_size("acme/plain") == 448
+    assert vocab_size("acme/vision") == 262144
+    assert vocab_size("acme/silent") is None and vocab_size("acme/absent") is None
