@@ -37,7 +37,12 @@ from huggingface_hub.hf_api import ModelInfo
 from models_catalog import hub
 from models_catalog.characteristics import OTHER_FAMILY, is_known_family
 from models_catalog.fit import FITS, TIGHT, fit
-from models_catalog.local import LocalModel, list_local_models, local_model_path
+from models_catalog.local import (
+    LocalModel,
+    list_local_models,
+    local_model_path,
+    repos_with_a_folder,
+)
 from models_catalog.markdown import readme_excerpt
 from models_catalog.models import CatalogModel
 from models_catalog.validators import validate_repo_id
@@ -127,9 +132,12 @@ def search(query: SearchQuery, memory_total: int) -> SearchResults:
     results = SearchResults(models=[])
     cursor = query.cursor
     target = limit
+    access = hub.current_access()
     for _ in range(max_pages):
         try:
-            page, cached = list_page(text=query.text, sort=query.sort, cursor=cursor, limit=limit)
+            page, cached = list_page(
+                text=query.text, sort=query.sort, cursor=cursor, limit=limit, access=access
+            )
         except hub.HubError as error:
             results.error = error
             if results.hub_pages == 0 and not isinstance(error, hub.HubBadRequest):
@@ -138,7 +146,7 @@ def search(query: SearchQuery, memory_total: int) -> SearchResults:
             break
         # A cached page was stored when it was fetched: only rows missing since are merged.
         models, changes = merge_listing(page.models, refresh=not cached)
-        reads = read_configs(models, changes)
+        reads = read_configs(models, changes, access)
         models = save_rows(models, changes)  # each row written once, after its reads
         results.pending_configs += reads.pending
         if reads.error is not None and results.error is None:
@@ -228,12 +236,14 @@ def save_rows(models: list[CatalogModel], changes: Changes) -> list[CatalogModel
     return [saved.get(m.repo_id, m) if m.pk is None else m for m in models]
 
 
-def list_page(*, text: str, sort: str, cursor: str, limit: int) -> tuple[hub.HubPage, bool]:
+def list_page(
+    *, text: str, sort: str, cursor: str, limit: int, access: hub.HubAccess | None = None
+) -> tuple[hub.HubPage, bool]:
     """One Hub listing page and whether it came from the cache: a page listed less than
     `CATALOG_LISTING_TTL` seconds ago (same search, sort, cursor, size, endpoint and token) is
     not asked again. Failures are not cached."""
     ttl = settings.CATALOG_LISTING_TTL
-    access = hub.current_access()
+    access = access or hub.current_access()
     key = _listing_key(access, text, sort, cursor, limit)
     if ttl > 0 and (hit := cache.get(key)) is not None:
         return hub.page_from_items(hit["items"], hit["next"]), True
@@ -360,7 +370,7 @@ def _call(function, *args):
         return error
 
 
-def _start_read(repo_id: str, chat_template: bool, access: hub.HubAccess) -> _Read:
+def _start_read(repo_id: str, chat_template: bool, access: hub.HubAccess, local: bool) -> _Read:
     with _pool_lock:
         now = time.monotonic()
         for key, read in list(_reads.items()):
@@ -368,7 +378,7 @@ def _start_read(repo_id: str, chat_template: bool, access: hub.HubAccess) -> _Re
                 del _reads[key]
         if repo_id not in _reads:
             pool = _executor()
-            if local_model_path(repo_id) is not None:
+            if local and local_model_path(repo_id) is not None:
                 read = _Read(now, [pool.submit(_call, hub.local_files, repo_id)], local=True)
             else:
                 functions = [hub.fetch_config_json]
@@ -385,7 +395,9 @@ def _finish_read(repo_id: str, read: _Read) -> None:
             del _reads[repo_id]
 
 
-def read_configs(models: Iterable[CatalogModel], changes: Changes) -> ConfigReads:
+def read_configs(
+    models: Iterable[CatalogModel], changes: Changes, access: hub.HubAccess | None = None
+) -> ConfigReads:
     """Read `config.json` (and the chat template when the listing lacked it) for the models
     that lack it — every file at once, at most `CATALOG_FETCH_WORKERS` requests in flight per
     process — and merge them and the characteristics into the rows, in memory (`changes` gets
@@ -399,9 +411,10 @@ def read_configs(models: Iterable[CatalogModel], changes: Changes) -> ConfigRead
     wanted = {m.repo_id: m for m in models if m.needs_config(retry)}
     if not wanted:
         return outcome
-    access = hub.current_access()  # here: worker threads must not query the database
+    access = access or hub.current_access()  # here: pool threads must not query the database
+    on_disk = repos_with_a_folder(wanted)
     reads = {
-        repo_id: _start_read(repo_id, not _api_template(model), access)
+        repo_id: _start_read(repo_id, not _api_template(model), access, repo_id in on_disk)
         for repo_id, model in wanted.items()
     }
     wait_futures(
