@@ -196,7 +196,9 @@ def merge_listing(
     now = timezone.now()
     infos = [info for info in infos if _valid_repo_id(info.id)]
     repo_ids = list(dict.fromkeys(info.id for info in infos))
-    rows = CatalogModel.objects.in_bulk(repo_ids, field_name="repo_id")
+    # The model page's file list and README are not needed here (and can be long).
+    stored = CatalogModel.objects.defer("files", "readme_excerpt")
+    rows = stored.in_bulk(repo_ids, field_name="repo_id")
     changes: Changes = {}
     for info in infos:
         model = rows.get(info.id)
@@ -223,6 +225,8 @@ def save_rows(models: list[CatalogModel], changes: Changes) -> list[CatalogModel
     rows one UPDATE each of their changed fields only (bulk_update's CASE expressions over ~30
     columns cost more than they save); unchanged rows are not written. Returns the rows, saved."""
     new = [m for m in models if m.pk is None]
+    if not new and not any(changes.get(m.repo_id) for m in models):
+        return models  # nothing changed: not even an empty transaction
     with transaction.atomic():
         if new:
             # ignore_conflicts: a request that stored the same model first keeps its row.
