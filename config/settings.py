@@ -275,7 +275,8 @@ HF_TOKEN = env.str("HF_TOKEN", default="")
 HUB_TIMEOUT = env.float("HUB_TIMEOUT", default=5.0)  # seconds, every Hub request
 CATALOG_PAGE_SIZE = env.int("CATALOG_PAGE_SIZE", default=30)  # models per Hub page
 CATALOG_MAX_HUB_PAGES = env.int("CATALOG_MAX_HUB_PAGES", default=4)  # per filtered page
-CATALOG_FETCH_WORKERS = env.int("CATALOG_FETCH_WORKERS", default=4)  # config.json reads at once
+CATALOG_FETCH_WORKERS = env.int("CATALOG_FETCH_WORKERS", default=64)  # Hub file reads at once
+CATALOG_LISTING_TTL = env.int("CATALOG_LISTING_TTL", default=60)  # seconds a Hub page is reused
 CATALOG_CONFIG_DEADLINE = env.float("CATALOG_CONFIG_DEADLINE", default=10.0)  # seconds per page
 CATALOG_CONFIG_RETRY = env.int("CATALOG_CONFIG_RETRY", default=600)  # after a failed read
 CATALOG_DETAIL_TTL = env.int("CATALOG_DETAIL_TTL", default=600)  # detail page refresh, seconds

@@ -1,10 +1,12 @@
 """Searching the catalog and opening one model: the Hub (through hub.py) plus what the portal
 already stored, so that a page never refetches what it knows.
 
-* `search()` reads one Hub page (more when filters on characteristics are set, up to a bound),
-  stores each model's Hub facts, reads the `config.json` of the models it does not know yet —
-  concurrently, with a small shared thread pool, never twice for the same model — and filters
-  on the stored characteristics. When the Hub fails, it answers from the stored models.
+* `search()` reads one Hub page (more when filters on characteristics are set, up to a bound) —
+  from the cache when the same page was listed less than `CATALOG_LISTING_TTL` seconds ago —
+  stores the Hub facts that changed, reads the `config.json` of the models it does not know yet
+  — all files of a page at once, through a shared pool of `CATALOG_FETCH_WORKERS` threads, never
+  twice for the same model — and filters on the stored characteristics. When the Hub fails, it
+  answers from the stored models.
 * `model_detail()` refreshes one model from the Hub (files, README) at most every
   `CATALOG_DETAIL_TTL` seconds, and falls back to what is stored or on disk.
 
@@ -13,6 +15,8 @@ Threads only do network and disk reads; every database write happens in the call
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Iterable
@@ -23,6 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -32,7 +37,12 @@ from huggingface_hub.hf_api import ModelInfo
 from models_catalog import hub
 from models_catalog.characteristics import OTHER_FAMILY, is_known_family
 from models_catalog.fit import FITS, TIGHT, fit
-from models_catalog.local import LocalModel, list_local_models, local_model_path
+from models_catalog.local import (
+    LocalModel,
+    list_local_models,
+    local_model_path,
+    repos_with_a_folder,
+)
 from models_catalog.markdown import readme_excerpt
 from models_catalog.models import CatalogModel
 from models_catalog.validators import validate_repo_id
@@ -48,8 +58,10 @@ _STORED_ORDER = {
 _LISTING_FIELDS = [
     "author", "sha", "downloads", "likes", "trending_score", "last_modified", "gated",
     "pipeline_tag", "library_name", "tags", "used_storage", "safetensors_parameters",
-    "api_config", "listed_at",
+    "api_config",
 ]  # fmt: skip
+#: What a listing may change on a row: compared before writing, so unchanged rows are not saved.
+_LISTED_FIELDS = [*_LISTING_FIELDS, *CatalogModel.CHARACTERISTIC_FIELDS]
 
 
 # --- filters ------------------------------------------------------------------------------------
@@ -120,10 +132,11 @@ def search(query: SearchQuery, memory_total: int) -> SearchResults:
     results = SearchResults(models=[])
     cursor = query.cursor
     target = limit
+    access = hub.current_access()
     for _ in range(max_pages):
         try:
-            page = hub.list_models_page(
-                search=query.text, sort=query.sort, cursor=cursor, limit=limit
+            page, cached = list_page(
+                text=query.text, sort=query.sort, cursor=cursor, limit=limit, access=access
             )
         except hub.HubError as error:
             results.error = error
@@ -131,8 +144,13 @@ def search(query: SearchQuery, memory_total: int) -> SearchResults:
                 results.models = search_stored(query, memory_total)
                 results.offline = True
             break
-        models = upsert_listing(page.models)
-        results.pending_configs += ensure_configs(models)
+        # A cached page was stored when it was fetched: only rows missing since are merged.
+        models, changes = merge_listing(page.models, refresh=not cached)
+        reads = read_configs(models, changes, access)
+        models = save_rows(models, changes)  # each row written once, after its reads
+        results.pending_configs += reads.pending
+        if reads.error is not None and results.error is None:
+            results.error = reads.error  # rate-limited: the page says so and when to retry
         results.hub_pages += 1
         results.scanned += len(page.models)
         if results.hub_pages == 1:
@@ -163,29 +181,104 @@ def search_stored(query: SearchQuery, memory_total: int, limit: int = 60) -> lis
     return found[:limit]
 
 
-def upsert_listing(infos: Iterable[ModelInfo]) -> list[CatalogModel]:
-    """Store the Hub facts of listed models (creating rows as needed), in listing order.
+#: repo_id -> the fields of its row that changed in memory and must be written.
+Changes = dict[str, set[str]]
 
-    Characteristics are recomputed from what is stored; nothing is fetched here."""
+
+def merge_listing(
+    infos: Iterable[ModelInfo], *, refresh: bool = True
+) -> tuple[list[CatalogModel], Changes]:
+    """The rows of listed models, in listing order, with the Hub's facts and the
+    characteristics that follow merged in memory (new rows are not saved yet: `save_rows`).
+    Nothing is fetched here. `changes` names, per row, the fields that differ from what is
+    stored; with `refresh=False` (a listing read back from the cache, stored when it was
+    fetched) only rows never listed are merged."""
     now = timezone.now()
     infos = [info for info in infos if _valid_repo_id(info.id)]
-    repo_ids = [info.id for info in infos]
-    CatalogModel.objects.bulk_create(
-        [CatalogModel(repo_id=r) for r in dict.fromkeys(repo_ids)], ignore_conflicts=True
-    )
-    stored = CatalogModel.objects.in_bulk(repo_ids, field_name="repo_id")
-    # One UPDATE per row, in one transaction: bulk_update's CASE expressions over ~30 columns
-    # cost far more than they save.
-    with transaction.atomic():
-        for info in infos:
-            model = stored[info.id]
-            apply_info(model, info)
+    repo_ids = list(dict.fromkeys(info.id for info in infos))
+    # The model page's file list and README are not needed here (and can be long).
+    stored = CatalogModel.objects.defer("files", "readme_excerpt")
+    rows = stored.in_bulk(repo_ids, field_name="repo_id")
+    changes: Changes = {}
+    for info in infos:
+        model = rows.get(info.id)
+        if model is None:
+            model = rows[info.id] = CatalogModel(repo_id=info.id)
+        elif not refresh and model.listed_at is not None:
+            continue
+        before = [getattr(model, name) for name in _LISTED_FIELDS]
+        apply_info(model, info)
+        model.refresh_characteristics()
+        fields = {
+            name
+            for name, old in zip(_LISTED_FIELDS, before, strict=True)
+            if getattr(model, name) != old
+        }
+        if fields or model.listed_at is None:
             model.listed_at = now
-            model.refresh_characteristics()
-            model.save(
-                update_fields=[*_LISTING_FIELDS, *CatalogModel.CHARACTERISTIC_FIELDS, "updated_at"]
-            )
-    return [stored[r] for r in dict.fromkeys(repo_ids)]
+            changes.setdefault(info.id, set()).update(fields | {"listed_at"})
+    return [rows[r] for r in repo_ids], changes
+
+
+def save_rows(models: list[CatalogModel], changes: Changes) -> list[CatalogModel]:
+    """Write what `merge_listing` and `read_configs` changed: new rows in one INSERT, changed
+    rows one UPDATE each of their changed fields only (bulk_update's CASE expressions over ~30
+    columns cost more than they save); unchanged rows are not written. Returns the rows, saved."""
+    new = [m for m in models if m.pk is None]
+    if not new and not any(changes.get(m.repo_id) for m in models):
+        return models  # nothing changed: not even an empty transaction
+    with transaction.atomic():
+        if new:
+            # ignore_conflicts: a request that stored the same model first keeps its row.
+            CatalogModel.objects.bulk_create(new, ignore_conflicts=True)
+        for model in models:
+            if model.pk is not None and (fields := changes.get(model.repo_id)):
+                model.save(update_fields=[*sorted(fields), "updated_at"])
+    if not new:
+        return models
+    saved = CatalogModel.objects.in_bulk([m.repo_id for m in new], field_name="repo_id")
+    return [saved.get(m.repo_id, m) if m.pk is None else m for m in models]
+
+
+def list_page(
+    *, text: str, sort: str, cursor: str, limit: int, access: hub.HubAccess | None = None
+) -> tuple[hub.HubPage, bool]:
+    """One Hub listing page and whether it came from the cache: a page listed less than
+    `CATALOG_LISTING_TTL` seconds ago (same search, sort, cursor, size, endpoint and token) is
+    not asked again. Failures are not cached."""
+    ttl = settings.CATALOG_LISTING_TTL
+    access = access or hub.current_access()
+    key = _listing_key(access, text, sort, cursor, limit)
+    if ttl > 0 and (hit := cache.get(key)) is not None:
+        return hub.page_from_items(hit["items"], hit["next"]), True
+    page = hub.list_models_page(search=text, sort=sort, cursor=cursor, limit=limit, access=access)
+    if ttl > 0:
+        cache.set(key, {"items": page.items, "next": page.next_cursor}, ttl)
+    return page, False
+
+
+_listing_generation = 0
+
+
+def forget_listings() -> None:
+    """Stop using the listings this process cached so far (tests; the bench's cold runs)."""
+    global _listing_generation
+    _listing_generation += 1
+
+
+def forget_process_state() -> None:
+    """Forget what this process keeps between requests: cached listings, finished config reads
+    and Hub rate-limit windows (so that tests do not answer for each other)."""
+    forget_listings()
+    with _pool_lock:
+        _reads.clear()
+    hub.forget_rate_limit()
+
+
+def _listing_key(access: hub.HubAccess, text: str, sort: str, cursor: str, limit: int) -> str:
+    parts = [access.key, text, sort, cursor, limit, _listing_generation]
+    digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    return f"catalog:listing:{digest}"
 
 
 def apply_info(model: CatalogModel, info: ModelInfo) -> None:
@@ -224,9 +317,43 @@ def apply_info(model: CatalogModel, info: ModelInfo) -> None:
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
-# repo_id -> (started, future): one read per model at a time, shared by every request of the
-# process; finished reads stay until a request stores them (or they are 5 minutes old).
-_reads: dict[str, tuple[float, Future]] = {}
+
+
+@dataclass
+class _Read:
+    """The files of one model being read: one future per Hub file (config.json, and
+    tokenizer_config.json when the listing gave no chat template), or one for the local cache."""
+
+    started: float
+    futures: list[Future]
+    local: bool = False
+
+    def done(self) -> bool:
+        return all(f.done() for f in self.futures)
+
+    def result(self) -> hub.ModelFiles | hub.HubError:
+        if self.local:
+            return self.futures[0].result()
+        config, *template = (f.result() for f in self.futures)
+        if isinstance(config, hub.HubError):
+            return config
+        if template and isinstance(template[0], hub.HubError):
+            return template[0]
+        return hub.ModelFiles(config=config, chat_template=template[0] if template else "")
+
+
+# repo_id -> its read: one read per model at a time, shared by every request of the process;
+# finished reads stay until a request stores them (or they are 5 minutes old).
+_reads: dict[str, _Read] = {}
+
+
+@dataclass
+class ConfigReads:
+    """What `ensure_configs` left: reads still running at the deadline, and the rate-limit
+    error that stopped some reads (those models are read again by a later page)."""
+
+    pending: int = 0
+    error: hub.HubError | None = None
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -240,56 +367,95 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
-def _read_files(repo_id: str, chat_template: bool) -> hub.ModelFiles | hub.HubError:
+def _call(function, *args):
     try:
-        return hub.fetch_config(repo_id, chat_template=chat_template)
+        return function(*args)
     except hub.HubError as error:
         return error
 
 
-def _start_read(repo_id: str, chat_template: bool) -> Future:
+def _start_read(repo_id: str, chat_template: bool, access: hub.HubAccess, local: bool) -> _Read:
     with _pool_lock:
         now = time.monotonic()
-        for key, (started, future) in list(_reads.items()):
-            if future.done() and now - started > 300:
+        for key, read in list(_reads.items()):
+            if read.done() and now - read.started > 300:
                 del _reads[key]
         if repo_id not in _reads:
-            _reads[repo_id] = (now, _executor().submit(_read_files, repo_id, chat_template))
-        return _reads[repo_id][1]
+            pool = _executor()
+            if local and local_model_path(repo_id) is not None:
+                read = _Read(now, [pool.submit(_call, hub.local_files, repo_id)], local=True)
+            else:
+                functions = [hub.fetch_config_json]
+                if chat_template:
+                    functions.append(hub.fetch_chat_template)
+                read = _Read(now, [pool.submit(_call, f, repo_id, access) for f in functions])
+            _reads[repo_id] = read
+        return _reads[repo_id]
 
 
-def _finish_read(repo_id: str, future: Future) -> None:
+def _finish_read(repo_id: str, read: _Read) -> None:
     with _pool_lock:
-        if repo_id in _reads and _reads[repo_id][1] is future:
+        if _reads.get(repo_id) is read:
             del _reads[repo_id]
 
 
-def ensure_configs(models: Iterable[CatalogModel]) -> int:
-    """Read `config.json` for the models that lack it (at most `CATALOG_FETCH_WORKERS` at a
-    time), store it and the characteristics. Returns how many reads were still running at the
-    deadline (`CATALOG_CONFIG_DEADLINE`); a later page picks them up."""
+def read_configs(
+    models: Iterable[CatalogModel], changes: Changes, access: hub.HubAccess | None = None
+) -> ConfigReads:
+    """Read `config.json` (and the chat template when the listing lacked it) for the models
+    that lack it — every file at once, at most `CATALOG_FETCH_WORKERS` requests in flight per
+    process — and merge them and the characteristics into the rows, in memory (`changes` gets
+    the fields to write). Reads still running at the deadline (`CATALOG_CONFIG_DEADLINE`) are
+    counted in `pending`; a later page picks them up.
+
+    A read the Hub rate-limited is not stored as a failure: the model is read again once the
+    Hub allows it (`hub.rate_limit_wait`), and the error is returned for the page to show."""
+    outcome = ConfigReads()
     retry = timedelta(seconds=settings.CATALOG_CONFIG_RETRY)
     wanted = {m.repo_id: m for m in models if m.needs_config(retry)}
     if not wanted:
-        return 0
-    futures = {
-        repo_id: _start_read(repo_id, chat_template=not _api_template(model))
+        return outcome
+    access = access or hub.current_access()  # here: pool threads must not query the database
+    on_disk = repos_with_a_folder(wanted)
+    reads = {
+        repo_id: _start_read(repo_id, not _api_template(model), access, repo_id in on_disk)
         for repo_id, model in wanted.items()
     }
-    wait_futures(futures.values(), timeout=settings.CATALOG_CONFIG_DEADLINE)
-    pending = 0
-    with transaction.atomic():
-        for repo_id, future in futures.items():
-            if not future.done():
-                pending += 1
-                continue
-            _finish_read(repo_id, future)
-            store_files(wanted[repo_id], future.result())
-    return pending
+    wait_futures(
+        [f for read in reads.values() for f in read.futures],
+        timeout=settings.CATALOG_CONFIG_DEADLINE,
+    )
+    for repo_id, read in reads.items():
+        if not read.done():
+            outcome.pending += 1
+            continue
+        _finish_read(repo_id, read)
+        result = read.result()
+        if isinstance(result, hub.HubRateLimited):
+            outcome.error = result
+            continue
+        changes.setdefault(repo_id, set()).update(apply_files(wanted[repo_id], result))
+    return outcome
 
 
-def store_files(model: CatalogModel, result: hub.ModelFiles | hub.HubError) -> None:
-    """Store a config read (or its failure) and the characteristics that follow."""
+def ensure_configs(models: Iterable[CatalogModel]) -> ConfigReads:
+    """`read_configs` for stored rows, and store what was read."""
+    models = list(models)
+    changes: Changes = {}
+    outcome = read_configs(models, changes)
+    save_rows(models, changes)
+    return outcome
+
+
+_FILE_FIELDS = [
+    "config", "chat_template", "config_source", "config_sha", "config_fetched_at",
+    "config_error", "config_error_at", *CatalogModel.CHARACTERISTIC_FIELDS,
+]  # fmt: skip
+
+
+def apply_files(model: CatalogModel, result: hub.ModelFiles | hub.HubError) -> set[str]:
+    """Merge a config read (or its failure) and the characteristics that follow into the row,
+    in memory; returns the fields to write."""
     now = timezone.now()
     if isinstance(result, hub.HubError) or result.config is None:
         message = result.message if isinstance(result, hub.HubError) else "; ".join(result.errors)
@@ -305,12 +471,7 @@ def store_files(model: CatalogModel, result: hub.ModelFiles | hub.HubError) -> N
         model.config_error = ""
         model.config_error_at = None
     model.refresh_characteristics()
-    model.save(
-        update_fields=[
-            "config", "chat_template", "config_source", "config_sha", "config_fetched_at",
-            "config_error", "config_error_at", *CatalogModel.CHARACTERISTIC_FIELDS, "updated_at",
-        ]
-    )  # fmt: skip
+    return set(_FILE_FIELDS)
 
 
 def _api_template(model: CatalogModel) -> bool:

@@ -8,15 +8,23 @@ Listing pages: `HfApi.list_models` hides the Hub's pagination cursor (it follows
 itself) and retries 429/5xx for up to ~25 s, so a page of results is fetched here with the same
 huggingface_hub session, headers, error mapping and `ModelInfo` type, but one request per page,
 no hidden retries, and the `next` cursor kept so that "next page" is a bookmarkable URL.
+
+Rate limits: a 429 opens a window (its `Retry-After`, else a minute) during which every call
+here raises `HubRateLimited` at once, without a request, so a burst of concurrent reads stops
+firing as soon as the Hub pushes back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -54,6 +62,8 @@ LIST_EXPAND = [
 CURSOR_PATTERN = re.compile(r"[A-Za-z0-9_\-=.%+/]{1,512}")
 #: At most this much of a README is read.
 README_MAX_BYTES = 256 * 1024
+#: Seconds the portal stops calling the Hub after a 429 that carried no `Retry-After`.
+DEFAULT_RATE_LIMIT_WAIT = 60
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -120,9 +130,36 @@ def api() -> HfApi:
     return HfApi(endpoint=endpoint(), token=hub_token() or False)
 
 
-def _headers() -> dict[str, str]:
-    # token=False: never fall back to a token saved on this machine or in the environment.
-    return build_hf_headers(token=hub_token() or False)
+@dataclass(frozen=True)
+class HubAccess:
+    """Endpoint, token and time-out, resolved once in the request's thread. Reads run in
+    worker threads take it as an argument: resolving the token queries the database, which a
+    pool thread must not do (each thread would hold a connection of its own)."""
+
+    endpoint: str
+    token: str | None
+    timeout: float
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """huggingface_hub's headers (user agent, token), built once per page, not per file:
+        building them costs ~0.3 ms of CPU, times every file read at once."""
+        # token=False: never fall back to a token saved on this machine or in the environment.
+        return build_hf_headers(token=self.token or False)
+
+    @property
+    def key(self) -> str:
+        """Endpoint and a digest of the token: what a rate limit or a cached answer is for."""
+        digest = hashlib.sha256((self.token or "").encode()).hexdigest()[:16]
+        return f"{self.endpoint} {digest}"
+
+
+def current_access() -> HubAccess:
+    return HubAccess(endpoint=endpoint(), token=hub_token(), timeout=hub_timeout())
+
+
+def _headers(access: HubAccess) -> dict[str, str]:
+    return dict(access.headers)
 
 
 # --- listing ------------------------------------------------------------------------------------
@@ -130,16 +167,35 @@ def _headers() -> dict[str, str]:
 
 @dataclass
 class HubPage:
-    """One page of `/api/models`: the models and the cursor of the next page (None: last)."""
+    """One page of `/api/models`: the models, the cursor of the next page (None: last) and the
+    Hub's JSON for each model (`items`, plain data that can be cached and read back with
+    `page_from_items`)."""
 
     models: list[ModelInfo]
     next_cursor: str | None
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+def page_from_items(items: list[dict[str, Any]], next_cursor: str | None) -> HubPage:
+    """A `HubPage` from the JSON items of `/api/models` (as the Hub sent them, or cached)."""
+    kept, models = [], []
+    for item in items:
+        if isinstance(item, dict) and item.get("id"):
+            kept.append(item)
+            models.append(ModelInfo(**{"siblings": None, **item}))
+    return HubPage(models=models, next_cursor=next_cursor, items=kept)
 
 
 def list_models_page(
-    *, search: str = "", sort: str = "trending", cursor: str = "", limit: int = 30
+    *,
+    search: str = "",
+    sort: str = "trending",
+    cursor: str = "",
+    limit: int = 30,
+    access: HubAccess | None = None,
 ) -> HubPage:
     """One page of MLX models (`filter=mlx`, every author), sorted descending by `sort`."""
+    access = access or current_access()
     if sort not in HUB_SORTS:
         raise ValueError(f"Unknown sort {sort!r}")
     if cursor and not CURSOR_PATTERN.fullmatch(cursor):
@@ -155,20 +211,18 @@ def list_models_page(
     params += [("expand", name) for name in LIST_EXPAND]
     if cursor:
         params.append(("cursor", cursor))
-    with _translate_errors("search the Hub"):
+    with _translate_errors("search the Hub", access):
         response = get_session().get(
-            f"{endpoint()}/api/models", params=params, headers=_headers(), timeout=hub_timeout()
+            f"{access.endpoint}/api/models",
+            params=params,
+            headers=_headers(access),
+            timeout=access.timeout,
         )
         hf_raise_for_status(response)
         items = response.json()
     if not isinstance(items, list):
         raise HubServerError("Hugging Face answered the search with something unexpected.")
-    models = []
-    for item in items:
-        if isinstance(item, dict) and item.get("id"):
-            item.setdefault("siblings", None)
-            models.append(ModelInfo(**item))
-    return HubPage(models=models, next_cursor=_next_cursor(response))
+    return page_from_items(items, _next_cursor(response))
 
 
 def _next_cursor(response: httpx2.Response) -> str | None:
@@ -185,8 +239,11 @@ def _next_cursor(response: httpx2.Response) -> str | None:
 def model_info(repo_id: str) -> ModelInfo:
     """The model's Hub page facts, with its files and their sizes."""
     validate_repo_id(repo_id)
-    with _translate_errors(f"look up {repo_id}", repo_id=repo_id):
-        return api().model_info(repo_id, files_metadata=True, timeout=hub_timeout())
+    access = current_access()
+    with _translate_errors(f"look up {repo_id}", access, repo_id=repo_id):
+        return HfApi(endpoint=access.endpoint, token=access.token or False).model_info(
+            repo_id, files_metadata=True, timeout=access.timeout
+        )
 
 
 @dataclass
@@ -201,19 +258,40 @@ class ModelFiles:
 
 def fetch_config(repo_id: str, *, chat_template: bool = True) -> ModelFiles:
     """`config.json` (and, when asked, the chat template from `tokenizer_config.json`): from the
-    local Hugging Face cache when the model is on disk, else from the Hub."""
-    validate_repo_id(repo_id)
-    if (local := local_model_path(repo_id)) is not None:
-        return _local_files(local)
-    config = _fetch_json(repo_id, "config.json")
-    template = ""
-    if chat_template:
-        try:
-            tokenizer_config = _fetch_json(repo_id, "tokenizer_config.json")
-        except HubNotFound:
-            tokenizer_config = {}
-        template = _template_text(tokenizer_config.get("chat_template"))
+    local Hugging Face cache when the model is on disk, else from the Hub (one request per
+    file, one after the other; `catalog` runs `fetch_config_json` and `fetch_chat_template`
+    concurrently instead)."""
+    if (files := local_files(repo_id)) is not None:
+        return files
+    access = current_access()
+    config = fetch_config_json(repo_id, access)
+    template = fetch_chat_template(repo_id, access) if chat_template else ""
     return ModelFiles(config=config, chat_template=template, source="hub")
+
+
+def local_files(repo_id: str) -> ModelFiles | None:
+    """`config.json` and the chat template from this host's Hugging Face cache; None when the
+    model is not on disk."""
+    validate_repo_id(repo_id)
+    local = local_model_path(repo_id)
+    return _local_files(local) if local is not None else None
+
+
+def fetch_config_json(repo_id: str, access: HubAccess) -> dict[str, Any]:
+    """The model's `config.json` from the Hub: one GET (safe in a worker thread)."""
+    validate_repo_id(repo_id)
+    return _fetch_json(repo_id, "config.json", access)
+
+
+def fetch_chat_template(repo_id: str, access: HubAccess) -> str:
+    """The chat template in the model's `tokenizer_config.json` from the Hub (one GET, safe in
+    a worker thread); empty when the repo has no such file or template."""
+    validate_repo_id(repo_id)
+    try:
+        tokenizer_config = _fetch_json(repo_id, "tokenizer_config.json", access)
+    except HubNotFound:
+        return ""
+    return _template_text(tokenizer_config.get("chat_template"))
 
 
 def fetch_readme(repo_id: str) -> str:
@@ -223,9 +301,10 @@ def fetch_readme(repo_id: str) -> str:
         readme = local / "README.md"
         return _read_text(readme, README_MAX_BYTES) if readme.is_file() else ""
     try:
-        return _fetch_bytes(repo_id, "README.md")[:README_MAX_BYTES].decode("utf-8", "replace")
+        raw = _fetch_bytes(repo_id, "README.md", current_access())
     except HubNotFound:
         return ""
+    return raw[:README_MAX_BYTES].decode("utf-8", "replace")
 
 
 def hub_url(repo_id: str) -> str:
@@ -236,16 +315,17 @@ def hub_url(repo_id: str) -> str:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _fetch_bytes(repo_id: str, filename: str) -> bytes:
-    url = hf_hub_url(repo_id, filename, endpoint=endpoint())
-    with _translate_errors(f"read {filename} of {repo_id}", repo_id=repo_id, filename=filename):
-        response = get_session().get(url, headers=_headers(), timeout=hub_timeout())
+def _fetch_bytes(repo_id: str, filename: str, access: HubAccess) -> bytes:
+    url = hf_hub_url(repo_id, filename, endpoint=access.endpoint)
+    action = f"read {filename} of {repo_id}"
+    with _translate_errors(action, access, repo_id=repo_id, filename=filename):
+        response = get_session().get(url, headers=_headers(access), timeout=access.timeout)
         hf_raise_for_status(response)
         return response.content
 
 
-def _fetch_json(repo_id: str, filename: str) -> dict[str, Any]:
-    raw = _fetch_bytes(repo_id, filename)
+def _fetch_json(repo_id: str, filename: str, access: HubAccess) -> dict[str, Any]:
+    raw = _fetch_bytes(repo_id, filename, access)
     try:
         value = json.loads(raw)
     except ValueError:
@@ -293,36 +373,86 @@ def _template_text(value: Any) -> str:
     return ""
 
 
+# --- rate limits --------------------------------------------------------------------------------
+
+_rate_lock = threading.Lock()
+#: HubAccess.key (endpoint and token) -> time.monotonic() until which the Hub asked this
+#: process to wait. A new token starts without a window.
+_rate_limited_until: dict[str, float] = {}
+
+
+def rate_limit_wait(access: HubAccess | None = None) -> int:
+    """Seconds left before the Hub may be called again (0: now)."""
+    key = (access or current_access()).key
+    with _rate_lock:
+        until = _rate_limited_until.get(key, 0.0)
+    left = until - time.monotonic()
+    return max(1, int(left + 0.999)) if left > 0 else 0
+
+
+def forget_rate_limit() -> None:
+    """Forget every rate-limit window (tests)."""
+    with _rate_lock:
+        _rate_limited_until.clear()
+
+
+def _note_rate_limit(access: HubAccess, retry_after: int | None) -> None:
+    until = time.monotonic() + (retry_after or DEFAULT_RATE_LIMIT_WAIT)
+    with _rate_lock:
+        _rate_limited_until[access.key] = max(until, _rate_limited_until.get(access.key, 0.0))
+
+
+def _rate_limited(access: HubAccess, retry_after: int | None) -> HubRateLimited:
+    if retry_after:
+        wait = f"in {retry_after} second{'s' if retry_after != 1 else ''}"
+    else:
+        wait = "in a minute"
+    advice = "" if access.token else " An admin can set a Hugging Face token to raise the limit."
+    return HubRateLimited(
+        f"Hugging Face is rate-limiting this portal: try again {wait}.{advice}",
+        status=429,
+        retry_after=retry_after,
+    )
+
+
 @contextmanager
-def _translate_errors(action: str, *, repo_id: str = "", filename: str = "") -> Iterator[None]:
-    """Turn whatever huggingface_hub / httpx raise into one of the HubError types."""
+def _translate_errors(
+    action: str, access: HubAccess, *, repo_id: str = "", filename: str = ""
+) -> Iterator[None]:
+    """Turn whatever huggingface_hub / httpx raise into one of the HubError types; while a
+    rate-limit window is open, raise `HubRateLimited` before any request is made."""
+    if wait := rate_limit_wait(access):
+        raise _rate_limited(access, wait)
     try:
         yield
     except HubError:
         raise
     except GatedRepoError as exc:
-        raise _auth_error(repo_id, exc) from exc
+        raise _auth_error(access, repo_id, exc) from exc
     except EntryNotFoundError as exc:
         raise HubNotFound(f"{repo_id} has no file {filename} on Hugging Face.", status=404) from exc
     except RepositoryNotFoundError as exc:
         status = _status(exc)
-        if status == 401 and not hub_token():
-            raise _auth_error(repo_id, exc) from exc
+        if status == 401 and not access.token:
+            raise _auth_error(access, repo_id, exc) from exc
         raise HubNotFound(
             f"No model named {repo_id} on Hugging Face (or it is private and the portal's "
             "token cannot see it).",
             status=status,
         ) from exc
     except HfHubHTTPError as exc:
-        raise _http_error(action, exc, repo_id) from exc
+        error = _http_error(action, access, exc, repo_id)
+        if isinstance(error, HubRateLimited):
+            _note_rate_limit(access, error.retry_after)
+        raise error from exc
     except httpx2.TimeoutException as exc:
         raise HubTimeout(
-            f"Hugging Face did not answer within {hub_timeout():g} s when trying to {action}. "
+            f"Hugging Face did not answer within {access.timeout:g} s when trying to {action}. "
             "It may be slow right now: try again in a moment."
         ) from exc
     except (httpx2.TransportError, OfflineModeIsEnabled, OSError) as exc:
         raise HubUnreachable(
-            f"Hugging Face ({endpoint()}) cannot be reached from this host, so the portal "
+            f"Hugging Face ({access.endpoint}) cannot be reached from this host, so the portal "
             f"could not {action}. Models already on disk keep working; try again when the "
             "network is back."
         ) from exc
@@ -333,10 +463,10 @@ def _status(exc: HfHubHTTPError) -> int | None:
     return getattr(response, "status_code", None)
 
 
-def _auth_error(repo_id: str, exc: Exception) -> HubAuthRequired:
+def _auth_error(access: HubAccess, repo_id: str, exc: Exception) -> HubAuthRequired:
     status = _status(exc) if isinstance(exc, HfHubHTTPError) else None
     what = repo_id or "This request"
-    if hub_token():
+    if access.token:
         message = (
             f"{what} is gated or private and the portal's Hugging Face token is not allowed to "
             "read it: an admin should check the token, or request access on the model's page."
@@ -346,23 +476,13 @@ def _auth_error(repo_id: str, exc: Exception) -> HubAuthRequired:
     return HubAuthRequired(message, status=status)
 
 
-def _http_error(action: str, exc: HfHubHTTPError, repo_id: str) -> HubError:
+def _http_error(action: str, access: HubAccess, exc: HfHubHTTPError, repo_id: str) -> HubError:
     status = _status(exc) or 0
     if status == 429:
-        retry_after = _retry_after(exc)
-        if retry_after:
-            wait = f"in {retry_after} second{'s' if retry_after != 1 else ''}"
-        else:
-            wait = "in a minute"
-        advice = "" if hub_token() else " An admin can set a Hugging Face token to raise the limit."
-        return HubRateLimited(
-            f"Hugging Face is rate-limiting this portal: try again {wait}.{advice}",
-            status=429,
-            retry_after=retry_after,
-        )
+        return _rate_limited(access, _retry_after(exc))
     if status in (401, 403):
         if not repo_id:
-            if hub_token():
+            if access.token:
                 return HubAuthRequired(
                     "Hugging Face refused the portal's token: an admin should check the "
                     "Hugging Face token.",
@@ -372,7 +492,7 @@ def _http_error(action: str, exc: HfHubHTTPError, repo_id: str) -> HubError:
                 "Hugging Face refused the request: it needs a Hugging Face token, set by an admin.",
                 status=status,
             )
-        return _auth_error(repo_id, exc)
+        return _auth_error(access, repo_id, exc)
     if status == 404:
         return HubNotFound(f"Hugging Face has no answer for this ({action}).", status=404)
     if status == 400:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +59,16 @@ def list_local_models(root: Path | None = None) -> list[LocalModel]:
             )
         )
     return sorted(models, key=lambda m: m.last_modified, reverse=True)
+
+
+def repos_with_a_folder(repo_ids: Iterable[str], root: Path | None = None) -> set[str]:
+    """The repo ids whose folder exists in the cache: one directory listing for many models
+    (only these can have a `local_model_path`)."""
+    try:
+        folders = set(os.listdir(root or cache_dir()))
+    except OSError:
+        return set()
+    return {r for r in repo_ids if "models--" + r.replace("/", "--") in folders}
 
 
 def local_model_path(repo_id: str, root: Path | None = None) -> Path | None:

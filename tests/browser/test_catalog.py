@@ -14,9 +14,9 @@ def hub_settings(hub, settings, tmp_path):
     settings.HF_ENDPOINT = hub.url
     settings.HF_HUB_CACHE = tmp_path / "hf-cache"
     settings.HF_TOKEN = ""
-    catalog._reads.clear()
+    catalog.forget_process_state()
     yield hub
-    catalog._reads.clear()
+    catalog.forget_process_state()
 
 
 def rows(page):

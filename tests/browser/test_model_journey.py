@@ -17,14 +17,14 @@ REPO = "test-org/tiny-llama-4bit"
 
 @pytest.fixture
 def worker(hf, tmp_path, purged_queues):  # noqa: F811 - imported fixtures
-    catalog._reads.clear()
+    catalog.forget_process_state()
     worker = new_worker(tmp_path, DOWNLOAD_HEARTBEAT_SECONDS="0.3").start()
     try:
         worker.wait_ready()
         yield worker
     finally:
         worker.stop()
-        catalog._reads.clear()
+        catalog.forget_process_state()
 
 
 def test_search_filter_open_download_and_find_it_in_my_models(

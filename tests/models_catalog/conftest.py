@@ -20,9 +20,9 @@ def catalog_hub(hub, settings, tmp_path):
     settings.HF_TOKEN = ""
     settings.HUB_TIMEOUT = 5.0
     settings.CATALOG_CONFIG_DEADLINE = 20.0
-    catalog._reads.clear()  # no read of an earlier test may answer for this one
+    catalog.forget_process_state()  # nothing of an earlier test may answer for this one
     yield hub
-    catalog._reads.clear()
+    catalog.forget_process_state()
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
 """Searching Hugging Face for MLX models through the real huggingface_hub client (fake Hub):
-sort, text search, cursor pages, filters on characteristics, and no config read twice."""
-
-import threading
-import time
+sort, text search, cursor pages, filters on characteristics, no config read twice, a page's
+reads all at once (bounded), listings cached, rows written only when they change."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from models_catalog import catalog
+from models_catalog import catalog, hub
 from models_catalog.catalog import Filters, SearchQuery
 from models_catalog.models import CatalogModel
 from tests.models_catalog.conftest import GIB, put_in_local_cache
@@ -106,7 +106,16 @@ def test_characteristics_are_read_and_stored(catalog_hub):
     assert (r1.family, r1.thinking, r1.quant_bits) == ("DeepSeek", True, 3)
 
 
-def test_a_second_search_reads_no_config_again(catalog_hub):
+def file_reads(hub) -> int:
+    return sum(1 for method, path in hub.request_log if "/resolve/" in path)
+
+
+def writes(queries) -> list[str]:
+    return [q["sql"] for q in queries if q["sql"].split()[0] in ("INSERT", "UPDATE", "DELETE")]
+
+
+def test_a_second_search_reads_no_config_again(catalog_hub, settings):
+    settings.CATALOG_LISTING_TTL = 0  # the listing is asked again: only the listing
     first = search(sort="downloads")
     assert config_reads(catalog_hub) == len(first.models)
     # The Hub's short config already carries the chat template: no tokenizer_config.json.
@@ -124,33 +133,108 @@ def test_overlapping_pages_read_only_the_new_configs(catalog_hub):
     assert config_reads(catalog_hub) == len(second - first)
 
 
-def test_config_reads_run_concurrently_and_bounded(catalog_hub, settings):
+def test_a_repeated_search_within_the_ttl_asks_the_hub_nothing(catalog_hub):
+    first = search(text="qwen", sort="likes")
+    catalog_hub.reset()
+    again = search(text="qwen", sort="likes")
+    assert catalog_hub.request_log == []  # neither the listing nor any file
+    assert ids(again) == ids(first)
+    assert [m.family for m in again.models] == [m.family for m in first.models]
+    # Every search parameter is part of the key: another sort, text or page asks the Hub.
+    search(text="qwen", sort="downloads")
+    search(text="gemma", sort="likes")
+    assert catalog_hub.count("GET", "/api/models") == 2
+    catalog_hub.page_size = 5
+    page_one = search(text="qwen", sort="downloads")  # cached: still the 25-model page
+    assert catalog_hub.count("GET", "/api/models") == 2 and len(page_one.models) > 5
+    catalog.forget_listings()  # as when the TTL ran out
+    page_one = search(text="qwen", sort="downloads")
+    page_two = search(text="qwen", sort="downloads", cursor=page_one.next_cursor)
+    assert catalog_hub.count("GET", "/api/models") == 4
+    assert not set(ids(page_two)) & set(ids(page_one))
+
+
+def test_a_cached_listing_still_stores_rows_deleted_since(catalog_hub):
+    first = search(text="gemma")
+    CatalogModel.objects.all().delete()
+    catalog_hub.reset()
+    again = search(text="gemma")
+    assert catalog_hub.count("GET", "/api/models") == 0  # the listing came from the cache
+    assert ids(again) == ids(first)
+    assert CatalogModel.objects.filter(repo_id__in=ids(first)).count() == len(first.models)
+    assert config_reads(catalog_hub) == len(first.models)  # their configs were read again
+
+
+def test_a_cold_page_reads_all_its_files_at_once(catalog_hub):
+    # The fake Hub holds each file request until 25 are in flight (the page's size): a client
+    # reading them a few at a time would leave it short.
+    catalog_hub.hold_files_until = 25
+    results = search(sort="downloads")
+    assert len(results.models) == 25 and results.pending_configs == 0
+    assert config_reads(catalog_hub) == 25
+    assert catalog_hub.max_files_in_flight == file_reads(catalog_hub)
+
+
+def test_config_reads_are_bounded_by_the_pool(catalog_hub, settings):
     settings.CATALOG_FETCH_WORKERS = 3
-    catalog_hub.latency = 0.15
-    in_flight_peak = 0
-    done = threading.Event()
-
-    def watch():
-        nonlocal in_flight_peak
-        while not done.is_set():
-            in_flight = sum(
-                1
-                for r in list(catalog_hub.records)
-                if r.status is None and r.path.endswith("/config.json")
-            )
-            in_flight_peak = max(in_flight_peak, in_flight)
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        results = search(text="mlx-community/Qwen")
-    finally:
-        done.set()
-        watcher.join()
+    catalog_hub.hold_files_until = 3  # the first reads wait for each other: proven concurrent
+    catalog_hub.latency = 0.05
+    results = search(text="mlx-community/Qwen")
     assert len(results.models) >= 6
     assert config_reads(catalog_hub) == len(results.models)
-    assert in_flight_peak == 3  # several at once, never more than the pool
+    assert catalog_hub.max_files_in_flight == 3  # several at once, never more than the pool
+
+
+def test_rows_are_written_only_when_the_hub_facts_change(catalog_hub, settings):
+    settings.CATALOG_LISTING_TTL = 0  # every search asks the Hub
+    first = search(sort="likes")
+    stamps = dict(CatalogModel.objects.values_list("repo_id", "updated_at"))
+    with CaptureQueriesContext(connection) as same:
+        again = search(sort="likes")
+    assert catalog_hub.count("GET", "/api/models") == 2
+    assert ids(again) == ids(first)
+    assert writes(same.captured_queries) == []
+    assert dict(CatalogModel.objects.values_list("repo_id", "updated_at")) == stamps
+
+    repo = catalog_hub.repos[ids(first)[3]]
+    likes = repo.meta.get("likes")
+    repo.meta["likes"] = (likes or 0) + 1  # the session's fake Hub: restored below
+    try:
+        with CaptureQueriesContext(connection) as changed:
+            search(sort="likes")
+    finally:
+        repo.meta["likes"] = likes
+    sql = writes(changed.captured_queries)
+    assert len(sql) == 1 and sql[0].startswith("UPDATE")
+    assert '"likes"' in sql[0] and '"config"' not in sql[0]  # only what changed
+    now = dict(CatalogModel.objects.values_list("repo_id", "updated_at"))
+    assert {r for r in now if now[r] != stamps[r]} == {repo.repo_id}
+    assert CatalogModel.objects.get(repo_id=repo.repo_id).likes == (likes or 0) + 1
+
+
+def test_a_rate_limit_stops_the_reads_and_they_resume_later(catalog_hub, settings):
+    settings.CATALOG_FETCH_WORKERS = 2
+    catalog_hub.fail_status, catalog_hub.fail_scope, catalog_hub.retry_after = 429, "files", 30
+    results = search(sort="downloads")
+    assert len(results.models) == 25
+    # The first reads met the 429; every read after them was not even sent.
+    assert 1 <= file_reads(catalog_hub) <= 2
+    assert isinstance(results.error, hub.HubRateLimited) and not results.offline
+    assert "rate-limiting this portal: try again in 30 seconds" in results.error.message
+    stored = CatalogModel.objects.filter(repo_id__in=ids(results))
+    assert not any(m.config_error or m.config for m in stored)  # not failures: read later
+    # While the window is open no Hub call is made: a new search answers from what is stored.
+    offline = search(sort="likes")
+    assert catalog_hub.count("GET", "/api/models") == 1
+    assert isinstance(offline.error, hub.HubRateLimited) and offline.offline
+
+    catalog_hub.reset()  # the Hub recovers; the request log starts again
+    hub.forget_rate_limit()  # as when the 30 seconds are over
+    later = search(sort="downloads")
+    assert later.error is None and later.pending_configs == 0
+    assert catalog_hub.count("GET", "/api/models") == 0  # the listing is still cached
+    assert config_reads(catalog_hub) == 25
+    assert all(m.config for m in later.models if not m.gated)
 
 
 def test_config_is_read_from_the_local_cache_first(catalog_hub, settings, tiny_model):

@@ -233,9 +233,14 @@ class FakeHub:
                               must resume with ``Range`` (``None``: never).
     ``interrupt_times``       how many file bodies to cut that way (then downloads run through).
     ``page_size``             largest ``/api/models`` page; beyond it a ``Link`` header chains.
+    ``hold_files_until``      hold every file request (``/resolve/``) until this many are in
+                              flight at once (or ``hold_timeout`` seconds passed), then answer
+                              them all: proves a client's reads are concurrent (``None``: off).
 
     ``request_log`` lists ``(method, path)`` of every request; ``records`` has the full
-    :class:`RequestRecord` (query, headers, status).
+    :class:`RequestRecord` (query, headers, status). ``max_in_flight`` (and
+    ``max_files_in_flight``, file requests only) is the most requests that were being answered at
+    the same moment since the last :meth:`reset`.
     """
 
     def __init__(
@@ -254,6 +259,9 @@ class FakeHub:
         self.repos: dict[str, HubRepo] = {}
         self.records: list[RequestRecord] = []
         self._lock = threading.Lock()
+        self._in_flight_changed = threading.Condition(self._lock)
+        self.in_flight = 0
+        self.files_in_flight = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -267,7 +275,7 @@ class FakeHub:
         """Start serving in a background thread; returns ``self``."""
         if self._server is not None:
             return self
-        server = ThreadingHTTPServer((self.host, self._requested_port), _Handler)
+        server = _Server((self.host, self._requested_port), _Handler)
         server.daemon_threads = True
         server.hub = self  # type: ignore[attr-defined]
         self._server = server
@@ -320,8 +328,12 @@ class FakeHub:
         self.interrupt_after_bytes: int | None = None
         self.interrupt_times: int = 1
         self.page_size: int = 25
+        self.hold_files_until: int | None = None
+        self.hold_timeout: float = 5.0
         with self._lock:
             self.records.clear()
+            self.max_in_flight = 0
+            self.max_files_in_flight = 0
 
     @property
     def request_log(self) -> list[tuple[str, str]]:
@@ -442,6 +454,28 @@ class FakeHub:
         with self._lock:
             self.records.append(record)
 
+    def _enter(self, path: str) -> None:
+        """Count a request in flight (and hold a file request, see ``hold_files_until``)."""
+        is_file = "/resolve/" in path
+        with self._in_flight_changed:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if is_file:
+                self.files_in_flight += 1
+                self.max_files_in_flight = max(self.max_files_in_flight, self.files_in_flight)
+            self._in_flight_changed.notify_all()
+            hold = self.hold_files_until
+            if is_file and hold is not None:
+                self._in_flight_changed.wait_for(
+                    lambda: self.max_files_in_flight >= hold, timeout=self.hold_timeout
+                )
+
+    def _leave(self, path: str) -> None:
+        with self._in_flight_changed:
+            self.in_flight -= 1
+            if "/resolve/" in path:
+                self.files_in_flight -= 1
+
     def _take_failure(self, path: str) -> int | None:
         status = self.fail_status
         if status is None:
@@ -476,6 +510,13 @@ class FakeHub:
 # --- HTTP handler -----------------------------------------------------------------------------
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst of concurrent connections (a client
+    # reading 50 files at once) overflowed it and waited out a 1 s SYN retransmit, which the
+    # real Hub never makes anyone do.
+    request_queue_size = 256
+
+
 class _HubError(Exception):
     def __init__(
         self, status: int, message: str, code: str | None = None, headers: dict | None = None
@@ -490,6 +531,9 @@ class _HubError(Exception):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeHub/1.0"
+    # Headers and a small body go out in two writes; with Nagle's algorithm on, the body waited
+    # for the client's delayed ACK (~40 ms per file read) — a cost the real Hub does not add.
+    disable_nagle_algorithm = True
     hub: FakeHub
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -522,6 +566,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
         )
         self.hub._record(self._record)
+        self.hub._enter(path)
         try:
             if self.hub.latency > 0:
                 time.sleep(self.hub.latency)
@@ -538,6 +583,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self._record.status is None:
                 self._send_error(_HubError(500, f"FakeHub failed: {error!r}"))
             self.close_connection = True
+        finally:
+            self.hub._leave(path)
 
     def send_response(self, code: int, message: str | None = None) -> None:
         record = getattr(self, "_record", None)
