@@ -158,8 +158,8 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait(10)
 
 
-def start_web(tmp_path: Path, port: int) -> subprocess.Popen:
-    """The Procfile's web tier (gunicorn gthread, smaller), in its own session."""
+def start_web(tmp_path: Path, port: int, workers: int = 1, threads: int = 8) -> subprocess.Popen:
+    """The Procfile's web tier (gunicorn gthread; the Procfile runs 2 x 32), in its own session."""
     import sys
 
     from tests.support.workers import ROOT, process_env
@@ -167,7 +167,8 @@ def start_web(tmp_path: Path, port: int) -> subprocess.Popen:
     log = (tmp_path / "web.log").open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
-         "--worker-class", "gthread", "--workers", "1", "--threads", "8", "--timeout", "0",
+         "--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads),
+         "--timeout", "0",
          "--access-logfile", "-"],
         cwd=ROOT, env=process_env(), stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,

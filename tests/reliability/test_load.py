@@ -1,6 +1,7 @@
-"""50 simulated members against the live server for 20 s (MLX_PORTAL_LOAD_SECONDS=60 for the
-full run): pages, the servers tiles partial the page polls, and chats through `/v1` on the
-real tiny model. No error may happen; the figures go to docs/reliability.md, never asserted."""
+"""50 simulated members for 60 s (MLX_PORTAL_LOAD_SECONDS to change it) against the web tier as
+the Procfile runs it (gunicorn gthread, 2 workers, 32 threads each): pages, the servers tiles
+partial the page polls, and chats through `/v1` on the real tiny model. No error may happen;
+the figures go to docs/reliability.md, never asserted."""
 
 from __future__ import annotations
 
@@ -16,16 +17,42 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
+from tests.reliability.conftest import kill_group, start_web
+from tests.servers.helpers import wait_for
+from tests.support.mlx_server import free_port
+
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 USERS = 50
-SECONDS = float(os.environ.get("MLX_PORTAL_LOAD_SECONDS", "20"))
+SECONDS = float(os.environ.get("MLX_PORTAL_LOAD_SECONDS", "60"))
 PAGES = ["/servers/", "/servers/chat/", "/servers/usage/", "/models/downloads/", "/models/local/"]
 CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16}
 
 
+@pytest.fixture
+def web(tmp_path):
+    """The Procfile's web tier on a free port; its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_web(tmp_path, port, workers=2, threads=32)
+    try:
+        wait_for(
+            lambda: answers(url), 60, 0.2, what=f"gunicorn\n{(tmp_path / 'web.log').read_text()}"
+        )
+        yield url
+    finally:
+        kill_group(process)
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code in (200, 503)
+    except httpx.HTTPError:
+        return False
+
+
 def test_fifty_members_browse_poll_and_chat_without_an_error(
-    live_server, mlx_server, serve_profile, make_user, api_key
+    web, mlx_server, serve_profile, make_user, api_key
 ):
     serve_profile(mlx_server, "Tiny")
     cookies = []
@@ -43,7 +70,7 @@ def test_fifty_members_browse_poll_and_chat_without_an_error(
     def user(n: int) -> None:
         rng = random.Random(n)
         with httpx.Client(
-            base_url=live_server.url,
+            base_url=web,
             cookies={settings.SESSION_COOKIE_NAME: cookies[n]},
             timeout=60,
         ) as http:
