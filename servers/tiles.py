@@ -20,6 +20,7 @@ shared, and only for a few seconds (see `usage.shared_tile_stats`, `supervisor.S
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from collections import OrderedDict
@@ -145,7 +146,15 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
 
 def version(tiles: list[Tile], query: str) -> str:
     """A short hash of everything the tiles fragment shows: same version, same HTML."""
-    return hashlib.blake2b(repr((query, tiles)).encode(), digest_size=12).hexdigest()
+    shown = repr((_markup(), query, tiles)).encode()
+    return hashlib.blake2b(shown, digest_size=12).hexdigest()
+
+
+@functools.cache
+def _markup() -> str:
+    """The template's own hash, so that a page open across a deploy gets the new markup."""
+    source = get_template("servers/list.html").template.source
+    return hashlib.blake2b(source.encode(), digest_size=8).hexdigest()
 
 
 _fragments: OrderedDict[str, str] = OrderedDict()
