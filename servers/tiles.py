@@ -103,7 +103,7 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
         state = r["instance__state"] or ""
         shown = shown_state(online[host], state or None)
         sample = None
-        if state in ACTIVE_STATES and host == settings.HOST_NAME:
+        if state in ACTIVE_STATES and host == settings.HOST_NAME:  # services.is_local
             sample = supervisor.stats(r["instance__pid"], r["instance__process_create_time"])
         failed = state == State.FAILED
         restart_attempt = None
