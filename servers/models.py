@@ -91,10 +91,8 @@ class ServerProfile(models.Model):
         """The state a page shows: the instance's, or "unknown" while the host is offline
         (its worker is silent, so nobody knows whether the process lives; nothing is marked
         failed or restarted elsewhere for it)."""
-        if not self.host.is_online:
-            return UNKNOWN
         instance = getattr(self, "instance", None)
-        return instance.state if instance is not None else State.STOPPED
+        return shown_state(self.host.is_online, instance.state if instance is not None else None)
 
     def running_url(self) -> str | None:
         """Base URL (`http://127.0.0.1:<port>`) of this profile's server when it is running."""
@@ -125,6 +123,14 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 # Shown, never stored: the host of the server is offline (ServerProfile.shown_state).
 UNKNOWN = "unknown"
+
+
+def shown_state(host_online: bool, instance_state: str | None) -> str:
+    """The rule of `ServerProfile.shown_state`, from plain values (the server tiles' query)."""
+    if not host_online:
+        return UNKNOWN
+    return instance_state or State.STOPPED
+
 
 # States in which a process may exist (and hold the model in memory).
 ACTIVE_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING, State.RESTARTING})

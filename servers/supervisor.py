@@ -236,8 +236,30 @@ def _descendants(pid: int) -> list[psutil.Process]:
     return found
 
 
+# One sample of a server's tree serves every page that polls within this many seconds: the
+# tiles of all open Servers pages (each polls every 2 s) share it, and CPU % is measured over
+# at least this interval instead of the few milliseconds between two pages' polls.
+STATS_MAX_AGE = 1.0
+_samples: dict[tuple[int, float], tuple[float, ProcessStats | None]] = {}
+
+
 def stats(pid: int | None, create_time: float | None) -> ProcessStats | None:
-    """RSS and CPU % of the server's process tree; None when it is not running here."""
+    """RSS and CPU % of the server's process tree (a sample at most STATS_MAX_AGE seconds
+    old); None when it is not running here."""
+    if not pid:
+        return None
+    key = (pid, create_time or 0.0)
+    sampled = _samples.get(key)
+    if sampled is not None and time.monotonic() - sampled[0] <= STATS_MAX_AGE:
+        return sampled[1]
+    result = _sample(pid, create_time)
+    if len(_samples) > 512:
+        _samples.clear()
+    _samples[key] = (time.monotonic(), result)
+    return result
+
+
+def _sample(pid: int, create_time: float | None) -> ProcessStats | None:
     proc = _process(pid, create_time)
     if proc is None:
         return None

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from servers import services, supervisor, usage
+from servers import services, supervisor, tiles
 from servers.forms import ServerProfileForm
 from servers.models import ServerProfile
 
@@ -23,17 +23,6 @@ COPIED_FIELDS = [
 ]
 
 
-def _tile_context(profile: ServerProfile, usage_stats: dict | None = None) -> dict:
-    instance = getattr(profile, "instance", None)
-    stats = None
-    if instance is not None and instance.is_active and services.is_local(profile.host):
-        stats = supervisor.stats(instance.pid, instance.process_create_time)
-    if usage_stats is None:
-        usage_stats = usage.tile_stats()  # one query for every tile
-    return {"profile": profile, "instance": instance, "stats": stats,
-            "usage": usage_stats.get(profile.pk)}  # fmt: skip
-
-
 def _query(request: HttpRequest) -> str:
     """The filter text: control characters (NUL included, which PostgreSQL refuses) dropped."""
     text = "".join(c for c in request.GET.get("q") or "" if c.isprintable())
@@ -41,14 +30,16 @@ def _query(request: HttpRequest) -> str:
 
 
 def server_list(request: HttpRequest) -> HttpResponse:
-    """The Servers page; an HTMX request gets only the tiles (the 2 s poll and the search)."""
+    """The Servers page; an HTMX request gets only the tiles (the 2 s poll and the search),
+    or `204 No Content` when it says it shows them already (servers/tiles.py)."""
     query = _query(request)
-    profiles = list(services.profiles_for_tiles(query))
-    usage_stats = usage.tile_stats()
-    tiles = [_tile_context(p, usage_stats) for p in profiles]
-    context = {"tiles": tiles, "q": query}
+    shown = tiles.tiles_for(request.user, query)
+    shown_version = tiles.version(shown, query)
     if request.htmx:
-        return render(request, "servers/list.html#tiles", context)
+        if request.headers.get("X-Tiles-Version") == shown_version:
+            return HttpResponse(status=204)  # htmx swaps nothing: no flicker, no work
+        return HttpResponse(tiles.fragment(shown, query, shown_version))
+    context = {"tiles": shown, "q": query, "tiles_version": shown_version}
     return render(request, "servers/list.html", context)
 
 
@@ -137,8 +128,7 @@ def profile_delete(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _action_response(request: HttpRequest, profile: ServerProfile, error: str = "") -> HttpResponse:
     if request.htmx:
-        profile = services.profiles_for_tiles().get(pk=profile.pk)
-        context = {**_tile_context(profile), "error": error}
+        context = {"tile": tiles.tiles_for(request.user, pk=profile.pk)[0], "error": error}
         return render(request, "servers/list.html#tile", context)
     if error:
         messages.error(request, error)

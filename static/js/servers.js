@@ -1,4 +1,5 @@
-// Servers pages: copy a failure's log tail; keep the live log scrolled to its end.
+// Servers pages: copy a failure's log tail; keep the live log scrolled to its end; tell the
+// tiles poll which version of the tiles the page shows.
 (function () {
   "use strict";
 
@@ -22,6 +23,23 @@
       document.execCommand("copy");
       area.remove();
       done();
+    }
+  });
+
+  // The tiles poll (and the filter) send the version of the tiles on the page; the server
+  // answers 204 No Content, which htmx does not swap, while that is still the version
+  // (servers/tiles.py). A tile that a button replaced on its own is newer than that version:
+  // forget it, so the next poll brings the whole set again.
+  document.addEventListener("htmx:configRequest", function (event) {
+    var tiles = document.getElementById("server-tiles");
+    if (!tiles) return;
+    var shown = tiles.querySelector("[data-tiles-version]");
+    if (!shown) return;
+    if (event.detail.target === tiles) {
+      var version = shown.getAttribute("data-tiles-version");
+      if (version) event.detail.headers["X-Tiles-Version"] = version;
+    } else if (tiles.contains(event.detail.elt)) {
+      shown.setAttribute("data-tiles-version", "");
     }
   });
 

@@ -7,7 +7,7 @@ from django.utils.text import slugify
 
 from models_catalog.models import Host
 from servers import supervisor
-from servers.models import ServerProfile
+from servers.models import ServerInstance, ServerProfile, State
 from servers.ports import suggest_port
 from tests.servers.helpers import TINY_REPO, install_model
 
@@ -58,14 +58,14 @@ def test_start_watch_running_read_the_log_and_stop(
     tile.get_by_test_id("rss").wait_for()
     screenshot("servers")
 
-    # The 2 s poll swaps the tiles' content only: the page keeps its scroll position.
+    # The 2 s poll swaps the tiles' content only (or nothing): the page keeps its scroll position.
     page.set_viewport_size({"width": 1280, "height": 420})
     page.evaluate("window.scrollTo(0, 150)")
     before = page.evaluate("window.scrollY")
     assert before > 0
     page.evaluate(
         """() => new Promise(resolve => document.body.addEventListener(
-            "htmx:afterSwap", e => { if (e.detail.target.id === "server-tiles") resolve(); }))"""
+            "htmx:afterRequest", e => { if (e.detail.target.id === "server-tiles") resolve(); }))"""
     )
     assert page.evaluate("window.scrollY") == before
     page.set_viewport_size({"width": 1280, "height": 800})
@@ -85,3 +85,25 @@ def test_start_watch_running_read_the_log_and_stop(
     assert not supervisor.is_alive(pid, create_time)
     assert not supervisor.group_members(pid)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+    # Both servers stopped, nothing changes: the poll sends the version it shows and gets
+    # 204 No Content, which htmx does not swap (servers/tiles.py, static/js/servers.js).
+    page.evaluate(
+        """() => {
+            window.tilePolls = [];
+            window.tileSwaps = [];
+            const record = list => e => {
+                if (e.detail.target.id === "server-tiles") list.push(e.detail.xhr.status);
+            };
+            document.body.addEventListener("htmx:afterRequest", record(window.tilePolls));
+            document.body.addEventListener("htmx:afterSwap", record(window.tileSwaps));
+        }"""
+    )
+    page.wait_for_function("window.tilePolls.filter(s => s === 204).length >= 2", timeout=20_000)
+    assert 204 not in page.evaluate("window.tileSwaps")
+    # A change made elsewhere still shows on the next poll.
+    spare = ServerProfile.objects.get(slug="spare").get_instance()
+    ServerInstance.objects.filter(pk=spare.pk).update(state=State.FAILED, reason="Changed here")
+    spare_tile = page.locator("#server-spare")
+    spare_tile.get_by_test_id("state").filter(has_text="failed").wait_for(timeout=10_000)
+    assert "Changed here" in spare_tile.inner_text()

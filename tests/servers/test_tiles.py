@@ -1,29 +1,133 @@
 """The Servers page and its polled tiles partial."""
 
+import re
+from datetime import timedelta
+
+import psutil
 import pytest
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
-from servers.models import ServerInstance, State
+from servers.models import ServerInstance, State, UsageRecord
 
 
-def _tiles_queries(client) -> int:
+def _tiles_queries(client, **headers) -> tuple[int, int]:
     with CaptureQueriesContext(connection) as ctx:
-        response = client.get(reverse("servers:list"), headers={"HX-Request": "true"})
-    assert response.status_code == 200
-    return len(ctx.captured_queries)
+        response = client.get(reverse("servers:list"), headers={"HX-Request": "true", **headers})
+    assert response.status_code in (200, 204)
+    return len(ctx.captured_queries), response.status_code
+
+
+def _poll(client, version: str | None = None, **params):
+    headers = {"HX-Request": "true"}
+    if version is not None:
+        headers["X-Tiles-Version"] = version
+    return client.get(reverse("servers:list"), params, headers=headers)
+
+
+def _version(response) -> str:
+    match = re.search(r'data-tiles-version="([0-9a-f]+)"', response.content.decode())
+    assert match, response.content[:300]
+    return match.group(1)
+
+
+def _add_usage(profile, **fields):
+    now = timezone.now()
+    return UsageRecord.objects.create(
+        user=profile.owner, profile=profile, profile_name=profile.name, host=profile.host,
+        source="api", endpoint="chat/completions", completion_tokens=100, prompt_tokens=10,
+        generation_ms=1000.0, ttft_ms=50.0, duration_ms=1050.0, status="ok",
+        started_at=now - timedelta(minutes=1), **fields,
+    )  # fmt: skip
 
 
 def test_tiles_partial_query_count_does_not_grow_with_servers(member_client, make_profile):
-    make_profile("One")
-    one = _tiles_queries(member_client)
+    """Counted three ways: usage figures computed (a record was just added), figures reused,
+    and a poll answered 204. Running servers here are measured by psutil (this process)."""
+    me = psutil.Process()
+
+    def counts(profile) -> list[tuple[int, int]]:
+        _add_usage(profile)
+        computed = _tiles_queries(member_client)
+        reused = _tiles_queries(member_client)
+        version = _version(_poll(member_client))
+        unchanged = _tiles_queries(member_client, **{"X-Tiles-Version": version})
+        return [computed, reused, unchanged]
+
+    one = counts(make_profile("One"))
+    assert [status for _, status in one] == [200, 200, 204]
+    assert one[1][0] < one[0][0]  # the reused figures skip the usage query
     for n in range(8):
         profile = make_profile(f"Server {n}")
-        ServerInstance.objects.filter(pk=profile.get_instance().pk).update(
-            state=State.FAILED, reason="boom", log_tail="Traceback…"
-        )
-    assert _tiles_queries(member_client) == one
+        if n % 2:
+            fields = {
+                "state": State.RUNNING,
+                "pid": me.pid,
+                "process_create_time": me.create_time(),
+            }
+        else:
+            fields = {"state": State.FAILED, "reason": "boom", "log_tail": "Traceback…"}
+        ServerInstance.objects.filter(pk=profile.get_instance().pk).update(**fields)
+        _add_usage(profile)
+    assert counts(profile) == one
+    html = _poll(member_client).content.decode()
+    assert html.count('data-testid="rss"') == 4 and html.count('data-testid="usage"') == 9
+
+
+def test_a_poll_showing_the_current_tiles_gets_no_content(member_client, make_profile):
+    make_profile("Alpha")
+    first = _poll(member_client)
+    version = _version(first)
+    again = _poll(member_client, version)
+    assert again.status_code == 204 and again.content == b""  # htmx swaps nothing on 204
+    assert _poll(member_client, "0" * 24).status_code == 200  # another version: the tiles
+    page = member_client.get(reverse("servers:list")).content.decode()
+    assert f'data-tiles-version="{version}"' in page  # the page's first poll can be a 204 too
+    filtered = _poll(member_client, version, q="nothing-matches")  # the filter is in the version
+    assert filtered.status_code == 200 and "No profile matches" in filtered.content.decode()
+
+
+def test_a_state_change_shows_on_the_next_poll(member_client, make_profile):
+    profile = make_profile("Alpha")
+    version = _version(_poll(member_client))
+    ServerInstance.objects.filter(pk=profile.get_instance().pk).update(
+        state=State.FAILED, reason="The process exited with code 3", exit_code=3
+    )  # an update() that no model signal sees
+    response = _poll(member_client, version)
+    assert response.status_code == 200
+    assert 'data-state="failed"' in response.content.decode()
+    assert "exited with code 3" in response.content.decode()
+    assert _version(response) != version
+
+
+def test_a_new_usage_record_shows_on_the_next_poll(member_client, make_profile):
+    profile = make_profile("Alpha")
+    _add_usage(profile)
+    response = _poll(member_client)
+    assert re.search(r'data-testid="requests">1<', response.content.decode())
+    _add_usage(profile)  # right away: the shared usage figures are not reused past a new record
+    response = _poll(member_client, _version(response))
+    assert response.status_code == 200
+    assert re.search(r'data-testid="requests">2<', response.content.decode())
+
+
+def test_the_owners_buttons_are_not_served_to_another_member(
+    member_client, member, make_profile, make_user, client
+):
+    profile = make_profile("Mine", owner=member)
+    edit = reverse("servers:profile-edit", args=[profile.slug])
+    owners = _poll(member_client)
+    assert edit in owners.content.decode()
+    other = Client()
+    other.force_login(make_user("other@example.com"))
+    theirs = _poll(other, _version(owners))  # the owner's version: not theirs
+    assert theirs.status_code == 200
+    assert edit not in theirs.content.decode()
+    assert f'id="server-{profile.slug}"' in theirs.content.decode()
+    assert edit in _poll(member_client).content.decode()  # and the owner still has them
 
 
 def test_tiles_partial_is_only_the_tiles(member_client, make_profile):
