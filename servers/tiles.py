@@ -135,9 +135,9 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
                 last_error=r["instance__last_error"] or "",
                 log_tail=(r["instance__log_tail"] or "") if failed else "",
                 exit_code=r["instance__exit_code"],
-                can_edit=bool(user.is_staff or user.pk == r["owner_id"]),
+                can_edit=bool(user.is_admin or user.pk == r["owner_id"]),
                 can_override_memory=bool(
-                    user.is_staff and r["instance__last_error_kind"] == "memory"
+                    user.is_admin and r["instance__last_error_kind"] == "memory"
                 ),
             )
         )
