@@ -158,12 +158,25 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait(10)
 
 
+_collected: set = set()
+
+
 def start_web(tmp_path: Path, port: int, workers: int = 1, threads: int = 8) -> subprocess.Popen:
     """The Procfile's web tier (gunicorn gthread; the Procfile runs 2 x 32), in its own session."""
     import sys
 
+    from django.conf import settings
+
     from tests.support.workers import ROOT, process_env
 
+    # As in production (make run): pages name static files through WhiteNoise's manifest,
+    # collected once per test session (a manifest of an older checkout may lack new files).
+    if settings.STATIC_ROOT not in _collected:
+        _collected.add(settings.STATIC_ROOT)
+        subprocess.run(
+            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+            cwd=ROOT, env=process_env(), check=True, timeout=300,
+        )  # fmt: skip
     log = (tmp_path / "web.log").open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
