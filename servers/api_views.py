@@ -82,20 +82,10 @@ def models(request: HttpRequest) -> JsonResponse:
 def api_stream(
     relay: Relay, model: str, include_usage: bool, chunk_object: str = "chat.completion.chunk"
 ) -> Iterator[bytes]:
-    """Pass the upstream stream on, event by event; OpenAI's usage chunk only when asked."""
+    """Pass the upstream stream on as it arrives; OpenAI's usage chunk only when asked."""
     status = UsageRecord.Status.CANCELLED  # unless the loop ends: the client went away
     try:
-        for event in relay.events():
-            data = event.data
-            if data is None:
-                yield event.raw  # keep-alive comments and [DONE]
-                continue
-            if "usage" in data and not data.get("choices"):
-                if not include_usage:
-                    continue
-                data["object"] = chunk_object
-            data["model"] = model
-            yield sse(data)
+        yield from relay.openai_stream(model, include_usage, chunk_object)
         status = UsageRecord.Status.OK
     except GatewayError as error:
         relay.measure.fail(error)
