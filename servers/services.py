@@ -599,6 +599,10 @@ def touch_last_request(profile: ServerProfile) -> None:
         instance.last_request_at = now
 
 
+# How often a request waiting for an on-demand start re-reads the instance (one indexed read).
+ON_DEMAND_POLL_INTERVAL = 0.1
+
+
 def ensure_running(profile: ServerProfile, timeout: float = 120.0) -> str:
     """The base URL of the profile's server, starting it on demand and waiting until ready.
 
@@ -626,7 +630,7 @@ def ensure_running(profile: ServerProfile, timeout: float = 120.0) -> str:
             return instance.base_url
         if instance.state in (State.FAILED, State.STOPPED):
             raise ServerUnavailable(f"The server {profile.name} did not start: {instance.reason}")
-        time.sleep(0.25)
+        time.sleep(ON_DEMAND_POLL_INTERVAL)
     raise ServerUnavailable(
         f"The server {profile.name} is still starting after {timeout:g} s; try again shortly."
     )
