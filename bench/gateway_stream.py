@@ -15,7 +15,9 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -161,14 +163,39 @@ def portal_profile(server) -> tuple[str, str]:
     return profile.slug, create_api_key(user, "bench").secret
 
 
+def install_litellm() -> str:
+    """Create LiteLLM's own venv and `pip install 'litellm[proxy]'` into it when missing
+    (never into the portal's venv); returns why it could not, else ""."""
+    exe = LITELLM_VENV / "bin" / "litellm"
+    if exe.exists():
+        return ""
+    print(
+        f"LiteLLM is not installed: creating {LITELLM_VENV} and installing 'litellm[proxy]' "
+        "into it (once; a few minutes)...",
+        flush=True,
+    )
+    log = CACHE / "litellm-install.log"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    steps = [
+        [sys.executable, "-m", "venv", "--clear", str(LITELLM_VENV)],
+        [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "litellm[proxy]"],
+    ]
+    with log.open("w") as output:
+        for step in steps:
+            try:
+                subprocess.run(step, stdout=output, stderr=subprocess.STDOUT, check=True,
+                               timeout=1800)  # fmt: skip
+            except (OSError, subprocess.SubprocessError) as exc:
+                shutil.rmtree(LITELLM_VENV, ignore_errors=True)  # retried next time
+                return f"installing LiteLLM failed ({exc}); see {log}"
+    return "" if exe.exists() else f"installing LiteLLM gave no `litellm` command; see {log}"
+
+
 def start_litellm(bench: Bench, upstream: str) -> tuple[str | None, str]:
     """LiteLLM's proxy (its own venv) as an OpenAI passthrough to `upstream`; (URL, why not)."""
     exe = LITELLM_VENV / "bin" / "litellm"
     if not exe.exists():
-        return None, (
-            f"LiteLLM is not installed at {LITELLM_VENV} "
-            f"(python -m venv {LITELLM_VENV} && {LITELLM_VENV}/bin/pip install 'litellm[proxy]')"
-        )
+        return None, f"LiteLLM is not installed at {LITELLM_VENV}"
     config = bench.root / "litellm.yaml"
     config.write_text(
         "model_list:\n"
@@ -228,6 +255,8 @@ def main() -> None:
     parser.add_argument("--no-litellm", action="store_true")
     args = parser.parse_args()
     print_machine()
+    # Before anything runs: the first run installs LiteLLM into its own venv (minutes).
+    litellm_note = "skipped (--no-litellm)" if args.no_litellm else install_litellm()
 
     with Bench("gateway") as bench:
         bench.setup_django()
@@ -246,8 +275,7 @@ def main() -> None:
             Target("direct", f"{server.url}/v1", "default_model"),
             Target("portal", f"{portal}/v1", slug, key),
         ]
-        litellm_note = "skipped (--no-litellm)"
-        if not args.no_litellm:
+        if not litellm_note:
             url, why = start_litellm(bench, server.url)
             if url:
                 targets.append(Target("litellm", f"{url}/v1", "tiny", LITELLM_KEY))

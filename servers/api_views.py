@@ -79,30 +79,40 @@ def models(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"object": "list", "data": data})
 
 
-def api_stream(
-    relay: Relay, model: str, include_usage: bool, chunk_object: str = "chat.completion.chunk"
-) -> Iterator[bytes]:
-    """Pass the upstream stream on, event by event; OpenAI's usage chunk only when asked."""
-    status = UsageRecord.Status.CANCELLED  # unless the loop ends: the client went away
-    try:
-        for event in relay.events():
-            data = event.data
-            if data is None:
-                yield event.raw  # keep-alive comments and [DONE]
-                continue
-            if "usage" in data and not data.get("choices"):
-                if not include_usage:
-                    continue
-                data["object"] = chunk_object
-            data["model"] = model
-            yield sse(data)
-        status = UsageRecord.Status.OK
-    except GatewayError as error:
-        relay.measure.fail(error)
-        status = UsageRecord.Status.ERROR
-        yield sse(error.as_dict())
-    finally:
-        relay.close(status)
+class ApiStream:
+    """The body of a streamed answer: the upstream stream passed on as it arrives (OpenAI's
+    usage chunk only when asked), recorded when the response is closed.
+
+    The WSGI server closes the response after its last byte — or when the client went away
+    (then the stream is `cancelled`). Recording there, rather than when the last event has
+    been handed over, keeps the usage row's write out of the reply: the client has its end of
+    the response before the database is touched.
+    """
+
+    def __init__(
+        self,
+        relay: Relay,
+        model: str,
+        include_usage: bool,
+        chunk_object: str = "chat.completion.chunk",
+    ):
+        self.relay = relay
+        self.model = model
+        self.include_usage = include_usage
+        self.chunk_object = chunk_object
+        self.status = UsageRecord.Status.CANCELLED  # unless the stream ends: the client left
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self.relay.openai_stream(self.model, self.include_usage, self.chunk_object)
+            self.status = UsageRecord.Status.OK
+        except GatewayError as error:
+            self.relay.measure.fail(error)
+            self.status = UsageRecord.Status.ERROR
+            yield sse(error.as_dict())
+
+    def close(self) -> None:
+        self.relay.close(self.status)
 
 
 def _complete(request: HttpRequest, endpoint: str) -> HttpResponse:
@@ -124,7 +134,7 @@ def _complete(request: HttpRequest, endpoint: str) -> HttpResponse:
         chunk_object = (
             "chat.completion.chunk" if endpoint == "chat/completions" else ("text_completion")
         )
-        stream = api_stream(relay, profile.slug, include_usage, chunk_object)
+        stream = ApiStream(relay, profile.slug, include_usage, chunk_object)
         return StreamingHttpResponse(
             stream, content_type="text/event-stream", headers=STREAM_HEADERS
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +43,9 @@ def probe_ready(base_url: str, timeout: float = 30.0) -> ProbeResult:
         "stream": False,
     }
     try:
-        response = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=timeout)
+        # The shared pool: a bare httpx.post() builds a client, and its TLS context, each time
+        # (~20 ms of CPU, taken from the model server that is starting on the same cores).
+        response = client().post(f"{base_url}/v1/chat/completions", json=body, timeout=timeout)
     except httpx.TimeoutException:
         return ProbeResult(False, f"no answer within {timeout:g} s")
     except httpx.HTTPError as exc:
@@ -58,10 +61,45 @@ def probe_ready(base_url: str, timeout: float = 30.0) -> ProbeResult:
     return ProbeResult(True, "answered a one-token chat completion")
 
 
+PORT_POLL_INTERVAL = 0.025  # seconds between connection attempts to a starting server
+
+
+def wait_for_port(
+    base_url: str,
+    timeout: float,
+    *,
+    interval: float = PORT_POLL_INTERVAL,
+    keep_waiting: Callable[[], bool] | None = None,
+) -> bool:
+    """Try to connect to the server's port every `interval` s until it accepts (True), for
+    at most `timeout` s, or until `keep_waiting()` (asked after each refusal) says no (False).
+
+    A starting mlx_lm.server opens its port only once its model is loaded. A refused
+    connection costs microseconds, so trying often notices that moment at once without
+    competing for the CPU with the server; the readiness probe itself (a real completion)
+    is sent only when the port accepts.
+    """
+    url = httpx.URL(base_url)
+    address = (url.host, url.port or 80)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(address, timeout=max(interval, 0.5)):
+                return True
+        except OSError:
+            pass
+        if keep_waiting is not None and not keep_waiting():
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(interval, left))
+
+
 def check_alive(base_url: str, timeout: float = 3.0) -> ProbeResult:
     """The cheap liveness check: `GET /health` answers 200 (the HTTP loop and generator live)."""
     try:
-        response = httpx.get(f"{base_url}/health", timeout=timeout)
+        response = client().get(f"{base_url}/health", timeout=timeout)
     except httpx.TimeoutException:
         return ProbeResult(False, f"/health gave no answer within {timeout:g} s")
     except httpx.HTTPError as exc:
@@ -467,12 +505,16 @@ def client() -> httpx.Client:
     if _client is None:
         with _client_lock:
             if _client is None:
+                limits = httpx.Limits(
+                    max_connections=settings.GATEWAY_MAX_CONNECTIONS,
+                    max_keepalive_connections=32,
+                    keepalive_expiry=30,
+                )
+                # TCP_NODELAY: the request leaves in two writes (headers, body); the second
+                # must not wait for the first's acknowledgement (Nagle).
+                nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
                 _client = httpx.Client(
-                    limits=httpx.Limits(
-                        max_connections=settings.GATEWAY_MAX_CONNECTIONS,
-                        max_keepalive_connections=32,
-                        keepalive_expiry=30,
-                    ),
+                    transport=httpx.HTTPTransport(limits=limits, socket_options=nodelay),
                     timeout=httpx.Timeout(
                         connect=settings.GATEWAY_CONNECT_TIMEOUT,
                         read=settings.GATEWAY_READ_TIMEOUT,
@@ -599,6 +641,11 @@ class Event:
     done: bool = False
 
 
+# How mlx_lm.server (json.dumps) writes the model every upstream body names (see
+# build_upstream_body); an event without it exactly so is parsed and rewritten instead.
+_UPSTREAM_MODEL = b'"model": "default_model"'
+
+
 def has_token(chunk: dict) -> bool:
     """Whether a stream chunk carries generated text (content, reasoning, text or tool call)."""
     for choice in chunk.get("choices") or ():
@@ -681,17 +728,101 @@ class Relay:
                 if event.done:
                     return
         except httpx.TimeoutException:
-            raise GatewayError(
-                f"The model server of '{self.name}' stopped sending for "
-                f"{settings.GATEWAY_READ_TIMEOUT:g} s.",
-                504,
-                code="upstream_timeout",
-            ) from None
+            raise self._timeout() from None
         except httpx.HTTPError as exc:
             log.warning("Stream from %s broke: %r", self.name, exc)
+        raise self._died()
+
+    def openai_stream(
+        self, model: str, include_usage: bool, chunk_object: str = "chat.completion.chunk"
+    ) -> Iterator[bytes]:
+        """The stream for an API client, as bytes, passed on as each read arrives.
+
+        What the client gets is OpenAI's: `model` is `model` (the profile's slug), and the
+        final usage-only chunk is sent only when the client asked for it (`include_usage`),
+        with `object` set to `chunk_object`. Only what the portal needs is parsed: the events
+        up to the first token (TTFT) and the usage chunk. Every other event is the server's
+        bytes with its `"model": "default_model"` replaced, and the events of one read go out
+        in one write: a relayed token costs a few bytes operations instead of a JSON round
+        trip and a write each (docs/benchmarks.md §1). Raises GatewayError like `events()`.
+        """
+        model_field = b'"model": ' + json.dumps(model).encode()
+        buffer = b""
+        try:
+            for data in self.response.iter_raw():
+                buffer += data
+                if b"\r" in buffer:  # SSE allows CRLF line ends; mlx_lm.server writes LF
+                    buffer = buffer.replace(b"\r\n", b"\n")
+                end = buffer.rfind(b"\n\n")
+                if end < 0:
+                    continue
+                complete, buffer = buffer[:end], buffer[end + 2 :]
+                out: list[bytes] = []
+                done = False
+                for raw in complete.split(b"\n\n"):
+                    if not raw.strip(b"\n"):
+                        continue
+                    chunk, done = self._openai_event(raw, model, model_field, include_usage,
+                                                     chunk_object)  # fmt: skip
+                    if chunk:
+                        out.append(chunk)
+                    if done:
+                        break
+                if out:
+                    yield b"".join(out)
+                if done:
+                    return
+                self._check_access()
+            if buffer.strip(b"\n"):
+                chunk, done = self._openai_event(
+                    buffer, model, model_field, include_usage, chunk_object
+                )
+                if chunk:
+                    yield chunk
+                if done:
+                    return
+        except httpx.TimeoutException:
+            raise self._timeout() from None
+        except httpx.HTTPError as exc:
+            log.warning("Stream from %s broke: %r", self.name, exc)
+        raise self._died()
+
+    def _openai_event(
+        self, raw: bytes, model: str, model_field: bytes, include_usage: bool, chunk_object: str
+    ) -> tuple[bytes, bool]:
+        """One upstream event (without its blank line) as the client gets it; and whether
+        it ends the stream."""
+        if (
+            self.measure.first_token_at is not None
+            and raw.startswith(b"data: {")
+            and b"\n" not in raw
+            and b'"usage"' not in raw
+            and _UPSTREAM_MODEL in raw
+        ):
+            return raw.replace(_UPSTREAM_MODEL, model_field, 1) + b"\n\n", False
+        event = self._event(raw.decode("utf-8", errors="replace").split("\n"))
+        data = event.data
+        if data is None:
+            return event.raw, event.done  # keep-alive comments and [DONE]
+        if "usage" in data and not data.get("choices"):
+            if not include_usage:
+                return b"", False
+            data["object"] = chunk_object
+        data["model"] = model
+        return sse(data), False
+
+    def _timeout(self) -> GatewayError:
+        return GatewayError(
+            f"The model server of '{self.name}' stopped sending for "
+            f"{settings.GATEWAY_READ_TIMEOUT:g} s.",
+            504,
+            code="upstream_timeout",
+        )
+
+    def _died(self) -> GatewayError:
         # mlx_lm.server speaks HTTP/1.0: a process that dies just closes the connection, so a
         # stream without its final "[DONE]" is a broken one.
-        raise GatewayError(
+        return GatewayError(
             f"The model server of '{self.name}' stopped in the middle of the reply (it may "
             "have crashed).",
             502,

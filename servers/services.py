@@ -388,6 +388,12 @@ def launch(instance_id: int, *, override_memory: bool = False) -> None:
     wait_until_ready(instance)
 
 
+# While a starting server's port refuses connections, its row (a stop meanwhile) is re-read
+# this often; once the port accepts, a probe that is not answered yet is retried this often.
+READY_RECHECK_INTERVAL = 0.25
+PROBE_RETRY_INTERVAL = 0.1
+
+
 def wait_until_ready(instance: ServerInstance) -> None:
     """Probe a starting server until it answers (→ running), dies or times out (→ failed)."""
     timeout = settings.SERVER_START_TIMEOUT
@@ -404,6 +410,14 @@ def wait_until_ready(instance: ServerInstance) -> None:
         if remaining <= 0:
             _fail(instance, f"The model did not answer within {timeout:g} s of starting.")
             return
+        # While the server imports and loads its model its port refuses connections: wait for
+        # it to accept (checking the process between attempts), then send the real probe.
+        if not gateway.wait_for_port(
+            instance.base_url,
+            timeout=min(remaining, READY_RECHECK_INTERVAL),
+            keep_waiting=lambda: supervisor.is_alive(instance.pid, instance.process_create_time),
+        ):
+            continue  # re-read the row: stopped meanwhile, died, or out of time
         result = gateway.probe_ready(instance.base_url, timeout=min(remaining, 60.0))
         if result.ok:
             with contextlib.suppress(InvalidTransition):
@@ -417,7 +431,7 @@ def wait_until_ready(instance: ServerInstance) -> None:
             for repo_id in filter(None, (profile.model_id, profile.draft_model_id)):
                 mark_model_used(repo_id, host=profile.host)
             return
-        time.sleep(0.2)
+        time.sleep(PROBE_RETRY_INTERVAL)  # the port accepts but the model does not answer yet
 
 
 def stop(instance_id: int) -> None:
@@ -585,6 +599,10 @@ def touch_last_request(profile: ServerProfile) -> None:
         instance.last_request_at = now
 
 
+# How often a request waiting for an on-demand start re-reads the instance (one indexed read).
+ON_DEMAND_POLL_INTERVAL = 0.1
+
+
 def ensure_running(profile: ServerProfile, timeout: float = 120.0) -> str:
     """The base URL of the profile's server, starting it on demand and waiting until ready.
 
@@ -612,7 +630,7 @@ def ensure_running(profile: ServerProfile, timeout: float = 120.0) -> str:
             return instance.base_url
         if instance.state in (State.FAILED, State.STOPPED):
             raise ServerUnavailable(f"The server {profile.name} did not start: {instance.reason}")
-        time.sleep(0.25)
+        time.sleep(ON_DEMAND_POLL_INTERVAL)
     raise ServerUnavailable(
         f"The server {profile.name} is still starting after {timeout:g} s; try again shortly."
     )
