@@ -110,11 +110,12 @@ def start(
         raise
     services.touch_last_request(profile)
     api_key_id = getattr(caller.api_key, "pk", None)
-    relay = Relay(
-        response,
-        measure,
-        profile.slug,
-        finish,
-        still_allowed=lambda: still_allowed(caller.user.pk, api_key_id),
-    )
+
+    def between_events() -> bool:
+        # A reply longer than the idle time-out keeps its server busy, not idle (written at
+        # most every LAST_REQUEST_RESOLUTION); then: is the caller still allowed?
+        services.touch_last_request(profile)
+        return still_allowed(caller.user.pk, api_key_id)
+
+    relay = Relay(response, measure, profile.slug, finish, still_allowed=between_events)
     return relay, upstream_body

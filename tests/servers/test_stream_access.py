@@ -106,3 +106,34 @@ def test_an_open_chat_reply_stops_when_its_user_is_disabled(
     assert answer.status == Message.Status.ERROR
     # Disabling ended the session too: the next page is the login.
     assert client.get(reverse("servers:chat"))["Location"].startswith("/accounts/login/")
+
+
+def test_a_long_stream_keeps_its_server_from_idling_out(
+    mlx_server, serve_profile, api_key, settings, monkeypatch
+):
+    """The idle time-out counts from the last request; a reply that streams for longer than
+    the time-out must keep refreshing it, or the server would be stopped mid-reply."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from servers import services
+    from servers.models import ServerInstance
+
+    settings.STREAM_ACCESS_CHECK_SECONDS = 0.05
+    monkeypatch.setattr(services, "LAST_REQUEST_RESOLUTION", timedelta(seconds=0.2))
+    profile = serve_profile(mlx_server, "Tiny", max_tokens=MAX_TOKENS, idle_timeout_minutes=1)
+    response = _open_api_stream(api_key)
+    chunks = iter(response.streaming_content)
+    next(chunks)
+    # As if this reply had been streaming for two minutes, past the one-minute time-out.
+    long_ago = timezone.now() - timedelta(minutes=2)
+    ServerInstance.objects.filter(profile=profile).update(last_request_at=long_ago)
+
+    def refreshed() -> bool:
+        next(chunks)  # keep reading the reply
+        last = ServerInstance.objects.get(profile=profile).last_request_at
+        return timezone.now() - last < timedelta(seconds=5)
+
+    wait_for(refreshed, 30, every=0.0, what="last_request_at refreshed by the stream")
+    response.close()
