@@ -1,7 +1,7 @@
 """Gateway streaming: the same tiny-model mlx_lm.server, direct vs through the portal's `/v1`
 (real gunicorn from the Procfile, API key auth, usage recording) vs LiteLLM's proxy.
 
-    python -m bench.gateway_stream [--rounds 3] [--no-litellm]
+    python -m bench.gateway_stream [--rounds 3] [--scale 1] [--no-litellm]
 
 128-token streamed chat completions at concurrency 1, 4 and 16. For each concurrency the
 targets run interleaved, `--rounds` times, in a rotating order; each figure is the median over
@@ -253,6 +253,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument(
+        "--scale", type=int, default=1, help="requests per run x this (longer, steadier runs)"
+    )
     args = parser.parse_args()
     print_machine()
     # Before anything runs: the first run installs LiteLLM into its own venv (minutes).
@@ -292,7 +295,7 @@ def main() -> None:
             for index in range(args.rounds):
                 order = targets[index % len(targets) :] + targets[: index % len(targets)]
                 for target in order:
-                    result = run(target, concurrency, REQUESTS[concurrency])
+                    result = run(target, concurrency, REQUESTS[concurrency] * args.scale)
                     results.setdefault((target.name, concurrency), []).append(result)
                     p50, p99 = percentile(result.ttft, 50), percentile(result.ttft, 99)
                     errors = f"  errors {result.errors}" if result.errors else ""
