@@ -19,6 +19,8 @@ from servers.gateway import GatewayError, Measure, Relay, build_upstream_body, s
 from servers.models import ServerInstance, ServerProfile, State
 from servers.usage import Caller, recorder
 
+PROFILE_NAME_MAX = ServerProfile._meta.get_field("name").max_length
+
 
 def find_profile(model: object) -> ServerProfile:
     """The profile a request's `model` names (its slug, or its name), else GatewayError 404."""
@@ -29,6 +31,16 @@ def find_profile(model: object) -> ServerProfile:
             code="missing_field",
         )
     model = model.strip()
+    if len(model) > PROFILE_NAME_MAX or not model.isprintable():
+        # No profile is named so (names are printable, at most 80 characters); and a NUL or a
+        # lone surrogate must not reach the database (PostgreSQL refuses NUL in text).
+        raise GatewayError(
+            f"The model must be the id of a server profile: at most {PROFILE_NAME_MAX} "
+            "printable characters, with no control characters (see GET /v1/models).",
+            404,
+            param="model",
+            code="model_not_found",
+        )
     # The instance comes with it: server_url reads its state without another query.
     profiles = ServerProfile.objects.select_related("host", "instance")
     profile = profiles.filter(slug=model).first() or profiles.filter(name__iexact=model).first()

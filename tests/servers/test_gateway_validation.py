@@ -86,6 +86,18 @@ def test_unknown_model_is_404_model_not_found(client, stopped):
     assert error["param"] == "model"
 
 
+@pytest.mark.parametrize(
+    "model",
+    ["tiny\x00", "\x00", "ti\ud840ny", "a" * 81, "bell\x07"],
+    ids=["nul", "only-nul", "lone-surrogate", "too-long", "control"],
+)
+def test_model_names_no_profile_can_have_are_404_before_the_database(client, stopped, model):
+    """Found by schemathesis on PostgreSQL: a NUL in `model` made the profile query fail (500)."""
+    response = post(client, "/v1/chat/completions", {"model": model, "messages": HI})
+    error = assert_error(response, 404, "model_not_found", "printable")
+    assert error["param"] == "model"
+
+
 def test_a_stopped_server_without_on_demand_start_is_503_with_what_to_do(client, stopped):
     response = post(client, "/v1/chat/completions", {"model": "stopped-one", "messages": HI})
     assert_error(response, 503, "server_not_running", "start it on the Servers page")
