@@ -594,6 +594,9 @@ class _DirectBody(httpx.SyncByteStream):
             return
         self._closed = True
         try:
+            # The answer holds the socket (HTTP/1.0: http.client handed it over); closing
+            # only the connection would leave it open until garbage collection.
+            self._answer.close()
             self._connection.close()
         finally:
             _direct_slots.give_back()
