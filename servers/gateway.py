@@ -12,6 +12,7 @@ See docs/gateway.md.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import math
@@ -526,11 +527,119 @@ def client() -> httpx.Client:
 
 
 def connections_in_use() -> int:
-    """Connections of the pool that carry a request right now (0 when all are idle)."""
+    """Connections to model servers that carry a request right now (0 when all are idle)."""
+    direct = _direct_slots.open
     if _client is None:
-        return 0
+        return direct
     pool = _client._transport._pool  # httpcore.ConnectionPool
-    return sum(1 for connection in pool.connections if not connection.is_idle())
+    return direct + sum(1 for connection in pool.connections if not connection.is_idle())
+
+
+class _DirectSlots:
+    """The direct connections open now, at most GATEWAY_MAX_CONNECTIONS (as the pool's)."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self._lock = threading.Lock()
+        self._free: threading.Semaphore | None = None
+
+    def take(self, timeout: float) -> bool:
+        if self._free is None:
+            with self._lock:
+                if self._free is None:
+                    self._free = threading.Semaphore(settings.GATEWAY_MAX_CONNECTIONS)
+        if not self._free.acquire(timeout=timeout):
+            return False
+        with self._lock:
+            self.open += 1
+        return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.open -= 1
+        self._free.release()
+
+
+_direct_slots = _DirectSlots()
+
+
+class _DirectBody(httpx.SyncByteStream):
+    """The body of a local model server's answer, read from its socket by the standard
+    library (`http.client`), for `send`.
+
+    mlx_lm.server speaks HTTP/1.0: every answer closes its connection, so a pool has nothing
+    to reuse, and a streamed token is one small read. Through httpx, httpcore and h11 such a
+    read cost ~65 µs of CPU (context managers, h11 events); here ~30 µs, most of it the
+    `recv` itself (docs/benchmarks.md §1c). Socket errors become httpx's, so the callers'
+    handling (time-outs, a server that died) is the same as for any httpx response.
+    """
+
+    def __init__(self, connection: http.client.HTTPConnection, answer: http.client.HTTPResponse):
+        self._connection = connection
+        self._answer = answer
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self._answer.read1
+        try:
+            while data := read(65536):
+                yield data
+        except TimeoutError:
+            raise httpx.ReadTimeout("the model server stopped sending") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise httpx.ReadError(repr(exc)) from None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            # The answer holds the socket (HTTP/1.0: http.client handed it over); closing
+            # only the connection would leave it open until garbage collection.
+            self._answer.close()
+            self._connection.close()
+        finally:
+            _direct_slots.give_back()
+
+
+def _send_direct(base_url: str, endpoint: str, body: dict) -> httpx.Response:
+    """POST `body` to a local server over a new connection (`_DirectBody`); the response's
+    headers are read, its body is not. Raises httpx's exceptions, as `client().send` does."""
+    url = httpx.URL(base_url)
+    if not _direct_slots.take(timeout=30.0):  # as the pool's time-out
+        raise httpx.PoolTimeout("all connections to model servers are in use")
+    connection = http.client.HTTPConnection(
+        url.host, url.port or 80, timeout=settings.GATEWAY_CONNECT_TIMEOUT
+    )
+    try:
+        try:
+            connection.connect()  # http.client sets TCP_NODELAY
+        except TimeoutError:
+            raise httpx.ConnectTimeout("no connection within the time-out") from None
+        except OSError as exc:
+            raise httpx.ConnectError(repr(exc)) from None
+        connection.sock.settimeout(settings.GATEWAY_READ_TIMEOUT)
+        payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        try:
+            # One write: http.client sends a bytes body with the headers.
+            connection.request(
+                "POST",
+                f"{url.raw_path.decode().rstrip('/')}/v1/{endpoint}",
+                body=payload,
+                headers={"Content-Type": "application/json"},
+            )
+            answer = connection.getresponse()
+        except TimeoutError:
+            raise httpx.ReadTimeout("no answer within the time-out") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise httpx.RemoteProtocolError(repr(exc)) from None
+    except BaseException:
+        connection.close()
+        _direct_slots.give_back()
+        raise
+    return httpx.Response(
+        answer.status, headers=answer.getheaders(), stream=_DirectBody(connection, answer)
+    )
 
 
 def send(
@@ -543,11 +652,14 @@ def send(
     Raises GatewayError (503) when the server cannot be reached, or for an HTTP error.
     The caller must close the response (Relay does).
     """
-    request = client().build_request(
-        "POST", f"{base_url}/v1/{endpoint}", json=body, headers=headers
-    )
     try:
-        response = client().send(request, stream=True)
+        if headers or not base_url.startswith("http://"):  # another host's hop: pooled
+            request = client().build_request(
+                "POST", f"{base_url}/v1/{endpoint}", json=body, headers=headers
+            )
+            response = client().send(request, stream=True)
+        else:
+            response = _send_direct(base_url, endpoint, body)
     except httpx.TimeoutException:
         raise GatewayError(
             f"The model server of '{name}' did not answer in time.", 504, code="upstream_timeout"

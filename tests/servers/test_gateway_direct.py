@@ -1,0 +1,209 @@
+"""`gateway.send` to a local model server: the answer is read from the socket by http.client
+(`_DirectBody`), not through httpx's pool. Here the peer is a scripted socket server (what
+mlx_lm.server writes: HTTP/1.0, a close-delimited body), so the cuts between reads, a silent
+server and a dead one can be produced at will; the same path against a real mlx_lm.server is
+covered by test_gateway.py, test_stream_disconnects.py and test_stream_access.py."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from servers import gateway
+from servers.gateway import GatewayError, Measure, Relay
+from tests.servers.helpers import wait_for
+from tests.servers.test_gateway_relay import STREAM, chunk, relay, upstream_bytes
+
+HEAD = b"HTTP/1.0 200 OK\r\nServer: BaseHTTP/0.6\r\nContent-type: text/event-stream\r\n\r\n"
+
+
+class Upstream:
+    """One-connection socket server: reads the request, then runs `script(connection)`."""
+
+    def __init__(self, script: Callable[[socket.socket], None]):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.request = b""
+        self.peer_closed = threading.Event()
+        self.done = threading.Event()
+        self._script = script
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection.settimeout(10)
+        try:
+            while b"\r\n\r\n" not in self.request:
+                self.request += connection.recv(65536)
+            head, _, body = self.request.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            while len(body) < length:
+                body += connection.recv(65536)
+            self.request = head + b"\r\n\r\n" + body
+            self._script(connection)
+            # Until the portal closes its end (a recv of b"" or a reset): proves it let go.
+            try:
+                while connection.recv(65536):
+                    pass
+            except OSError:
+                pass
+            self.peer_closed.set()
+        except OSError:
+            pass
+        finally:
+            connection.close()
+            self.listener.close()
+            self.done.set()
+
+    def close(self) -> None:
+        self.done.wait(10)
+
+
+@pytest.fixture
+def upstream():
+    servers: list[Upstream] = []
+
+    def start(script: Callable[[socket.socket], None]) -> Upstream:
+        server = Upstream(script)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def writes(*parts: bytes) -> Callable[[socket.socket], None]:
+    def script(connection: socket.socket) -> None:
+        for part in parts:
+            connection.sendall(part)
+        connection.shutdown(socket.SHUT_WR)  # HTTP/1.0: the end of the body
+
+    return script
+
+
+def direct_relay(url: str) -> Relay:
+    body = {"model": "default_model", "messages": [{"role": "user", "content": "hi"}]}
+    response = gateway.send(url, "chat/completions", body, "tiny")
+    return Relay(response, Measure(), "tiny")
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 4096])
+def test_a_direct_stream_cut_anywhere_relays_the_same_bytes_as_one_in_memory(upstream, size):
+    parts = [STREAM[i : i + size] for i in range(0, len(STREAM), size)]
+    server = upstream(writes(HEAD, *parts))
+    relay_ = direct_relay(server.url)
+    try:
+        out = b"".join(relay_.openai_stream("m", include_usage=True))
+    finally:
+        relay_.close()
+    expected, _ = relay([STREAM])
+    assert out == b"".join(expected.openai_stream("m", include_usage=True))
+    assert relay_.measure.completion_tokens == 3
+    assert server.request.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert b'"model":"default_model"' in server.request
+    assert server.peer_closed.wait(10)
+    wait_for(lambda: gateway.connections_in_use() == 0, 10, what="no open connection")
+
+
+def test_a_client_that_leaves_mid_stream_closes_the_upstream_socket(upstream):
+    release = threading.Event()
+
+    def script(connection: socket.socket) -> None:
+        connection.sendall(HEAD + upstream_bytes(chunk("a")))
+        release.wait(10)  # and keeps the connection open, like a long reply
+
+    server = upstream(script)
+    relay_ = direct_relay(server.url)
+    stream = relay_.openai_stream("m", include_usage=True)
+    assert b'"content":"a"' in next(stream)
+    assert gateway.connections_in_use() == 1
+    stream.close()  # what the WSGI server does when the client went away
+    relay_.close("cancelled")
+    release.set()
+    assert server.peer_closed.wait(10)
+    assert gateway.connections_in_use() == 0
+
+
+def test_a_server_that_dies_mid_stream_is_an_upstream_died_error(upstream):
+    server = upstream(writes(HEAD, upstream_bytes(chunk("a"))))  # then closes, no [DONE]
+    relay_ = direct_relay(server.url)
+    out = []
+    with pytest.raises(GatewayError) as error:
+        for data in relay_.openai_stream("m", include_usage=True):
+            out.append(data)
+    relay_.close()
+    assert error.value.code == "upstream_died" and error.value.status == 502
+    assert b'"content":"a"' in b"".join(out)
+
+
+def test_a_server_that_stops_sending_times_out(upstream, settings):
+    settings.GATEWAY_READ_TIMEOUT = 0.3
+    release = threading.Event()
+
+    def script(connection: socket.socket) -> None:
+        connection.sendall(HEAD + upstream_bytes(chunk("a")))
+        release.wait(10)
+
+    server = upstream(script)
+    relay_ = direct_relay(server.url)
+    try:
+        with pytest.raises(GatewayError) as error:
+            list(relay_.openai_stream("m", include_usage=True))
+    finally:
+        relay_.close()
+        release.set()
+    assert error.value.code == "upstream_timeout" and error.value.status == 504
+    assert server.peer_closed.wait(10)
+
+
+def test_a_server_that_never_answers_times_out_before_the_response(upstream, settings):
+    settings.GATEWAY_READ_TIMEOUT = 0.3
+    release = threading.Event()
+    server = upstream(lambda connection: release.wait(10))
+    try:
+        with pytest.raises(GatewayError) as error:
+            direct_relay(server.url)
+    finally:
+        release.set()
+    assert error.value.code == "upstream_timeout" and error.value.status == 504
+    assert gateway.connections_in_use() == 0
+
+
+def test_a_server_that_hangs_up_without_an_answer_is_unreachable(upstream):
+    server = upstream(lambda connection: connection.shutdown(socket.SHUT_WR))
+    with pytest.raises(GatewayError) as error:
+        direct_relay(server.url)
+    assert error.value.code == "server_unreachable" and error.value.status == 503
+    assert gateway.connections_in_use() == 0
+
+
+def test_an_http_error_is_mapped_and_its_connection_closed(upstream):
+    body = b'{"error": "generation thread died"}'
+    answer = b"HTTP/1.0 404 Not Found\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    server = upstream(writes(answer))
+    with pytest.raises(GatewayError) as error:
+        direct_relay(server.url)
+    assert error.value.code == "server_not_ready" and error.value.status == 503
+    assert server.peer_closed.wait(10)
+    assert gateway.connections_in_use() == 0
+
+
+def test_a_non_streamed_answer_is_read_whole(upstream):
+    body = b'{"choices": [{"message": {"content": "hi"}}], "usage": {"completion_tokens": 1}}'
+    answer = b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    server = upstream(writes(answer))
+    relay_ = direct_relay(server.url)
+    try:
+        data = relay_.json()
+    finally:
+        relay_.close()
+    assert data["choices"][0]["message"]["content"] == "hi"
+    assert relay_.measure.completion_tokens == 1
+    assert isinstance(relay_.response, httpx.Response)
