@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,7 @@ class Target:
     url: str  # base URL up to and including /v1
     model: str
     key: str | None = None
+    jitter_ms: float = 0.0  # a random pause of 0..jitter_ms before each request (--jitter-ms)
 
 
 @dataclass
@@ -110,12 +112,15 @@ def run(target: Target, concurrency: int, requests: int) -> Result:
     totals = [0, 0]  # tokens, errors
 
     def worker() -> None:
+        rng = random.Random()
         with httpx.Client(timeout=120) as client:
             while True:
                 with lock:
                     if remaining[0] == 0:
                         return
                     remaining[0] -= 1
+                if target.jitter_ms:
+                    time.sleep(rng.uniform(0, target.jitter_ms) / 1000)
                 try:
                     tokens, ttft = one_stream(client, target)
                 except Exception as exc:  # noqa: BLE001 (counted and shown, not fatal)
@@ -254,6 +259,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument(
+        "--jitter-ms",
+        type=float,
+        default=0.0,
+        help="add a 'direct+jitter' target: direct, each request sent after a random 0..N ms "
+        "pause (what a proxy's few ms do to the arrival order, with no proxy CPU)",
+    )
+    parser.add_argument(
         "--scale", type=int, default=1, help="requests per run x this (longer, steadier runs)"
     )
     args = parser.parse_args()
@@ -278,6 +290,10 @@ def main() -> None:
             Target("direct", f"{server.url}/v1", "default_model"),
             Target("portal", f"{portal}/v1", slug, key),
         ]
+        if args.jitter_ms:
+            targets.append(
+                Target("direct+jitter", f"{server.url}/v1", "default_model", None, args.jitter_ms)
+            )
         if not litellm_note:
             url, why = start_litellm(bench, server.url)
             if url:
@@ -300,7 +316,7 @@ def main() -> None:
                     p50, p99 = percentile(result.ttft, 50), percentile(result.ttft, 99)
                     errors = f"  errors {result.errors}" if result.errors else ""
                     print(
-                        f"  c={concurrency:<2} round {index + 1} {target.name:<8} "
+                        f"  c={concurrency:<2} round {index + 1} {target.name:<13} "
                         f"{result.tps:7.1f} tok/s  TTFT p50 {p50 * 1000:6.1f} ms  "
                         f"p99 {p99 * 1000:6.1f} ms{errors}"
                     )
