@@ -3,6 +3,7 @@
 
 import pytest
 
+from tests.browser.helpers import wait_for_partial_progress
 from tests.models_catalog.download_helpers import hf, purged_queues  # noqa: F401
 from tests.support.workers import new_worker
 
@@ -41,14 +42,7 @@ def test_a_download_progresses_live_and_lands_in_my_models(
     page.locator(f'.download-row[data-repo="{TINY}"][data-state="running"]').wait_for(
         timeout=30_000
     )
-    page.wait_for_function(
-        """() => {
-            const p = document.querySelector('.download-row .download-percent');
-            const n = p && parseInt(p.textContent);
-            return n > 0 && n < 100;
-        }""",
-        timeout=30_000,
-    )
+    wait_for_partial_progress(page, ".download-row")
     screenshot("downloads")
     page.locator(f'.download-row[data-repo="{TINY}"][data-state="completed"]').wait_for(
         timeout=60_000

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from models_catalog import catalog
+from tests.browser.helpers import wait_for_partial_progress
 from tests.models_catalog.download_helpers import hf, purged_queues  # noqa: F401
 from tests.support.workers import new_worker
 
@@ -52,14 +53,7 @@ def test_search_filter_open_download_and_find_it_in_my_models(
     page.locator(f'.download-action[data-repo="{REPO}"][data-state="running"]').wait_for(
         timeout=30_000
     )
-    page.wait_for_function(
-        """() => {
-            const p = document.querySelector('.download-action .download-percent');
-            const n = p && parseInt(p.textContent);
-            return n > 0 && n < 100;
-        }""",
-        timeout=30_000,
-    )
+    wait_for_partial_progress(page, ".download-action")
     # The same fragment keeps polling until the model is on this host.
     action.get_by_text("On this host").wait_for(timeout=90_000)
 

@@ -49,3 +49,9 @@ def _fast_password_hashing(settings):
     """Django 6's PBKDF2 takes ~1.5 s per user on this machine; these tests never log in by
     password."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def fast_heartbeat(settings):
+    """Downloads run in this process renew their lease every 0.2 s, so leases can be tested."""
+    settings.DOWNLOAD_HEARTBEAT_SECONDS = 0.2

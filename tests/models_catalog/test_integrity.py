@@ -18,15 +18,10 @@ from tests.models_catalog.download_helpers import (
     wait_until,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_heartbeat")]
 
 S = Download.State
 TINY = "test-org/tiny-llama"
-
-
-@pytest.fixture(autouse=True)
-def _fast_heartbeat(settings):
-    settings.DOWNLOAD_HEARTBEAT_SECONDS = 0.2
 
 
 def blob_of(cache, repo_id: str, data: bytes):
