@@ -1,12 +1,13 @@
 """Gateway streaming: the same tiny-model mlx_lm.server, direct vs through the portal's `/v1`
 (real gunicorn from the Procfile, API key auth, usage recording) vs LiteLLM's proxy.
 
-    python -m bench.gateway_stream [--rounds 3] [--scale 1] [--no-litellm]
+    python -m bench.gateway_stream [--rounds 3] [--scale 1] [--no-litellm] [--stock-server]
 
-128-token streamed chat completions at concurrency 1, 4 and 16. For each concurrency the
-targets run interleaved, `--rounds` times, in a rotating order; each figure is the median over
-the rounds of (target / direct measured in the same round). Goal: portal >= 0.95 x direct
-tokens/s at every concurrency and <= 5 ms added TTFT p50.
+The server is started as the portal starts its servers (servers/mlx_entry.py), or as mlx_lm
+ships it with --stock-server. 128-token streamed chat completions at concurrency 1, 4 and
+16. For each concurrency the targets run interleaved, `--rounds` times, in a rotating order;
+each figure is the median over the rounds of (target / direct measured in the same round).
+Goal: portal >= 0.95 x direct tokens/s at every concurrency and <= 5 ms added TTFT p50.
 """
 
 from __future__ import annotations
@@ -266,6 +267,12 @@ def main() -> None:
         "pause (what a proxy's few ms do to the arrival order, with no proxy CPU)",
     )
     parser.add_argument(
+        "--stock-server",
+        action="store_true",
+        help="run mlx_lm.server as mlx_lm ships it (python -m mlx_lm server), not as the portal "
+        "runs it (servers/mlx_entry.py: new requests join the running batch every 5 ms)",
+    )
+    parser.add_argument(
         "--scale", type=int, default=1, help="requests per run x this (longer, steadier runs)"
     )
     args = parser.parse_args()
@@ -282,6 +289,7 @@ def main() -> None:
             nonstop_tiny_model(),
             log_path=bench.logs / "mlx-server.log",
             env={"HF_HUB_CACHE": str(bench.hf_cache)},
+            stock=args.stock_server,
         )
         bench.cleanups.append(lambda: stop_mlx_server(server))
         slug, key = portal_profile(server)
@@ -302,6 +310,8 @@ def main() -> None:
             else:
                 litellm_note = why
         print(f"LiteLLM: {litellm_note}")
+        how = "python -m mlx_lm server (stock)" if args.stock_server else "servers/mlx_entry.py"
+        print(f"mlx_lm.server started as: {how}")
 
         for target in targets:  # warm up: connections, imports, the model's first batch
             run(target, 4, 4)

@@ -21,7 +21,7 @@ from tests.servers.conftest import (  # noqa: F401 - fixtures shared with the se
     served_model,
     server_reaper,
 )
-from tests.support.mlx_server import free_port
+from tests.support.mlx_server import free_port, model_servers
 
 
 @dataclass
@@ -110,25 +110,12 @@ def own_redis(settings, tmp_path):
 
 
 def servers_on_port(port: int) -> list[psutil.Process]:
-    """Live `mlx_lm server` processes listening on `port` (by their command line)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        cmd = proc.info["cmdline"] or []
-        if proc.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        if "mlx_lm" in cmd and "server" in cmd and str(port) in cmd:
-            found.append(proc)
-    return found
+    """Live model server processes listening on `port` (by their command line)."""
+    return model_servers(port)
 
 
 def all_mlx_servers() -> list[psutil.Process]:
-    return [
-        p
-        for p in psutil.process_iter(["cmdline", "status"])
-        if p.info["status"] != psutil.STATUS_ZOMBIE
-        and "mlx_lm" in (p.info["cmdline"] or [])
-        and "server" in (p.info["cmdline"] or [])
-    ]
+    return model_servers()
 
 
 def start_beat(tmp_path: Path, **env: str) -> subprocess.Popen:

@@ -11,7 +11,7 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from servers.command import LOOPBACK, ServerOptions, build_server_command
+from servers.command import LOOPBACK, MLX_ENTRY, ServerOptions, build_server_command
 from servers.forms import ServerProfileForm
 from servers.models import ServerProfile
 
@@ -66,12 +66,12 @@ def _command_line_stays_in_its_lanes(options: ServerOptions) -> None:
     from pathlib import Path
 
     argv = build_server_command("python", Path("/models/m"), options)
-    assert argv[:4] == ["python", "-m", "mlx_lm", "server"]
+    assert argv[:2] == ["python", MLX_ENTRY]
     assert argv[argv.index("--host") + 1] == LOOPBACK
     assert 1 <= int(argv[argv.index("--port") + 1]) <= 65535
     assert all("\x00" not in arg and "\n" not in arg for arg in argv)
     # Every option is one of ours: no value can smuggle in a flag of its own.
-    flags = [arg for arg in argv[4:] if arg.startswith("--")]
+    flags = [arg for arg in argv[2:] if arg.startswith("--")]
     assert set(flags) <= {
         "--model", "--host", "--port", "--allowed-origins", "--temp", "--top-p", "--top-k",
         "--min-p", "--max-tokens", "--prompt-cache-size", "--decode-concurrency",

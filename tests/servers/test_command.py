@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from servers.command import ServerOptions, build_server_command
+from servers.command import MLX_ENTRY, ServerOptions, build_server_command
 
 PY = "/venv/bin/python"
 MODEL = Path("/cache/models--a--b/snapshots/abc")
 BASE = [
-    PY, "-m", "mlx_lm", "server", "--model", str(MODEL),
+    PY, MLX_ENTRY, "--model", str(MODEL),
     "--host", "127.0.0.1", "--port", "8101",
     "--allowed-origins", "http://127.0.0.1:8101",
     "--temp", "0.0", "--top-p", "1.0", "--top-k", "0", "--min-p", "0.0",

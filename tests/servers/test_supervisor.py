@@ -14,6 +14,7 @@ from django.utils import timezone
 from servers import services, supervisor
 from servers.models import ServerInstance, State
 from tests.servers.helpers import wait_for
+from tests.support.mlx_server import model_servers
 from tests.support.workers import new_worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -29,14 +30,7 @@ def group_alive(pgid: int) -> bool:
 
 
 def servers_on_port(port: int) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        cmd = proc.info["cmdline"] or []
-        if proc.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        if "mlx_lm" in cmd and "server" in cmd and f"{port}" in cmd:
-            found.append(proc)
-    return found
+    return model_servers(port)
 
 
 def chat(url: str) -> dict:

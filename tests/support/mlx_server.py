@@ -1,6 +1,7 @@
 """Start, probe and stop a real ``mlx_lm.server`` process.
 
-The server runs as ``python -m mlx_lm server --model <dir> --host 127.0.0.1 --port <free>`` in a
+The server runs as the portal runs it, ``python servers/mlx_entry.py --model <dir> --host
+127.0.0.1 --port <free>`` (mlx_lm.server's own main, admitting new requests every few ms), in a
 process group of its own, with stdout and stderr in a log file. It counts as ready only when a
 real one-token chat completion answers (its ``/health`` says "ok" before the model is loaded).
 Stopping sends SIGTERM to the whole group, SIGKILL after a grace period, and checks that the
@@ -22,6 +23,8 @@ Facts about mlx-lm 0.32 worth knowing (read from ``mlx_lm/server.py``):
   answers 503 and every completion 404 ``{"error": "generation thread died"}``.
   :func:`wait_until_ready` recognises that and fails at once.
 * While it reads a long prompt, a streaming answer carries SSE comments (``: keepalive n/m``).
+* New requests join the running batch only between time slices of the generation loop, and a
+  slice lasts 0.5 s unless the batch empties first; ``servers/mlx_entry.py`` makes it 5 ms.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
+
+from servers.command import MLX_ENTRY
 
 READY_TIMEOUT = 90.0
 STOP_GRACE = 10.0
@@ -87,19 +94,23 @@ def start_mlx_server(
     env: Mapping[str, str] | None = None,
     timeout: float = READY_TIMEOUT,
     python: str = sys.executable,
+    stock: bool = False,
 ) -> RunningServer:
     """Start ``mlx_lm.server`` on ``model_path`` and return once it answers a chat completion.
 
     ``extra_args`` are appended to the command line (e.g. ``["--max-tokens", "64"]``). ``env``
     entries are added to the current environment (``HF_HUB_OFFLINE`` defaults to ``1``). On a
     time-out or an early exit the process is stopped and ``RuntimeError`` carries the log tail.
+    The server runs as the portal runs it (``servers/mlx_entry.py``), or as mlx_lm ships it
+    (``python -m mlx_lm server``) with ``stock``.
     """
     model_path = Path(model_path)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
+    launcher = ["-m", "mlx_lm", "server"] if stock else [MLX_ENTRY]
     command = [
-        python, "-m", "mlx_lm", "server",
+        python, *launcher,
         "--model", str(model_path), "--host", host, "--port", str(port),
         *extra_args,
     ]  # fmt: skip
@@ -196,6 +207,25 @@ def running_mlx_server(
         yield server
     finally:
         stop_mlx_server(server)
+
+
+def is_model_server(cmdline: Sequence[str]) -> bool:
+    """Whether a process's command line is an mlx_lm.server: as the portal runs it
+    (servers/mlx_entry.py) or as mlx_lm ships it (`python -m mlx_lm server`)."""
+    return MLX_ENTRY in cmdline or ("mlx_lm" in cmdline and "server" in cmdline)
+
+
+def model_servers(port: int | None = None) -> list[psutil.Process]:
+    """Live mlx_lm.server processes (not zombies), those listening on `port` when given (by
+    their command line)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmd = proc.info["cmdline"] or []
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or not is_model_server(cmd):
+            continue
+        if port is None or str(port) in cmd:
+            found.append(proc)
+    return found
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
