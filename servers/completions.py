@@ -13,7 +13,9 @@ import time
 from django.conf import settings
 
 from accounts.api_keys import still_allowed
+from config.rows import first_row
 from models_catalog.local import vocab_size
+from models_catalog.models import Host
 from servers import hop, services
 from servers.gateway import GatewayError, Measure, Relay, build_upstream_body, send
 from servers.models import ServerInstance, ServerProfile, State
@@ -41,9 +43,11 @@ def find_profile(model: object) -> ServerProfile:
             param="model",
             code="model_not_found",
         )
-    # The instance comes with it: server_url reads its state without another query.
-    profiles = ServerProfile.objects.select_related("host", "instance")
-    profile = profiles.filter(slug=model).first() or profiles.filter(name__iexact=model).first()
+    profile = _profile_by_slug(model)
+    if profile is None:
+        # A name instead of the slug (rare: GET /v1/models lists slugs).
+        profiles = ServerProfile.objects.select_related("host", "instance")
+        profile = profiles.filter(name__iexact=model).first()
     if profile is None:
         raise GatewayError(
             f"The model '{model[:80]}' does not exist. Use the id of a server profile from "
@@ -52,6 +56,20 @@ def find_profile(model: object) -> ServerProfile:
             param="model",
             code="model_not_found",
         )
+    return profile
+
+
+def _profile_by_slug(slug: str) -> ServerProfile | None:
+    """The profile with its host and instance loaded, as `select_related` would load them, by
+    raw rows (config/rows.py): this runs before every gateway request's first byte, and
+    server_url then reads the instance's state without another query."""
+    profile = first_row(ServerProfile, {"slug": slug})
+    if profile is None:
+        return None
+    profile.host = first_row(Host, {Host._meta.pk.column: profile.host_id})
+    instance = first_row(ServerInstance, {"profile_id": profile.pk})
+    if instance is not None:
+        profile.instance = instance  # and instance.profile is this profile
     return profile
 
 

@@ -167,12 +167,13 @@ def test_stream_is_not_buffered_and_a_client_that_leaves_frees_the_upstream(
     assert answer["choices"][0]["message"]["content"] == REPLY
 
 
-def test_a_stream_reads_two_rows_before_its_first_byte_and_touches_the_server_rarely(
+def test_a_stream_reads_five_indexed_rows_before_its_first_byte_and_touches_the_server_rarely(
     mlx_server, serve_profile, api_key
 ):
-    """The work between a request and its first token is small: the key, then the profile
-    with its instance in one query, and last_request_at written at most once per
-    LAST_REQUEST_RESOLUTION (not by every request)."""
+    """The work between a request and its first token is small: five one-row reads by
+    primary or unique key (the API key and its user, the profile, its host and its instance;
+    raw SQL, so no query is compiled: config/rows.py), no write, and last_request_at written
+    at most once per LAST_REQUEST_RESOLUTION (not by every request)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -188,7 +189,11 @@ def test_a_stream_reads_two_rows_before_its_first_byte_and_touches_the_server_ra
     events = sse_events(b"".join(response.streaming_content))
     assert streamed_text(events) == REPLY
     sql = [q["sql"] for q in before_first_byte.captured_queries]
-    assert len(sql) == 2, sql  # the API key, the profile with its instance: no write
+    tables = ["accounts_apikey", "accounts_user", "servers_serverprofile",
+              "models_catalog_host", "servers_serverinstance"]  # fmt: skip
+    assert [f'SELECT * FROM "{table}" WHERE' for table in tables] == [
+        q[: q.index(" WHERE") + 6] for q in sql
+    ], sql
     assert ServerInstance.objects.get(profile=profile).last_request_at == touched
 
     ServerInstance.objects.filter(profile=profile).update(
