@@ -254,6 +254,9 @@ GATEWAY_CONNECT_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_CONNECT_TIMEOUT", defaul
 # Longest silence tolerated from a model server (prompt processing sends keep-alives).
 GATEWAY_READ_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_READ_TIMEOUT", default=300.0)
 GATEWAY_MAX_CONNECTIONS = env.int("MLX_PORTAL_GATEWAY_MAX_CONNECTIONS", default=128)
+# After its first token, an API stream is passed on at most once per this many ms: the tokens
+# that arrived meanwhile leave together (fewer wake-ups and writes per token). 0: every read.
+GATEWAY_STREAM_INTERVAL_MS = env.float("MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS", default=10.0)
 # Streams re-check that their user is approved (and their key live) at most this often.
 STREAM_ACCESS_CHECK_SECONDS = env.float("MLX_PORTAL_STREAM_ACCESS_CHECK_SECONDS", default=1.0)
 # How long a request waits for an on-demand start before answering 503.

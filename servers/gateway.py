@@ -856,9 +856,12 @@ class Relay:
         up to the first token (TTFT) and the usage chunk. Every other event is the server's
         bytes with its `"model": "default_model"` replaced, and the events of one read go out
         in one write: a relayed token costs a few bytes operations instead of a JSON round
-        trip and a write each (docs/benchmarks.md §1). Raises GatewayError like `events()`.
+        trip and a write each (docs/benchmarks.md §1). After the first token, writes are at
+        least GATEWAY_STREAM_INTERVAL_MS apart: what arrived meanwhile leaves in one write
+        (§1e). Raises GatewayError like `events()`.
         """
         model_field = b'"model": ' + json.dumps(model).encode()
+        interval = settings.GATEWAY_STREAM_INTERVAL_MS / 1000
         buffer = b""
         try:
             for data in self.response.iter_raw():
@@ -881,10 +884,15 @@ class Relay:
                     if done:
                         break
                 if out:
+                    written_at = time.monotonic()
                     yield b"".join(out)
                 if done:
                     return
                 self._check_access()
+                if interval and out and self.measure.first_token_at is not None:
+                    # Let the next tokens gather upstream: one read and one write for all
+                    # of them, instead of a thread wake-up and a write per token.
+                    time.sleep(max(0.0, written_at + interval - time.monotonic()))
             if buffer.strip(b"\n"):
                 chunk, done = self._openai_event(
                     buffer, model, model_field, include_usage, chunk_object

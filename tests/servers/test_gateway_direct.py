@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 import httpx
@@ -16,7 +17,7 @@ import pytest
 from servers import gateway
 from servers.gateway import GatewayError, Measure, Relay
 from tests.servers.helpers import wait_for
-from tests.servers.test_gateway_relay import STREAM, chunk, relay, upstream_bytes
+from tests.servers.test_gateway_relay import STREAM, chunk, client_events, relay, upstream_bytes
 
 HEAD = b"HTTP/1.0 200 OK\r\nServer: BaseHTTP/0.6\r\nContent-type: text/event-stream\r\n\r\n"
 
@@ -207,3 +208,46 @@ def test_a_non_streamed_answer_is_read_whole(upstream):
     assert data["choices"][0]["message"]["content"] == "hi"
     assert relay_.measure.completion_tokens == 1
     assert isinstance(relay_.response, httpx.Response)
+
+
+@pytest.mark.parametrize("interval_ms", [0, 2000])
+def test_tokens_after_the_first_leave_together_within_the_stream_interval(
+    upstream, settings, interval_ms
+):
+    """The first token is written as soon as it is read; after it, writes are at least
+    GATEWAY_STREAM_INTERVAL_MS apart, so tokens that arrive meanwhile leave in one write.
+    With 0 every read is written. The server sends five tokens one by one, each once the one
+    before has been written — or, when it is not written within 50 ms (the relay waits out
+    its 2-s interval), anyway."""
+    settings.GATEWAY_STREAM_INTERVAL_MS = interval_ms
+    written: list[bytes] = []
+
+    def script(connection: socket.socket) -> None:
+        connection.sendall(HEAD + upstream_bytes(chunk("a")))
+        for count, text in enumerate("abcdef", start=1):
+            if text != "a":
+                connection.sendall(upstream_bytes(chunk(text)))
+            # Generous when every read is written at once (a loaded machine), short otherwise.
+            deadline = time.monotonic() + (0.05 if interval_ms and text != "a" else 10)
+            while len(written) < count and time.monotonic() < deadline:
+                time.sleep(0.001)
+        connection.sendall(upstream_bytes(chunk("", finish="stop"), "data: [DONE]\n\n"))
+        connection.shutdown(socket.SHUT_WR)
+
+    server = upstream(script)
+    relay_ = direct_relay(server.url)
+    try:
+        for data in relay_.openai_stream("m", include_usage=False):
+            written.append(data)
+    finally:
+        relay_.close()
+    contents = [
+        "".join(e["choices"][0]["delta"].get("content", "") for e in client_events(data)
+                if isinstance(e, dict))
+        for data in written
+    ]  # fmt: skip
+    assert contents[0] == "a"  # not held back for company
+    if interval_ms:
+        assert contents[1] == "bcdef"
+    else:
+        assert contents[1:6] == list("bcdef")
