@@ -16,6 +16,7 @@ import http.client
 import json
 import logging
 import math
+import select
 import socket
 import threading
 import time
@@ -561,6 +562,14 @@ class _DirectSlots:
 
 
 _direct_slots = _DirectSlots()
+# poll() flag for "the peer closed its end", without waking for data (Linux).
+_POLLRDHUP: int | None = getattr(select, "POLLRDHUP", None)
+
+
+def _sleep(seconds: float) -> None:
+    """Relay pacing for a response that is not a local server's (another host's hop)."""
+    if seconds > 0:
+        time.sleep(seconds)
 
 
 class _DirectBody(httpx.SyncByteStream):
@@ -574,10 +583,32 @@ class _DirectBody(httpx.SyncByteStream):
     handling (time-outs, a server that died) is the same as for any httpx response.
     """
 
-    def __init__(self, connection: http.client.HTTPConnection, answer: http.client.HTTPResponse):
+    def __init__(
+        self,
+        connection: http.client.HTTPConnection,
+        answer: http.client.HTTPResponse,
+        sock: socket.socket,
+    ):
         self._connection = connection
         self._answer = answer
+        self._sock = sock
         self._closed = False
+
+    def pause(self, seconds: float) -> None:
+        """Wait `seconds` for more of the answer to gather — less when the server has
+        closed its end: the answer is complete (HTTP/1.0), so pacing (Relay.openai_stream)
+        never holds back the end of a reply. Where poll() has no POLLRDHUP (macOS): a sleep."""
+        if seconds <= 0:
+            return
+        if _POLLRDHUP is None:
+            time.sleep(seconds)
+            return
+        poller = select.poll()
+        try:
+            poller.register(self._sock, _POLLRDHUP)
+        except (OSError, ValueError):  # closed meanwhile: nothing to wait for
+            return
+        poller.poll(seconds * 1000)
 
     def __iter__(self) -> Iterator[bytes]:
         read = self._answer.read1
@@ -618,7 +649,8 @@ def _send_direct(base_url: str, endpoint: str, body: dict) -> httpx.Response:
             raise httpx.ConnectTimeout("no connection within the time-out") from None
         except OSError as exc:
             raise httpx.ConnectError(repr(exc)) from None
-        connection.sock.settimeout(settings.GATEWAY_READ_TIMEOUT)
+        sock = connection.sock  # the answer keeps it; http.client lets go of it (HTTP/1.0)
+        sock.settimeout(settings.GATEWAY_READ_TIMEOUT)
         payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
         try:
             # One write: http.client sends a bytes body with the headers.
@@ -638,7 +670,7 @@ def _send_direct(base_url: str, endpoint: str, body: dict) -> httpx.Response:
         _direct_slots.give_back()
         raise
     return httpx.Response(
-        answer.status, headers=answer.getheaders(), stream=_DirectBody(connection, answer)
+        answer.status, headers=answer.getheaders(), stream=_DirectBody(connection, answer, sock)
     )
 
 
@@ -862,6 +894,7 @@ class Relay:
         """
         model_field = b'"model": ' + json.dumps(model).encode()
         interval = settings.GATEWAY_STREAM_INTERVAL_MS / 1000
+        pause = getattr(self.response.stream, "pause", _sleep)
         buffer = b""
         try:
             for data in self.response.iter_raw():
@@ -892,7 +925,7 @@ class Relay:
                 if interval and out and self.measure.first_token_at is not None:
                     # Let the next tokens gather upstream: one read and one write for all
                     # of them, instead of a thread wake-up and a write per token.
-                    time.sleep(max(0.0, written_at + interval - time.monotonic()))
+                    pause(written_at + interval - time.monotonic())
             if buffer.strip(b"\n"):
                 chunk, done = self._openai_event(
                     buffer, model, model_field, include_usage, chunk_object

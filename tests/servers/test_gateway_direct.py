@@ -251,3 +251,32 @@ def test_tokens_after_the_first_leave_together_within_the_stream_interval(
         assert contents[1] == "bcdef"
     else:
         assert contents[1:6] == list("bcdef")
+
+
+def test_pacing_never_holds_back_the_end_of_a_reply(upstream, settings):
+    """The relay waits out its interval after a write — but not once the server has closed
+    its end (the reply is complete): here the interval is a minute, the reply ends at once."""
+    settings.GATEWAY_STREAM_INTERVAL_MS = 60_000
+    written: list[bytes] = []
+
+    def script(connection: socket.socket) -> None:
+        connection.sendall(HEAD + upstream_bytes(chunk("a")))
+        wait_for(lambda: written, 10, what="the first token out")
+        connection.sendall(upstream_bytes(chunk("b", finish="stop"), "data: [DONE]\n\n"))
+        connection.shutdown(socket.SHUT_WR)
+
+    server = upstream(script)
+    relay_ = direct_relay(server.url)
+
+    def consume() -> None:
+        try:
+            for data in relay_.openai_stream("m", include_usage=False):
+                written.append(data)
+        finally:
+            relay_.close()
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    reader.join(30)  # far less than the interval; a paced end would take 60 s
+    assert not reader.is_alive(), "the end of the reply was held back by the interval"
+    assert b"[DONE]" in written[-1]
