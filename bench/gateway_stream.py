@@ -31,10 +31,12 @@ from bench.harness import (
     CACHE,
     Bench,
     admin_user,
+    cpu_times,
     free_port,
     median,
     percentile,
     print_machine,
+    steal_since,
     table,
     wait_for,
 )
@@ -317,6 +319,7 @@ def main() -> None:
             run(target, 4, 4)
 
         results: dict[tuple[str, int], list[Result]] = {}
+        started = cpu_times()
         for concurrency in CONCURRENCY:
             for index in range(args.rounds):
                 order = targets[index % len(targets) :] + targets[: index % len(targets)]
@@ -331,6 +334,7 @@ def main() -> None:
                         f"p99 {p99 * 1000:6.1f} ms{errors}"
                     )
         report(targets, results, args.rounds)
+        print(f"CPU time stolen by the hypervisor during the rounds: {steal_since(started)}")
         from servers.models import UsageRecord
 
         print(f"usage records written by the portal: {UsageRecord.objects.count()}")
@@ -352,7 +356,7 @@ def report(targets: list[Target], results: dict, rounds: int) -> None:
             rows.append([
                 str(concurrency), target.name, f"{median(r.tps for r in runs):.0f}",
                 f"{ratio:.3f}",
-                "" if target.name == "direct" else f"{ratios[0]:.2f}–{ratios[-1]:.2f}",
+                "" if target.name == "direct" else f"{ratios[0]:.2f}..{ratios[-1]:.2f}",
                 f"{median(percentile(r.ttft, 50) for r in runs) * 1000:.1f}",
                 f"{median(percentile(r.ttft, 99) for r in runs) * 1000:.1f}",
                 "" if target.name == "direct" else f"{added:+.1f}",

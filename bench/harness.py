@@ -106,6 +106,23 @@ def print_machine() -> None:
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
 
 
+def cpu_times() -> tuple[float, float] | None:
+    """(all CPU time, time stolen by the hypervisor), in jiffies, from /proc/stat (Linux)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return float(sum(fields)), float(fields[7])
+    return None
+
+
+def steal_since(start: tuple[float, float] | None) -> str:
+    """The share of CPU time the hypervisor took from this VM since `start` (cpu_times()):
+    a noisy host shows here, and figures taken while it is high move by tens of per cent."""
+    end = cpu_times()
+    if start is None or end is None or end[0] <= start[0]:
+        return "unknown"
+    return f"{100 * (end[1] - start[1]) / (end[0] - start[0]):.1f} %"
+
+
 # --- processes -------------------------------------------------------------------------------
 
 
