@@ -92,9 +92,11 @@ def main() -> None:
                     start = time.process_time()
                     call()
                     cpu[name].append((time.process_time() - start) * 1000)
-            rows = [["target", "CPU ms p50", "CPU ms p90", "CPU ms mean"]]
+            rows = [["target", "CPU ms p50", "CPU ms p90", "CPU ms p99", "CPU ms max",
+                     "CPU ms mean"]]  # fmt: skip
             for name, values in cpu.items():
                 rows.append([name, f"{median(values):.2f}", f"{percentile(values, 90):.2f}",
+                             f"{percentile(values, 99):.2f}", f"{max(values):.2f}",
                              f"{sum(values) / len(values):.2f}"])  # fmt: skip
             print(f"\n{args.requests} requests each, interleaved:\n")
             print(table(rows))
