@@ -4,10 +4,12 @@ Every variable is listed in `.env.example` and in the README's configuration tab
 Production overrides are grouped at the bottom under "Production".
 """
 
+import math
 import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -256,7 +258,16 @@ GATEWAY_READ_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_READ_TIMEOUT", default=300.
 GATEWAY_MAX_CONNECTIONS = env.int("MLX_PORTAL_GATEWAY_MAX_CONNECTIONS", default=128)
 # After its first token, an API stream is passed on at most once per this many ms: the tokens
 # that arrived meanwhile leave together (fewer wake-ups and writes per token). 0: every read.
-GATEWAY_STREAM_INTERVAL_MS = env.float("MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS", default=10.0)
+_interval = env.str("MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS", default="10")
+try:
+    GATEWAY_STREAM_INTERVAL_MS = float(_interval)
+except ValueError:
+    GATEWAY_STREAM_INTERVAL_MS = math.nan
+if not 0 <= GATEWAY_STREAM_INTERVAL_MS <= 1000:  # also false for NaN
+    raise ImproperlyConfigured(
+        f"MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS={_interval!r}: use a number of milliseconds "
+        "from 0 (write every read at once) to 1000; the default is 10."
+    )
 # Streams re-check that their user is approved (and their key live) at most this often.
 STREAM_ACCESS_CHECK_SECONDS = env.float("MLX_PORTAL_STREAM_ACCESS_CHECK_SECONDS", default=1.0)
 # How long a request waits for an on-demand start before answering 503.

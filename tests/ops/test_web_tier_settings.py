@@ -1,0 +1,58 @@
+"""Start-up of the web tier: what config/wsgi.py does, and settings refused before they break
+requests."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_python(tmp_path: Path, code: str, **env: str) -> subprocess.CompletedProcess:
+    base = {"PATH": "/usr/bin:/bin", "MLX_PORTAL_DATA_DIR": str(tmp_path)}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_wsgi_application_freezes_its_start_up_objects_out_of_the_collector(tmp_path):
+    """Full collector passes in a gunicorn worker must not walk Django and the views again
+    (a 73-117 ms pause of every thread; docs/benchmarks.md §2e)."""
+    code = (
+        "import gc, sys; import config.wsgi; "
+        "print(gc.get_freeze_count(), 'servers.api_views' in sys.modules)"
+    )
+    result = run_python(tmp_path, code)
+    assert result.returncode == 0, result.stderr
+    frozen, views_loaded = result.stdout.split()
+    assert int(frozen) > 50_000  # Django, the apps and the views
+    assert views_loaded == "True"  # the URLconf's views are imported before the freeze
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "5000", "ten"])
+def test_a_stream_interval_out_of_range_is_refused_at_start_up(tmp_path, value):
+    result = run_python(
+        tmp_path, "import django; django.setup()",
+        DJANGO_SETTINGS_MODULE="config.settings", MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS=value,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS" in result.stderr
+    assert "from 0" in result.stderr and "to 1000" in result.stderr
+
+
+def test_a_stream_interval_of_zero_is_accepted(tmp_path):
+    code = "import django; django.setup(); from django.conf import settings; "
+    code += "print(settings.GATEWAY_STREAM_INTERVAL_MS)"
+    result = run_python(
+        tmp_path, code,
+        DJANGO_SETTINGS_MODULE="config.settings", MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS="0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0.0"
