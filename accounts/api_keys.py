@@ -82,14 +82,12 @@ def find_api_key(authorization_header: str | None) -> ApiKey | None:
     token = bearer_token(authorization_header)
     if token is None or not token.startswith(KEY_PREFIX) or len(token) > 200:
         return None
-    # Raw rows (config/rows.py): this runs before every gateway request's first byte.
-    api_key = first_row(ApiKey, {"key_hash": _candidate_hashes(token), "revoked_at": None})
-    if api_key is None:
+    # One plain query for the key and its user (config/rows.py): this runs before every
+    # gateway request's first byte.
+    hashes = _candidate_hashes(token)
+    api_key = first_row(ApiKey, {"key_hash": hashes, "revoked_at": None}, related=("user",))
+    if api_key is None or not api_key.user.is_approved:
         return None
-    user = first_row(User, {User._meta.pk.column: api_key.user_id})
-    if user is None or not user.is_approved:
-        return None
-    api_key.user = user
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION:
         # Bounded rate: at most one write per key per LAST_USED_RESOLUTION.

@@ -46,6 +46,7 @@ CONCURRENCY = (1, 4, 16)
 REQUESTS = {1: 6, 4: 12, 16: 32}  # per run: a few seconds each at this model's speed
 LITELLM_VENV = Path(os.environ.get("BENCH_LITELLM_VENV", CACHE / "litellm-venv"))
 LITELLM_KEY = "sk-bench-litellm"
+MODEL = "bench/tiny-nonstop"  # the profile's model, laid out in the bench's HF cache
 
 
 @dataclass
@@ -158,7 +159,7 @@ def portal_profile(server) -> tuple[str, str]:
 
     user = admin_user()
     profile = ServerProfile.objects.create(
-        name="Bench tiny", slug="bench-tiny", model_id="bench/tiny-nonstop", port=server.port,
+        name="Bench tiny", slug="bench-tiny", model_id=MODEL, port=server.port,
         owner=user, host=Host.local(), max_tokens=4096,
     )  # fmt: skip
     now = timezone.now()
@@ -284,11 +285,13 @@ def main() -> None:
 
     with Bench("gateway") as bench:
         bench.setup_django()
-        from bench.harness import nonstop_tiny_model
+        from bench.harness import install_model, nonstop_tiny_model
         from tests.support.mlx_server import start_mlx_server, stop_mlx_server
 
+        # In the bench's HF cache, as a downloaded model is: the gateway finds it there.
+        snapshot = install_model(MODEL, nonstop_tiny_model(), bench.hf_cache)
         server = start_mlx_server(
-            nonstop_tiny_model(),
+            snapshot,
             log_path=bench.logs / "mlx-server.log",
             env={"HF_HUB_CACHE": str(bench.hf_cache)},
             stock=args.stock_server,

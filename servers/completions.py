@@ -15,7 +15,6 @@ from django.conf import settings
 from accounts.api_keys import still_allowed
 from config.rows import first_row
 from models_catalog.local import vocab_size
-from models_catalog.models import Host
 from servers import hop, services
 from servers.gateway import GatewayError, Measure, Relay, build_upstream_body, send
 from servers.models import ServerInstance, ServerProfile, State
@@ -60,17 +59,10 @@ def find_profile(model: object) -> ServerProfile:
 
 
 def _profile_by_slug(slug: str) -> ServerProfile | None:
-    """The profile with its host and instance loaded, as `select_related` would load them, by
-    raw rows (config/rows.py): this runs before every gateway request's first byte, and
+    """The profile with its host and instance loaded, as `select_related` would load them, in
+    one plain query (config/rows.py): this runs before every gateway request's first byte, and
     server_url then reads the instance's state without another query."""
-    profile = first_row(ServerProfile, {"slug": slug})
-    if profile is None:
-        return None
-    profile.host = first_row(Host, {Host._meta.pk.column: profile.host_id})
-    instance = first_row(ServerInstance, {"profile_id": profile.pk})
-    if instance is not None:
-        profile.instance = instance  # and instance.profile is this profile
-    return profile
+    return first_row(ServerProfile, {"slug": slug}, related=("host", "instance"))
 
 
 def server_url(profile: ServerProfile, timeout: float | None = None) -> str:

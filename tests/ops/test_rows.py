@@ -1,0 +1,125 @@
+"""config/rows.py: the gateway's one-query look-ups give what the ORM gives, related rows
+included, on SQLite and PostgreSQL alike."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from accounts.api_keys import create_api_key, revoke_api_key
+from accounts.models import ApiKey
+from config.rows import first_row
+from models_catalog.models import Host
+from servers.models import ServerInstance, ServerProfile, State
+
+pytestmark = pytest.mark.django_db
+
+
+def concrete_values(instance) -> dict:
+    return {f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields}
+
+
+@pytest.fixture
+def profile(member):
+    profile = ServerProfile.objects.create(
+        name="Rows",
+        slug="rows",
+        model_id="mlx-community/Tiny-A-4bit",
+        port=18555,
+        owner=member,
+        host=Host.local(),
+        chat_template_args={"enable_thinking": False, "nested": [1, "two"]},
+        trust_remote_code=True,
+        temperature=0.25,
+    )
+    ServerInstance.objects.create(
+        profile=profile,
+        state=State.RUNNING,
+        port=18555,
+        pid=4242,
+        command=["python", "-m", "servers.mlx_entry", "--port", "18555"],
+        started_at=datetime(2026, 12, 1, 8, 30, 15, 123456, tzinfo=UTC),
+    )
+    return profile
+
+
+def test_a_row_and_its_relations_equal_what_the_orm_reads(profile):
+    expected = ServerProfile.objects.select_related("host", "instance").get(pk=profile.pk)
+
+    found = first_row(ServerProfile, {"slug": "rows"}, related=("host", "instance"))
+
+    assert isinstance(found, ServerProfile)
+    assert concrete_values(found) == concrete_values(expected)
+    assert found.chat_template_args == {"enable_thinking": False, "nested": [1, "two"]}
+    assert found.created_at.tzinfo is not None
+    assert concrete_values(found.host) == concrete_values(expected.host)
+    assert concrete_values(found.instance) == concrete_values(expected.instance)
+    assert found.instance.started_at == datetime(2026, 12, 1, 8, 30, 15, 123456, tzinfo=UTC)
+    assert found.instance.command[-1] == "18555"
+    assert found._state.adding is False and found.instance._state.adding is False
+
+
+def test_one_query_reads_the_row_with_its_relations(profile, django_assert_num_queries):
+    host_name = Host.local().name
+    with django_assert_num_queries(1):
+        found = first_row(ServerProfile, {"slug": "rows"}, related=("host", "instance"))
+        # Loaded as select_related loads them: reading them, both ways, costs nothing more.
+        assert found.host.name == host_name
+        assert found.instance.profile is found
+        assert found.running_url() == "http://127.0.0.1:18555"
+
+
+def test_a_missing_one_to_one_row_reads_as_does_not_exist_without_a_query(
+    profile, django_assert_num_queries
+):
+    ServerInstance.objects.filter(profile=profile).delete()
+    found = first_row(ServerProfile, {"slug": "rows"}, related=("host", "instance"))
+    with django_assert_num_queries(0):
+        with pytest.raises(ServerInstance.DoesNotExist):
+            found.instance  # noqa: B018
+        assert found.running_url() is None
+    assert found.get_instance().state == State.STOPPED  # created on first use, as before
+
+
+def test_no_row_is_none(profile):
+    assert first_row(ServerProfile, {"slug": "no-such-profile"}) is None
+    assert first_row(ServerProfile, {"slug": "no-such"}, related=("host", "instance")) is None
+
+
+def test_a_list_means_in_and_none_means_is_null(member):
+    live = create_api_key(member, "live").api_key
+    gone = create_api_key(member, "gone").api_key
+    revoke_api_key(gone)
+    hashes = [live.key_hash, gone.key_hash, "0" * 64]
+
+    found = first_row(ApiKey, {"key_hash": hashes, "revoked_at": None}, related=("user",))
+    assert found.pk == live.pk
+    assert found.user.email == member.email
+    assert first_row(ApiKey, {"key_hash": [gone.key_hash], "revoked_at": None}) is None
+    # The same shape again (a cached plan) with other values.
+    assert first_row(ApiKey, {"key_hash": [gone.key_hash, "1" * 64], "revoked_at": None}) is None
+    assert first_row(ApiKey, {"key_hash": gone.key_hash})._state.adding is False
+
+
+def test_values_never_become_sql(profile):
+    hostile = "rows' OR '1'='1"
+    assert first_row(ServerProfile, {"slug": hostile}) is None
+    assert (
+        first_row(ServerProfile, {"slug": [hostile, "x); DROP TABLE servers_serverprofile;--"]})
+        is None
+    )
+    assert ServerProfile.objects.filter(slug="rows").exists()
+
+
+def test_only_foreign_keys_and_one_to_ones_can_be_joined(profile):
+    with pytest.raises(ValueError, match="not a foreign key or a one-to-one"):
+        first_row(ServerProfile, {"slug": "rows"}, related=("name",))
+
+
+def test_a_row_changed_after_a_first_read_is_read_fresh(profile):
+    first_row(ServerProfile, {"slug": "rows"}, related=("host", "instance"))
+    ServerInstance.objects.filter(profile=profile).update(
+        state=State.FAILED, started_at=datetime.now(UTC) - timedelta(hours=1)
+    )
+    again = first_row(ServerProfile, {"slug": "rows"}, related=("host", "instance"))
+    assert again.instance.state == State.FAILED
+    assert again.running_url() is None
