@@ -256,18 +256,32 @@ GATEWAY_CONNECT_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_CONNECT_TIMEOUT", defaul
 # Longest silence tolerated from a model server (prompt processing sends keep-alives).
 GATEWAY_READ_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_READ_TIMEOUT", default=300.0)
 GATEWAY_MAX_CONNECTIONS = env.int("MLX_PORTAL_GATEWAY_MAX_CONNECTIONS", default=128)
+
+
 # After its first token, an API stream is passed on at most once per this many ms: the tokens
 # that arrived meanwhile leave together (fewer wake-ups and writes per token). 0: every read.
-_interval = env.str("MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS", default="10")
-try:
-    GATEWAY_STREAM_INTERVAL_MS = float(_interval)
-except ValueError:
-    GATEWAY_STREAM_INTERVAL_MS = math.nan
-if not 0 <= GATEWAY_STREAM_INTERVAL_MS <= 1000:  # also false for NaN
-    raise ImproperlyConfigured(
-        f"MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS={_interval!r}: use a number of milliseconds "
-        "from 0 (write every read at once) to 1000; the default is 10."
-    )
+# With several streams in one web process the interval grows with their number (a process
+# wakes about as often for 16 streams as for one), up to the _MAX (docs/gateway.md).
+def _milliseconds(name: str, default: float, low: float = 0, high: float = 1000) -> float:
+    raw = env.str(name, default=str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # also false for NaN
+        raise ImproperlyConfigured(
+            f"{name}={raw!r}: use a number of milliseconds from {low:g} to {high:g}; "
+            f"the default is {default:g}."
+        )
+    return value
+
+
+GATEWAY_STREAM_INTERVAL_MS = _milliseconds("MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS", 10)
+GATEWAY_STREAM_INTERVAL_MAX_MS = _milliseconds(
+    "MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MAX_MS",
+    max(50, GATEWAY_STREAM_INTERVAL_MS),
+    low=GATEWAY_STREAM_INTERVAL_MS,
+)
 # Streams re-check that their user is approved (and their key live) at most this often.
 STREAM_ACCESS_CHECK_SECONDS = env.float("MLX_PORTAL_STREAM_ACCESS_CHECK_SECONDS", default=1.0)
 # How long a request waits for an on-demand start before answering 503.

@@ -562,6 +562,31 @@ class _DirectSlots:
 
 
 _direct_slots = _DirectSlots()
+
+
+class _StreamCount:
+    """How many API streams this process relays now (Relay.openai_stream), for pacing."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self._lock = threading.Lock()
+
+    def add(self, change: int) -> None:
+        with self._lock:
+            self.open += change
+
+
+_streams = _StreamCount()
+
+
+def stream_interval(base_ms: float, max_ms: float, streams: int) -> float:
+    """Seconds between an API stream's writes after its first token: `base_ms` for one
+    stream, growing with the `streams` this process relays, to at most `max_ms` (or base_ms,
+    if larger). A process then wakes about as often for sixteen streams as for one: at
+    c = 16 on two cores a fixed 10 ms gave ~one token a write (docs/benchmarks.md §1f)."""
+    return min(max(base_ms, max_ms), base_ms * max(1, streams)) / 1000
+
+
 # poll() flag for "the peer closed its end", without waking for data (Linux).
 _POLLRDHUP: int | None = getattr(select, "POLLRDHUP", None)
 
@@ -836,6 +861,7 @@ class Relay:
         self.still_allowed = still_allowed
         self._checked_at = time.monotonic()
         self._closed = False
+        self._counted = False  # in _streams (openai_stream), until close()
 
     def _check_access(self) -> None:
         if self.still_allowed is None:
@@ -889,13 +915,16 @@ class Relay:
         bytes with its `"model": "default_model"` replaced, and the events of one read go out
         in one write: a relayed token costs a few bytes operations instead of a JSON round
         trip and a write each (docs/benchmarks.md §1). After the first token, writes are at
-        least GATEWAY_STREAM_INTERVAL_MS apart: what arrived meanwhile leaves in one write
-        (§1e). Raises GatewayError like `events()`.
+        least `stream_interval` apart: what arrived meanwhile leaves in one write (§1e, §1f).
+        Raises GatewayError like `events()`.
         """
         model_field = b'"model": ' + json.dumps(model).encode()
-        interval = settings.GATEWAY_STREAM_INTERVAL_MS / 1000
+        base, most = settings.GATEWAY_STREAM_INTERVAL_MS, settings.GATEWAY_STREAM_INTERVAL_MAX_MS
         pause = getattr(self.response.stream, "pause", _sleep)
         buffer = b""
+        if not self._counted:
+            self._counted = True
+            _streams.add(1)  # until close()
         try:
             for data in self.response.iter_raw():
                 buffer += data
@@ -922,9 +951,10 @@ class Relay:
                 if done:
                     return
                 self._check_access()
-                if interval and out and self.measure.first_token_at is not None:
+                if base and out and self.measure.first_token_at is not None:
                     # Let the next tokens gather upstream: one read and one write for all
                     # of them, instead of a thread wake-up and a write per token.
+                    interval = stream_interval(base, most, _streams.open)
                     pause(written_at + interval - time.monotonic())
             if buffer.strip(b"\n"):
                 chunk, done = self._openai_event(
@@ -1032,6 +1062,8 @@ class Relay:
             return
         self._closed = True
         self.measure.finished_at = time.monotonic()
+        if self._counted:
+            _streams.add(-1)
         if status is not None:
             self.measure.status = status
         try:

@@ -56,3 +56,26 @@ def test_a_stream_interval_of_zero_is_accepted(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0.0"
+
+
+def test_the_stream_interval_maximum_may_not_be_under_the_interval(tmp_path):
+    result = run_python(
+        tmp_path, "import django; django.setup()",
+        DJANGO_SETTINGS_MODULE="config.settings", MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS="20",
+        MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MAX_MS="10",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MAX_MS='10'" in result.stderr
+    assert "from 20 to 1000" in result.stderr
+
+
+def test_the_stream_interval_maximum_follows_a_larger_interval_by_default(tmp_path):
+    code = "import django; django.setup(); from django.conf import settings; "
+    code += "print(settings.GATEWAY_STREAM_INTERVAL_MS, settings.GATEWAY_STREAM_INTERVAL_MAX_MS)"
+    default = run_python(tmp_path, code, DJANGO_SETTINGS_MODULE="config.settings")
+    assert default.stdout.split() == ["10.0", "50.0"], default.stderr
+    larger = run_python(
+        tmp_path, code,
+        DJANGO_SETTINGS_MODULE="config.settings", MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS="200",
+    )  # fmt: skip
+    assert larger.stdout.split() == ["200.0", "200.0"], larger.stderr

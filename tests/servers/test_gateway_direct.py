@@ -280,3 +280,42 @@ def test_pacing_never_holds_back_the_end_of_a_reply(upstream, settings):
     reader.join(30)  # far less than the interval; a paced end would take 60 s
     assert not reader.is_alive(), "the end of the reply was held back by the interval"
     assert b"[DONE]" in written[-1]
+
+
+@pytest.mark.parametrize(
+    ("base_ms", "max_ms", "streams", "seconds"),
+    [
+        (10, 50, 0, 0.010),  # counted or not, one stream's interval is the base
+        (10, 50, 1, 0.010),
+        (10, 50, 2, 0.020),
+        (10, 50, 4, 0.040),
+        (10, 50, 5, 0.050),
+        (10, 50, 16, 0.050),  # never longer than the maximum
+        (20, 50, 2, 0.040),
+        (100, 50, 3, 0.100),  # a maximum under the base leaves the base
+        (0, 50, 16, 0.0),  # 0: no pacing, whatever the number of streams
+    ],
+)
+def test_the_stream_interval_grows_with_the_streams_of_the_process_up_to_its_maximum(
+    base_ms, max_ms, streams, seconds
+):
+    assert gateway.stream_interval(base_ms, max_ms, streams) == pytest.approx(seconds)
+
+
+def test_a_stream_counts_as_relayed_from_its_start_until_it_is_closed(upstream):
+    """The pacing's count of streams: one more while a stream runs, and one less once it is
+    closed — whether it ended, or its client left half-way (the generator dropped early)."""
+    before = gateway._streams.open
+    for leave_early in (False, True):
+        server = upstream(writes(HEAD, STREAM))
+        relay_ = direct_relay(server.url)
+        stream = relay_.openai_stream("m", include_usage=False)
+        next(stream)
+        assert gateway._streams.open == before + 1
+        if not leave_early:
+            b"".join(stream)
+        assert gateway._streams.open == before + 1  # until closed, ended or not
+        stream.close()
+        relay_.close()
+        relay_.close()  # closing twice counts once
+        assert gateway._streams.open == before
