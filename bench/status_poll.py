@@ -5,8 +5,10 @@
 
 20 profiles on 2 hosts, 8 of them running: 6 on this host, each pointing at a live process
 that the bench started (a `sleep`, so psutil measures a real process tree), and 2 on the
-second host (rows only: the portal does not measure a remote host's processes); 2 failed with
-a log tail, 10 stopped; 2,000 usage records in the last hour for the tiles' speed figures.
+second host (rows only: no worker of that host runs here to measure them); 2 failed with a log
+tail, 10 stopped; 2,000 usage records in the last hour for the tiles' speed figures. The
+Procfile's worker runs too, as under `make run`: it measures the 6 local servers every 2 s
+(servers/monitor.py) and writes their rows during the load.
 
 Baseline, same gunicorn, same run: a small static file (WhiteNoise), the floor of one request
 through the web tier. Two loads, interleaved baseline/tiles, `--rounds` times:
@@ -29,7 +31,16 @@ from datetime import timedelta
 
 import httpx
 
-from bench.harness import Bench, admin_user, login_cookie, median, percentile, print_machine, table
+from bench.harness import (
+    Bench,
+    admin_user,
+    login_cookie,
+    median,
+    percentile,
+    print_machine,
+    table,
+    wait_for,
+)
 
 RATE = 100  # requests per second
 THREADS = 16  # client threads for the open-loop load
@@ -171,6 +182,9 @@ def main() -> None:
     with Bench("status") as bench:
         bench.setup_django()
         setup_rows(bench)
+        # As `make run`: the worker's threads keep the host online and measure its servers
+        # every 2 s (servers/monitor.py), writing the rows the tiles read, during the load.
+        bench.start_worker()
         base = bench.start_web()
         cookie = login_cookie(base)
         tiles = (f"{base}/servers/", {"Cookie": cookie, "HX-Request": "true"})
@@ -179,7 +193,15 @@ def main() -> None:
         check = httpx.get(tiles[0], headers=tiles[1])
         assert check.status_code == 200 and 'id="server-server-00"' in check.text, check.text[:300]
         running = check.text.count("badge-running") or check.text.count(">running<")
-        print(f"tiles partial: {len(check.content)} bytes, {running} 'running' badges")
+
+        def measured() -> int:
+            return httpx.get(tiles[0], headers=tiles[1]).text.count('data-testid="rss"')
+
+        wait_for(lambda: measured() >= 6, 30, "the worker's figures of the 6 local servers")
+        print(
+            f"tiles partial: {len(check.content)} bytes, {running} 'running' badges, "
+            f"{measured()} with memory figures"
+        )
         for target in (floor, tiles):  # warm up
             open_loop(target[0], target[1], 50, 2)
         # The load generator's own pauses must not count: this process holds Django and the

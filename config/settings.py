@@ -219,6 +219,23 @@ CELERY_BEAT_SCHEDULE: dict = {
 # Days of usage records kept (the Usage page, /metrics); 0 keeps them forever.
 USAGE_RETENTION_DAYS = env.int("MLX_PORTAL_USAGE_RETENTION_DAYS", default=400)
 
+
+def _bounded(name: str, default: float, low: float, high: float, unit: str) -> float:
+    """A number from the environment, refused at start-up with what to set when it is not a
+    number from `low` to `high` (django-environ would only say "could not convert")."""
+    raw = env.str(name, default=str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # also false for NaN
+        raise ImproperlyConfigured(
+            f"{name}={raw!r}: use a number of {unit} from {low:g} to {high:g}; "
+            f"the default is {default:g}."
+        )
+    return value
+
+
 # This machine, as a host of the portal (docs/hosts.md).
 HOST_NAME = env.str("MLX_PORTAL_HOST", default="local")
 # Where the other hosts' web tiers reach this host's web tier (for the hop to its model
@@ -228,6 +245,9 @@ HOST_WEB_URL = env.str("MLX_PORTAL_HOST_URL", default="").rstrip("/")
 # shows offline and its servers "unknown".
 HOST_HEARTBEAT_SECONDS = env.float("MLX_PORTAL_HEARTBEAT_SECONDS", default=5.0)
 HOST_OFFLINE_AFTER = env.float("MLX_PORTAL_HOST_OFFLINE_AFTER", default=30.0)
+# The same worker measures its running model servers (memory, CPU) this often, for the tiles
+# of every host's Servers page (servers/monitor.py).
+SERVER_STATS_SECONDS = _bounded("MLX_PORTAL_SERVER_STATS_SECONDS", 2, 0.1, 600, "seconds")
 # The secret shared by every host's web tier; each host accepts hop requests carrying the
 # token derived from it for its own name (servers/hop.py). Empty: no hop between hosts.
 HOP_SECRET = env.str("MLX_PORTAL_HOP_SECRET", default="")
@@ -262,25 +282,15 @@ GATEWAY_MAX_CONNECTIONS = env.int("MLX_PORTAL_GATEWAY_MAX_CONNECTIONS", default=
 # that arrived meanwhile leave together (fewer wake-ups and writes per token). 0: every read.
 # With several streams in one web process the interval grows with their number (a process
 # wakes about as often for 16 streams as for one), up to the _MAX (docs/gateway.md).
-def _milliseconds(name: str, default: float, low: float = 0, high: float = 1000) -> float:
-    raw = env.str(name, default=str(default))
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not low <= value <= high:  # also false for NaN
-        raise ImproperlyConfigured(
-            f"{name}={raw!r}: use a number of milliseconds from {low:g} to {high:g}; "
-            f"the default is {default:g}."
-        )
-    return value
-
-
-GATEWAY_STREAM_INTERVAL_MS = _milliseconds("MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS", 10)
-GATEWAY_STREAM_INTERVAL_MAX_MS = _milliseconds(
+GATEWAY_STREAM_INTERVAL_MS = _bounded(
+    "MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS", 10, 0, 1000, "milliseconds"
+)
+GATEWAY_STREAM_INTERVAL_MAX_MS = _bounded(
     "MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MAX_MS",
     max(50, GATEWAY_STREAM_INTERVAL_MS),
-    low=GATEWAY_STREAM_INTERVAL_MS,
+    GATEWAY_STREAM_INTERVAL_MS,
+    1000,
+    "milliseconds",
 )
 # Streams re-check that their user is approved (and their key live) at most this often.
 STREAM_ACCESS_CHECK_SECONDS = env.float("MLX_PORTAL_STREAM_ACCESS_CHECK_SECONDS", default=1.0)

@@ -11,42 +11,25 @@ shows offline (`Host.is_online`).
 
 from __future__ import annotations
 
-import logging
 import threading
 
 from django.conf import settings
-from django.db import close_old_connections
 
-log = logging.getLogger(__name__)
+from config.periodic import Periodic
 
 
-class Heartbeat(threading.Thread):
+class Heartbeat(Periodic):
     """Writes `Host.record_heartbeat()` for `host_name` every `interval` seconds."""
 
     def __init__(self, host_name: str, interval: float) -> None:
-        super().__init__(name=f"heartbeat-{host_name}", daemon=True)
+        super().__init__(f"heartbeat-{host_name}", interval, self.beat)
         self.host_name = host_name
-        self.interval = interval
-        self.stopped = threading.Event()
 
     def beat(self) -> None:
         from models_catalog.models import Host
 
         host, _ = Host.objects.get_or_create(name=self.host_name)
         host.record_heartbeat()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                close_old_connections()  # a long-lived thread: drop broken or aged connections
-                self.beat()
-            except Exception:  # the database may be away for a moment
-                log.exception("Heartbeat of host %s failed; trying again", self.host_name)
-            self.stopped.wait(self.interval)
-        close_old_connections()
-
-    def stop(self) -> None:
-        self.stopped.set()
 
 
 _heartbeat: Heartbeat | None = None

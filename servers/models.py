@@ -168,6 +168,11 @@ class ServerInstance(models.Model):
     exit_code = models.IntegerField(null=True, blank=True)
     log_tail = models.TextField(blank=True)
 
+    # What the process tree uses, measured by its host's worker (servers/monitor.py).
+    rss = models.PositiveBigIntegerField(null=True, blank=True)  # bytes
+    cpu_percent = models.FloatField(null=True, blank=True)  # 100 = one core
+    stats_at = models.DateTimeField(null=True, blank=True)
+
     # Supervision.
     restart_count = models.PositiveIntegerField(default=0)
     next_restart_at = models.DateTimeField(null=True, blank=True)

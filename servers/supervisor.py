@@ -206,26 +206,17 @@ def _signal(proc: psutil.Process, sig: int) -> None:
         proc.send_signal(sig)
 
 
-# Who is whose parent, read once for all the tiles of a page: psutil's children() scans every
-# process of the machine for each call, which was a quarter of the tiles partial's time.
-PPID_MAP_TTL = 1.0
-_ppid_map: tuple[float, dict[int, list[int]]] = (0.0, {})
-
-
-def _children_map() -> dict[int, list[int]]:
-    """{parent pid: [child pids]} of every process, at most PPID_MAP_TTL seconds old."""
-    global _ppid_map
-    read_at, children = _ppid_map
-    if time.monotonic() - read_at > PPID_MAP_TTL:
-        children = {}
-        for process in psutil.process_iter(["ppid"]):
-            children.setdefault(process.info["ppid"], []).append(process.pid)
-        _ppid_map = (time.monotonic(), children)
+def children_map() -> dict[int, list[int]]:
+    """{parent pid: [child pids]} of every process of the machine, read now: one walk of the
+    process table for all the servers of a sampling pass (servers/monitor.py), where psutil's
+    children() walks it again for each call."""
+    children: dict[int, list[int]] = {}
+    for process in psutil.process_iter(["ppid"]):
+        children.setdefault(process.info["ppid"], []).append(process.pid)
     return children
 
 
-def _descendants(pid: int) -> list[psutil.Process]:
-    children = _children_map()
+def _descendants(pid: int, children: dict[int, list[int]]) -> list[psutil.Process]:
     found: list[psutil.Process] = []
     pending = list(children.get(pid, ()))
     while pending:
@@ -236,36 +227,20 @@ def _descendants(pid: int) -> list[psutil.Process]:
     return found
 
 
-# One sample of a server's tree serves every page that polls within this many seconds: the
-# tiles of all open Servers pages (each polls every 2 s) share it, and CPU % is measured over
-# at least this interval instead of the few milliseconds between two pages' polls.
-STATS_MAX_AGE = 1.0
-_samples: dict[tuple[int, float], tuple[float, ProcessStats | None]] = {}
-
-
-def stats(pid: int | None, create_time: float | None) -> ProcessStats | None:
-    """RSS and CPU % of the server's process tree (a sample at most STATS_MAX_AGE seconds
-    old); None when it is not running here."""
+def stats(
+    pid: int | None, create_time: float | None, children: dict[int, list[int]] | None = None
+) -> ProcessStats | None:
+    """RSS and CPU % of the server's process tree (CPU since the previous call for the same
+    process: servers/monitor.py calls it every few seconds); None when it is not running.
+    `children`: a `children_map()` read for several calls (else one is read now)."""
     if not pid:
         return None
-    key = (pid, create_time or 0.0)
-    sampled = _samples.get(key)
-    if sampled is not None and time.monotonic() - sampled[0] <= STATS_MAX_AGE:
-        return sampled[1]
-    result = _sample(pid, create_time)
-    if len(_samples) > 512:
-        _samples.clear()
-    _samples[key] = (time.monotonic(), result)
-    return result
-
-
-def _sample(pid: int, create_time: float | None) -> ProcessStats | None:
     proc = _process(pid, create_time)
     if proc is None:
         return None
     key = (proc.pid, create_time or 0.0)
     proc = _watched.setdefault(key, proc)
-    tree = [proc, *_descendants(proc.pid)]
+    tree = [proc, *_descendants(proc.pid, children if children is not None else children_map())]
     rss = 0
     cpu = 0.0
     for member in tree:

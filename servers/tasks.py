@@ -7,7 +7,7 @@ every host queue; auto-start runs when a worker comes up.
 from __future__ import annotations
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 
 from servers import services
@@ -75,3 +75,18 @@ def _autostart_on_worker_ready(sender=None, **kwargs) -> None:
 
     host = Host.local()
     autostart.apply_async(args=[host.name], queue=host.queue)
+
+
+@worker_ready.connect
+def _start_server_stats(sender=None, **kwargs) -> None:
+    """Measure this host's running servers for the tiles (servers/monitor.py)."""
+    from servers.monitor import start_sampler
+
+    start_sampler()
+
+
+@worker_shutdown.connect
+def _stop_server_stats(sender=None, **kwargs) -> None:
+    from servers.monitor import stop_sampler
+
+    stop_sampler()

@@ -2,8 +2,8 @@
 
 Every open Servers page asks for the tiles every 2 s, and most polls find nothing changed. So
 a poll reads what the tiles show as plain values — one query for the profiles with their
-instance, host and owner, one for the newest usage record (`usage.shared_tile_stats`), the
-process figures from `supervisor.stats` (a sample shared for a second) — with every text that
+instance (with the memory and CPU figures its host's worker stored: servers/monitor.py), host
+and owner, one for the newest usage record (`usage.shared_tile_stats`) — with every text that
 depends on the time already written out ("3 minutes") and the viewer's rights already decided
 (`can_edit`). Those values are the tiles: their hash is the `version`, and the HTML is a pure
 function of it. Hence:
@@ -14,8 +14,8 @@ function of it. Hence:
   many viewers and a browser without the header cost one render between changes.
 
 Nothing is cached that a change in the database would not show at once: the version is
-computed from the rows of this request. Only the usage figures and the process sample are
-shared, and only for a few seconds (see `usage.shared_tile_stats`, `supervisor.STATS_MAX_AGE`).
+computed from the rows of this request. Only the usage figures are shared, and only for a few
+seconds (see `usage.shared_tile_stats`).
 """
 
 from __future__ import annotations
@@ -24,19 +24,22 @@ import functools
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 from django.template.loader import get_template
+from django.utils import timezone
+from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
 from models_catalog.models import Host
-from servers import services, supervisor, usage
+from servers import monitor, services, usage
 from servers.models import ACTIVE_STATES, State, shown_state
 
 FRAGMENTS_KEPT = 32  # rendered fragments kept per process (one per version: filter, viewer)
+TILES_KEPT = 512  # rendered tiles kept per process (one per value of a tile)
 
 _COLUMNS = (
     "pk", "slug", "name", "model_id", "port", "description", "auto_start",
@@ -45,7 +48,7 @@ _COLUMNS = (
     "instance__state_changed_at", "instance__pid", "instance__process_create_time",
     "instance__started_at", "instance__exit_code", "instance__log_tail",
     "instance__restart_count", "instance__next_restart_at", "instance__last_error",
-    "instance__last_error_kind",
+    "instance__last_error_kind", "instance__rss", "instance__cpu_percent", "instance__stats_at",
 )  # fmt: skip
 
 
@@ -67,7 +70,7 @@ class Tile:
     state: str  # the instance's stored state ("" without an instance row)
     uptime: str  # "1 hour, 3 minutes" while running
     pid: int | None
-    rss: str  # "1.2 GB" ("" when the process is not measured here)
+    rss: str  # "1.2 GB" ("" without fresh figures from its host's worker)
     cpu_percent: float | None
     usage: usage.TileStats | None
     reason: str
@@ -94,6 +97,7 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
     rows = list(profiles.values_list(*_COLUMNS))
     figures = usage.shared_tile_stats()
     online: dict[str, bool] = {}
+    now = timezone.now()
     tiles = []
     for row in rows:
         r = dict(zip(_COLUMNS, row, strict=True))
@@ -102,9 +106,13 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
             online[host] = Host.heartbeat_is_recent(r["host__last_heartbeat"])
         state = r["instance__state"] or ""
         shown = shown_state(online[host], state or None)
-        sample = None
-        if state in ACTIVE_STATES and host == settings.HOST_NAME:  # services.is_local
-            sample = supervisor.stats(r["instance__pid"], r["instance__process_create_time"])
+        # Figures its host's worker measured lately (any host), while the server is up.
+        measured = (
+            state in ACTIVE_STATES
+            and shown != "unknown"
+            and r["instance__rss"] is not None
+            and monitor.is_fresh(r["instance__stats_at"], now)
+        )
         failed = state == State.FAILED
         restart_attempt = None
         if failed and r["instance__next_restart_at"] and r["instance__desired_state"] == "running":
@@ -125,8 +133,8 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
                 state=state,
                 uptime=_since(r["instance__started_at"]) if shown == State.RUNNING else "",
                 pid=r["instance__pid"],
-                rss=filesizeformat(sample.rss) if sample else "",
-                cpu_percent=sample.cpu_percent if sample else None,
+                rss=filesizeformat(r["instance__rss"]) if measured else "",
+                cpu_percent=r["instance__cpu_percent"] if measured else None,
                 usage=figures.get(r["pk"]),
                 reason=r["instance__reason"] or "",
                 state_changed_at=r["instance__state_changed_at"],
@@ -157,22 +165,59 @@ def _markup() -> str:
     return hashlib.blake2b(source.encode(), digest_size=8).hexdigest()
 
 
-_fragments: OrderedDict[str, str] = OrderedDict()
-_fragments_lock = threading.Lock()
+class _Rendered:
+    """HTML rendered once per key and process, the most recently used `kept` kept."""
+
+    def __init__(self, kept: int) -> None:
+        self.kept = kept
+        self._html: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, render: Callable[[], str]) -> str:
+        with self._lock:
+            html = self._html.get(key)
+            if html is not None:
+                self._html.move_to_end(key)
+                return html
+        html = render()
+        with self._lock:
+            self._html[key] = html
+            while len(self._html) > self.kept:
+                self._html.popitem(last=False)
+        return html
+
+
+_fragments = _Rendered(FRAGMENTS_KEPT)
+_tiles = _Rendered(TILES_KEPT)
+
+
+def tile_html(tile: Tile) -> str:
+    """One tile (`servers/list.html#tile`), rendered once per process and value of the tile.
+
+    A new version usually changes a few tiles (a running server's CPU figure, say); the others
+    are not rendered again. Rendering all twenty tiles of the status-poll bench cost ~13 ms of
+    CPU, and every such render was among the slowest polls (docs/benchmarks.md §2f)."""
+    key = hashlib.blake2b(repr((_markup(), tile)).encode(), digest_size=12).hexdigest()
+    template = get_template("servers/list.html#tile")
+    return _tiles.get(key, lambda: template.render({"tile": tile}))
+
+
+def context(tiles: list[Tile], query: str, tiles_version: str) -> dict:
+    """What `servers/list.html` and its `tiles` partial render the tiles from."""
+    return {
+        "tiles": tiles,
+        "tiles_html": [mark_safe(tile_html(tile)) for tile in tiles],  # noqa: S308 (our render)
+        "q": query,
+        "tiles_version": tiles_version,
+    }
 
 
 def fragment(tiles: list[Tile], query: str, tiles_version: str) -> str:
     """The tiles partial (`servers/list.html#tiles`) for this version, rendered once per
     process and version (it depends on nothing else: no request, no viewer, no clock)."""
-    with _fragments_lock:
-        html = _fragments.get(tiles_version)
-        if html is not None:
-            _fragments.move_to_end(tiles_version)
-            return html
-    context = {"tiles": tiles, "q": query, "tiles_version": tiles_version}
-    html = get_template("servers/list.html#tiles").render(context)
-    with _fragments_lock:
-        _fragments[tiles_version] = html
-        while len(_fragments) > FRAGMENTS_KEPT:
-            _fragments.popitem(last=False)
-    return html
+    return _fragments.get(
+        tiles_version,
+        lambda: get_template("servers/list.html#tiles").render(
+            context(tiles, query, tiles_version)
+        ),
+    )

@@ -39,8 +39,7 @@ def server_list(request: HttpRequest) -> HttpResponse:
         if request.headers.get("X-Tiles-Version") == shown_version:
             return HttpResponse(status=204)  # htmx swaps nothing: no flicker, no work
         return HttpResponse(tiles.fragment(shown, query, shown_version))
-    context = {"tiles": shown, "q": query, "tiles_version": shown_version}
-    return render(request, "servers/list.html", context)
+    return render(request, "servers/list.html", tiles.context(shown, query, shown_version))
 
 
 def picker(request: HttpRequest) -> HttpResponse:

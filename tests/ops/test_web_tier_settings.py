@@ -79,3 +79,14 @@ def test_the_stream_interval_maximum_follows_a_larger_interval_by_default(tmp_pa
         DJANGO_SETTINGS_MODULE="config.settings", MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS="200",
     )  # fmt: skip
     assert larger.stdout.split() == ["200.0", "200.0"], larger.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "nan", "-1", "601", "two"])
+def test_a_server_stats_interval_out_of_range_is_refused_at_start_up(tmp_path, value):
+    result = run_python(
+        tmp_path, "import django; django.setup()",
+        DJANGO_SETTINGS_MODULE="config.settings", MLX_PORTAL_SERVER_STATS_SECONDS=value,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "MLX_PORTAL_SERVER_STATS_SECONDS" in result.stderr
+    assert "from 0.1 to 600" in result.stderr

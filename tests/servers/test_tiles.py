@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from servers import monitor
 from servers.models import ServerInstance, State, UsageRecord
 
 
@@ -46,7 +47,8 @@ def _add_usage(profile, **fields):
 
 def test_tiles_partial_query_count_does_not_grow_with_servers(member_client, make_profile):
     """Counted three ways: usage figures computed (a record was just added), figures reused,
-    and a poll answered 204. Running servers here are measured by psutil (this process)."""
+    and a poll answered 204. Running servers here point at this process, measured as their
+    host's worker measures them (monitor.sample_servers): their figures add no query."""
     me = psutil.Process()
 
     def counts(profile) -> list[tuple[int, int]]:
@@ -72,6 +74,7 @@ def test_tiles_partial_query_count_does_not_grow_with_servers(member_client, mak
             fields = {"state": State.FAILED, "reason": "boom", "log_tail": "Traceback…"}
         ServerInstance.objects.filter(pk=profile.get_instance().pk).update(**fields)
         _add_usage(profile)
+    assert monitor.sample_servers() == 4
     assert counts(profile) == one
     html = _poll(member_client).content.decode()
     assert html.count('data-testid="rss"') == 4 and html.count('data-testid="usage"') == 9
@@ -189,3 +192,23 @@ def test_a_filter_with_control_characters_is_cleaned_not_a_500(member_client):
     # PostgreSQL refuses NUL in text: the filter must never reach it (found by hypothesis).
     response = member_client.get("/servers/", {"q": "a\x00b\x07"}, headers={"HX-Request": "true"})
     assert response.status_code == 200
+
+
+def test_a_new_version_renders_again_only_the_tiles_that_changed(member_client, make_profile):
+    """Twenty tiles, one changes: the next poll renders that tile alone (tiles.tile_html keeps
+    the others' HTML), and the page shows the change."""
+    from servers import tiles
+
+    profiles = [make_profile(f"Server {n:02d}") for n in range(20)]
+    tiles._tiles = tiles._Rendered(tiles.TILES_KEPT)  # this test's own count
+    version = _version(_poll(member_client))
+    assert len(tiles._tiles._html) == 20
+    ServerInstance.objects.filter(pk=profiles[7].get_instance().pk).update(
+        state=State.FAILED, reason="The process exited with code 3", exit_code=3
+    )
+    response = _poll(member_client, version)
+    assert response.status_code == 200 and "exited with code 3" in response.content.decode()
+    assert len(tiles._tiles._html) == 21  # one new rendering: the changed tile
+    page = member_client.get(reverse("servers:list")).content.decode()
+    assert page.count('class="server-tile"') == 20 and "exited with code 3" in page
+    assert len(tiles._tiles._html) == 21  # the whole page from the same renderings

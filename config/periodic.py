@@ -1,0 +1,37 @@
+"""A daemon thread that does one thing every few seconds, for the Celery worker's own duties
+(the host's heartbeat, its servers' figures): started when the worker is ready, stopped
+with it, and silent when the worker dies, which is what makes its absence mean something."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from django.db import close_old_connections
+
+log = logging.getLogger(__name__)
+
+
+class Periodic(threading.Thread):
+    """Calls `action()` every `interval` seconds until `stop()`. A failure (the database away
+    for a moment, say) is logged and tried again at the next turn."""
+
+    def __init__(self, name: str, interval: float, action: Callable[[], object]) -> None:
+        super().__init__(name=name, daemon=True)
+        self.interval = interval
+        self.action = action
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                close_old_connections()  # a long-lived thread: drop broken or aged connections
+                self.action()
+            except Exception:
+                log.exception("%s failed; trying again in %g s", self.name, self.interval)
+            self.stopped.wait(self.interval)
+        close_old_connections()
+
+    def stop(self) -> None:
+        self.stopped.set()

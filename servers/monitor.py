@@ -1,0 +1,82 @@
+"""The figures of this host's running model servers (memory and CPU of each process tree),
+measured by the host's Celery worker and stored on the instance rows.
+
+A thread of each host's worker (started when the worker is ready, like its heartbeat) calls
+`sample_servers()` every `MLX_PORTAL_SERVER_STATS_SECONDS` (2 s). The Servers page's tiles
+then read the figures with the rest of the row, in the one query they make, for this host's
+servers and every other host's alike; the web tier never walks the process table.
+
+Why not in the web tier, as it was: psutil reads /proc, one system call after another, and
+each call lets go of the GIL. In a gunicorn worker busy with other requests, each time it
+takes the GIL back costs up to the switch interval (5 ms), so a refresh that costs 5 ms of
+CPU took 15 ms of wall time at the median and up to 190 ms, and the tiles poll that did it
+was the p99 of the status-poll bench (docs/benchmarks.md §2f). And a web tier can only
+measure its own machine's processes: another host's servers showed no figures at all.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from config.periodic import Periodic
+from servers import supervisor
+from servers.models import ACTIVE_STATES, ServerInstance
+
+
+def sample_servers(host_name: str | None = None) -> int:
+    """Measure every active server of `host_name` (this host) that has a process, and store
+    its figures (rss, cpu_percent, stats_at) on its instance; returns how many were measured.
+    A process that is gone is stored without figures: the supervisor marks it failed."""
+    rows = ServerInstance.objects.filter(
+        profile__host__name=host_name or settings.HOST_NAME,
+        state__in=ACTIVE_STATES,
+        pid__isnull=False,
+    ).values_list("pk", "pid", "process_create_time")
+    measured = 0
+    children = supervisor.children_map() if rows else {}
+    for pk, pid, create_time in rows:
+        sample = supervisor.stats(pid, create_time, children)
+        measured += sample is not None
+        ServerInstance.objects.filter(pk=pk).update(
+            rss=sample.rss if sample else None,
+            cpu_percent=sample.cpu_percent if sample else None,
+            stats_at=timezone.now(),
+        )
+    return measured
+
+
+def max_age() -> timedelta:
+    """How old figures may be and still be shown: a few missed samples, at least 10 s."""
+    return timedelta(seconds=max(3 * settings.SERVER_STATS_SECONDS, 10.0))
+
+
+def is_fresh(stats_at: datetime | None, now: datetime | None = None) -> bool:
+    return stats_at is not None and (now or timezone.now()) - stats_at <= max_age()
+
+
+_sampler: Periodic | None = None
+_lock = threading.Lock()
+
+
+def start_sampler() -> Periodic:
+    """Start this process's sampler for `settings.HOST_NAME` (once; later calls return it)."""
+    global _sampler
+    with _lock:
+        if _sampler is None or not _sampler.is_alive():
+            _sampler = Periodic(
+                f"server-stats-{settings.HOST_NAME}", settings.SERVER_STATS_SECONDS, sample_servers
+            )
+            _sampler.start()
+    return _sampler
+
+
+def stop_sampler() -> None:
+    global _sampler
+    with _lock:
+        if _sampler is not None:
+            _sampler.stop()
+            _sampler = None
