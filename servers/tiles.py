@@ -34,9 +34,10 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
+from config.rows import compiled_rows
 from models_catalog.models import Host
 from servers import monitor, services, usage
-from servers.models import ACTIVE_STATES, State, shown_state
+from servers.models import ACTIVE_STATES, ServerProfile, State, shown_state
 
 FRAGMENTS_KEPT = 32  # rendered fragments kept per process (one per version: filter, viewer)
 TILES_KEPT = 512  # rendered tiles kept per process (one per value of a tile)
@@ -91,10 +92,15 @@ def _since(value: datetime | None) -> str:
 def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
     """The tiles `user` sees for the filter `query` (or for the one profile `pk`): one query
     for the profiles, one or two for the usage figures, whatever the number of servers."""
-    profiles = services.profiles_for_tiles(query)
-    if pk is not None:
-        profiles = profiles.filter(pk=pk)
-    rows = list(profiles.values_list(*_COLUMNS))
+    if query or pk is not None:
+        profiles = services.profiles_for_tiles(query)
+        if pk is not None:
+            profiles = profiles.filter(pk=pk)
+        rows = list(profiles.values_list(*_COLUMNS))
+    else:  # the poll of every open Servers page: the same query each time, compiled once
+        rows = compiled_rows(
+            ServerProfile, "tiles", lambda: services.profiles_for_tiles().values_list(*_COLUMNS)
+        )
     figures = usage.shared_tile_stats()
     online: dict[str, bool] = {}
     now = timezone.now()

@@ -17,6 +17,7 @@ from django.db.models import Avg, BigIntegerField, Count, F, Func, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from config.rows import compiled_rows
 from servers.gateway import Measure
 from servers.models import ServerProfile, UsageRecord
 
@@ -208,7 +209,13 @@ def shared_tile_stats() -> dict[int, TileStats]:
     when the figures are reused, two when they are computed. Treat the result as read-only."""
     global _tile_stats_memo
     newest = tuple(
-        UsageRecord.objects.order_by("-pk").values_list("pk", "started_at", "finished_at")[:1]
+        compiled_rows(
+            UsageRecord,
+            "newest-usage",
+            lambda: UsageRecord.objects.order_by("-pk").values_list(
+                "pk", "started_at", "finished_at"
+            )[:1],
+        )
     )  # the timestamps too: an id can come back after a rollback (SQLite, the test suite)
     memo = _tile_stats_memo
     if memo is not None and memo[0] == newest and time.monotonic() - memo[1] < TILE_STATS_MAX_AGE:

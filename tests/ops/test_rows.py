@@ -123,3 +123,35 @@ def test_a_row_changed_after_a_first_read_is_read_fresh(profile):
     again = first_row(ServerProfile, {"slug": "rows"}, related=("host", "instance"))
     assert again.instance.state == State.FAILED
     assert again.running_url() is None
+
+
+def test_a_compiled_query_gives_the_orms_rows_and_sees_later_changes(profile, member):
+    from config.rows import compiled_rows
+
+    columns = ("slug", "chat_template_args", "trust_remote_code", "created_at",
+               "instance__state", "instance__started_at", "host__name")  # fmt: skip
+    built = []
+
+    def build():
+        built.append(1)
+        return (
+            ServerProfile.objects.select_related("instance").order_by("slug").values_list(*columns)
+        )
+
+    def orm():
+        return list(ServerProfile.objects.order_by("slug").values_list(*columns))
+
+    first = compiled_rows(ServerProfile, "test-rows", build)
+    assert first == orm()
+    assert first[0][1] == {"enable_thinking": False, "nested": [1, "two"]}
+    assert first[0][2] is True and first[0][3].tzinfo is not None
+
+    ServerProfile.objects.create(
+        name="Another", slug="another", model_id="m/x", port=18556, owner=member,
+        host=Host.local(),
+    )  # fmt: skip
+    ServerInstance.objects.filter(profile=profile).update(state=State.FAILED)
+    again = compiled_rows(ServerProfile, "test-rows", build)
+    assert again == orm() and len(again) == 2
+    assert dict((row[0], row[4]) for row in again)["rows"] == State.FAILED
+    assert built == [1]  # compiled once: the second call ran the same SQL
