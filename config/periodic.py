@@ -35,3 +35,28 @@ class Periodic(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
+
+
+_running: dict[str, Periodic] = {}
+_lock = threading.Lock()
+
+
+def start_once(key: str, make: Callable[[], Periodic], run_first: bool = False) -> Periodic:
+    """Start the thread `make()` builds under `key` in this process, unless one runs already
+    (a second `worker_ready`, say); `run_first`: its action runs once here before it starts
+    (the heartbeat registers its host before the worker takes its first task)."""
+    with _lock:
+        thread = _running.get(key)
+        if thread is None or not thread.is_alive():
+            thread = _running[key] = make()
+            if run_first:
+                thread.action()
+            thread.start()
+        return thread
+
+
+def stop(key: str) -> None:
+    with _lock:
+        thread = _running.pop(key, None)
+    if thread is not None:
+        thread.stop()

@@ -11,10 +11,9 @@ shows offline (`Host.is_online`).
 
 from __future__ import annotations
 
-import threading
-
 from django.conf import settings
 
+from config import periodic
 from config.periodic import Periodic
 
 
@@ -32,24 +31,13 @@ class Heartbeat(Periodic):
         host.record_heartbeat()
 
 
-_heartbeat: Heartbeat | None = None
-_lock = threading.Lock()
-
-
 def start_heartbeat() -> Heartbeat:
-    """Start this process's heartbeat for `settings.HOST_NAME` (once; later calls return it)."""
-    global _heartbeat
-    with _lock:
-        if _heartbeat is None or not _heartbeat.is_alive():
-            _heartbeat = Heartbeat(settings.HOST_NAME, settings.HOST_HEARTBEAT_SECONDS)
-            _heartbeat.beat()  # registered before the worker takes its first task
-            _heartbeat.start()
-    return _heartbeat
+    """Start this process's heartbeat for `settings.HOST_NAME` (once; later calls return it).
+    It beats once before this returns: the host is registered before the worker takes its
+    first task."""
+    make = lambda: Heartbeat(settings.HOST_NAME, settings.HOST_HEARTBEAT_SECONDS)  # noqa: E731
+    return periodic.start_once("heartbeat", make, run_first=True)
 
 
 def stop_heartbeat() -> None:
-    global _heartbeat
-    with _lock:
-        if _heartbeat is not None:
-            _heartbeat.stop()
-            _heartbeat = None
+    periodic.stop("heartbeat")

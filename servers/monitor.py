@@ -16,12 +16,12 @@ measure its own machine's processes: another host's servers showed no figures at
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
+from config import periodic
 from config.periodic import Periodic
 from servers import supervisor
 from servers.models import ACTIVE_STATES, ServerInstance
@@ -58,25 +58,12 @@ def is_fresh(stats_at: datetime | None, now: datetime | None = None) -> bool:
     return stats_at is not None and (now or timezone.now()) - stats_at <= max_age()
 
 
-_sampler: Periodic | None = None
-_lock = threading.Lock()
-
-
 def start_sampler() -> Periodic:
     """Start this process's sampler for `settings.HOST_NAME` (once; later calls return it)."""
-    global _sampler
-    with _lock:
-        if _sampler is None or not _sampler.is_alive():
-            _sampler = Periodic(
-                f"server-stats-{settings.HOST_NAME}", settings.SERVER_STATS_SECONDS, sample_servers
-            )
-            _sampler.start()
-    return _sampler
+    name = f"server-stats-{settings.HOST_NAME}"
+    make = lambda: Periodic(name, settings.SERVER_STATS_SECONDS, sample_servers)  # noqa: E731
+    return periodic.start_once("server-stats", make)
 
 
 def stop_sampler() -> None:
-    global _sampler
-    with _lock:
-        if _sampler is not None:
-            _sampler.stop()
-            _sampler = None
+    periodic.stop("server-stats")
