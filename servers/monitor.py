@@ -19,6 +19,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from config import periodic
@@ -36,17 +37,17 @@ def sample_servers(host_name: str | None = None) -> int:
         state__in=ACTIVE_STATES,
         pid__isnull=False,
     ).values_list("pk", "pid", "process_create_time")
-    measured = 0
     children = supervisor.children_map() if rows else {}
-    for pk, pid, create_time in rows:
-        sample = supervisor.stats(pid, create_time, children)
-        measured += sample is not None
-        ServerInstance.objects.filter(pk=pk).update(
-            rss=sample.rss if sample else None,
-            cpu_percent=sample.cpu_percent if sample else None,
-            stats_at=timezone.now(),
-        )
-    return measured
+    samples = [(pk, supervisor.stats(pid, create_time, children)) for pk, pid, create_time in rows]
+    now = timezone.now()
+    with transaction.atomic():  # one commit per pass, after the measuring
+        for pk, sample in samples:
+            ServerInstance.objects.filter(pk=pk).update(
+                rss=sample.rss if sample else None,
+                cpu_percent=sample.cpu_percent if sample else None,
+                stats_at=now,
+            )
+    return sum(sample is not None for _, sample in samples)
 
 
 def max_age() -> timedelta:
@@ -54,8 +55,14 @@ def max_age() -> timedelta:
     return timedelta(seconds=max(3 * settings.SERVER_STATS_SECONDS, 10.0))
 
 
-def is_fresh(stats_at: datetime | None, now: datetime | None = None) -> bool:
-    return stats_at is not None and (now or timezone.now()) - stats_at <= max_age()
+def is_fresh(
+    stats_at: datetime | None, started_at: datetime | None = None, now: datetime | None = None
+) -> bool:
+    """Whether figures measured at `stats_at` describe the process started at `started_at`
+    (none from before a restart) and are recent enough to show."""
+    if stats_at is None or (started_at is not None and stats_at < started_at):
+        return False
+    return (now or timezone.now()) - stats_at <= max_age()
 
 
 def start_sampler() -> Periodic:

@@ -117,7 +117,7 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
             state in ACTIVE_STATES
             and shown != "unknown"
             and r["instance__rss"] is not None
-            and monitor.is_fresh(r["instance__stats_at"], now)
+            and monitor.is_fresh(r["instance__stats_at"], r["instance__started_at"], now)
         )
         failed = state == State.FAILED
         restart_attempt = None

@@ -107,7 +107,7 @@ def test_another_hosts_figures_show_on_its_tile(member_client, make_profile):
 
 @pytest.mark.parametrize(
     "change",
-    ["stale", "stopped", "host offline"],
+    ["stale", "before the restart", "stopped", "host offline"],
 )
 def test_no_figures_are_shown_when_they_are_old_or_the_server_is_not_up(
     member_client, make_profile, settings, change
@@ -117,6 +117,8 @@ def test_no_figures_are_shown_when_they_are_old_or_the_server_is_not_up(
     fields = {"rss": 2**30, "cpu_percent": 10.0, "stats_at": timezone.now(), "pid": 4242}
     if change == "stale":
         fields["stats_at"] = timezone.now() - monitor.max_age() - timedelta(seconds=1)
+    elif change == "before the restart":  # the previous process's figures, a moment ago
+        fields["started_at"] = fields["stats_at"] + timedelta(seconds=1)
     elif change == "stopped":
         fields["state"] = State.STOPPED
     else:
