@@ -34,6 +34,7 @@ class _Part:
     # (index of the column in the row, its column expression, its converters in ORM order)
     converters: list[tuple[int, Col, list[Callable]]]
     relation: Field | ForeignObjectRel | None  # how the main row reaches it (None: the main)
+    pk_index: int  # where its primary key is among its own columns
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ def _part(
         if found:
             converters.append((start + index, col, found))
     attnames = [field.attname for field in model._meta.concrete_fields]
-    return _Part(model, start, attnames, converters, relation)
+    pk_index = attnames.index(model._meta.pk.attname)
+    return _Part(model, start, attnames, converters, relation, pk_index)
 
 
 def _plan(
@@ -163,8 +165,9 @@ def first_row[M: Model](
     instance = model.from_db(alias, main.attnames, values[: len(main.attnames)])
     for part in plan.parts[1:]:
         own = values[part.start : part.start + len(part.attnames)]
-        pk_index = part.attnames.index(part.model._meta.pk.attname)
-        other = None if own[pk_index] is None else part.model.from_db(alias, part.attnames, own)
+        other = None
+        if own[part.pk_index] is not None:  # LEFT JOIN: no row there
+            other = part.model.from_db(alias, part.attnames, own)
         part.relation.set_cached_value(instance, other)
         if other is not None and isinstance(part.relation, ForeignObjectRel):
             part.relation.field.set_cached_value(other, instance)  # instance.profile, say

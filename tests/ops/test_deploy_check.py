@@ -1,11 +1,9 @@
 """Production settings pass Django's deployment checklist."""
 
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.clean_env import run_python
 
 PRODUCTION_ENV = {
     "DJANGO_PRODUCTION": "1",
@@ -15,16 +13,8 @@ PRODUCTION_ENV = {
 }
 
 
-def run_check(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {"PATH": "/usr/bin:/bin", "MLX_PORTAL_DATA_DIR": str(tmp_path)}
-    return subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT,
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def run_check(tmp_path: Path, **env: str):
+    return run_python(tmp_path, "manage.py", "check", "--deploy", "--fail-level", "WARNING", **env)
 
 
 def test_check_deploy_passes_with_production_settings(tmp_path):

@@ -1,25 +1,15 @@
 """Start-up of the web tier: what config/wsgi.py does, and settings refused before they break
 requests."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.clean_env import run_python as run
 
 
-def run_python(tmp_path: Path, code: str, **env: str) -> subprocess.CompletedProcess:
-    base = {"PATH": "/usr/bin:/bin", "MLX_PORTAL_DATA_DIR": str(tmp_path)}
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def run_python(tmp_path: Path, code: str, **env: str):
+    return run(tmp_path, "-c", code, **env)
 
 
 def test_the_wsgi_application_freezes_its_start_up_objects_out_of_the_collector(tmp_path):

@@ -1,0 +1,24 @@
+"""A Python process of the portal's code with a clean environment: only PATH and a data
+directory of the test's own, plus what the test sets. For start-up checks (settings that
+must refuse to start, `check --deploy`), which read the environment once, at import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_python(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`python <args>` in the project's root, with `env` over a clean base; output captured."""
+    base = {"PATH": "/usr/bin:/bin", "MLX_PORTAL_DATA_DIR": str(tmp_path)}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
