@@ -181,23 +181,31 @@ _compiled: weakref.WeakKeyDictionary[BaseDatabaseWrapper, dict[str, tuple]] = (
 )
 
 
-def compiled_rows(model: type[Model], key: str, build: Callable[[], QuerySet]) -> list[tuple]:
+def compiled_rows(
+    model: type[Model],
+    key: str,
+    build: Callable[[], QuerySet],
+    params: Sequence[object] | None = None,
+) -> list[tuple]:
     """The rows of the `values_list` queryset of `model` that `build()` makes, compiled to SQL
     once per database connection under `key` and run again as is: for a query that a page
-    polls with no variable part (the Servers page's tiles, every 2 s per open page), where
-    compiling cost more than running it (1.3 ms of CPU against 0.4 ms, docs/benchmarks.md
-    §2f). The ORM's own converters are applied to the rows. `key` must name one fixed query:
-    its SQL and parameters are kept, and a later `build()` is not called."""
+    polls (the Servers page's tiles, every 2 s per open page), where compiling cost more than
+    running it (1.3 ms of CPU against 0.4 ms, docs/benchmarks.md §2f). The ORM's own
+    converters are applied to the rows. `key` must name one shape of query: its SQL is kept,
+    and a later `build()` is not called. Its parameters are the first build's, or `params`:
+    the values of its placeholders in the compiled SQL's order (a query whose only variable
+    part is a value, `pk__gt=…`)."""
     connection = connections[router.db_for_read(model)]
     plans = _compiled.setdefault(connection, {})
     plan = plans.get(key)
     if plan is None:
         queryset = build()
         compiler = queryset.query.get_compiler(connection=connection)
-        sql, params = compiler.as_sql()
-        plan = plans[key] = (compiler, sql, params)
-    compiler, sql, params = plan
+        plan = plans[key] = (compiler, *compiler.as_sql())
+    compiler, sql, built_params = plan
+    if params is not None and len(params) != len(built_params):
+        raise ValueError(f"{key}: {len(params)} parameters for {len(built_params)} placeholders")
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, built_params if params is None else tuple(params))
         rows = cursor.fetchall()
     return list(compiler.results_iter(results=[rows], tuple_expected=True))

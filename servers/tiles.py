@@ -3,9 +3,9 @@
 Every open Servers page asks for the tiles every 2 s, and most polls find nothing changed. So
 a poll reads what the tiles show as plain values — one query for the profiles with their
 instance (with the memory and CPU figures its host's worker stored: servers/monitor.py), host
-and owner, one for the newest usage record (`usage.shared_tile_stats`) — with every text that
-depends on the time already written out ("3 minutes") and the viewer's rights already decided
-(`can_edit`). Those values are the tiles: their hash is the `version`, and the HTML is a pure
+and owner, one for the usage records added since the last poll (`usage.UsageWindow`) — with
+every text that depends on the time already written out ("3 minutes") and the viewer's rights
+already decided (`can_edit`). Those values are the tiles: their hash is the `version`, and the HTML is a pure
 function of it. Hence:
 
 * a poll that sends back the version it shows (`X-Tiles-Version`, static/js/servers.js) and
@@ -14,8 +14,8 @@ function of it. Hence:
   many viewers and a browser without the header cost one render between changes.
 
 Nothing is cached that a change in the database would not show at once: the version is
-computed from the rows of this request. Only the usage figures are shared, and only for a few
-seconds (see `usage.shared_tile_stats`).
+computed from the rows of this request. The usage figures are this process's sums by minute,
+brought up to date at each poll (see `usage.UsageWindow`).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _since(value: datetime | None) -> str:
 
 def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
     """The tiles `user` sees for the filter `query` (or for the one profile `pk`): one query
-    for the profiles, one or two for the usage figures, whatever the number of servers."""
+    for the profiles, one for the usage figures, whatever the number of servers."""
     if query or pk is not None:
         profiles = services.profiles_for_tiles(query)
         if pk is not None:

@@ -1,12 +1,14 @@
 """Usage of the model servers as the portal measures it: recording and the numbers shown.
 
 `recorder(...)` gives the callback a `gateway.Relay` calls once a request has finished;
-`tile_stats()` feeds the server tiles (one query for all tiles); `summary()` the Usage page;
+`UsageWindow` feeds the server tiles (one query a poll for all tiles: the records added since
+the last); `summary()` the Usage page;
 servers/metrics.py the Prometheus endpoint. See docs/gateway.md, "Usage recording".
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -148,18 +150,32 @@ class EpochMinute(Func):
         return self.as_sql(compiler, connection, template=template, **extra)
 
 
-def tile_stats(now: datetime | None = None) -> dict[int, TileStats]:
-    """Stats per profile id for every profile used in the last hour, in ONE query.
+# The figures by minute: requests, messages (answered), tokens timed, generation ms, TTFT
+# sum and count; of one profile in one minute (whole minutes since the epoch, UTC).
+type Minutes = dict[int, dict[int, list[float]]]  # profile id → minute → sums
 
-    The query groups the last hour's records by profile and minute (at most 60 rows per
-    server); the 5-minute figures and the sparkline are folded from those rows here.
-    """
-    now = now or timezone.now()
-    since = now - timedelta(hours=1)
+HOUR_MINUTES = 60  # "the last hour": this minute and the 59 before it
+RECENT_MINUTES = SPARK_MINUTES + 1  # speed and TTFT: this minute and the 5 before it
+
+
+def _minute_of(moment: datetime) -> int:
+    return int(moment.timestamp() // 60)
+
+
+def _first_minute(now: datetime) -> datetime:
+    """The start of the oldest minute of the last hour."""
+    return datetime.fromtimestamp((_minute_of(now) - HOUR_MINUTES + 1) * 60, tz=UTC)
+
+
+def _grouped_minutes(since: datetime, up_to_id: int | None = None) -> Minutes:
+    """The records started since `since` (and with an id up to `up_to_id`), summed by profile
+    and minute in ONE query: at most 60 rows per server, whatever the traffic."""
+    records = UsageRecord.objects.filter(started_at__gte=since, profile__isnull=False)
+    if up_to_id is not None:
+        records = records.filter(pk__lte=up_to_id)
     rows = (
-        UsageRecord.objects.filter(started_at__gte=since, profile__isnull=False)
-        .annotate(epoch_minute=EpochMinute("started_at"))
-        .values("profile_id", "epoch_minute")
+        records.annotate(epoch_minute=EpochMinute("started_at"))
+        .values_list("profile_id", "epoch_minute")
         .annotate(
             requests=Count("id"),
             messages=Count("id", filter=Q(status=UsageRecord.Status.OK)),
@@ -170,59 +186,215 @@ def tile_stats(now: datetime | None = None) -> dict[int, TileStats]:
         )
         .order_by()
     )
-    stats: dict[int, TileStats] = defaultdict(TileStats)
-    recent: dict[int, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0])
-    recent_since = now - timedelta(minutes=SPARK_MINUTES)
-    for row in rows:
-        minute = datetime.fromtimestamp(row["epoch_minute"] * 60, tz=UTC)
-        tile = stats[row["profile_id"]]
-        tile.requests += row["requests"]
-        tile.messages += row["messages"]
-        age_minutes = (now - minute).total_seconds() / 60
-        bucket = SPARK_BUCKETS - 1 - min(int(age_minutes // SPARK_MINUTES), SPARK_BUCKETS - 1)
-        tile.spark[bucket] += row["requests"]
-        if minute >= recent_since - timedelta(minutes=1):
-            acc = recent[row["profile_id"]]
-            acc[0] += row["tokens"] or 0
-            acc[1] += row["generation_ms"] or 0.0
-            acc[2] += row["ttft_sum"] or 0.0
-            acc[3] += row["ttft_count"]
-    for profile_id, (tokens, generation_ms, ttft_sum, ttft_count) in recent.items():
-        tile = stats[profile_id]
+    minutes: Minutes = defaultdict(dict)
+    for profile_id, minute, *sums in rows:
+        minutes[profile_id][minute] = [value or 0 for value in sums]
+    return minutes
+
+
+def _add_record(
+    minutes: Minutes,
+    profile_id: int | None,
+    minute: int,
+    status: str,
+    completion_tokens: int | None,
+    generation_ms: float | None,
+    ttft_ms: float | None,
+) -> None:
+    """One record into `minutes`, as `_grouped_minutes` sums it."""
+    if profile_id is None:
+        return
+    sums = minutes[profile_id].setdefault(minute, [0, 0, 0, 0.0, 0.0, 0])
+    sums[0] += 1
+    sums[1] += status == UsageRecord.Status.OK
+    if generation_ms is not None:
+        sums[2] += completion_tokens or 0
+        sums[3] += generation_ms
+    if ttft_ms is not None:
+        sums[4] += ttft_ms
+        sums[5] += 1
+
+
+def _tiles_from_minutes(minutes: Minutes, now: datetime) -> dict[int, TileStats]:
+    """The tiles' figures at `now` from the sums by minute (pure): counts and the sparkline
+    over the last hour, speed and TTFT over the last 5 minutes (whole minutes both)."""
+    current = _minute_of(now)
+    stats: dict[int, TileStats] = {}
+    for profile_id, by_minute in minutes.items():
+        tile = TileStats()
+        tokens = generation_ms = ttft_sum = ttft_count = 0
+        for minute, (requests, messages, timed, ms, t_sum, t_count) in by_minute.items():
+            age = current - minute
+            if not 0 <= age < HOUR_MINUTES:  # older than the hour (or from a clock ahead)
+                continue
+            tile.requests += requests
+            tile.messages += messages
+            tile.spark[SPARK_BUCKETS - 1 - age // SPARK_MINUTES] += requests
+            if age < RECENT_MINUTES:
+                tokens += timed
+                generation_ms += ms
+                ttft_sum += t_sum
+                ttft_count += t_count
+        if not tile.requests:
+            continue
         if tokens and generation_ms:
             tile.tokens_per_second = tokens / (generation_ms / 1000)
         if ttft_count:
             tile.ttft_ms = ttft_sum / ttft_count
-    return dict(stats)
+        stats[profile_id] = tile
+    return stats
 
 
-# Every open Servers page polls the tiles every 2 s; the figures change only when a record is
-# added, or slowly as time passes (records leave the hour, the sparkline's buckets move).
-TILE_STATS_MAX_AGE = 10.0  # seconds
-_tile_stats_memo: tuple[tuple, float, dict[int, TileStats]] | None = None
+def tile_stats(now: datetime | None = None) -> dict[int, TileStats]:
+    """Stats per profile id for every profile used in the last hour, in ONE query (grouped by
+    profile and minute). The tiles poll `UsageWindow.stats()`, which gives the same figures
+    from the records added since it last looked."""
+    now = now or timezone.now()
+    return _tiles_from_minutes(_grouped_minutes(_first_minute(now)), now)
+
+
+_NO_RECORD = (0, None)  # no record yet: every record is new
+
+
+class UsageWindow:
+    """The last hour's usage by profile and minute, kept by this process and brought up to
+    date from the records added since: what a Servers page poll costs is the new records, not
+    the hour's. Grouping the hour's records cost ~5 ms of CPU with 2,000 of them and ~95 ms
+    with 72,000 (20 requests/s through the gateway), and a busy gateway adds a record between
+    any two polls (docs/benchmarks.md §2g).
+
+    The sums are loaded once with one grouped query (and again if the newest record seen is
+    gone or changed: deleted, or a rolled-back transaction's id given to another record);
+    then each call runs one query, for the records from the newest seen on (by id). An id
+    skipped on the way is a *gap*: on PostgreSQL a record can commit after one with a higher
+    id. Gaps are read again at each call until their record shows, or for `GAP_SECONDS`,
+    after which the id is taken for a rolled-back insert. While one thread loads the sums,
+    the others go on with those they have (only the first load is waited for). Thread-safe;
+    treat the result as read-only.
+    """
+
+    GAP_SECONDS = 30.0
+    LOAD_TAIL = 200  # at a load, the ids below the newest looked at for gaps
+    MAX_GAPS = 1000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the sums, the newest record seen, the gaps
+        self._loading = threading.Lock()  # one load at a time
+        self._minutes: Minutes = defaultdict(dict)
+        self._newest: tuple[int, datetime | None] | None = None  # id, start of the newest seen
+        self._gaps: dict[int, float] = {}  # id not seen below the newest → since when
+        self._stale = True
+        self._kept_from = 0  # the oldest minute kept
+        self._stats: tuple[tuple, dict[int, TileStats]] | None = None
+
+    def stats(self, now: datetime | None = None) -> dict[int, TileStats]:
+        now = now or timezone.now()
+        changed = None
+        for _ in range(2):
+            if self._stale:
+                self._load(now, wait=self._newest is None)
+            with self._lock:
+                changed = self._catch_up(now)
+                if changed is not None:
+                    break
+                self._stale = True  # the newest seen is gone: load again
+        with self._lock:
+            key = (self._newest, _minute_of(now))
+            if changed or self._stats is None or self._stats[0] != key:
+                self._stats = (key, _tiles_from_minutes(self._minutes, now))
+            return self._stats[1]
+
+    def _load(self, now: datetime, wait: bool) -> None:
+        """The sums up to the newest record, with one grouped query (outside `_lock`), and
+        the gaps among the ids just below it."""
+        if not self._loading.acquire(blocking=wait):
+            return  # another thread is loading them
+        try:
+            if not self._stale:
+                return  # it just did
+            newest = (
+                UsageRecord.objects.order_by("-pk").values_list("pk", "started_at").first()
+            )  # first: the sums stop at it, and records after it are the next catch-up's
+            minutes: Minutes = defaultdict(dict)
+            gaps: dict[int, float] = {}
+            if newest:
+                minutes = _grouped_minutes(_first_minute(now), newest[0])
+                low = max(newest[0] - self.LOAD_TAIL, 0)
+                present = set(
+                    UsageRecord.objects.filter(pk__gt=low, pk__lte=newest[0]).values_list(
+                        "pk", flat=True
+                    )
+                )
+                noticed = time.monotonic()
+                gaps = {pk: noticed for pk in range(low + 1, newest[0]) if pk not in present}
+            with self._lock:
+                self._minutes, self._newest = minutes, newest or _NO_RECORD
+                self._gaps = gaps
+                self._stale = False
+                self._kept_from = 0
+                self._stats = None
+        finally:
+            self._loading.release()
+
+    def _catch_up(self, now: datetime) -> bool | None:
+        """Fold in the records added since the last call (and those of gaps): whether
+        anything changed; None when the newest record seen is no longer there as it was."""
+        if self._newest is None or self._stale:
+            return None
+        newest_id = self._newest[0]
+        expired = time.monotonic() - self.GAP_SECONDS
+        self._gaps = {pk: noticed for pk, noticed in self._gaps.items() if noticed > expired}
+        rows = compiled_rows(
+            UsageRecord,
+            "usage-since",
+            lambda: UsageRecord.objects.filter(pk__gte=0)
+            .annotate(epoch_minute=EpochMinute("started_at"))
+            .order_by("pk")
+            .values_list("pk", "started_at", "profile_id", "epoch_minute", "status",
+                         "completion_tokens", "generation_ms", "ttft_ms"),
+            params=[min(self._gaps, default=newest_id)],
+        )  # fmt: skip
+        changed = found = False
+        expected = newest_id + 1 if newest_id else None  # the next id, if none is skipped
+        for row in rows:
+            pk = row[0]
+            if pk == newest_id:
+                if (pk, row[1]) != self._newest:
+                    return None
+                found = True
+                continue
+            if pk < newest_id:  # a gap's record at last, or one already counted
+                if self._gaps.pop(pk, None) is None:
+                    continue
+            else:
+                noticed = time.monotonic()
+                for missing in range(expected or pk, min(pk, (expected or pk) + self.MAX_GAPS)):
+                    self._gaps[missing] = noticed
+                expected = pk + 1
+                self._newest = (pk, row[1])
+            _add_record(self._minutes, *row[2:])
+            changed = True
+        if newest_id and not found:
+            return None
+        self._forget_before(_minute_of(now) - HOUR_MINUTES + 1)
+        return changed
+
+    def _forget_before(self, minute: int) -> None:
+        """Drop the sums of the minutes before `minute` (once a minute)."""
+        if minute == self._kept_from:
+            return
+        self._kept_from = minute
+        for by_minute in self._minutes.values():
+            for old in [m for m in by_minute if m < minute]:
+                del by_minute[old]
+
+
+_window = UsageWindow()
 
 
 def shared_tile_stats() -> dict[int, TileStats]:
-    """`tile_stats()` as the tiles poll it: the last figures of this process while no record
-    was added since (the newest record is the same) and they are under TILE_STATS_MAX_AGE
-    seconds old; computed again otherwise. One small query (the newest record, by primary key)
-    when the figures are reused, two when they are computed. Treat the result as read-only."""
-    global _tile_stats_memo
-    newest = tuple(
-        compiled_rows(
-            UsageRecord,
-            "newest-usage",
-            lambda: UsageRecord.objects.order_by("-pk").values_list(
-                "pk", "started_at", "finished_at"
-            )[:1],
-        )
-    )  # the timestamps too: an id can come back after a rollback (SQLite, the test suite)
-    memo = _tile_stats_memo
-    if memo is not None and memo[0] == newest and time.monotonic() - memo[1] < TILE_STATS_MAX_AGE:
-        return memo[2]
-    stats = tile_stats()
-    _tile_stats_memo = (newest, time.monotonic(), stats)
-    return stats
+    """The tiles' usage figures, from this process's `UsageWindow`: one small query a poll."""
+    return _window.stats()
 
 
 # --- the Usage page ----------------------------------------------------------------------------

@@ -155,3 +155,27 @@ def test_a_compiled_query_gives_the_orms_rows_and_sees_later_changes(profile, me
     assert again == orm() and len(again) == 2
     assert dict((row[0], row[4]) for row in again)["rows"] == State.FAILED
     assert built == [1]  # compiled once: the second call ran the same SQL
+
+
+def test_a_compiled_query_takes_new_values_for_its_placeholders(profile, member):
+    from config.rows import compiled_rows
+
+    ServerProfile.objects.create(
+        name="Another", slug="another", model_id="m/x", port=18556, owner=member,
+        host=Host.local(),
+    )  # fmt: skip
+    ids = sorted(ServerProfile.objects.values_list("pk", flat=True))
+
+    def above(pk):
+        return compiled_rows(
+            ServerProfile,
+            "test-rows-above",
+            lambda: ServerProfile.objects.filter(pk__gt=0).order_by("pk").values_list("pk"),
+            params=[pk],
+        )
+
+    assert above(ids[0]) == [(ids[1],)]  # compiled by this call: its value, not the build's
+    assert above(0) == [(ids[0],), (ids[1],)]
+    assert above(ids[1]) == []
+    with pytest.raises(ValueError, match="1 placeholders"):
+        compiled_rows(ServerProfile, "test-rows-above", lambda: None, params=[1, 2])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -58,6 +59,7 @@ def test_tiles_show_usage_in_a_constant_number_of_queries(make_profile, add_usag
             html = member_client.get(reverse("servers:list"), headers={"HX-Request": "true"})
         return len(ctx.captured_queries), html.content.decode()
 
+    tiles_queries()  # this process's usage figures loaded: later polls read only what is new
     add_usage(make_profile("One"))
     one, html = tiles_queries()
     assert 'data-testid="tps"' in html and "100.0" in html and "<polyline" in html
@@ -120,10 +122,11 @@ def _reference_tile_stats(records, now):
     """The tiles' figures computed in Python from the records themselves (minute buckets)."""
     spark = [0] * usage.SPARK_BUCKETS
     tokens = generation_ms = ttft_sum = ttft_count = requests = messages = 0
+    this_minute = now.replace(second=0, microsecond=0)
     for record in records:
-        if record.started_at < now - timedelta(hours=1):
-            continue
         minute = record.started_at.replace(second=0, microsecond=0)
+        if minute < this_minute - timedelta(minutes=59):  # the hour: this minute and 59 before
+            continue
         requests += 1
         messages += record.status == "ok"
         age = (now - minute).total_seconds() / 60
@@ -140,7 +143,8 @@ def _reference_tile_stats(records, now):
 
 def test_tile_stats_match_the_records_minute_by_minute(make_profile, member):
     """Bucket edges (seconds either side of a minute, 5 minutes, an hour) land where the
-    records' own minutes put them; the query calls no Python function per row."""
+    records' own minutes put them; the query calls no Python function per row. The window
+    kept by a web process gives the same figures."""
     profile = make_profile("Alpha")
     now = timezone.now().replace(second=30, microsecond=250_000)
     ages = [0.2, 29.9, 30.1, 59.9, 90.5, 299.0, 300.5, 330.0, 361.0, 600.0, 1799.9, 3000.0,
@@ -164,3 +168,110 @@ def test_tile_stats_match_the_records_minute_by_minute(make_profile, member):
     assert stats.ttft_ms == pytest.approx(ttft)
     assert len(ctx.captured_queries) == 1
     assert "django_" not in ctx.captured_queries[0]["sql"]  # no Python function per row
+    assert _figures(usage.UsageWindow().stats(now)) == _figures({profile.pk: stats})
+
+
+def _figures(stats):
+    """Tile figures, comparable whatever order their sums were added in."""
+    return {
+        pk: (tile.requests, tile.messages, tile.spark,
+             tile.tokens_per_second and round(tile.tokens_per_second, 6),
+             tile.ttft_ms and round(tile.ttft_ms, 6))
+        for pk, tile in stats.items()
+    }  # fmt: skip
+
+
+def test_the_usage_window_keeps_up_with_new_records_and_time(make_profile, add_usage):
+    alpha, beta = make_profile("Alpha"), make_profile("Beta")
+    add_usage(alpha, 2, completion_tokens=100, generation_ms=500)
+    add_usage(beta, 50)
+    window = usage.UsageWindow()
+    now = timezone.now()
+    assert _figures(window.stats(now)) == _figures(usage.tile_stats(now))
+
+    add_usage(alpha, 1, completion_tokens=300, generation_ms=1000, ttft_ms=70)
+    add_usage(beta, 0, status="error", completion_tokens=0, generation_ms=None, ttft_ms=None)
+    with CaptureQueriesContext(connection) as ctx:
+        caught_up = window.stats(now)
+    assert len(ctx.captured_queries) == 1  # only the records from the newest seen on
+    assert _figures(caught_up) == _figures(usage.tile_stats(now))
+    assert caught_up[alpha.pk].requests == 2 and caught_up[beta.pk].requests == 2
+    assert caught_up[alpha.pk].tokens_per_second == pytest.approx(400 / 1.5)
+
+    later = now + timedelta(minutes=15)  # beta's first record leaves the hour
+    with CaptureQueriesContext(connection) as ctx:
+        aged = window.stats(later)
+    assert len(ctx.captured_queries) == 1
+    assert _figures(aged) == _figures(usage.tile_stats(later))
+    assert aged[beta.pk].requests == 1 and aged[alpha.pk].tokens_per_second is None
+
+    UsageRecord.objects.order_by("-pk").first().delete()  # the newest it saw: loaded again
+    reloaded = window.stats(later)
+    assert _figures(reloaded) == _figures(usage.tile_stats(later))
+    assert beta.pk not in reloaded and reloaded[alpha.pk].requests == 2
+
+
+def test_a_record_that_commits_after_a_newer_one_is_counted(make_profile, add_usage):
+    """On PostgreSQL, of two requests finishing together, the record with the lower id can
+    commit last: the window reads the ids it skipped again until they show."""
+    alpha = make_profile("Alpha")
+    first = add_usage(alpha, 1)
+    window = usage.UsageWindow()
+    assert window.stats()[alpha.pk].requests == 1
+    add_usage(alpha, 1, id=first.pk + 2)  # committed first
+    assert window.stats()[alpha.pk].requests == 2
+    add_usage(alpha, 1, id=first.pk + 1)  # committed last
+    with CaptureQueriesContext(connection) as ctx:
+        assert window.stats()[alpha.pk].requests == 3
+    assert len(ctx.captured_queries) == 1
+    assert window.stats()[alpha.pk].requests == 3  # counted once
+
+
+def test_gaps_below_the_newest_record_at_load_are_read_again(make_profile, add_usage):
+    alpha = make_profile("Alpha")
+    first = add_usage(alpha, 1)
+    add_usage(alpha, 1, id=first.pk + 2)
+    window = usage.UsageWindow()
+    assert window.stats()[alpha.pk].requests == 2
+    add_usage(alpha, 1, id=first.pk + 1)
+    assert window.stats()[alpha.pk].requests == 3
+
+
+def test_an_id_skipped_for_long_is_taken_for_a_rolled_back_insert(make_profile, add_usage):
+    alpha = make_profile("Alpha")
+    first = add_usage(alpha, 1)
+    window = usage.UsageWindow()
+    window.stats()
+    add_usage(alpha, 1, id=first.pk + 2)
+    window.GAP_SECONDS = 0  # the skipped id is given up on at the next call
+    assert window.stats()[alpha.pk].requests == 2
+    add_usage(alpha, 1, id=first.pk + 1)
+    assert window.stats()[alpha.pk].requests == 2
+    with CaptureQueriesContext(connection) as ctx:
+        window.stats()
+    assert f">= {first.pk + 2} " in ctx.captured_queries[0]["sql"]  # from the newest: no gap
+
+
+def test_while_one_thread_loads_the_window_others_catch_up_without_waiting(make_profile, add_usage):
+    alpha = make_profile("Alpha")
+    add_usage(alpha, 1)
+    newest = add_usage(alpha, 1)
+    window = usage.UsageWindow()
+    assert window.stats()[alpha.pk].requests == 2
+    newest.delete()  # the newest record seen is gone: the sums are to be loaded again
+    loading, done, gave_up = threading.Event(), threading.Event(), []
+
+    def another_thread_loading():  # holds the load, as a thread loading the sums again does
+        with window._loading:
+            loading.set()
+            gave_up.append(not done.wait(timeout=30))
+
+    holder = threading.Thread(target=another_thread_loading)
+    holder.start()
+    loading.wait(timeout=10)
+    stats = window.stats()
+    done.set()
+    holder.join()
+    assert gave_up == [False], "the poll waited for the other thread's load"
+    assert stats[alpha.pk].requests == 2  # the sums it had
+    assert window.stats()[alpha.pk].requests == 1  # loaded again once it could
