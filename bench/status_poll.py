@@ -1,14 +1,15 @@
 """Status polling: the Servers page's tiles partial (what every open Servers page fetches every
 2 s), through real gunicorn started from the Procfile, logged in with a session cookie.
 
-    python -m bench.status_poll [--seconds 8] [--rounds 3]
+    python -m bench.status_poll [--seconds 8] [--rounds 3] [--busy 20]
 
 20 profiles on 2 hosts, 8 of them running: 6 on this host, each pointing at a live process
 that the bench started (a `sleep`, so psutil measures a real process tree), and 2 on the
 second host (rows only: no worker of that host runs here to measure them); 2 failed with a log
-tail, 10 stopped; 2,000 usage records in the last hour for the tiles' speed figures. The
-Procfile's worker runs too, as under `make run`: it measures the 6 local servers every 2 s
-(servers/monitor.py) and writes their rows during the load.
+tail, 10 stopped; 2,000 usage records in the last hour for the tiles' speed figures (`--busy
+20`: 68,000, and 20 more each second during the load, as a gateway answering 20 requests/s
+writes them). The Procfile's worker runs too, as under `make run`: it measures the 6 local
+servers every 2 s (servers/monitor.py) and writes their rows during the load.
 
 Baseline, same gunicorn, same run: a small static file (WhiteNoise), the floor of one request
 through the web tier. Two loads, interleaved baseline/tiles, `--rounds` times:
@@ -46,7 +47,7 @@ RATE = 100  # requests per second
 THREADS = 16  # client threads for the open-loop load
 
 
-def setup_rows(bench: Bench) -> None:
+def setup_rows(bench: Bench, usage_records: int = 2000) -> None:
     import psutil
     from django.utils import timezone
 
@@ -88,18 +89,51 @@ def setup_rows(bench: Bench) -> None:
         ServerInstance.objects.update_or_create(profile=profile, defaults=fields)
     records = []
     running = [p for i, p in enumerate(profiles) if i < 6 or i in (10, 11)]
-    for n in range(2000):
-        profile = running[n % len(running)]
-        start = now - timedelta(seconds=n * 1.7)
-        records.append(
-            UsageRecord(
-                user=user, profile=profile, profile_name=profile.name, host=profile.host,
-                source="api", endpoint="chat/completions", stream=True, prompt_tokens=40,
-                completion_tokens=128, ttft_ms=30.0, generation_ms=900.0, duration_ms=930.0,
-                status="ok", status_code=200, started_at=start, finished_at=start,
-            )
-        )  # fmt: skip
-    UsageRecord.objects.bulk_create(records)
+    spacing = 3400 / usage_records  # seconds: the records spread over the last ~57 minutes
+    for n in range(usage_records):
+        start = now - timedelta(seconds=n * spacing)
+        records.append(usage_record(user, running[n % len(running)], start))
+    UsageRecord.objects.bulk_create(records, batch_size=2000)
+
+
+def usage_record(user, profile, start):
+    """One finished API request's record, as the gateway writes it."""
+    from servers.models import UsageRecord
+
+    return UsageRecord(
+        user=user, profile=profile, profile_name=profile.name, host_id=profile.host_id,
+        source="api", endpoint="chat/completions", stream=True, prompt_tokens=40,
+        completion_tokens=128, ttft_ms=30.0, generation_ms=900.0, duration_ms=930.0,
+        status="ok", status_code=200, started_at=start, finished_at=start,
+    )  # fmt: skip
+
+
+class RecordWriter(threading.Thread):
+    """Adds usage records at `rate` per second, as a busy gateway does, until `stop()`."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.rate = rate
+        self.written = 0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        from django.db import connection
+        from django.utils import timezone
+
+        from bench.harness import admin_user
+        from servers.models import ServerProfile, State
+
+        user = admin_user()
+        running = list(ServerProfile.objects.filter(instance__state=State.RUNNING))
+        while not self._stop.wait(1 / self.rate):
+            usage_record(user, running[self.written % len(running)], timezone.now()).save()
+            self.written += 1
+        connection.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
 
 
 def open_loop(url: str, headers: dict[str, str], rate: float, seconds: float) -> dict:
@@ -174,6 +208,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--busy",
+        type=float,
+        default=0,
+        metavar="RATE",
+        help="a busy gateway: the last hour holds RATE x 3,600 usage records instead of 2,000, "
+        "and RATE more are added each second during the load",
+    )
     args = parser.parse_args()
     print_machine()
     if not shutil.which("wrk"):
@@ -181,7 +223,7 @@ def main() -> None:
 
     with Bench("status") as bench:
         bench.setup_django()
-        setup_rows(bench)
+        setup_rows(bench, int(args.busy * 3400) if args.busy else 2000)
         # As `make run`: the worker's threads keep the host online and measure its servers
         # every 2 s (servers/monitor.py), writing the rows the tiles read, during the load.
         bench.start_worker()
@@ -210,6 +252,10 @@ def main() -> None:
         gc.collect()
         gc.freeze()
 
+        writer = None
+        if args.busy:
+            writer = RecordWriter(args.busy)
+            writer.start()
         results: dict[tuple[str, str], list[dict]] = {}
         for index in range(args.rounds):
             for load in ("100/s", "saturation"):
@@ -226,6 +272,9 @@ def main() -> None:
                         + (f"  errors {result['errors']}" if result["errors"] else "")
                         + (f" (not sent: {result['dropped']})" if result.get("dropped") else "")
                     )
+        if writer:
+            writer.stop()
+            print(f"usage records added during the load: {writer.written}")
         rows = [["load", "target", "req/s", "p50 ms", "p99 ms", "req/s x static",
                  "p99 x static"]]  # fmt: skip
         for load in ("100/s", "saturation"):
