@@ -5,8 +5,8 @@ a poll reads what the tiles show as plain values — one query for the profiles 
 instance (with the memory and CPU figures its host's worker stored: servers/monitor.py), host
 and owner, one for the usage records added since the last poll (`usage.UsageWindow`) — with
 every text that depends on the time already written out ("3 minutes") and the viewer's rights
-already decided (`can_edit`). Those values are the tiles: their hash is the `version`, and the HTML is a pure
-function of it. Hence:
+already decided (`can_edit`). Those values are the tiles: their hash is the `version`, and the
+HTML is a pure function of it. Hence:
 
 * a poll that sends back the version it shows (`X-Tiles-Version`, static/js/servers.js) and
   still has it gets `204 No Content`, which htmx does not swap (nothing re-rendered or moved);
