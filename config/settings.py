@@ -209,6 +209,12 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": env.float("DOWNLOAD_RECONCILE_SECONDS", default=5.0),
         "options": {"expires": 30},
     },
+    # /metrics counters: the settled usage records added to a checkpoint row (servers/metrics.py).
+    "usage-totals": {
+        "task": "servers.tasks.advance_usage_totals",
+        "schedule": 300.0,
+        "options": {"expires": 300},
+    },
     # Usage records older than USAGE_RETENTION_DAYS go (docs/gateway.md, "Usage").
     "prune-usage": {
         "task": "servers.tasks.prune_usage",

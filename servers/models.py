@@ -280,6 +280,22 @@ class UsageRecord(models.Model):
         return f"{self.profile_name} {self.source} {self.status} {self.started_at:%Y-%m-%d %H:%M}"
 
 
+class UsageTotals(models.Model):
+    """The /metrics counters of every usage record with an id up to `up_to_id`, added up as
+    the records came (servers/metrics.py): a scrape reads this one row and groups only the
+    records after it, and pruning old records does not lower the counters."""
+
+    up_to_id = models.BigIntegerField(default=0)
+    totals = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "usage totals"
+
+    def __str__(self) -> str:
+        return f"usage totals up to record #{self.up_to_id}"
+
+
 class Conversation(models.Model):
     """A chat saved for its owner (only they see it)."""
 

@@ -61,6 +61,14 @@ def prune_usage() -> int:
     return usage.prune(settings.USAGE_RETENTION_DAYS)
 
 
+@shared_task(name="servers.tasks.advance_usage_totals")
+def advance_usage_totals() -> int:
+    """Beat, every few minutes: add the settled usage records to the /metrics checkpoint."""
+    from servers import metrics
+
+    return metrics.advance_totals()
+
+
 @shared_task(name="servers.tasks.autostart")
 def autostart(host_name: str) -> None:
     from models_catalog.models import Host

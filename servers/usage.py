@@ -20,6 +20,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from config.rows import compiled_rows
+from servers import metrics
 from servers.gateway import Measure
 from servers.models import ServerProfile, UsageRecord
 
@@ -477,6 +478,8 @@ def prunable(older_than_days: float):
 
 
 def prune(older_than_days: float) -> int:
-    """Delete the usage records older than `older_than_days` days; returns how many went."""
+    """Delete the usage records older than `older_than_days` days; returns how many went.
+    /metrics has counted them first (its checkpoint), so its counters do not drop."""
+    metrics.advance_totals()
     deleted, _ = prunable(older_than_days).delete()
     return deleted

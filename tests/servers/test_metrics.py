@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from servers.models import ServerInstance, State, UsageRecord
+from servers import metrics, tasks
+from servers.models import ServerInstance, State, UsageRecord, UsageTotals
 
 
 @pytest.fixture
@@ -68,3 +73,79 @@ def test_metrics_refuse_remote_and_proxied_requests_without_the_token(recorded, 
     assert ok.status_code == 200 and b"mlxportal_requests_total" in ok.content
     settings.METRICS_ALLOW_LOCALHOST = False
     assert Client().get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+
+
+def scrape() -> dict:
+    response = Client().get("/metrics", REMOTE_ADDR="127.0.0.1")
+    assert response.status_code == 200
+    return {k: v for k, v in samples(response.content.decode()).items() if "server" not in k[0]}
+
+
+def add_record(profile, member, ttft=120.0, duration=2000.0, finished_ago=timedelta(0)):
+    at = timezone.now() - finished_ago
+    return UsageRecord.objects.create(
+        user=member, profile=profile, profile_name=profile.name, source="chat",
+        endpoint="chat/completions", prompt_tokens=7, completion_tokens=11, ttft_ms=ttft,
+        duration_ms=duration, status="ok", started_at=at, finished_at=at,
+    )  # fmt: skip
+
+
+def test_the_checkpoint_keeps_the_counters_and_a_scrape_groups_only_what_came_after(
+    recorded, member
+):
+    before = scrape()
+    assert metrics.advance_totals(settle_seconds=0) == 3
+    checkpoint = UsageTotals.objects.get()
+    assert scrape() == before  # the same counters, from the row
+
+    add_record(recorded, member)
+    with CaptureQueriesContext(connection) as ctx:
+        after = scrape()
+    grouped = [q["sql"] for q in ctx.captured_queries if "servers_usagerecord" in q["sql"]]
+    assert grouped and all(f'"id" > {checkpoint.up_to_id}' in sql for sql in grouped)
+    chat = (("profile", "Alpha"), ("source", "chat"), ("status", "ok"))
+    assert after[("mlxportal_requests_total", chat)] == 1
+    ttft = "mlxportal_time_to_first_token_seconds"
+    assert after[(f"{ttft}_count", (("profile", "Alpha"),))] == 3
+    assert after[(f"{ttft}_bucket", (("le", "0.1"), ("profile", "Alpha")))] == 1
+    assert after[(f"{ttft}_bucket", (("le", "0.25"), ("profile", "Alpha")))] == 2
+    assert after[(f"{ttft}_sum", (("profile", "Alpha"),))] == pytest.approx(0.46)
+    tokens = ("mlxportal_tokens_total", (("kind", "prompt"), ("profile", "Alpha")))
+    assert after[tokens] == before[tokens] + 7
+
+    assert metrics.advance_totals(settle_seconds=0) == 1
+    assert scrape() == after
+
+
+def test_records_are_counted_by_the_checkpoint_once_settled(recorded, member):
+    add_record(recorded, member, finished_ago=timedelta(minutes=5))
+    fresh = add_record(recorded, member)
+    assert metrics.advance_totals() == 4  # all but the one that finished just now
+    assert UsageTotals.objects.get().up_to_id == fresh.pk - 1
+    total = scrape()[("mlxportal_request_duration_seconds_count", (("profile", "Alpha"),))]
+    assert total == 5
+
+
+def test_pruning_old_records_does_not_lower_the_counters(recorded, member, settings):
+    add_record(recorded, member, finished_ago=timedelta(days=500))
+    before = scrape()
+    settings.USAGE_RETENTION_DAYS = 400
+    assert tasks.prune_usage() == 1
+    assert UsageRecord.objects.count() == 3
+    assert scrape() == before
+
+
+def test_a_checkpoint_with_other_buckets_starts_that_histogram_again(recorded):
+    metrics.advance_totals(settle_seconds=0)
+    checkpoint = UsageTotals.objects.get()
+    checkpoint.totals["bounds"]["ttft_ms"] = [1.0, 2.0]
+    checkpoint.save()
+    s = scrape()
+    assert ("mlxportal_time_to_first_token_seconds_count", (("profile", "Alpha"),)) not in s
+    assert s[("mlxportal_request_duration_seconds_count", (("profile", "Alpha"),))] == 3
+
+
+def test_beat_adds_up_the_usage_totals_every_few_minutes(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["usage-totals"]
+    assert entry["task"] == tasks.advance_usage_totals.name
+    assert entry["schedule"] <= 600
