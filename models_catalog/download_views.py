@@ -8,11 +8,19 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.access import staff_only
 from models_catalog import downloads, library, tokens
-from models_catalog.forms import HubTokenForm, RepoIdForm, StartDownloadForm
+from models_catalog.forms import (
+    DeleteModelForm,
+    HostChoiceForm,
+    HubTokenForm,
+    RepoIdForm,
+    StartDownloadForm,
+)
 from models_catalog.hub_files import HubError
 from models_catalog.models import Download, Host
 
@@ -119,29 +127,52 @@ def download_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     return _control(request, pk, downloads.cancel_download)
 
 
-def my_models(request: HttpRequest) -> HttpResponse:
-    context = {"models": library.my_models(), "host": Host.local()}
+def _my_models(request: HttpRequest, host: Host) -> HttpResponse:
+    Host.local()  # this machine is one of the hosts to pick, even before its worker starts
+    context = {"models": library.my_models(host), "host": host, "hosts": list(Host.objects.all())}
     template = f"{MY_MODELS}#models" if request.htmx else MY_MODELS
     return render(request, template, context)
 
 
+def _chosen_host(request: HttpRequest, form: HostChoiceForm) -> Host:
+    if form.is_valid():
+        return form.cleaned_data["host"] or Host.local()
+    messages.error(request, f"{form.errors['host'][0]} Showing this machine's models.")
+    return Host.local()
+
+
+def my_models(request: HttpRequest) -> HttpResponse:
+    """The models on a host's disk (`?host=<name>`, this machine's by default)."""
+    return _my_models(request, _chosen_host(request, HostChoiceForm(request.GET)))
+
+
 @require_POST
 def local_model_delete(request: HttpRequest) -> HttpResponse:
-    form = RepoIdForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, form.errors["repo_id"][0])
+    form = DeleteModelForm(request.POST)
+    form.is_valid()
+    host = form.cleaned_data.get("host") or Host.local()
+    if form.errors:
+        field = "host" if "host" in form.errors else "repo_id"
+        messages.error(request, f"{form.errors[field][0]} Nothing was deleted.")
     else:
         repo_id = form.cleaned_data["repo_id"]
         try:
-            freed = library.delete_local_model(repo_id)
+            freed = library.delete_model(repo_id, host)
         except library.DeleteRefused as exc:
             messages.error(request, exc.message)
         else:
-            messages.success(request, f"Deleted {repo_id}: {filesizeformat(freed)} freed.")
+            if freed is None:
+                messages.info(
+                    request,
+                    f"Deleting {repo_id} on {host.name}: it leaves this list once "
+                    f"{host.name}'s worker has removed it (a few seconds).",
+                )
+            else:
+                messages.success(request, f"Deleted {repo_id}: {filesizeformat(freed)} freed.")
     if request.htmx:
-        context = {"models": library.my_models(), "host": Host.local()}
-        return render(request, f"{MY_MODELS}#models", context)
-    return redirect("catalog:my-models")
+        return _my_models(request, host)
+    url = reverse("catalog:my-models")
+    return redirect(url if host.is_this_machine else f"{url}?{urlencode({'host': host.name})}")
 
 
 @staff_only

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from models_catalog.catalog import CAPABILITIES, Filters, SearchQuery
 from models_catalog.characteristics import KNOWN_FAMILIES, OTHER_FAMILY
 from models_catalog.hub import CURSOR_PATTERN, HUB_SORTS
+from models_catalog.models import Host
 from models_catalog.validators import REPO_ID_HELP, validate_repo_id, validate_revision
 
 SORT_CHOICES = [
@@ -153,6 +154,21 @@ class RepoIdForm(forms.Form):
 
     def clean_repo_id(self) -> str:
         return validate_repo_id(self.cleaned_data["repo_id"].strip())
+
+
+class HostChoiceForm(forms.Form):
+    """`?host=<name>`: one of the hosts (blank: this machine's)."""
+
+    host = forms.ModelChoiceField(
+        queryset=Host.objects.all(),
+        to_field_name="name",
+        required=False,
+        error_messages={"invalid_choice": "No host has that name: pick one of the hosts listed."},
+    )
+
+
+class DeleteModelForm(RepoIdForm, HostChoiceForm):
+    """My models' Delete: a repo id, and the host whose disk holds it."""
 
 
 class StartDownloadForm(RepoIdForm):

@@ -74,7 +74,8 @@ def detect_platform() -> str:
 
 
 def reported_models(limit: int = MAX_REPORTED_MODELS) -> list[dict]:
-    """The models in this machine's cache, as a heartbeat reports them: `[{repo_id, size}]`."""
+    """The models in this machine's cache, as a heartbeat reports them: repo id, size on
+    disk, files, revision, and last access and change (seconds since the epoch)."""
     from models_catalog.local import list_local_models
 
     try:
@@ -82,7 +83,13 @@ def reported_models(limit: int = MAX_REPORTED_MODELS) -> list[dict]:
     except Exception:  # a cache being written to can fail a scan
         log.exception("Listing the local models for the heartbeat failed")
         return []
-    return [{"repo_id": m.repo_id, "size": m.size_on_disk} for m in models[:limit]]
+    return [
+        {"repo_id": m.repo_id, "size": m.size_on_disk, "files": m.nb_files,
+         "revision": m.revision, "last_accessed": m.last_accessed.timestamp(),
+         "last_modified": m.last_modified.timestamp()}
+        for m in models[:limit]
+        if m.last_accessed and m.last_modified
+    ]  # fmt: skip
 
 
 def collect_facts(*, with_models: bool = True) -> dict:

@@ -1,16 +1,28 @@
-""" "My models": what this host's Hugging Face cache holds, however it got there, with size,
-last use and whether a server or a download holds it; and deleting a model from the cache."""
+""" "My models": what a host's Hugging Face cache holds, however it got there, with size, last
+use and whether a server or a download holds it; and deleting a model from that cache.
+
+This machine's cache is read from the disk. Another host's is the list its worker reported in
+its last heartbeat (models_catalog/hosts.py), and a delete there is a task on its queue: only
+its worker touches its disk (docs/hosts.md).
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
 
 from models_catalog import cache
 from models_catalog.local import LocalModel, list_local_models
 from models_catalog.models import Download, Host
 from models_catalog.usage import last_used, models_in_use
 from models_catalog.validators import validate_repo_id
+
+log = logging.getLogger(__name__)
 
 
 class DeleteRefused(Exception):
@@ -32,17 +44,44 @@ class MyModel:
         return self.local.repo_id
 
 
+def reported_local_models(host: Host) -> list[LocalModel]:
+    """The models of `host`'s cache as its worker last reported them (pure: the row's list).
+    A report from before a field existed leaves it empty (0 files, no dates)."""
+    models = []
+    for entry in host.local_models or []:
+        if not isinstance(entry, dict) or not entry.get("repo_id"):
+            continue
+        accessed, modified = (_when(entry.get(key)) for key in ("last_accessed", "last_modified"))
+        models.append(
+            LocalModel(
+                repo_id=str(entry["repo_id"]),
+                path=Path(host.hf_cache_dir or "."),
+                revision=str(entry.get("revision") or ""),
+                size_on_disk=int(entry.get("size") or 0),
+                nb_files=int(entry.get("files") or 0),
+                last_accessed=accessed,
+                last_modified=modified,
+            )
+        )
+    return models
+
+
+def _when(value: object) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if isinstance(value, int | float) else None
+
+
 def my_models(host: Host | None = None) -> list[MyModel]:
     host = host or Host.local()
     used_at = last_used(host)
-    in_use = models_in_use()
+    in_use = models_in_use(host)
     downloading = set(
         Download.objects.filter(host=host, state__in=Download.ACTIVE_STATES).values_list(
             "repo_id", flat=True
         )
     )
+    local = list_local_models() if host.is_this_machine else reported_local_models(host)
     rows = []
-    for model in list_local_models():
+    for model in local:
         recorded = used_at.get(model.repo_id)
         rows.append(
             MyModel(
@@ -56,12 +95,8 @@ def my_models(host: Host | None = None) -> list[MyModel]:
     return rows
 
 
-def delete_local_model(repo_id: str, host: Host | None = None) -> int:
-    """Remove `repo_id` from this host's cache; refused while a server uses it or a download
-    writes into it. Returns the bytes freed."""
-    validate_repo_id(repo_id)
-    host = host or Host.local()
-    if repo_id in models_in_use():
+def _refuse_if_held(repo_id: str, host: Host) -> None:
+    if repo_id in models_in_use(host):
         raise DeleteRefused(
             f"{repo_id} is in use by a running server: stop that server first, then delete it."
         )
@@ -70,6 +105,54 @@ def delete_local_model(repo_id: str, host: Host | None = None) -> int:
         raise DeleteRefused(
             f"{repo_id} is being downloaded: cancel the download under Downloads first."
         )
+
+
+def delete_local_model(repo_id: str, host: Host | None = None) -> int:
+    """Remove `repo_id` from this machine's cache; refused while a server uses it or a
+    download writes into it. Returns the bytes freed."""
+    validate_repo_id(repo_id)
+    host = host or Host.local()
+    _refuse_if_held(repo_id, host)
     if not cache.repo_dir(repo_id).is_dir():
         raise DeleteRefused(f"{repo_id} is not on this host's disk (already deleted?).")
     return cache.delete_repo(repo_id)
+
+
+def delete_model(repo_id: str, host: Host) -> int | None:
+    """Remove `repo_id` from `host`'s cache: at once on this machine (returns the bytes freed),
+    through a task on the host's queue elsewhere (returns None: its worker deletes it and
+    reports its list again). Refused as `delete_local_model`, and while the host is offline."""
+    validate_repo_id(repo_id)
+    if host.is_this_machine:
+        return delete_local_model(repo_id, host)
+    _refuse_if_held(repo_id, host)
+    if not host.is_online:
+        raise DeleteRefused(
+            f"{host.name} is offline: its worker must be running to delete files on its disk."
+        )
+    if repo_id not in host.model_ids():
+        raise DeleteRefused(f"{repo_id} is not on {host.name}'s disk (already deleted?).")
+
+    def send() -> None:
+        from models_catalog.tasks import delete_model as task
+
+        task.apply_async(args=[repo_id], queue=host.queue)
+
+    transaction.on_commit(send)
+    return None
+
+
+def delete_on_this_host(repo_id: str) -> str:
+    """What a host's worker does for `delete_model`: delete from this machine's cache (checked
+    again here), then report the host's facts and models at once. Returns what happened."""
+    host = Host.local()
+    try:
+        freed = delete_local_model(repo_id, host)
+    except (DeleteRefused, ValidationError) as exc:
+        outcome = f"Not deleted: {getattr(exc, 'message', exc)}"
+        log.warning("Deleting %s on %s: %s", repo_id, host.name, outcome)
+    else:
+        outcome = f"Deleted {repo_id}: {freed} bytes freed."
+        log.info("%s (host %s)", outcome, host.name)
+    host.record_heartbeat()
+    return outcome

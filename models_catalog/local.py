@@ -24,8 +24,9 @@ class LocalModel:
     revision: str  # its commit hash
     size_on_disk: int
     nb_files: int
-    last_accessed: datetime
-    last_modified: datetime
+    # None only for another host's model that its worker reported without them (older release)
+    last_accessed: datetime | None
+    last_modified: datetime | None
 
 
 def cache_dir() -> Path:

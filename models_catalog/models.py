@@ -33,7 +33,8 @@ class Host(models.Model):
     # The portal web tier of this host, as other hosts' web tiers reach it for the hop to its
     # model servers (MLX_PORTAL_HOST_URL on that host; docs/hosts.md). Empty: not reachable.
     web_url = models.CharField(max_length=200, blank=True)
-    # The models in this host's cache as its worker last reported them: [{repo_id, size}].
+    # The models in this host's cache as its worker last reported them:
+    # [{repo_id, size, files, revision, last_accessed, last_modified}] (models_catalog/hosts.py).
     local_models = models.JSONField(default=list, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -3,7 +3,7 @@
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 
-from models_catalog import downloads
+from models_catalog import downloads, library
 
 
 @shared_task(name="models_catalog.download_model", ignore_result=True)
@@ -21,6 +21,13 @@ def cleanup_download(download_id: int) -> str:
 def reconcile_downloads() -> dict[str, int]:
     """On Celery beat (CELERY_BEAT_SCHEDULE["reconcile-downloads"])."""
     return downloads.reconcile_downloads()
+
+
+@shared_task(name="models_catalog.delete_model", ignore_result=True)
+def delete_model(repo_id: str) -> str:
+    """Routed to a host's queue by `library.delete_model`: remove the model from this
+    machine's cache, then report the host's models again (the page's list follows)."""
+    return library.delete_on_this_host(repo_id)
 
 
 @worker_ready.connect

@@ -5,7 +5,7 @@
 `servers` registers itself here from its AppConfig.ready()):
 
     from models_catalog.usage import register_in_use_provider
-    register_in_use_provider(lambda: {...repo ids of running or starting servers...})
+    register_in_use_provider(lambda host: {...repo ids of its running or starting servers...})
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from django.utils import timezone
 from models_catalog.models import Host, ModelUsage
 from models_catalog.validators import validate_repo_id
 
-InUseProvider = Callable[[], set[str]]
+InUseProvider = Callable[[Host], set[str]]
 _providers: list[InUseProvider] = []
 
 
 def register_in_use_provider(provider: InUseProvider) -> None:
-    """Add a function returning the repo ids some server of this host is using."""
+    """Add a function returning the repo ids some server of a host is using."""
     if provider not in _providers:
         _providers.append(provider)
 
@@ -33,11 +33,13 @@ def unregister_in_use_provider(provider: InUseProvider) -> None:
         _providers.remove(provider)
 
 
-def models_in_use() -> set[str]:
-    """Repo ids a server is using on this host (deleting them is refused)."""
+def models_in_use(host: Host | None = None) -> set[str]:
+    """Repo ids a server of `host` (this machine's by default) is using: deleting them from
+    that host's disk is refused."""
+    host = host or Host.local()
     used: set[str] = set()
     for provider in _providers:
-        used |= set(provider())
+        used |= set(provider(host))
     return used
 
 

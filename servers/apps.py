@@ -10,5 +10,5 @@ class ServersConfig(AppConfig):
         from models_catalog.usage import register_in_use_provider
         from servers import services
 
-        # My models refuses to delete what a server on this host holds.
-        register_in_use_provider(lambda: services.running_model_ids())
+        # My models refuses to delete what a server on that host holds.
+        register_in_use_provider(services.running_model_ids)

@@ -32,6 +32,7 @@ from tests.support.workers import ROOT, WorkerProcess, process_env
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 SECRET = "test-hop-secret-" + "x" * 20
+EXTRA_REPO = "test-org/extra-on-beta"
 OFFLINE_AFTER = "4"
 
 
@@ -45,6 +46,7 @@ def cluster(settings, tmp_path, tiny_model, queues):
     for name in ("alpha", "beta"):
         caches[name] = tmp_path / name / "hub"
         install_model(caches[name], TINY_REPO, source=tiny_model)
+    install_model(caches["beta"], EXTRA_REPO, source=tiny_model)  # to delete from alpha's page
     settings.HF_HUB_CACHE = caches["alpha"]  # this process is alpha's web tier
 
     web_port = free_port()
@@ -130,7 +132,8 @@ def test_two_hosts_serve_route_and_go_offline_independently(cluster, member, cli
     hosts = wait_for(registered, timeout=30, what="both hosts' heartbeats")
     for name in ("alpha", "beta"):
         assert hosts[name].hf_cache_dir == str(caches[name])
-        assert [m["repo_id"] for m in hosts[name].local_models] == [TINY_REPO]
+        reported = {m["repo_id"] for m in hosts[name].local_models}
+        assert reported == ({TINY_REPO, EXTRA_REPO} if name == "beta" else {TINY_REPO})
         assert hosts[name].platform == "Linux CPU" and hosts[name].mlx_lm_version
     assert hosts["beta"].web_url == cluster["web_url"] and hosts["alpha"].web_url == ""
 
@@ -177,6 +180,24 @@ def test_two_hosts_serve_route_and_go_offline_independently(cluster, member, cli
     usage = list(UsageRecord.objects.values_list("profile_name", "host__name", "status"))
     assert sorted(usage) == [("tiny alpha", "alpha", "ok"), ("tiny beta", "beta", "ok"),
                              ("tiny beta", "beta", "ok")]  # fmt: skip
+
+    # My models on alpha's web tier lists beta's disk, and a delete there is done by beta's
+    # worker: the files go from beta's cache and its next report no longer has the model.
+    client.force_login(member)
+    page = client.get("/models/local/", {"host": "beta"}).content.decode()
+    assert f'data-repo="{EXTRA_REPO}"' in page and f'data-repo="{TINY_REPO}"' in page
+    refused = client.post("/models/local/delete/", {"repo_id": TINY_REPO, "host": "beta"},
+                          follow=True).content.decode()  # fmt: skip
+    assert "in use by a running server" in refused
+    done = client.post("/models/local/delete/", {"repo_id": EXTRA_REPO, "host": "beta"},
+                       follow=True).content.decode()  # fmt: skip
+    assert f"Deleting {EXTRA_REPO} on beta" in done
+    extra_dir = caches["beta"] / "models--test-org--extra-on-beta"
+    wait_for(lambda: not extra_dir.exists(), timeout=30, what="beta's worker deleting it")
+    wait_for(lambda: EXTRA_REPO not in Host.objects.get(name="beta").model_ids(), timeout=30,
+             what="beta's report without it")  # fmt: skip
+    assert (caches["beta"] / "models--mlx-community--tiny-text-test").exists()
+    assert (caches["alpha"] / "models--mlx-community--tiny-text-test").exists()
 
     # alpha's worker stops: alpha goes offline, its server "unknown"; beta is untouched.
     workers["alpha"].stop()

@@ -4,9 +4,10 @@ last used, and delete — refused while a server uses the model or a download wr
 import pytest
 from huggingface_hub import snapshot_download
 
-from models_catalog import downloads
+from models_catalog import downloads, tasks
 from models_catalog.library import DeleteRefused, delete_local_model, my_models
 from models_catalog.local import local_model_path
+from models_catalog.models import Host
 from models_catalog.usage import (
     mark_model_used,
     models_in_use,
@@ -32,7 +33,7 @@ def two_models(hf, member):
 
 @pytest.fixture
 def server_uses_tiny():
-    provider = lambda: {TINY}  # noqa: E731 - what the servers app registers
+    provider = lambda host: {TINY}  # noqa: E731 - what the servers app registers
     register_in_use_provider(provider)
     yield
     unregister_in_use_provider(provider)
@@ -101,3 +102,22 @@ def test_delete_is_refused_while_the_model_is_being_downloaded(two_models, membe
 def test_bad_delete_requests_get_a_clear_message(hf, member_client, repo_id, message):
     response = member_client.post("/models/local/delete/", {"repo_id": repo_id}, follow=True)
     assert message in response.content.decode().replace("&#x27;", "'")
+
+
+def test_a_hosts_worker_deletes_the_model_and_reports_its_models_again(two_models):
+    host = Host.local()
+    host.record_heartbeat()
+    reported = {m["repo_id"]: m for m in Host.objects.get(pk=host.pk).local_models}
+    assert set(reported) == {TINY, OUTSIDE}
+    assert reported[OUTSIDE]["files"] >= 2 and len(reported[OUTSIDE]["revision"]) == 40
+    assert reported[OUTSIDE]["size"] > 100_000 and reported[OUTSIDE]["last_accessed"] > 0
+
+    assert tasks.delete_model(OUTSIDE).startswith(f"Deleted {OUTSIDE}")
+    assert local_model_path(OUTSIDE) is None
+    assert Host.objects.get(pk=host.pk).model_ids() == [TINY]
+    assert [m["repo_id"] for m in Host.objects.get(pk=host.pk).local_models] == [TINY]
+
+
+def test_a_hosts_worker_checks_again_before_deleting(two_models, server_uses_tiny):
+    assert "in use by a running server" in tasks.delete_model(TINY)
+    assert local_model_path(TINY) is not None
