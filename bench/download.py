@@ -1,10 +1,12 @@
 """Model download: the portal's download path against the `hf` CLI, same files, same endpoint.
 
-    python -m bench.download [--rounds 3] [--megabytes 500]
+    python -m bench.download [--rounds 3] [--megabytes 500] [--connection-mbps 100]
 
 A repo of a few random files (~500 MB in all, generated once into
 ~/.cache/mlx-portal-bench/download-repo/) served by the fake Hub in its own process
-(`python -m tests.support.fake_hub --repo ID=DIR`, loopback, no added latency).
+(`python -m tests.support.fake_hub --repo ID=DIR`, loopback, no added latency). With
+`--connection-mbps N` each file response is capped at N MB/s, as a CDN caps one connection:
+a client that fetches several files at once is then faster than one that fetches them in turn.
 
 * **portal**: `models_catalog.downloads.start_download(...)` in this process (the manifest from
   the Hub, the disk check, the row), then the real Celery worker started from the Procfile runs
@@ -92,6 +94,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--megabytes", type=int, default=500)
+    parser.add_argument(
+        "--connection-mbps",
+        type=float,
+        default=0,
+        metavar="MB/S",
+        help="cap each file response at this many MB/s, as a CDN caps one connection "
+        "(0: no cap, loopback speed)",
+    )
     args = parser.parse_args()
     print_machine()
     source = make_repo(args.megabytes)
@@ -99,7 +109,13 @@ def main() -> None:
     print(f"repo: {FILES + 1} files, {size / 1e6:.0f} MB in {source}")
 
     with Bench("download") as bench:
-        hub_url = bench.start_fake_hub("--no-catalog", "--repo", f"{REPO_ID}={source}")
+        throttle = ["--throttle-bps", str(int(args.connection_mbps * 1e6))]
+        hub_url = bench.start_fake_hub(
+            "--no-catalog",
+            "--repo",
+            f"{REPO_ID}={source}",
+            *(throttle if args.connection_mbps else ()),
+        )
         bench.setup_django(HF_ENDPOINT=hub_url)
         bench.start_worker()
         user = admin_user()

@@ -334,6 +334,9 @@ DOWNLOAD_LEASE_SECONDS = env.float("DOWNLOAD_LEASE_SECONDS", default=20.0)
 DOWNLOAD_HEARTBEAT_SECONDS = env.float("DOWNLOAD_HEARTBEAT_SECONDS", default=1.0)
 DOWNLOAD_REQUEUE_SECONDS = env.float("DOWNLOAD_REQUEUE_SECONDS", default=60.0)
 DOWNLOAD_DISK_RESERVE_BYTES = env.int("DOWNLOAD_DISK_RESERVE_BYTES", default=512 * 1024 * 1024)
+# Files of one download fetched at once (as `hf download`'s 8 workers): a CDN caps each
+# connection, so one file at a time leaves most of a fast link idle.
+DOWNLOAD_FILES_AT_ONCE = int(_bounded("DOWNLOAD_FILES_AT_ONCE", 8, 1, 32, "files"))
 
 LOGGING = {
     "version": 1,

@@ -21,7 +21,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -341,6 +342,7 @@ class _Run:
         self.owner = owner
         self.stop = threading.Event()
         self.stop_reason = ""  # "paused", "cancelled" or "lost"
+        self.failed = threading.Event()  # a file failed: the files fetched beside it stop
         self.finished = threading.Event()
         self.samples: deque[tuple[float, int]] = deque(maxlen=10)
         self.files: list[RepoFile] = [RepoFile.from_dict(f) for f in download.manifest]
@@ -351,7 +353,7 @@ class _Run:
         self.trusted_until = time.monotonic() + lease_seconds() * 0.8
 
     def should_stop(self) -> bool:
-        if self.stop.is_set():
+        if self.stop.is_set() or self.failed.is_set():
             return True
         if time.monotonic() > self.trusted_until:
             self.stop_reason = "lost"
@@ -435,10 +437,14 @@ class _Run:
                 target=self._heartbeat_loop, name=f"download-{download.pk}-heartbeat", daemon=True
             )
             self._heartbeat.start()
-            skipped = [f for f in manifest.files if not self._fetch(manifest, f, token)]
+            # One fetch per blob (two paths with the same bytes share it), the largest first:
+            # the files fetched at once share the link until the end.
+            blobs = {f.blob: f for f in sorted(manifest.files, key=lambda f: f.size)}
+            files = sorted(blobs.values(), key=lambda f: f.size, reverse=True)
+            fetched = self._each(files, lambda f: self._fetch(manifest, f, token))
+            skipped = [f for f, new in zip(files, fetched, strict=True) if not new]
             self._set_phase("Verifying")
-            for repo_file in skipped:
-                self._verify_existing(manifest, repo_file, token)
+            self._each(skipped, lambda f: self._verify_existing(manifest, f, token))
             self._set_phase("Finishing")
             hub_files.finalize_snapshot(manifest, token)
             outcome = self._finish(State.COMPLETED, self._completion_reason())
@@ -461,6 +467,36 @@ class _Run:
             if self.stop_reason != "lost":
                 _release(download.pk, self.owner, self.attempt, outcome, **fields)
         return outcome
+
+    def _each[T](self, files: list[RepoFile], work: Callable[[RepoFile], T]) -> list[T]:
+        """`work(file)` for every file, DOWNLOAD_FILES_AT_ONCE at a time; the results in the
+        order of `files`. The first failure stops the others (they see `should_stop`) and is
+        raised; a stop (pause, cancel, a lost lease) raises DownloadStopped."""
+        if len(files) <= 1 or settings.DOWNLOAD_FILES_AT_ONCE <= 1:
+            return [work(f) for f in files]
+        with ThreadPoolExecutor(
+            max_workers=min(settings.DOWNLOAD_FILES_AT_ONCE, len(files)),
+            thread_name_prefix=f"download-{self.download.pk}",
+        ) as pool:
+            futures = [pool.submit(self._in_thread, work, f) for f in files]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in futures if f.done() and f.exception()), None)
+            if failed is not None:
+                self.failed.set()  # the others stop at their next chunk
+            wait(futures)
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        first = next((e for e in errors if not isinstance(e, DownloadStopped)), None)
+        if first is not None:
+            raise first
+        if errors:
+            raise errors[0]
+        return [f.result() for f in futures]
+
+    def _in_thread[T](self, work: Callable[[RepoFile], T], repo_file: RepoFile) -> T:
+        try:
+            return work(repo_file)
+        finally:
+            connection.close()  # a pool thread's own database connection, if it opened one
 
     def _check_space(self, manifest: Manifest) -> None:
         present, _ = cache.bytes_present(manifest.repo_id, _blobs(manifest.files))

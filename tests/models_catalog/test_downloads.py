@@ -276,3 +276,40 @@ def test_a_connection_cut_mid_file_is_resumed_within_the_same_run(hf, member):
     assert ranges[0] is None and ranges[-1].startswith("bytes=")
     assert dir_digests(local_model_path(repo)) == source_digests(files)
     assert download.runs.count() == 1
+
+
+def test_the_files_of_a_download_are_fetched_at_once(hf, member):
+    """A CDN caps each connection: one file at a time would leave a fast link mostly idle."""
+    repo = "test-org/three-shards"
+    files = add_random_repo(
+        hf.hub, repo, {f"model-{n}.safetensors": 600_000 for n in range(3)}, seed=11
+    )
+    download, _ = downloads.start_download(repo, member)
+    hf.hub.throttle_bps = 200_000  # 3 s a file: in turn, the third would start after 6 s
+    thread, result = run_in_thread(download.pk)
+    wait_until(lambda: hf.hub.files_in_flight >= 3, timeout=5, what="three files in flight")
+    hf.hub.throttle_bps = None
+    thread.join(timeout=30)
+    assert result["outcome"] == S.COMPLETED
+    assert dir_digests(local_model_path(repo)) == source_digests(files)
+
+
+def complete_blobs(cache, repo_id: str, size: int) -> list:
+    blobs = cache / ("models--" + repo_id.replace("/", "--")) / "blobs"
+    return [p for p in blobs.iterdir() if p.suffix != ".incomplete" and p.stat().st_size == size]
+
+
+def test_a_file_that_fails_stops_the_files_fetched_beside_it(hf, member):
+    repo = "test-org/one-bad-shard"
+    big = 2_000_000
+    add_random_repo(hf.hub, repo, {"model-1.safetensors": big, "model-2.safetensors": big})
+    download, _ = downloads.start_download(repo, member)
+    hf.hub.throttle_bps = 200_000  # a big file alone would take 10 s
+    hf.hub.fail_status, hf.hub.fail_scope, hf.hub.fail_times = 500, "files", 1
+    assert downloads.run_download(download.pk) == S.FAILED
+    assert "Hugging Face is having trouble (500)" in Download.objects.get(pk=download.pk).error
+    assert complete_blobs(hf.cache, repo, big) == []  # the other big file stopped too
+    hf.hub.throttle_bps = None
+    downloads.retry_download(download.pk, member)
+    assert downloads.run_download(download.pk) == S.COMPLETED
+    assert len(complete_blobs(hf.cache, repo, big)) == 2

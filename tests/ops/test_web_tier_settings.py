@@ -42,6 +42,10 @@ def test_the_wsgi_application_freezes_its_start_up_objects_out_of_the_collector(
         ({"MLX_PORTAL_SERVER_STATS_SECONDS": value}, "MLX_PORTAL_SERVER_STATS_SECONDS",
          "from 0.1 to 600")
         for value in ("0", "nan", "-1", "601", "two")
+    ]
+    + [
+        ({"DOWNLOAD_FILES_AT_ONCE": value}, "DOWNLOAD_FILES_AT_ONCE", "from 1 to 32")
+        for value in ("0", "33", "many")
     ],
 )  # fmt: skip
 def test_a_setting_out_of_its_range_stops_start_up_with_what_to_set(tmp_path, env, refused, range_):
