@@ -58,3 +58,41 @@ def test_a_download_progresses_live_and_lands_in_my_models(
     model.wait_for()
     assert "KB" in model.inner_text()
     screenshot("my-models")
+
+
+def test_another_hosts_models_follow_its_reports_and_a_delete_goes_to_its_worker(
+    member_page, settings
+):
+    """My models for a second Mac: its list as its worker reported it, refreshed by the page's
+    poll; Delete (confirmed) sends the task to that host's queue, and the row leaves once the
+    host reports its models without it (here written as its worker's heartbeat would)."""
+    from django.utils import timezone
+
+    from models_catalog.models import Host
+    from tests.hosts.conftest import Queues
+
+    queues = Queues(settings.REDIS_URL)
+    queues.purge()
+    kept, gone = "acme/kept-on-beta", "acme/deleted-on-beta"
+    beta = Host.objects.create(
+        name="beta", last_heartbeat=timezone.now(), hf_cache_dir="/Volumes/models/hub",
+        local_models=[{"repo_id": kept, "size": 2**30}, {"repo_id": gone, "size": 3 * 2**30}],
+    )  # fmt: skip
+    page = member_page
+    page.goto("/models/local/")
+    page.get_by_test_id("host-beta").click()
+    row = page.locator(f'.my-model[data-repo="{gone}"]')
+    row.wait_for()
+    assert "3.0" in row.inner_text() and "GB" in row.inner_text()
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Delete").click()
+    page.get_by_text(f"Deleting {gone} on beta").wait_for()
+    assert queues.tasks("host.beta") == [("models_catalog.delete_model", [gone])]
+
+    Host.objects.filter(pk=beta.pk).update(
+        local_models=[{"repo_id": kept, "size": 2**30}], last_heartbeat=timezone.now()
+    )
+    row.wait_for(state="detached", timeout=15_000)  # the 5-s poll brought beta's new report
+    assert page.locator(f'.my-model[data-repo="{kept}"]').is_visible()
+    queues.purge()
