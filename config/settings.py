@@ -226,17 +226,21 @@ CELERY_BEAT_SCHEDULE: dict = {
 USAGE_RETENTION_DAYS = env.int("MLX_PORTAL_USAGE_RETENTION_DAYS", default=400)
 
 
-def _bounded(name: str, default: float, low: float, high: float, unit: str) -> float:
+def _bounded(
+    name: str, default: float, low: float, high: float, unit: str, whole: bool = False
+) -> float:
     """A number from the environment, refused at start-up with what to set when it is not a
-    number from `low` to `high` (django-environ would only say "could not convert")."""
+    number from `low` to `high` (a whole one if `whole`); django-environ would only say
+    "could not convert"."""
     raw = env.str(name, default=str(default))
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not low <= value <= high:  # also false for NaN
+    if not low <= value <= high or (whole and not value.is_integer()):  # NaN fails too
+        kind = "whole number" if whole else "number"
         raise ImproperlyConfigured(
-            f"{name}={raw!r}: use a number of {unit} from {low:g} to {high:g}; "
+            f"{name}={raw!r}: use a {kind} of {unit} from {low:g} to {high:g}; "
             f"the default is {default:g}."
         )
     return value
@@ -336,7 +340,7 @@ DOWNLOAD_REQUEUE_SECONDS = env.float("DOWNLOAD_REQUEUE_SECONDS", default=60.0)
 DOWNLOAD_DISK_RESERVE_BYTES = env.int("DOWNLOAD_DISK_RESERVE_BYTES", default=512 * 1024 * 1024)
 # Files of one download fetched at once (as `hf download`'s 8 workers): a CDN caps each
 # connection, so one file at a time leaves most of a fast link idle.
-DOWNLOAD_FILES_AT_ONCE = int(_bounded("DOWNLOAD_FILES_AT_ONCE", 8, 1, 32, "files"))
+DOWNLOAD_FILES_AT_ONCE = int(_bounded("DOWNLOAD_FILES_AT_ONCE", 8, 1, 32, "files", whole=True))
 
 LOGGING = {
     "version": 1,

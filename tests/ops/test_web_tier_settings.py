@@ -45,7 +45,7 @@ def test_the_wsgi_application_freezes_its_start_up_objects_out_of_the_collector(
     ]
     + [
         ({"DOWNLOAD_FILES_AT_ONCE": value}, "DOWNLOAD_FILES_AT_ONCE", "from 1 to 32")
-        for value in ("0", "33", "many")
+        for value in ("0", "33", "many", "2.5")
     ],
 )  # fmt: skip
 def test_a_setting_out_of_its_range_stops_start_up_with_what_to_set(tmp_path, env, refused, range_):
