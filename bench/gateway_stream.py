@@ -1,7 +1,8 @@
 """Gateway streaming: the same tiny-model mlx_lm.server, direct vs through the portal's `/v1`
 (real gunicorn from the Procfile, API key auth, usage recording) vs LiteLLM's proxy.
 
-    python -m bench.gateway_stream [--rounds 3] [--scale 1] [--no-litellm] [--stock-server]
+    python -m bench.gateway_stream [--rounds 3] [--scale 1] [--concurrency 1,4,16]
+                                   [--no-litellm] [--stock-server]
 
 The server is started as the portal starts its servers (servers/mlx_entry.py), or as mlx_lm
 ships it with --stock-server. 128-token streamed chat completions at concurrency 1, 4 and
@@ -34,10 +35,12 @@ from bench.harness import (
     cpu_times,
     free_port,
     median,
+    median_interval,
     percentile,
     print_machine,
     steal_since,
     table,
+    verdict,
     wait_for,
 )
 
@@ -278,6 +281,13 @@ def main() -> None:
     parser.add_argument(
         "--scale", type=int, default=1, help="requests per run x this (longer, steadier runs)"
     )
+    parser.add_argument(
+        "--concurrency",
+        type=_concurrencies,
+        default=CONCURRENCY,
+        help="which concurrencies to run, comma-separated (default 1,4,16): e.g. 1 with "
+        "many --rounds, to narrow the interval at one of them",
+    )
     args = parser.parse_args()
     print_machine()
     # Before anything runs: the first run installs LiteLLM into its own venv (minutes).
@@ -323,7 +333,7 @@ def main() -> None:
 
         results: dict[tuple[str, int], list[Result]] = {}
         started = cpu_times()
-        for concurrency in CONCURRENCY:
+        for concurrency in args.concurrency:
             for index in range(args.rounds):
                 order = targets[index % len(targets) :] + targets[: index % len(targets)]
                 for target in order:
@@ -336,39 +346,78 @@ def main() -> None:
                         f"{result.tps:7.1f} tok/s  TTFT p50 {p50 * 1000:6.1f} ms  "
                         f"p99 {p99 * 1000:6.1f} ms{errors}"
                     )
-        report(targets, results, args.rounds)
+        report(targets, results, args.rounds, args.concurrency)
         print(f"CPU time stolen by the hypervisor during the rounds: {steal_since(started)}")
         from servers.models import UsageRecord
 
         print(f"usage records written by the portal: {UsageRecord.objects.count()}")
 
 
-def report(targets: list[Target], results: dict, rounds: int) -> None:
+GOAL_RATIO = 0.95  # of direct tokens/s, at every concurrency
+GOAL_ADDED_TTFT_MS = 5.0  # added TTFT p50
+
+
+def _concurrencies(text: str) -> tuple[int, ...]:
+    """`--concurrency`: "1,4,16" -> (1, 4, 16); each one of CONCURRENCY (REQUESTS has its
+    number of requests)."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use numbers separated by commas") from None
+    unknown = [value for value in values if value not in REQUESTS]
+    if unknown or not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: pick from {', '.join(map(str, REQUESTS))}")
+    return values
+
+
+def report(
+    targets: list[Target], results: dict, rounds: int, concurrencies: tuple[int, ...]
+) -> None:
     rows = [["concurrency", "target", "tokens/s", "x direct", "rounds' x direct",
-             "TTFT p50 ms", "TTFT p99 ms", "added TTFT p50 ms"]]  # fmt: skip
-    for concurrency in CONCURRENCY:
+             "95% CI of x direct", "TTFT p50 ms", "TTFT p99 ms", "added TTFT p50 ms",
+             "95% CI of added"]]  # fmt: skip
+    verdicts = []
+    for concurrency in concurrencies:
         direct = results[("direct", concurrency)]
         for target in targets:
             runs = results[(target.name, concurrency)]
             ratios = sorted(r.tps / d.tps for r, d in zip(runs, direct, strict=True))
-            ratio = median(ratios)
-            added = median(
+            added_ms = [
                 (percentile(r.ttft, 50) - percentile(d.ttft, 50)) * 1000
                 for r, d in zip(runs, direct, strict=True)
-            )
+            ]
+            ratio_ci, added_ci = median_interval(ratios), median_interval(added_ms)
+            own = target.name == "direct"
             rows.append([
                 str(concurrency), target.name, f"{median(r.tps for r in runs):.0f}",
-                f"{ratio:.3f}",
-                "" if target.name == "direct" else f"{ratios[0]:.2f}..{ratios[-1]:.2f}",
+                f"{median(ratios):.3f}",
+                "" if own else f"{ratios[0]:.2f}..{ratios[-1]:.2f}",
+                "" if own else f"{ratio_ci[0]:.3f}..{ratio_ci[1]:.3f}",
                 f"{median(percentile(r.ttft, 50) for r in runs) * 1000:.1f}",
                 f"{median(percentile(r.ttft, 99) for r in runs) * 1000:.1f}",
-                "" if target.name == "direct" else f"{added:+.1f}",
+                "" if own else f"{median(added_ms):+.1f}",
+                "" if own else f"{added_ci[0]:+.1f}..{added_ci[1]:+.1f}",
             ])  # fmt: skip
+            if target.name == "portal":
+                verdicts.append(
+                    f"c = {concurrency}: tokens/s {verdict(*ratio_ci, GOAL_RATIO)}"
+                    + (
+                        f", added TTFT {verdict(*added_ci, GOAL_ADDED_TTFT_MS, False)}"
+                        if concurrency == 1
+                        else ""
+                    )
+                )
     print(
         f"\nMedians over {rounds} interleaved rounds ({TOKENS}-token streamed replies); "
-        "\"rounds' x direct\" is the lowest and highest of the rounds' ratios:\n"
+        "\"rounds' x direct\" is the lowest and highest of the rounds' ratios; the 95 % "
+        "intervals of the medians are bootstrapped from the rounds:\n"
     )
     print(table(rows))
+    print(
+        f"\nGoal (>= {GOAL_RATIO:g} x direct tokens/s at every c, <= {GOAL_ADDED_TTFT_MS:g} ms "
+        'added TTFT p50 at c = 1), judged on the 95 % intervals ("within noise": the '
+        "interval spans the goal; more rounds would tell): " + "; ".join(verdicts)
+    )
 
 
 if __name__ == "__main__":

@@ -53,6 +53,31 @@ def median(values: Iterable[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def median_interval(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 4000
+) -> tuple[float, float]:
+    """A bootstrap confidence interval of the median of `values` (the percentile method).
+    The seed is fixed, so the same rounds always give the same interval. (nan, nan) for
+    fewer than three values."""
+    import numpy as np  # installed with mlx-lm; only the benches use it
+
+    if len(values) < 3:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(0)
+    samples = rng.choice(np.asarray(values, dtype=float), size=(resamples, len(values)))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(np.median(samples, axis=1), [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def verdict(low: float, high: float, goal: float, higher_is_better: bool = True) -> str:
+    """Whether an interval [low, high] meets `goal`: "met" when all of it does, "missed"
+    when none of it does, else "within noise" (more rounds would tell)."""
+    if higher_is_better:
+        return "met" if low >= goal else "missed" if high < goal else "within noise"
+    return "met" if high <= goal else "missed" if low > goal else "within noise"
+
+
 def table(rows: list[list[str]]) -> str:
     """A Markdown table (the first row is the header)."""
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
