@@ -30,6 +30,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from accounts.api_keys import bearer_token
+from servers import usage_days
 from servers.models import ServerInstance, State, UsageRecord, UsageTotals
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)  # seconds
@@ -150,16 +151,21 @@ def grouped_totals(records: QuerySet) -> Totals:
 
 def advance_totals(settle_seconds: float = TOTALS_SETTLE_SECONDS) -> int:
     """Add the records finished more than `settle_seconds` ago that the checkpoint has not
-    counted yet to it (beat, every few minutes, and before a prune). Returns how many."""
+    counted yet to it, and to the Usage page's day sums (servers/usage_days.py); beat does
+    it every few minutes, and a prune first. Returns how many records were added."""
     cutoff = timezone.now() - timedelta(seconds=settle_seconds)
     with transaction.atomic():
         checkpoint, _ = UsageTotals.objects.select_for_update().get_or_create(pk=1)
         after = UsageRecord.objects.filter(pk__gt=checkpoint.up_to_id)
         up_to = after.filter(finished_at__lt=cutoff).aggregate(last=Max("pk"))["last"]
         if up_to is None:
+            if checkpoint.days_time_zone != settings.TIME_ZONE:  # rebuilt, though none is new
+                usage_days.add(checkpoint, after.none(), checkpoint.up_to_id)
+                checkpoint.save()
             return 0
         new = after.filter(pk__lte=up_to)
         count = new.count()
+        usage_days.add(checkpoint, new, up_to)
         totals = Totals.from_json(checkpoint.totals)
         totals.add(grouped_totals(new))
         checkpoint.totals = totals.as_json()

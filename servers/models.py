@@ -287,6 +287,9 @@ class UsageTotals(models.Model):
 
     up_to_id = models.BigIntegerField(default=0)
     totals = models.JSONField(default=dict)
+    # The time zone whose days the UsageDay rows count (settings.TIME_ZONE when they were
+    # added up); another one means they are rebuilt at the next advance.
+    days_time_zone = models.CharField(max_length=64, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -294,6 +297,36 @@ class UsageTotals(models.Model):
 
     def __str__(self) -> str:
         return f"usage totals up to record #{self.up_to_id}"
+
+
+class UsageDay(models.Model):
+    """One day's usage (a day of settings.TIME_ZONE) of one user and one model: the usage
+    records up to the checkpoint (`UsageTotals.up_to_id`) added up, so the Usage page reads
+    at most a row per day, user and model instead of every request (servers/usage_days.py).
+    Kept when old records are pruned."""
+
+    day = models.DateField()
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="usage_days"
+    )
+    profile_name = models.CharField(max_length=80)
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    ttft_count = models.PositiveIntegerField(default=0)  # requests with a time to first token
+    ttft_sum_ms = models.FloatField(default=0.0)
+    tokens_timed = models.PositiveBigIntegerField(default=0)  # completion tokens with a
+    generation_ms = models.FloatField(default=0.0)  # generation time, and that time
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["day"], name="usage_day"),
+            models.Index(fields=["user", "day"], name="usage_day_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.profile_name}: {self.requests} requests"
 
 
 class Conversation(models.Model):

@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from django.db.models import Avg, BigIntegerField, Count, F, Func, Q, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import BigIntegerField, Count, Func, Q, Sum
 from django.utils import timezone
 
 from config.rows import compiled_rows
-from servers import metrics
+from servers import metrics, usage_days
 from servers.gateway import Measure
 from servers.models import ServerProfile, UsageRecord
 
@@ -409,58 +408,37 @@ class Summary:
     by_user: list[dict]
 
 
-_AGGREGATES = {
-    "requests": Count("id"),
-    "errors": Count("id", filter=Q(status=UsageRecord.Status.ERROR)),
-    "prompt_sum": Sum("prompt_tokens"),
-    "completion_sum": Sum("completion_tokens"),
-    "avg_ttft_ms": Avg("ttft_ms"),
-    "tokens_timed": Sum("completion_tokens", filter=Q(generation_ms__isnull=False)),
-    "generation_ms": Sum("generation_ms"),
-}
-
-
-def _finish(row: dict) -> dict:
-    row = dict(row)
-    row["prompt_tokens"] = row.pop("prompt_sum", None) or 0
-    row["completion_tokens"] = row.pop("completion_sum", None) or 0
-    timed, ms = row.pop("tokens_timed", None), row.pop("generation_ms", None)
+def _finish(group: dict) -> dict:
+    """A group of sums (usage_days.add_up) as the page shows it."""
+    row = {key: group[key] for key in ("day", "label") if key in group}
+    for name in ("requests", "errors", "prompt_tokens", "completion_tokens"):
+        row[name] = group[name]
+    count, timed, ms = group["ttft_count"], group["tokens_timed"], group["generation_ms"]
+    row["avg_ttft_ms"] = group["ttft_sum_ms"] / count if count else None
     row["tokens_per_second"] = (timed / (ms / 1000)) if timed and ms else None
     return row
 
 
+def _groups(rows: list[dict], key: str) -> list[dict]:
+    """The page's rows of one table: days in order, models and users busiest first."""
+    groups = [_finish(group) for group in usage_days.add_up(rows, key)]
+    if key == "day":
+        return sorted(groups, key=lambda row: row["day"])
+    return sorted(groups, key=lambda row: (-row["requests"], row["label"] or ""))
+
+
 def summary(start: date, end: date, user=None) -> Summary:
     """Usage from `start` to `end` (inclusive days, in the current time zone); one user's only
-    when `user` is given, everyone's otherwise."""
-    tz = timezone.get_current_timezone()
-    since = datetime.combine(start, datetime.min.time(), tzinfo=tz)
-    until = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=tz)
-    records = UsageRecord.objects.filter(started_at__gte=since, started_at__lt=until)
-    if user is not None:
-        records = records.filter(user=user)
-    totals = _finish(records.aggregate(**_AGGREGATES))
-    by_model = [
-        _finish(row)
-        for row in records.values(label=F("profile_name"))
-        .annotate(**_AGGREGATES)
-        .order_by("-requests", "label")
-    ]
-    by_day = [
-        _finish(row)
-        for row in records.annotate(day=TruncDate("started_at", tzinfo=tz))
-        .values("day")
-        .annotate(**_AGGREGATES)
-        .order_by("day")
-    ]
-    by_user = []
-    if user is None:
-        by_user = [
-            _finish(row)
-            for row in records.values(label=F("user__email"))
-            .annotate(**_AGGREGATES)
-            .order_by("-requests", "label")
-        ]
-    return Summary(totals, by_model, by_day, by_user)
+    when `user` is given, everyone's otherwise. Read from the day sums plus the records after
+    the checkpoint (servers/usage_days.py)."""
+    rows = usage_days.rows_between(start, end, user=user)
+    everything = usage_days.add_up(rows, None) or [dict.fromkeys(usage_days.SUMS, 0)]
+    return Summary(
+        totals=_finish(everything[0]),
+        by_model=_groups(rows, "profile_name"),
+        by_day=_groups(rows, "day"),
+        by_user=_groups(rows, "email") if user is None else [],
+    )
 
 
 def daily_series(by_day: Iterable[dict], start: date, end: date) -> list[tuple[date, int]]:
