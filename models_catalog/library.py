@@ -15,6 +15,8 @@ from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
 
 from models_catalog import cache
 from models_catalog.local import LocalModel, list_local_models
@@ -149,10 +151,16 @@ def delete_on_this_host(repo_id: str) -> str:
     try:
         freed = delete_local_model(repo_id, host)
     except (DeleteRefused, ValidationError) as exc:
-        outcome = f"Not deleted: {getattr(exc, 'message', exc)}"
+        ok, outcome = False, f"Not deleted: {getattr(exc, 'message', exc)}"
         log.warning("Deleting %s on %s: %s", repo_id, host.name, outcome)
     else:
-        outcome = f"Deleted {repo_id}: {freed} bytes freed."
+        ok, outcome = True, f"Deleted {repo_id}: {filesizeformat(freed)} freed."
         log.info("%s (host %s)", outcome, host.name)
+    # For the page that sent it (My models polls this host's row): a refusal found only
+    # here, such as a server started meanwhile, is shown there, not only in this log.
+    Host.objects.filter(pk=host.pk).update(
+        last_delete={"repo_id": repo_id, "ok": ok, "message": outcome},
+        last_delete_at=timezone.now(),
+    )
     host.record_heartbeat()
     return outcome

@@ -36,8 +36,14 @@ class Host(models.Model):
     # The models in this host's cache as its worker last reported them:
     # [{repo_id, size, files, revision, last_accessed, last_modified}] (models_catalog/hosts.py).
     local_models = models.JSONField(default=list, blank=True)
+    # What this host's worker did with the last delete sent to it from another host's page
+    # (library.delete_on_this_host): {repo_id, ok, message, at}; {} before any.
+    last_delete = models.JSONField(default=dict, blank=True)
+    last_delete_at = models.DateTimeField(null=True, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    DELETE_NOTICE_SECONDS = 600  # how long My models shows what the worker did with a delete
 
     class Meta:
         ordering = ["name"]
@@ -64,6 +70,16 @@ class Host(models.Model):
             return False
         age = max(0.0, (timezone.now() - last_heartbeat).total_seconds())
         return age <= settings.HOST_OFFLINE_AFTER
+
+    @property
+    def delete_notice(self) -> dict | None:
+        """The outcome of the last delete this host's worker did for another host's page,
+        while it is news (DELETE_NOTICE_SECONDS): {repo_id, ok, message}; else None."""
+        if not self.last_delete or self.last_delete_at is None:
+            return None
+        if (timezone.now() - self.last_delete_at).total_seconds() > self.DELETE_NOTICE_SECONDS:
+            return None
+        return self.last_delete
 
     @property
     def is_this_machine(self) -> bool:

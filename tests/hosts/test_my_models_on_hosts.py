@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from models_catalog import library
 from models_catalog.models import Host
 from servers.models import ServerInstance, ServerProfile, State
 from tests.hosts.test_task_routing import only_on
@@ -105,3 +106,25 @@ def test_an_unknown_host_is_named_as_such(member_client, beta, queues):
     html = _delete(member_client, ON_BETA, "nope")
     assert "No host has that name" in html and "Nothing was deleted" in html
     assert queues.tasks("host.beta") == []
+
+
+def test_what_that_hosts_worker_did_with_a_delete_shows_on_the_page(
+    member_client, member, beta, settings
+):
+    here = settings.HOST_NAME
+    _running_on(beta, ON_BETA, member)  # started after the page had sent the delete
+    settings.HOST_NAME = "beta"  # this process plays beta's worker for a moment
+    outcome = library.delete_on_this_host(ON_BETA)
+    settings.HOST_NAME = here
+    assert outcome.startswith("Not deleted:") and "in use by a running server" in outcome
+
+    html = member_client.get("/models/local/", {"host": "beta"}).content.decode()
+    html = html.replace("&#x27;", "'")
+    assert 'data-testid="delete-notice"' in html and "message-error" in html
+    assert f"beta's worker, 0\xa0minutes ago: Not deleted: {ON_BETA} is in use" in html
+    assert 'data-testid="delete-notice"' not in member_client.get("/models/local/").content.decode()
+
+    stale = timezone.now() - timedelta(seconds=Host.DELETE_NOTICE_SECONDS + 1)
+    Host.objects.filter(pk=beta.pk).update(last_delete_at=stale)  # old news: not shown
+    html = member_client.get("/models/local/", {"host": "beta"}).content.decode()
+    assert 'data-testid="delete-notice"' not in html

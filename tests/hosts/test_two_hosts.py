@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from accounts.api_keys import create_api_key
 from models_catalog.models import Host
+from models_catalog.tasks import delete_model as delete_task
 from servers import services, supervisor
 from servers.models import ServerInstance, ServerProfile, State, UsageRecord
 from servers.ports import suggest_port
@@ -189,6 +190,13 @@ def test_two_hosts_serve_route_and_go_offline_independently(cluster, member, cli
     refused = client.post("/models/local/delete/", {"repo_id": TINY_REPO, "host": "beta"},
                           follow=True).content.decode()  # fmt: skip
     assert "in use by a running server" in refused
+    # A delete the page sent before a server started is refused by beta's worker itself,
+    # and the page that sent it says so (as if the page had checked a moment earlier).
+    delete_task.apply_async(args=[TINY_REPO], queue="host.beta")
+    wait_for(lambda: Host.objects.get(name="beta").last_delete.get("repo_id") == TINY_REPO,
+             timeout=30, what="beta's worker answering the delete")  # fmt: skip
+    page = client.get("/models/local/", {"host": "beta"}).content.decode().replace("&#x27;", "'")
+    assert f"beta's worker, 0\xa0minutes ago: Not deleted: {TINY_REPO} is in use" in page
     done = client.post("/models/local/delete/", {"repo_id": EXTRA_REPO, "host": "beta"},
                        follow=True).content.decode()  # fmt: skip
     assert f"Deleting {EXTRA_REPO} on beta" in done
@@ -196,6 +204,8 @@ def test_two_hosts_serve_route_and_go_offline_independently(cluster, member, cli
     wait_for(lambda: not extra_dir.exists(), timeout=30, what="beta's worker deleting it")
     wait_for(lambda: EXTRA_REPO not in Host.objects.get(name="beta").model_ids(), timeout=30,
              what="beta's report without it")  # fmt: skip
+    page = client.get("/models/local/", {"host": "beta"}).content.decode().replace("&#x27;", "'")
+    assert f"beta's worker, 0\xa0minutes ago: Deleted {EXTRA_REPO}" in page
     assert (caches["beta"] / "models--mlx-community--tiny-text-test").exists()
     assert (caches["alpha"] / "models--mlx-community--tiny-text-test").exists()
 
