@@ -63,7 +63,8 @@ def prune_usage() -> int:
 
 @shared_task(name="servers.tasks.advance_usage_totals")
 def advance_usage_totals() -> int:
-    """Beat, every few minutes: add the settled usage records to the /metrics checkpoint."""
+    """Beat, every few minutes: add the settled usage records to the /metrics checkpoint
+    and the Usage page's day sums."""
     from servers import metrics
 
     return metrics.advance_totals()
