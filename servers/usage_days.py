@@ -22,28 +22,20 @@ from django.db.models.functions import TruncDate
 
 from servers.models import UsageDay, UsageRecord, UsageTotals
 
-SUMS = (
-    "requests",
-    "errors",
-    "prompt_tokens",
-    "completion_tokens",
-    "ttft_count",
-    "ttft_sum_ms",
-    "tokens_timed",
-    "generation_ms",
-)
-
-# Named apart from the record's own fields (an aggregate cannot share a field's name).
-_AGGREGATES = {
+# What a day row adds up (UsageDay's fields of the same names), from the records.
+_SUMMED = {
     "requests": Count("id"),
     "errors": Count("id", filter=Q(status=UsageRecord.Status.ERROR)),
-    "sum_prompt_tokens": Sum("prompt_tokens"),
-    "sum_completion_tokens": Sum("completion_tokens"),
+    "prompt_tokens": Sum("prompt_tokens"),
+    "completion_tokens": Sum("completion_tokens"),
     "ttft_count": Count("ttft_ms"),
     "ttft_sum_ms": Sum("ttft_ms"),
     "tokens_timed": Sum("completion_tokens", filter=Q(generation_ms__isnull=False)),
-    "sum_generation_ms": Sum("generation_ms"),
+    "generation_ms": Sum("generation_ms"),
 }
+SUMS = tuple(_SUMMED)
+# In the query under other names: an aggregate cannot share the name of a record's field.
+_AGGREGATES = {f"total_{name}": aggregate for name, aggregate in _SUMMED.items()}
 
 
 def zone() -> tzinfo:
@@ -65,7 +57,7 @@ def grouped(records: QuerySet, tz: tzinfo) -> list[dict]:
             "user_id": row["user_id"],
             "email": row["email"],
             "profile_name": row["profile_name"],
-            **{name: row.get(name, row.get(f"sum_{name}")) or 0 for name in SUMS},
+            **{name: row[f"total_{name}"] or 0 for name in SUMS},
         }
         for row in rows
     ]
