@@ -27,7 +27,8 @@ _AGGREGATES = {
 
 def _row(values: dict) -> dict:
     values["prompt_tokens"], values["completion_tokens"] = (
-        values.pop("prompt"), values.pop("completion")
+        values.pop("prompt"),
+        values.pop("completion"),
     )
     timed, ms = values.pop("timed"), values.pop("ms")
     values["tokens_per_second"] = timed / (ms / 1000) if timed and ms else None
