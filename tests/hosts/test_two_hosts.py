@@ -196,7 +196,7 @@ def test_two_hosts_serve_route_and_go_offline_independently(cluster, member, cli
     wait_for(lambda: Host.objects.get(name="beta").last_delete.get("repo_id") == TINY_REPO,
              timeout=30, what="beta's worker answering the delete")  # fmt: skip
     page = client.get("/models/local/", {"host": "beta"}).content.decode().replace("&#x27;", "'")
-    assert f"beta's worker, 0\xa0minutes ago: Not deleted: {TINY_REPO} is in use" in page
+    assert "beta's worker, " in page and f"ago: Not deleted: {TINY_REPO} is in use" in page
     done = client.post("/models/local/delete/", {"repo_id": EXTRA_REPO, "host": "beta"},
                        follow=True).content.decode()  # fmt: skip
     assert f"Deleting {EXTRA_REPO} on beta" in done
@@ -205,7 +205,7 @@ def test_two_hosts_serve_route_and_go_offline_independently(cluster, member, cli
     wait_for(lambda: EXTRA_REPO not in Host.objects.get(name="beta").model_ids(), timeout=30,
              what="beta's report without it")  # fmt: skip
     page = client.get("/models/local/", {"host": "beta"}).content.decode().replace("&#x27;", "'")
-    assert f"beta's worker, 0\xa0minutes ago: Deleted {EXTRA_REPO}" in page
+    assert f"ago: Deleted {EXTRA_REPO}" in page
     assert (caches["beta"] / "models--mlx-community--tiny-text-test").exists()
     assert (caches["alpha"] / "models--mlx-community--tiny-text-test").exists()
 
