@@ -37,7 +37,7 @@ class Host(models.Model):
     # [{repo_id, size, files, revision, last_accessed, last_modified}] (models_catalog/hosts.py).
     local_models = models.JSONField(default=list, blank=True)
     # What this host's worker did with the last delete sent to it from another host's page
-    # (library.delete_on_this_host): {repo_id, ok, message, at}; {} before any.
+    # (library.delete_on_this_host): {repo_id, ok, message}, {} before any; and when.
     last_delete = models.JSONField(default=dict, blank=True)
     last_delete_at = models.DateTimeField(null=True, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
