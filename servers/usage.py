@@ -428,9 +428,9 @@ def _groups(rows: list[dict], key: str) -> list[dict]:
 
 
 def summary(start: date, end: date, user=None) -> Summary:
-    """Usage from `start` to `end` (inclusive days, in the current time zone); one user's only
-    when `user` is given, everyone's otherwise. Read from the day sums plus the records after
-    the checkpoint (servers/usage_days.py)."""
+    """Usage from `start` to `end` (inclusive days of settings.TIME_ZONE, the days the page
+    shows); one user's only when `user` is given, everyone's otherwise. Read from the day sums
+    plus the records after the checkpoint (servers/usage_days.py)."""
     rows = usage_days.rows_between(start, end, user=user)
     everything = usage_days.add_up(rows, None) or [dict.fromkeys(usage_days.SUMS, 0)]
     return Summary(
