@@ -236,8 +236,17 @@ def save_rows(models: list[CatalogModel], changes: Changes) -> list[CatalogModel
                 model.save(update_fields=[*sorted(fields), "updated_at"])
     if not new:
         return models
-    saved = CatalogModel.objects.in_bulk([m.repo_id for m in new], field_name="repo_id")
-    return [saved.get(m.repo_id, m) if m.pk is None else m for m in models]
+    # ignore_conflicts leaves the new rows without ids; only the ids are read back (the rows
+    # themselves are in memory, as fresh as the Hub's answer). A row stored first by another
+    # request keeps its id and gets this request's values on the next change.
+    stored = CatalogModel.objects.filter(repo_id__in=[m.repo_id for m in new])
+    ids = dict(stored.values_list("repo_id", "pk"))
+    for model in new:
+        if (pk := ids.get(model.repo_id)) is not None:
+            model.pk = pk
+            model._state.adding = False
+            model._state.db = stored.db
+    return models
 
 
 def list_page(

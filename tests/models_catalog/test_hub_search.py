@@ -212,6 +212,39 @@ def test_rows_are_written_only_when_the_hub_facts_change(catalog_hub, settings):
     assert CatalogModel.objects.get(repo_id=repo.repo_id).likes == (likes or 0) + 1
 
 
+def test_a_cold_page_returns_its_new_rows_saved_and_reads_back_only_their_ids(catalog_hub):
+    with CaptureQueriesContext(connection) as cold:
+        results = search(sort="downloads")
+    stored = {m.repo_id: m for m in CatalogModel.objects.filter(repo_id__in=ids(results))}
+    assert len(stored) == len(results.models) > 0
+    for model in results.models:
+        assert model.pk == stored[model.repo_id].pk and not model._state.adding
+        assert (model.family, model.parameters) == (
+            stored[model.repo_id].family,
+            stored[model.repo_id].parameters,
+        )
+    sql = [q["sql"] for q in cold.captured_queries]
+    insert = next(i for i, q in enumerate(sql) if 'INTO "models_catalog_catalogmodel"' in q)
+    read_back = next(q for q in sql[insert + 1 :] if q.startswith("SELECT"))
+    assert read_back.split(" FROM ")[0].count(",") == 1  # repo_id and id, not ~30 columns
+
+    # A returned row is a saved row: changing it updates, never inserts a second one.
+    first = results.models[0]
+    first.likes += 1
+    first.save(update_fields=["likes"])
+    assert CatalogModel.objects.filter(repo_id=first.repo_id).count() == 1
+
+
+def test_a_row_stored_first_by_another_request_keeps_its_id():
+    mine = CatalogModel(repo_id="someone/raced-model", likes=3)
+    theirs = CatalogModel.objects.create(repo_id="someone/raced-model", likes=2)
+    (saved,) = catalog.save_rows([mine], {"someone/raced-model": {"likes"}})
+    assert saved.pk == theirs.pk
+    assert CatalogModel.objects.filter(repo_id="someone/raced-model").count() == 1
+    saved.save(update_fields=["likes"])
+    assert CatalogModel.objects.get(pk=theirs.pk).likes == 3
+
+
 def test_a_rate_limit_stops_the_reads_and_they_resume_later(catalog_hub, settings):
     settings.CATALOG_FETCH_WORKERS = 2
     catalog_hub.fail_status, catalog_hub.fail_scope, catalog_hub.retry_after = 429, "files", 30
