@@ -2,7 +2,7 @@
 (real gunicorn from the Procfile, API key auth, usage recording) vs LiteLLM's proxy.
 
     python -m bench.gateway_stream [--rounds 3] [--scale 1] [--concurrency 1,4,16]
-                                   [--no-litellm] [--stock-server]
+                                   [--no-litellm] [--stock-server] [--keep-cpus-awake]
 
 The server is started as the portal starts its servers (servers/mlx_entry.py), or as mlx_lm
 ships it with --stock-server. 128-token streamed chat completions at concurrency 1, 4 and
@@ -33,6 +33,7 @@ from bench.harness import (
     Bench,
     admin_user,
     cpu_times,
+    cpus_awake,
     free_port,
     median,
     median_interval,
@@ -288,12 +289,19 @@ def main() -> None:
         help="which concurrencies to run, comma-separated (default 1,4,16): e.g. 1 with "
         "many --rounds, to narrow the interval at one of them",
     )
+    parser.add_argument(
+        "--keep-cpus-awake",
+        action="store_true",
+        help="run an idle-class spinner (harness.cpus_awake) during the rounds, so the CPUs do "
+        "not go idle between tokens: on a VM slow to wake an idle CPU, this shows how much of "
+        "a c = 1 figure is the wake-up (docs/benchmarks.md 1h); it slows c >= 4",
+    )
     args = parser.parse_args()
     print_machine()
     # Before anything runs: the first run installs LiteLLM into its own venv (minutes).
     litellm_note = "skipped (--no-litellm)" if args.no_litellm else install_litellm()
 
-    with Bench("gateway") as bench:
+    with Bench("gateway") as bench, contextlib.ExitStack() as bench_stack:
         bench.setup_django()
         from bench.harness import install_model, nonstop_tiny_model
         from tests.support.mlx_server import start_mlx_server, stop_mlx_server
@@ -332,6 +340,8 @@ def main() -> None:
             run(target, 4, 4)
 
         results: dict[tuple[str, int], list[Result]] = {}
+        if bench_stack.enter_context(cpus_awake(args.keep_cpus_awake)):
+            print("CPUs kept awake during the rounds by an idle-class spinner (--keep-cpus-awake)")
         started = cpu_times()
         for concurrency in args.concurrency:
             for index in range(args.rounds):

@@ -148,6 +148,40 @@ def steal_since(start: tuple[float, float] | None) -> str:
     return f"{100 * (end[1] - start[1]) / (end[0] - start[0]):.1f} %"
 
 
+_SPIN = (
+    "import os\n"
+    "try:\n"
+    "    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
+    "except (AttributeError, OSError):\n"
+    "    os.nice(19)\n"
+    "while True:\n"
+    "    pass\n"
+)
+
+
+@contextlib.contextmanager
+def cpus_awake(enabled: bool = True):
+    """Keep the CPUs from going idle while the block runs: one spinning process in the
+    SCHED_IDLE class (nice 19 where that class is missing), which the kernel runs only when
+    nothing else wants a CPU.
+
+    On this VM a CPU that goes idle is slow to wake again: a reply from mlx_lm.server at
+    c = 1 took 190 ms with the CPUs idling between tokens and 120 ms with this spinner
+    (docs/benchmarks.md §1h), and a proxy whose own event loop keeps a CPU busy sped the
+    model server up by the same effect. With the spinner every target is measured on awake
+    CPUs. It is not a clean control at higher concurrency: there it takes time slices that
+    mlx's own threads want (c = 4 direct fell from 1640 to 1118 tok/s), so it is opt-in."""
+    if not enabled:
+        yield False
+        return
+    proc = subprocess.Popen([sys.executable, "-c", _SPIN], stdin=subprocess.DEVNULL)
+    try:
+        yield True
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 # --- processes -------------------------------------------------------------------------------
 
 
