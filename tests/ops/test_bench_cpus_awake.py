@@ -5,6 +5,7 @@ import os
 import time
 
 import psutil
+import pytest
 
 from bench.harness import cpus_awake
 
@@ -14,6 +15,7 @@ def _children() -> set[int]:
     return {child.pid for child in psutil.Process().children()}
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="no SCHED_IDLE here (macOS): nice 19")
 def test_the_spinner_runs_in_the_idle_class_only_inside_the_block():
     before = _children()
     with cpus_awake() as awake:
