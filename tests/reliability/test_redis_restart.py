@@ -78,8 +78,13 @@ def test_redis_restart_keeps_the_worker_the_server_and_the_download(
         download, _ = downloads.start_download(REPO, member)
 
         def partial_size() -> int:
-            partial = partial_files(hf_cache, REPO)
-            return max((p.stat().st_size for p in partial), default=0)
+            sizes = [0]
+            for path in partial_files(hf_cache, REPO):
+                try:  # a file that completes between the listing and the stat is renamed
+                    sizes.append(path.stat().st_size)
+                except FileNotFoundError:
+                    continue
+            return max(sizes)
 
         wait_for(lambda: partial_size() > 100_000, 60, 0.1, what="download progress")
 
