@@ -1,7 +1,7 @@
 """Status polling: the Servers page's tiles partial (what every open Servers page fetches every
 2 s), through real gunicorn started from the Procfile, logged in with a session cookie.
 
-    python -m bench.status_poll [--seconds 8] [--rounds 3] [--busy 20]
+    python -m bench.status_poll [--seconds 8] [--rounds 3] [--busy 20] [--client loadtest|python]
 
 20 profiles on 2 hosts, 8 of them running: 6 on this host, each pointing at a live process
 that the bench started (a `sleep`, so psutil measures a real process tree), and 2 on the
@@ -13,15 +13,23 @@ servers every 2 s (servers/monitor.py) and writes their rows during the load.
 
 Baseline, same gunicorn, same run: a small static file (WhiteNoise), the floor of one request
 through the web tier. Two loads, interleaved baseline/tiles, `--rounds` times:
-100 requests/s open-loop (latency counted from the scheduled send time, so a slow answer
-cannot hide the ones queued behind it), and saturation with wrk (2 threads, 8 connections).
+100 requests/s open-loop, and saturation with wrk (2 threads, 8 connections).
 Goal: tiles p99 < 50 ms at 100 requests/s on 2 cores.
+
+The 100 requests/s load comes from loadtest (npm; `bench/open_loop.mjs`) in its own Node
+process: one timer sends a request every 10 ms whether or not the earlier ones have answered,
+on keep-alive connections. The bench installs it once into ~/.cache/mlx-portal-bench/ (never
+into the portal). `--client python` is the bench's earlier client instead: 16 threads in this
+process, latency counted from each request's scheduled time. It measured its own pauses too
+(docs/benchmarks.md §2), so the goal is judged on loadtest.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import os
 import queue
 import re
 import shutil
@@ -29,10 +37,12 @@ import subprocess
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 
 from bench.harness import (
+    CACHE,
     Bench,
     admin_user,
     login_cookie,
@@ -44,7 +54,10 @@ from bench.harness import (
 )
 
 RATE = 100  # requests per second
-THREADS = 16  # client threads for the open-loop load
+THREADS = 16  # client threads of the Python open-loop load (`--client python`)
+LOADTEST = "loadtest@8.2.1"  # npm: the open-loop load generator, pinned
+LOADTEST_DIR = Path(os.environ.get("BENCH_LOADTEST_DIR", CACHE / "loadtest-8.2.1"))
+OPEN_LOOP_SCRIPT = Path(__file__).with_name("open_loop.mjs")
 
 
 def setup_rows(bench: Bench, usage_records: int = 2000) -> None:
@@ -187,6 +200,45 @@ def open_loop(url: str, headers: dict[str, str], rate: float, seconds: float) ->
     }
 
 
+def ensure_loadtest() -> str:
+    """Install loadtest into its own directory under the bench cache when missing (never into
+    the portal); returns why it could not, else ""."""
+    if (LOADTEST_DIR / "node_modules" / "loadtest" / "index.js").exists():
+        return ""
+    if not (shutil.which("node") and shutil.which("npm")):
+        return "the 100 requests/s load needs Node.js and npm (or use --client python)"
+    print(f"installing {LOADTEST} into {LOADTEST_DIR} (once)...", flush=True)
+    LOADTEST_DIR.mkdir(parents=True, exist_ok=True)
+    step = ["npm", "install", "--prefix", str(LOADTEST_DIR), "--no-audit", "--no-fund",
+            "--ignore-scripts", LOADTEST]  # fmt: skip
+    done = subprocess.run(step, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        return f"npm install {LOADTEST} failed: {done.stderr.strip()[-500:]}"
+    return ""
+
+
+def node_open_loop(url: str, headers: dict[str, str], rate: float, seconds: float) -> dict:
+    """`rate` requests/s for `seconds` from loadtest in its own Node process (open_loop.mjs).
+
+    loadtest counts whole milliseconds, rounded down: each latency gets 1 ms added, so the
+    figures are upper bounds, within 1 ms. `lag p99` is how late the client sent its requests
+    against a steady schedule (latency is counted from the send)."""
+    args = ["node", str(OPEN_LOOP_SCRIPT), str(LOADTEST_DIR), url, str(rate), str(seconds),
+            json.dumps(headers)]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    out = json.loads(done.stdout)
+    latencies = [(ms + 1) / 1000 for ms in out["latencies"]]
+    sent = out["sent"]
+    lags = [at - (sent[0] + n * 1000 / rate) for n, at in enumerate(sent)] if sent else [0.0]
+    return {
+        "rps": len(latencies) / out["elapsed"],
+        "p50": percentile(latencies, 50) * 1000,
+        "p99": percentile(latencies, 99) * 1000,
+        "errors": out["errors"],
+        "lag_p99": percentile(lags, 99),
+    }
+
+
 def wrk(url: str, headers: dict[str, str], seconds: float) -> dict:
     args = ["wrk", "-t2", "-c8", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
     for name, value in headers.items():
@@ -216,10 +268,23 @@ def main() -> None:
         help="a busy gateway: the last hour holds RATE x 3,600 usage records instead of 2,000, "
         "and RATE more are added each second during the load",
     )
+    parser.add_argument(
+        "--client",
+        choices=("loadtest", "python"),
+        default="loadtest",
+        help="the 100 requests/s load: loadtest in a Node process (default), or the bench's "
+        "own 16 Python threads",
+    )
     args = parser.parse_args()
     print_machine()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed for the saturation run: apt-get install wrk")
+    steady = open_loop
+    if args.client == "loadtest":
+        if why := ensure_loadtest():
+            raise SystemExit(why)
+        steady = node_open_loop
+    print(f"100 requests/s load: {args.client}")
 
     with Bench("status") as bench:
         bench.setup_django()
@@ -245,7 +310,7 @@ def main() -> None:
             f"{measured()} with memory figures"
         )
         for target in (floor, tiles):  # warm up
-            open_loop(target[0], target[1], 50, 2)
+            steady(target[0], target[1], 50, 2)
         # The load generator's own pauses must not count: this process holds Django and the
         # rows it made, and a full garbage-collector pass over them (~70 ms) would stall every
         # request in flight. Frozen, as the web tier's objects are (config/wsgi.py).
@@ -262,7 +327,7 @@ def main() -> None:
                 order = [("static", floor), ("tiles", tiles)]
                 for name, (url, headers) in order if index % 2 == 0 else order[::-1]:
                     if load == "100/s":
-                        result = open_loop(url, headers, RATE, args.seconds)
+                        result = steady(url, headers, RATE, args.seconds)
                     else:
                         result = wrk(url, headers, args.seconds / 2)
                     results.setdefault((name, load), []).append(result)
@@ -271,6 +336,11 @@ def main() -> None:
                         f"p50 {result['p50']:6.1f} ms  p99 {result['p99']:6.1f} ms"
                         + (f"  errors {result['errors']}" if result["errors"] else "")
                         + (f" (not sent: {result['dropped']})" if result.get("dropped") else "")
+                        + (
+                            f"  send lag p99 {result['lag_p99']:.1f} ms"
+                            if "lag_p99" in result
+                            else ""
+                        )
                     )
         if writer:
             writer.stop()
