@@ -274,6 +274,15 @@ def main() -> None:
         "pause (what a proxy's few ms do to the arrival order, with no proxy CPU)",
     )
     parser.add_argument(
+        "--stream-intervals",
+        type=_intervals,
+        default=(),
+        metavar="MS[,MS...]",
+        help="add a target per value: the portal in its own gunicorn with "
+        "MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS=MS (pacing of API streams), to compare "
+        "intervals in one run; 'portal' keeps the settings' value",
+    )
+    parser.add_argument(
         "--stock-server",
         action="store_true",
         help="run mlx_lm.server as mlx_lm ships it (python -m mlx_lm server), not as the portal "
@@ -321,6 +330,9 @@ def main() -> None:
             Target("direct", f"{server.url}/v1", "default_model"),
             Target("portal", f"{portal}/v1", slug, key),
         ]
+        for interval in args.stream_intervals:
+            url = bench.start_web(MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS=str(interval))
+            targets.append(Target(f"portal {interval}ms", f"{url}/v1", slug, key))
         if args.jitter_ms:
             targets.append(
                 Target("direct+jitter", f"{server.url}/v1", "default_model", None, args.jitter_ms)
@@ -377,6 +389,19 @@ def _concurrencies(text: str) -> tuple[int, ...]:
     unknown = [value for value in values if value not in REQUESTS]
     if unknown or not values:
         raise argparse.ArgumentTypeError(f"{text!r}: pick from {', '.join(map(str, REQUESTS))}")
+    return values
+
+
+def _intervals(text: str) -> tuple[int, ...]:
+    """`--stream-intervals`: "20,40" -> (20, 40); whole milliseconds the setting accepts."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use whole milliseconds separated by commas"
+        ) from None
+    if not values or any(not 0 <= value <= 1000 for value in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: each interval from 0 to 1000 ms")
     return values
 
 

@@ -293,7 +293,7 @@ GATEWAY_MAX_CONNECTIONS = env.int("MLX_PORTAL_GATEWAY_MAX_CONNECTIONS", default=
 # With several streams in one web process the interval grows with their number (a process
 # wakes about as often for 16 streams as for one), up to the _MAX (docs/gateway.md).
 GATEWAY_STREAM_INTERVAL_MS = _bounded(
-    "MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS", 10, 0, 1000, "milliseconds"
+    "MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS", 20, 0, 1000, "milliseconds"
 )
 GATEWAY_STREAM_INTERVAL_MAX_MS = _bounded(
     "MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MAX_MS",

@@ -12,6 +12,7 @@ See docs/gateway.md.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -589,6 +590,44 @@ def stream_interval(base_ms: float, max_ms: float, streams: int) -> float:
 
 # poll() flag for "the peer closed its end", without waking for data (Linux).
 _POLLRDHUP: int | None = getattr(select, "POLLRDHUP", None)
+# Where there is none (macOS): poll() for data with the socket's read low-water mark set this
+# high says "closed" too, as a closed end is always readable; a pause gathers a few KB.
+_LOW_WATER = 1 << 18
+
+
+def wait_for_close(sock: socket.socket, seconds: float) -> None:
+    """Wait up to `seconds` for the peer to close its end of `sock`, without waking for data
+    that arrives meanwhile (it stays in the socket for the next read)."""
+    if _POLLRDHUP is not None:
+        poller = select.poll()
+        try:
+            poller.register(sock, _POLLRDHUP)
+        except (OSError, ValueError):  # closed meanwhile: nothing to wait for
+            return
+        poller.poll(seconds * 1000)
+        return
+    wait_for_close_by_low_water(sock, seconds)
+
+
+def wait_for_close_by_low_water(sock: socket.socket, seconds: float) -> None:
+    """`wait_for_close` where poll() has no POLLRDHUP (macOS; Linux runs it in the tests):
+    with `SO_RCVLOWAT` above what can gather, poll() reports the socket readable only once
+    the peer has closed its end (or that much arrived). The mark is set back to 1 before
+    returning, or a later blocking read would wait for that many bytes."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, _LOW_WATER)
+    except OSError:  # not settable here: a plain wait, which may hold back a reply's end
+        time.sleep(seconds)
+        return
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        poller.poll(seconds * 1000)
+    except (OSError, ValueError):  # closed meanwhile: nothing to wait for
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
 
 
 def _sleep(seconds: float) -> None:
@@ -622,18 +661,9 @@ class _DirectBody(httpx.SyncByteStream):
     def pause(self, seconds: float) -> None:
         """Wait `seconds` for more of the answer to gather — less when the server has
         closed its end: the answer is complete (HTTP/1.0), so pacing (Relay.openai_stream)
-        never holds back the end of a reply. Where poll() has no POLLRDHUP (macOS): a sleep."""
-        if seconds <= 0:
-            return
-        if _POLLRDHUP is None:
-            time.sleep(seconds)
-            return
-        poller = select.poll()
-        try:
-            poller.register(self._sock, _POLLRDHUP)
-        except (OSError, ValueError):  # closed meanwhile: nothing to wait for
-            return
-        poller.poll(seconds * 1000)
+        never holds back the end of a reply."""
+        if seconds > 0:
+            wait_for_close(self._sock, seconds)
 
     def __iter__(self) -> Iterator[bytes]:
         read = self._answer.read1

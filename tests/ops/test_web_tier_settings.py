@@ -71,7 +71,7 @@ def test_the_stream_interval_maximum_follows_a_larger_interval_by_default(tmp_pa
     code = "import django; django.setup(); from django.conf import settings; "
     code += "print(settings.GATEWAY_STREAM_INTERVAL_MS, settings.GATEWAY_STREAM_INTERVAL_MAX_MS)"
     default = run_python(tmp_path, code, DJANGO_SETTINGS_MODULE="config.settings")
-    assert default.stdout.split() == ["10.0", "50.0"], default.stderr
+    assert default.stdout.split() == ["20.0", "50.0"], default.stderr
     larger = run_python(
         tmp_path, code,
         DJANGO_SETTINGS_MODULE="config.settings", MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS="200",

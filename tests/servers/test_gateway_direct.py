@@ -319,3 +319,53 @@ def test_a_stream_counts_as_relayed_from_its_start_until_it_is_closed(upstream):
         relay_.close()
         relay_.close()  # closing twice counts once
         assert gateway._streams.open == before
+
+
+@pytest.fixture
+def tcp_pair():
+    """Two ends of a real loopback TCP connection: (ours, the peer's)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    ours = socket.create_connection(listener.getsockname())
+    peer, _ = listener.accept()
+    listener.close()
+    ours.settimeout(5)
+    yield ours, peer
+    ours.close()
+    peer.close()
+
+
+WAITS = [
+    pytest.param(gateway.wait_for_close, id="this-platform"),
+    # macOS's way (no POLLRDHUP there), run here too
+    pytest.param(gateway.wait_for_close_by_low_water, id="low-water"),
+]
+
+
+@pytest.mark.parametrize("wait", WAITS)
+def test_the_wait_for_a_close_does_not_wake_for_data_and_leaves_it_to_read(tcp_pair, wait):
+    ours, peer = tcp_pair
+    peer.sendall(b"x" * 100)
+    started = time.monotonic()
+    wait(ours, 0.3)
+    assert time.monotonic() - started >= 0.29  # data arrived, and it waited on
+    # Readable at once: a low-water mark left set would make this read wait for 64 KB.
+    assert ours.recv(65536) == b"x" * 100
+
+
+@pytest.mark.parametrize("wait", WAITS)
+def test_the_wait_for_a_close_ends_when_the_peer_closes(tcp_pair, wait):
+    ours, peer = tcp_pair
+
+    def close_soon() -> None:
+        time.sleep(0.1)
+        peer.sendall(b"end")
+        peer.shutdown(socket.SHUT_WR)
+
+    closer = threading.Thread(target=close_soon, daemon=True)
+    closer.start()
+    waiter = threading.Thread(target=wait, args=(ours, 60.0), daemon=True)
+    waiter.start()
+    waiter.join(30)  # far less than the 60-s wait
+    assert not waiter.is_alive(), "the wait did not end when the peer closed"
+    assert ours.recv(65536) == b"end"
+    assert ours.recv(65536) == b""
