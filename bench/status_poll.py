@@ -228,8 +228,7 @@ def node_open_loop(url: str, headers: dict[str, str], rate: float, seconds: floa
     done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60, check=True)
     out = json.loads(done.stdout)
     latencies = [(ms + 1) / 1000 for ms in out["latencies"]]
-    sent = out["sent"]
-    lags = [at - (sent[0] + n * 1000 / rate) for n, at in enumerate(sent)] if sent else [0.0]
+    lags = send_lags(out["sent"], rate) or [0.0]
     return {
         "rps": len(latencies) / out["elapsed"],
         "p50": percentile(latencies, 50) * 1000,
@@ -237,6 +236,16 @@ def node_open_loop(url: str, headers: dict[str, str], rate: float, seconds: floa
         "errors": out["errors"],
         "lag_p99": percentile(lags, 99),
     }
+
+
+def send_lags(sent_ms: list[float], rate: float) -> list[float]:
+    """How late each send was (ms) against a steady schedule of `rate` a second. loadtest's
+    timer keeps its own schedule, catching up when late, from an origin it does not report:
+    the origin taken is the earliest that no send was ahead of, so a late first send does
+    not make every other send look early."""
+    period = 1000 / rate
+    origin = min((at - n * period for n, at in enumerate(sent_ms)), default=0.0)
+    return [at - (origin + n * period) for n, at in enumerate(sent_ms)]
 
 
 def wrk(url: str, headers: dict[str, str], seconds: float) -> dict:
