@@ -383,23 +383,41 @@ def _call(function, *args):
         return error
 
 
-def _start_read(repo_id: str, chat_template: bool, access: hub.HubAccess, local: bool) -> _Read:
+def _start_reads(
+    models: Iterable[CatalogModel], access: hub.HubAccess | None
+) -> tuple[dict[str, CatalogModel], dict[str, _Read]]:
+    """The models that need their config read (`CatalogModel.needs_config`), and their reads:
+    started here, or the ones already running for them (one read per model at a time)."""
+    retry = timedelta(seconds=settings.CATALOG_CONFIG_RETRY)
+    wanted = {m.repo_id: m for m in models if m.needs_config(retry)}
+    if not wanted:
+        return wanted, {}
+    access = access or hub.current_access()  # here: pool threads must not query the database
+    on_disk = repos_with_a_folder(wanted)
+    reads = {}
     with _pool_lock:
         now = time.monotonic()
         for key, read in list(_reads.items()):
             if read.done() and now - read.started > 300:
                 del _reads[key]
-        if repo_id not in _reads:
-            pool = _executor()
-            if local and local_model_path(repo_id) is not None:
-                read = _Read(now, [pool.submit(_call, hub.local_files, repo_id)], local=True)
-            else:
-                functions = [hub.fetch_config_json]
-                if chat_template:
-                    functions.append(hub.fetch_chat_template)
-                read = _Read(now, [pool.submit(_call, f, repo_id, access) for f in functions])
-            _reads[repo_id] = read
-        return _reads[repo_id]
+        for repo_id, model in wanted.items():
+            if repo_id not in _reads:
+                template = not _api_template(model)
+                _reads[repo_id] = _new_read(repo_id, template, access, repo_id in on_disk, now)
+            reads[repo_id] = _reads[repo_id]
+    return wanted, reads
+
+
+def _new_read(
+    repo_id: str, chat_template: bool, access: hub.HubAccess, local: bool, now: float
+) -> _Read:
+    pool = _executor()
+    if local and local_model_path(repo_id) is not None:
+        return _Read(now, [pool.submit(_call, hub.local_files, repo_id)], local=True)
+    functions = [hub.fetch_config_json]
+    if chat_template:
+        functions.append(hub.fetch_chat_template)
+    return _Read(now, [pool.submit(_call, f, repo_id, access) for f in functions])
 
 
 def _finish_read(repo_id: str, read: _Read) -> None:
@@ -420,16 +438,9 @@ def read_configs(
     A read the Hub rate-limited is not stored as a failure: the model is read again once the
     Hub allows it (`hub.rate_limit_wait`), and the error is returned for the page to show."""
     outcome = ConfigReads()
-    retry = timedelta(seconds=settings.CATALOG_CONFIG_RETRY)
-    wanted = {m.repo_id: m for m in models if m.needs_config(retry)}
+    wanted, reads = _start_reads(models, access)
     if not wanted:
         return outcome
-    access = access or hub.current_access()  # here: pool threads must not query the database
-    on_disk = repos_with_a_folder(wanted)
-    reads = {
-        repo_id: _start_read(repo_id, not _api_template(model), access, repo_id in on_disk)
-        for repo_id, model in wanted.items()
-    }
     wait_futures(
         [f for read in reads.values() for f in read.futures],
         timeout=settings.CATALOG_CONFIG_DEADLINE,

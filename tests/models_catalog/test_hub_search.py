@@ -185,6 +185,24 @@ def test_config_reads_are_bounded_by_the_pool(catalog_hub, settings):
     assert catalog_hub.max_files_in_flight == 3  # several at once, never more than the pool
 
 
+def test_reads_still_running_at_the_deadline_are_picked_up_by_a_later_page(catalog_hub, settings):
+    catalog_hub.latency = 0.5  # every answer, the listing's too
+    settings.CATALOG_CONFIG_DEADLINE = 0.05
+    first = search(text="gemma")
+    assert first.models and first.pending_configs == len(first.models)
+    assert not any(m.config for m in first.models)
+    again = search(text="gemma")  # the listing is cached; the same reads are still running
+    assert again.pending_configs == len(first.models)
+    settings.CATALOG_CONFIG_DEADLINE = 20.0
+    done = search(text="gemma")
+    assert done.pending_configs == 0
+    assert all(m.config or m.config_error for m in done.models)  # read, or refused (gated)
+    stored = CatalogModel.objects.filter(repo_id__in=ids(first))
+    assert stored.exclude(config=None, config_error="").count() == len(first.models)
+    # One read per model, however many pages waited for it.
+    assert config_reads(catalog_hub) == len(first.models)
+
+
 def test_rows_are_written_only_when_the_hub_facts_change(catalog_hub, settings):
     settings.CATALOG_LISTING_TTL = 0  # every search asks the Hub
     first = search(sort="likes")
