@@ -6,12 +6,18 @@
   requests, since browsers never attach the header by themselves.
 - Public URL names and static files: open.
 - Anonymous: redirected to login with `?next=`; HTMX requests get `HX-Redirect` instead, so a
-  login form is never pasted into a partial.
+  login form is never pasted into a partial. A script's request that does not accept HTML
+  (the chat page's `fetch()`) gets 401 and JSON naming where to go (`redirect`): a redirect
+  would be followed to the login form and read as the answer. After a POST, `next` is the page
+  the form was on (its `Referer`, when it is this site's), not the URL it posted to.
 - Pending or disabled: their status page; HTMX requests are redirected there too, and every
-  other request that is not a page load (POST, JSON, …) gets 403.
+  other request that is not a page load (POST, JSON, …) gets 403 (JSON with `redirect` for a
+  script's request that does not accept HTML).
 - Approved: everything, except admin-only views (`@staff_only`, the Django admin) answer 403
   to non-admins.
 """
+
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import (
@@ -24,6 +30,7 @@ from django.http import (
 from django.shortcuts import resolve_url
 from django.template.response import TemplateResponse
 from django.urls import Resolver404, ResolverMatch, resolve, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django_htmx.http import HttpResponseClientRedirect
 
 from accounts import access
@@ -54,25 +61,45 @@ def api_error(
     )
 
 
-def _is_page_load(request: HttpRequest) -> bool:
-    if request.htmx or request.method not in ("GET", "HEAD"):
-        return False
+def _wants_html(request: HttpRequest) -> bool:
     accept = request.headers.get("Accept", "")
     return not accept or "text/html" in accept or "*/*" in accept
 
 
-def _redirect(request: HttpRequest, url: str) -> HttpResponse:
+def _is_page_load(request: HttpRequest) -> bool:
+    return not request.htmx and request.method in ("GET", "HEAD") and _wants_html(request)
+
+
+def _redirect(request: HttpRequest, url: str, reason: str, status: int) -> HttpResponse:
+    """Send the browser to `url`: HX-Redirect for HTMX; JSON (`error`, `redirect`) with
+    `status` for a script that does not accept HTML; else a plain redirect."""
     if request.htmx:
         return HttpResponseClientRedirect(url)
+    if not _wants_html(request):
+        return JsonResponse({"error": reason, "redirect": url}, status=status)
     return HttpResponseRedirect(url)
 
 
 def _login_url(request: HttpRequest) -> str:
-    # For HTMX, come back to the page that made the request, not to its partial.
-    next_url = (request.htmx and request.htmx.current_url_abs_path) or request.get_full_path()
+    # For HTMX, come back to the page that made the request, not to its partial; after a POST,
+    # to the page the form was on.
+    next_url = (request.htmx and request.htmx.current_url_abs_path) or (
+        _referring_page(request) if request.method not in ("GET", "HEAD") else None
+    )
     query = QueryDict(mutable=True)
-    query["next"] = next_url
+    query["next"] = next_url or request.get_full_path()
     return f"{resolve_url(settings.LOGIN_URL)}?{query.urlencode(safe='/')}"
+
+
+def _referring_page(request: HttpRequest) -> str | None:
+    """The path (and query) of the `Referer`, when it is a page of this site."""
+    referer = request.headers.get("Referer", "")
+    if not url_has_allowed_host_and_scheme(
+        referer, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return None
+    parts = urlsplit(referer)
+    return parts.path + (f"?{parts.query}" if parts.query else "") or None
 
 
 def _resolve(path: str) -> ResolverMatch | None:
@@ -104,7 +131,8 @@ class AccessMiddleware:
 
         user = request.user
         if not user.is_authenticated:
-            return _redirect(request, _login_url(request))
+            reason = "Your session has ended: log in again."
+            return _redirect(request, _login_url(request), reason, 401)
         if not user.is_approved:
             if name in access.STATUS_URL_NAMES:
                 return self.get_response(request)
@@ -148,8 +176,8 @@ class AccessMiddleware:
             url, reason = reverse("accounts:disabled"), "Your account is disabled."
         else:
             url, reason = reverse("accounts:pending"), "Your account is awaiting approval."
-        if request.htmx or _is_page_load(request):
-            return _redirect(request, url)
+        if request.htmx or _is_page_load(request) or not _wants_html(request):
+            return _redirect(request, url, reason, 403)
         return self._forbidden(request, reason)
 
     def _forbidden(self, request: HttpRequest, reason: str) -> HttpResponse:

@@ -203,6 +203,8 @@
       var type = response.headers.get("Content-Type") || "";
       if (!response.ok || type.indexOf("text/event-stream") !== 0) {
         return response.json().catch(function () { return {}; }).then(function (body) {
+          // The session ended (or the account was disabled): the portal names the page to go to.
+          if (body.redirect) { window.location.assign(body.redirect); return; }
           showFormError(body.error || "The message could not be sent (HTTP " + response.status + ").");
         });
       }

@@ -65,6 +65,15 @@ def walk(client: Client, urls) -> list[tuple[str, str, dict, object]]:
     ]
 
 
+def redirect_target(response) -> str:
+    """Where the answer sends the browser: HX-Redirect, Location, or the `redirect` of the JSON
+    a script that does not accept HTML gets."""
+    target = response.headers.get("HX-Redirect") or response.headers.get("Location")
+    if not target and response.headers.get("Content-Type") == "application/json":
+        target = response.json().get("redirect")
+    return target or ""
+
+
 def _describe(method, url, headers, response) -> str:
     return f"{method.upper()} {url} {headers or ''} -> {response.status_code}"
 
@@ -79,8 +88,7 @@ def test_anonymous_users_are_refused_every_protected_url(db):
         if access.is_api_path(url.path):  # API clients get 401 with OpenAI's error, no redirect
             assert response.status_code == 401 and response.json()["error"]
             continue
-        target = response.headers.get("HX-Redirect") or response.headers.get("Location", "")
-        assert target.startswith("/accounts/login/?next="), target
+        assert redirect_target(response).startswith("/accounts/login/?next="), url
 
 
 @pytest.mark.parametrize("status", ["pending", "disabled"])
@@ -97,8 +105,7 @@ def test_pending_and_disabled_users_are_refused_every_protected_url(make_user, s
         _describe(*answer)
         for answer in answers
         if answer[1].name != "account_login"  # allauth sends signed-in users home first
-        and (answer[-1].headers.get("HX-Redirect") or answer[-1].headers.get("Location"))
-        not in (None, f"/status/{status}/")
+        and redirect_target(answer[-1]) not in ("", f"/status/{status}/")
     ]
     assert wrong_target == []
 
@@ -146,6 +153,44 @@ def test_an_expired_session_on_an_htmx_request_redirects_the_whole_page(admin_cl
     admin_client.cookies.clear()  # what an expired session cookie amounts to
     response = admin_client.get("/users/pending-badge/", headers={"HX-Request": "true"})
     assert response["HX-Redirect"].startswith("/accounts/login/")
+
+
+def test_a_script_without_a_session_gets_401_json_naming_the_login_page(client):
+    # The chat page's fetch(): a redirect would be followed, and the login form read as the reply.
+    response = client.post(
+        "/servers/chat/stream/",
+        {"message": "hi"},
+        headers={"Accept": "text/event-stream", "Referer": "http://testserver/servers/chat/7/"},
+    )
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": "Your session has ended: log in again.",
+        "redirect": "/accounts/login/?next=/servers/chat/7/",
+    }
+
+
+def test_a_form_posted_without_a_session_comes_back_to_its_page_after_login(client):
+    response = client.post(
+        "/api-keys/", {"name": "x"}, headers={"Referer": "http://testserver/api-keys/?a=1"}
+    )
+    assert response["Location"] == "/accounts/login/?next=/api-keys/%3Fa%3D1"
+    # Another site's Referer is not followed: next is the URL posted to.
+    response = client.post(
+        "/api-keys/", {"name": "x"}, headers={"Referer": "https://evil.example/api-keys/"}
+    )
+    assert response["Location"] == "/accounts/login/?next=/api-keys/"
+
+
+def test_a_script_of_a_pending_user_gets_403_json_naming_the_status_page(client, make_user):
+    client.force_login(make_user("waiting@example.com", status="pending"))
+    response = client.post(
+        "/servers/chat/stream/", {"message": "hi"}, headers={"Accept": "text/event-stream"}
+    )
+    assert response.status_code == 403
+    assert response.json() == {
+        "error": "Your account is awaiting approval.",
+        "redirect": "/status/pending/",
+    }
 
 
 def test_pending_users_who_log_in_see_only_the_waiting_page(client, make_user):

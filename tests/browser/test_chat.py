@@ -73,3 +73,19 @@ def test_chat_streams_a_reply_and_keeps_the_conversation(
     page.goto("/servers/usage/")
     assert page.get_by_test_id("total-requests").inner_text() == "1"
     screenshot("usage")
+
+
+def test_sending_after_the_session_ended_goes_to_login_and_back_to_the_chat(
+    member, client, page, live_server
+):
+    ServerProfile.objects.create(
+        name="Tiny chat", slug="tiny-chat", model_id="mlx-community/tiny-text-test",
+        host=Host.local(), port=8100, owner=member,
+    )  # fmt: skip
+    log_in(page, client, member, live_server.url)
+    page.goto("/servers/chat/")
+    page.context.clear_cookies()  # what an expired session amounts to
+    page.get_by_label("Message").fill("Still there?")
+    page.get_by_role("button", name="Send").click()
+    page.wait_for_url("**/accounts/login/?next=/servers/chat/")
+    assert page.locator(".msg-user").count() == 0
