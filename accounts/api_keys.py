@@ -96,6 +96,34 @@ def find_api_key(authorization_header: str | None) -> ApiKey | None:
     return api_key
 
 
+def refused_key_reason(authorization_header: str | None) -> tuple[int, str] | None:
+    """Why a key the portal issued is refused, so that the client is told more than "invalid":
+    (401, …) for a revoked key, (403, …) for a live key whose user is pending or disabled.
+    None for a header without a key the portal issued, or an approved user's live key. Only
+    asked after `find_api_key` refused the header."""
+    token = bearer_token(authorization_header)
+    if token is None or not token.startswith(KEY_PREFIX) or len(token) > 200:
+        return None
+    api_key = first_row(ApiKey, {"key_hash": _candidate_hashes(token)}, related=("user",))
+    if api_key is None:
+        return None
+    user = api_key.user
+    disabled = user.status == User.Status.DISABLED or not user.is_active
+    if api_key.revoked_at is not None:
+        if disabled:
+            return 401, "This API key was revoked, and the account it belongs to is disabled."
+        revoked = timezone.localtime(api_key.revoked_at)
+        return 401, (
+            f"This API key was revoked on {revoked:%Y-%m-%d %H:%M}. Create a new one on your "
+            "API keys page."
+        )
+    if user.is_approved:
+        return None
+    if disabled:
+        return 403, "The account this API key belongs to is disabled. An admin can enable it again."
+    return 403, "The account this API key belongs to is waiting for an admin's approval."
+
+
 def still_allowed(user_id: int, api_key_id: int | None = None) -> bool:
     """Whether a user — and the key they came with, if any — may still use the portal: one
     indexed query, for requests that outlive their start (streams check it while they run)."""

@@ -1,9 +1,10 @@
 """Default-deny access control for every request (see `accounts.access` for the allow-list).
 
 - `/v1/…`: needs `Authorization: Bearer <key>` of an approved user, else 401 in OpenAI's error
-  shape; the public names among them (the OpenAPI description) need none. The key's user
-  becomes `request.user` (and `request.api_key` the key); CSRF does not apply to these
-  requests, since browsers never attach the header by themselves.
+  shape, saying so when the key was revoked (403 `account_not_approved` for the live key of a
+  pending or disabled user); the public names among them (the OpenAPI description) need none.
+  The key's user becomes `request.user` (and `request.api_key` the key); CSRF does not apply
+  to these requests, since browsers never attach the header by themselves.
 - Public URL names and static files: open.
 - Anonymous: redirected to login with `?next=`; HTMX requests get `HX-Redirect` instead, so a
   login form is never pasted into a partial. A script's request that does not accept HTML
@@ -39,6 +40,7 @@ from accounts.api_keys import (
     failed_attempts_exceeded,
     find_api_key,
     record_failed_attempt,
+    refused_key_reason,
     seconds_until_retry,
 )
 from accounts.models import User
@@ -147,6 +149,15 @@ class AccessMiddleware:
             return self.get_response(request)
         header = request.headers.get("Authorization")
         api_key = find_api_key(header)
+        if api_key is None and (refused := refused_key_reason(header)) is not None:
+            # A key the portal issued (revoked, or its account not approved): not a guess, so
+            # not a failed attempt, and the client is told what to do about it.
+            status, message = refused
+            if status == 403:
+                return api_error(
+                    message, 403, code="account_not_approved", error_type="permission_error"
+                )
+            return api_error(message)
         if api_key is None and bearer_token(header) is not None:
             # A key was presented and is wrong: count it against the client's address.
             address = request.META.get("REMOTE_ADDR") or "unknown"

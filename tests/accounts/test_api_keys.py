@@ -183,11 +183,49 @@ def test_v1_lets_a_valid_key_through_without_csrf(member):
     assert client.post("/v1/chat/completions", {}, headers=headers).status_code == 400
 
 
-def test_v1_refuses_keys_of_disabled_users(admin_member, member):
-    new_key = create_api_key(member, "laptop")
-    approval.disable([member], by=admin_member)
-    response = Client().get("/v1/models", headers={"Authorization": f"Bearer {new_key.secret}"})
+def test_v1_tells_the_holder_of_a_revoked_key_so(admin_member, member):
+    keys = [create_api_key(member, name) for name in ("laptop", "ci")]
+    revoke_api_key(keys[0].api_key)
+    response = Client().get("/v1/models", headers={"Authorization": f"Bearer {keys[0].secret}"})
     assert response.status_code == 401
+    error = response.json()["error"]
+    assert error["code"] == "invalid_api_key"
+    assert error["message"].startswith("This API key was revoked on ")
+    assert "Create a new one on your API keys page." in error["message"]
+    # Disabling the account revokes its keys (approval.save_status): the answer says both.
+    approval.disable([member], by=admin_member)
+    response = Client().get("/v1/models", headers={"Authorization": f"Bearer {keys[1].secret}"})
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == (
+        "This API key was revoked, and the account it belongs to is disabled."
+    )
+
+
+def test_v1_tells_a_user_disabled_behind_the_portals_back_their_account_is_refused(member):
+    new_key = create_api_key(member, "laptop")
+    type(member).objects.filter(pk=member.pk).update(status="disabled")  # keys not revoked
+    response = Client().get("/v1/models", headers={"Authorization": f"Bearer {new_key.secret}"})
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("permission_error", "account_not_approved")
+    assert error["message"].startswith("The account this API key belongs to is disabled.")
+
+
+def test_v1_tells_a_pending_user_their_account_awaits_approval(member):
+    new_key = create_api_key(member, "laptop")
+    type(member).objects.filter(pk=member.pk).update(status="pending")
+    response = Client().get("/v1/models", headers={"Authorization": f"Bearer {new_key.secret}"})
+    assert response.status_code == 403
+    assert "waiting for an admin's approval" in response.json()["error"]["message"]
+
+
+def test_the_right_key_of_a_disabled_user_is_not_counted_as_a_failed_attempt(member, settings):
+    settings.API_KEY_FAILURES_PER_MINUTE = 2
+    new_key = create_api_key(member, "laptop")
+    type(member).objects.filter(pk=member.pk).update(status="disabled")
+    client = Client(REMOTE_ADDR="198.51.100.8")
+    headers = {"Authorization": f"Bearer {new_key.secret}"}
+    assert [client.get("/v1/models", headers=headers).status_code for _ in range(4)] == [403] * 4
 
 
 def _v1_urls():
@@ -198,8 +236,17 @@ def _v1_urls():
     return [url for url in all_urls() if is_api_path(url.path) and url.name not in PUBLIC_URL_NAMES]
 
 
-@pytest.mark.parametrize("how", ["revoked", "disabled", "pending", "inactive", "deleted"])
-def test_every_v1_route_refuses_a_dead_key_at_once(admin_member, member, how):
+@pytest.mark.parametrize(
+    "how, status, code",
+    [
+        ("revoked", 401, "invalid_api_key"),
+        ("disabled", 401, "invalid_api_key"),  # disabling revokes the keys
+        ("pending", 403, "account_not_approved"),
+        ("inactive", 403, "account_not_approved"),
+        ("deleted", 401, "invalid_api_key"),
+    ],
+)
+def test_every_v1_route_refuses_a_dead_key_at_once(admin_member, member, how, status, code):
     secret = create_api_key(member, "laptop").secret
     headers = {"Authorization": f"Bearer {secret}"}
     client = Client()
@@ -219,8 +266,8 @@ def test_every_v1_route_refuses_a_dead_key_at_once(admin_member, member, how):
     for url in urls:
         for method in ("get", "post"):
             response = getattr(client, method)(url.path, headers=headers)
-            assert response.status_code == 401, f"{method.upper()} {url}"
-            assert response.json()["error"]["code"] == "invalid_api_key"
+            assert response.status_code == status, f"{method.upper()} {url}"
+            assert response.json()["error"]["code"] == code
 
 
 def _bad_key(n: int) -> dict:
