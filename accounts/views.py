@@ -114,17 +114,28 @@ def api_keys(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "new_key": new_key,
-        "keys": ApiKey.objects.filter(user=request.user, revoked_at__isnull=True),
+        "keys": _live_keys(request.user),
     }
     template = "accounts/api_keys.html#keys" if request.htmx else "accounts/api_keys.html"
     return render(request, template, context)
+
+
+def _live_keys(user: User):
+    return ApiKey.objects.filter(user=user, revoked_at__isnull=True)
 
 
 @require_POST
 def api_key_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     api_key = get_object_or_404(ApiKey, pk=pk, user=request.user, revoked_at__isnull=True)
     revoke_api_key(api_key)
-    if request.htmx:
-        return HttpResponse("")
+    if request.htmx and request.htmx.target == "keys":  # the key just shown: redraw it all
+        context = {
+            "form": ApiKeyForm(user=request.user),
+            "keys": _live_keys(request.user),
+            "revoked": api_key,
+        }
+        return render(request, "accounts/api_keys.html#keys", context)
+    if request.htmx:  # the row goes; the status line says so
+        return render(request, "accounts/_key_status.html", {"revoked": api_key, "oob": True})
     messages.success(request, f"Revoked the key “{api_key.name}”.")
     return redirect("accounts:api-keys")

@@ -100,9 +100,36 @@ def test_the_list_shows_name_prefix_created_and_last_used(member_client, member)
 def test_revoking_a_key_stops_it_at_once(member_client, member):
     new_key = create_api_key(member, "laptop")
     response = member_client.post(f"/api-keys/{new_key.api_key.pk}/revoke/", headers=HTMX)
-    assert response.status_code == 200 and response.content == b""  # the row goes away
+    # The row goes away (nothing replaces it); the status line says so, out of band.
+    assert response.status_code == 200
+    assert response.content.decode().strip() == (
+        '<p id="key-status" role="status" class="key-status" hx-swap-oob="true">'
+        "Revoked the key “laptop”: requests with it are refused from now on.</p>"
+    )
     assert authenticate_api_key(f"Bearer {new_key.secret}") is None
     assert f"api-key-{new_key.api_key.pk}" not in member_client.get("/api-keys/").content.decode()
+
+
+def test_revoking_the_key_just_shown_takes_its_secret_off_the_page(member_client, member):
+    older = create_api_key(member, "older")
+    page = member_client.post("/api-keys/", {"name": "new"}, headers=HTMX).content.decode()
+    shown = ApiKey.objects.get(name="new")
+    # Only the shown key's form redraws the section (and so drops the banner); revoking
+    # another key leaves the banner, whose secret may not be copied yet, where it is.
+    row = page.split(f'id="api-key-{shown.pk}"')[1].split("</tr>")[0]
+    assert 'hx-target="#keys"' in row
+    other_row = page.split(f'id="api-key-{older.api_key.pk}"')[1].split("</tr>")[0]
+    assert 'hx-target="closest tr"' in other_row
+    response = member_client.post(
+        f"/api-keys/{shown.pk}/revoke/", headers={**HTMX, "HX-Target": "keys"}
+    )
+    section = response.content.decode()
+    assert section.lstrip().startswith('<section id="keys">')
+    assert 'id="new-key-secret"' not in section and "copy it now" not in section
+    assert "Revoked the key “new”" in section
+    assert (
+        f'id="api-key-{shown.pk}"' not in section and f'id="api-key-{older.api_key.pk}"' in section
+    )
 
 
 def test_users_cannot_revoke_or_see_each_others_keys(member_client, make_user):

@@ -75,5 +75,12 @@ def test_first_admin_approves_a_second_user_who_then_gets_in(page, browser, live
         assert secret.input_value().startswith("mlxp_")
         grace.get_by_role("button", name="Copy").wait_for()
         shoot(grace, "api-keys")
+
+        # Revoking that key takes its secret off the page, and says the key is dead.
+        grace.once("dialog", lambda dialog: dialog.accept())
+        grace.locator("tr", has_text="laptop").get_by_role("button", name="Revoke").click()
+        grace.get_by_role("status").get_by_text("Revoked the key “laptop”").wait_for()
+        assert grace.locator("#new-key-secret").count() == 0
+        assert grace.get_by_text("No keys yet.").is_visible()
     finally:
         other.close()
