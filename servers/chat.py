@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import nh3
+from charset_normalizer import from_bytes
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.template.defaultfilters import filesizeformat
@@ -101,16 +102,33 @@ def read_attachment(name: str, data: bytes, content_type: str | None = None) -> 
             f"“{name}” is {filesizeformat(len(data))}; attachments can be at most "
             f"{filesizeformat(limit)}. Attach a smaller excerpt."
         )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is None or "\x00" in text:
+    if not data:
+        raise ValidationError(f"“{name}” is empty: there is nothing in it to send.")
+    text = decode_text(data)
+    if text is None:
         raise ValidationError(
-            f"“{name}” is not a text file (it does not read as UTF-8 text). Attach code, logs "
-            "or other text."
+            f"“{name}” is not a text file (it reads as no known text encoding, or it holds "
+            "binary data). Attach code, logs or other text."
         )
     return {"name": name, "size": len(data), "text": text}
+
+
+#: Tried, in order, when a file is not UTF-8: Western encodings first (a short file that is
+#: not UTF-8 is far more often a Windows or Latin-1 log than anything else), then any.
+_WESTERN_ENCODINGS = ["utf_16", "utf_32", "cp1252", "latin_1"]
+
+
+def decode_text(data: bytes) -> str | None:
+    """The text of a file as a person would read it: UTF-8 (with or without a BOM), else the
+    encoding charset-normalizer finds; None for binary data (pure)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        best = from_bytes(data, cp_isolation=_WESTERN_ENCODINGS).best() or from_bytes(data).best()
+        text = str(best) if best is not None else None
+    if text is None or "\x00" in text:
+        return None
+    return text
 
 
 def with_attachments(text: str, attachments: list[dict]) -> str:

@@ -38,7 +38,8 @@ class ChatMessageForm(forms.Form):
                               widget=forms.Textarea(attrs={"rows": 3}))  # fmt: skip
     temperature = forms.FloatField(required=False, min_value=0.0, max_value=2.0)
     max_tokens = forms.IntegerField(required=False, min_value=1)
-    files = MultipleFileField(required=False)
+    # An empty file gets read_attachment's message, which names it.
+    files = MultipleFileField(required=False, allow_empty_file=True)
     retry = forms.BooleanField(required=False)
 
     def __init__(self, *args, user=None, **kwargs):
@@ -79,8 +80,10 @@ class ChatMessageForm(forms.Form):
         return data
 
     def first_error(self) -> str:
+        """The first error, after the field's label where the error does not name its subject
+        (an attachment's error names the file)."""
         for field, errors in self.errors.items():
-            label = "" if field == "__all__" else f"{self.fields[field].label or field}: "
+            label = "" if field in ("__all__", "files") else f"{self[field].label}: "
             return label + errors[0]
         return "The message could not be sent."
 

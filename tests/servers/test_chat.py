@@ -76,7 +76,9 @@ def test_titles_come_from_the_first_line():
     "name,data,says",
     [("photo.png", b"\x89PNG", "vision-capable server (mlx-vlm)"),
      ("clip.mp4", b"....", "vision-capable"),
-     ("blob.bin", b"\xff\xfe\x00\x01", "not a text file"),
+     ("blob.bin", bytes(range(256)) * 4, "not a text file"),
+     ("pixels.raw", b"\x89PNG\r\n\x1a\n" + bytes(200), "not a text file"),
+     ("empty.txt", b"", "“empty.txt” is empty"),
      ("big.log", b"x" * 300_000, "at most")],
 )  # fmt: skip
 def test_attachments_that_cannot_be_sent(name, data, says, settings):
@@ -89,6 +91,19 @@ def test_attachments_that_cannot_be_sent(name, data, says, settings):
 
 def test_a_readme_without_extension_is_a_text_attachment():
     assert read_attachment("README", b"# Title\n")["text"] == "# Title\n"
+
+
+@pytest.mark.parametrize(
+    "text,encoding",
+    [("Größe überschritten \u2013 café €\n", "cp1252"),  # a Windows log
+     ("Fehler: Datei nicht gefunden, naïve résumé\n", "latin-1"),
+     ("Größe\n", "latin-1"),  # short: too little to guess from but the Western encodings
+     ("a log written by a Windows tool\n", "utf-16"),  # with its byte-order mark
+     ("\ufeffnotes with a byte-order mark\n", "utf-8")],
+)  # fmt: skip
+def test_text_files_that_are_not_utf8_are_read_as_a_person_would(text, encoding):
+    attachment = read_attachment("server.log", text.encode(encoding))
+    assert attachment["text"] == text.lstrip("\ufeff")
 
 
 # --- the page and the stream --------------------------------------------------------------------
@@ -188,14 +203,19 @@ def test_bad_messages_are_refused_with_a_clear_reason(make_profile, member_clien
         ({"profile": "nope", "message": "x"}, "Pick a server"),
         ({"profile": "off", "message": "x", "temperature": "9"}, "2"),
         ({"profile": "off", "message": "x", "max_tokens": "500"}, "at most 100 tokens"),
+        ({"profile": "off", "message": "x", "max_tokens": "0"}, "Max tokens: "),
         ({"profile": "off", "message": "x",
           "files": [SimpleUploadedFile("cat.jpg", b"\xff\xd8", content_type="image/jpeg")]},
-         "mlx-vlm"),
+         "“cat.jpg” is an image, audio or video file"),
+        ({"profile": "off", "message": "x", "files": [SimpleUploadedFile("empty.txt", b"")]},
+         "“empty.txt” is empty: there is nothing in it to send."),
     ]  # fmt: skip
     for data, says in cases:
         response = member_client.post(STREAM, data)
         assert response.status_code == 400, data
-        assert says in response.json()["error"]
+        error = response.json()["error"]
+        assert says in error
+        assert not error.startswith("files")  # an attachment's error names the file itself
     assert not Conversation.objects.exists()
 
 
