@@ -55,6 +55,8 @@ _STORED_ORDER = {
     "likes": ["-likes", "-downloads"],
     "updated": ["-last_modified"],
 }
+#: The files that hold a model's weights (MLX writes safetensors; older conversions npz).
+WEIGHT_SUFFIXES = (".safetensors", ".npz", ".gguf", ".bin", ".pt", ".pth")
 _LISTING_FIELDS = [
     "author", "sha", "downloads", "likes", "trending_score", "last_modified", "gated",
     "pipeline_tag", "library_name", "tags", "used_storage", "safetensors_parameters",
@@ -568,9 +570,12 @@ def _store_detail(model: CatalogModel | None, info: ModelInfo) -> CatalogModel:
             {"name": s.rfilename, "size": s.size}
             for s in sorted(info.siblings, key=lambda s: s.rfilename)
         ]
-        if not model.used_storage:
-            sizes = [s.size for s in info.siblings if s.size]
-            model.used_storage = sum(sizes) or None
+        # Without the Hub's usedStorage, the files' sizes give the size, but only when the
+        # weights are among them: else the parameters x bits estimate stays.
+        if not model.used_storage and any(
+            s.rfilename.endswith(WEIGHT_SUFFIXES) for s in info.siblings
+        ):
+            model.used_storage = sum(s.size for s in info.siblings if s.size) or None
     model.detail_fetched_at = timezone.now()
     model.refresh_characteristics()
     model.save()

@@ -45,6 +45,19 @@ def test_files_are_listed_with_sizes(catalog_hub, member_client, host):
     assert model.size_bytes == model.used_storage > 0
 
 
+def test_a_repo_listing_no_weights_keeps_its_estimated_size(catalog_hub, member_client, host):
+    # The fake Hub lists config files only for this repo, and no usedStorage: the size is the
+    # parameters x bits estimate, and its page must not replace it with a few kilobytes.
+    repo = "carol-experiments/zeta-7b-mlx"
+    member_client.get("/models/", {"q": "zeta"})
+    listed = CatalogModel.objects.get(repo_id=repo)
+    assert listed.size_estimated and listed.size_bytes > 10**9
+    member_client.get(f"/models/hub/{repo}")
+    model = CatalogModel.objects.get(repo_id=repo)
+    assert model.files and not any(f["name"].endswith(".safetensors") for f in model.files)
+    assert (model.size_bytes, model.size_estimated) == (listed.size_bytes, True)
+
+
 def test_a_second_visit_within_the_ttl_asks_the_hub_nothing(catalog_hub, member_client, host):
     member_client.get(QWEN)
     catalog_hub.reset()
