@@ -245,6 +245,22 @@
       controller = null;
       busy(false);
       input.focus();
+      refreshServer();
+    });
+  }
+
+  // A message may have started the server (on demand): show its state as it is now, in the
+  // panel and in the picker, instead of the "stopped" the page was drawn with.
+  function refreshServer() {
+    var panel = document.getElementById("server-panel");
+    var select = document.getElementById("chat-profile");
+    if (!panel || !select || !select.value || panel.getAttribute("data-state") === "running") return;
+    htmx.ajax("GET", select.getAttribute("hx-get"), {
+      target: "#server-panel", swap: "outerHTML", values: { profile: select.value },
+    }).then(function () {
+      var state = document.getElementById("server-panel").getAttribute("data-state");
+      var option = select.options[select.selectedIndex];
+      if (state && option) option.textContent = option.textContent.replace(/ — [^—]*$/, " — " + state);
     });
   }
 

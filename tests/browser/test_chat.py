@@ -89,3 +89,32 @@ def test_sending_after_the_session_ended_goes_to_login_and_back_to_the_chat(
     page.get_by_role("button", name="Send").click()
     page.wait_for_url("**/accounts/login/?next=/servers/chat/")
     assert page.locator(".msg-user").count() == 0
+
+
+def test_a_message_that_starts_the_server_on_demand_shows_it_running(
+    tiny_in_cache, celery_worker, member, member_page
+):
+    from servers import supervisor
+    from servers.ports import suggest_port
+
+    profile = ServerProfile.objects.create(
+        name="Lazy", slug="lazy", model_id=tiny_in_cache, host=Host.local(),
+        port=suggest_port(), owner=member, allow_on_demand=True,
+    )  # fmt: skip
+    page = member_page
+    page.goto("/servers/chat/")
+    assert page.get_by_test_id("server-state").inner_text() == "stopped"
+    page.get_by_label("Message").fill("Wake up")
+    page.get_by_role("button", name="Send").click()
+    try:
+        page.locator('.msg-assistant[data-status="ok"]').wait_for(timeout=90_000)
+        # The panel and the picker show the state the message left, without a reload.
+        page.get_by_test_id("server-state").filter(has_text="running").wait_for()
+        assert "sending a message starts it" not in page.locator("#server-panel").inner_text()
+        selected = page.locator("#chat-profile option:checked")
+        assert selected.inner_text() == "Lazy — running"
+    finally:
+        instance = profile.get_instance()
+        instance.refresh_from_db()
+        if instance.pid:
+            supervisor.kill(instance.pid, instance.process_create_time)

@@ -9,16 +9,8 @@ from models_catalog.models import Host
 from servers import supervisor
 from servers.models import ServerInstance, ServerProfile, State
 from servers.ports import suggest_port
-from tests.servers.helpers import TINY_REPO, install_model
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def tiny_in_cache(settings, tmp_path, tiny_model):
-    settings.HF_HUB_CACHE = tmp_path / "hub"
-    install_model(settings.HF_HUB_CACHE, TINY_REPO, source=tiny_model)
-    return TINY_REPO
 
 
 def log_in(page, client, user, base_url):
