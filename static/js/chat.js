@@ -128,7 +128,7 @@
   function remember(meta) {
     var sidebar = document.getElementById("conversation-list");
     if (sidebar && !form.getAttribute("data-conversation")) {
-      var placeholder = sidebar.querySelector(".muted");
+      var placeholder = sidebar.querySelector("[data-placeholder]");
       if (placeholder) placeholder.remove();
       var item = el("li");
       item.setAttribute("aria-current", "true");

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from models_catalog.models import Host
-from servers.models import ServerInstance, ServerProfile, State
+from servers.models import Conversation, ServerInstance, ServerProfile, State
 from tests.support.tiny_models import REPLY
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -47,6 +47,7 @@ def test_chat_streams_a_reply_and_keeps_the_conversation(
         defaults={"state": State.RUNNING, "port": mlx_server.port, "pid": mlx_server.pid,
                   "started_at": timezone.now(), "ready_at": timezone.now()},
     )  # fmt: skip
+    Conversation.objects.create(user=member, profile=profile, title="Earlier chat")
     log_in(page, client, member, live_server.url)
     page.add_init_script(RECORD_UPDATES)
     page.goto("/servers/chat/")
@@ -64,6 +65,12 @@ def test_chat_streams_a_reply_and_keeps_the_conversation(
     assert all(REPLY.startswith(u) for u in updates)
     assert page.locator(".msg-user").inner_text().startswith("Hello, tiny model! Show me <b>")
     assert "/servers/chat/" in page.url and page.url.rstrip("/").split("/")[-1].isdigit()
+    # The new conversation tops the list; the earlier one keeps its line as it was.
+    items = page.locator(".conversation-list li")
+    assert items.first.inner_text().startswith("Hello") and "just now" in items.first.inner_text()
+    assert (
+        items.nth(1).inner_text().startswith("Earlier chat") and "ago" in items.nth(1).inner_text()
+    )
     screenshot("chat")
 
     page.reload()
