@@ -57,6 +57,7 @@ def users(request: HttpRequest) -> HttpResponse:
         "form": form,
         "users": form.filter(User.objects.select_related("approved_by").order_by("-date_joined")),
         "status_options": _status_options(),
+        "selected_status": form["status"].value() or "",
     }
     template = "accounts/users.html#user-table" if request.htmx else "accounts/users.html"
     return render(request, template, context)
@@ -86,11 +87,17 @@ def user_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         {"row": user, "error": error, "notice": None if error else done},
         request,
     )
-    # The navbar's pending count changes with the row: refresh it out of band.
+    # The navbar's pending count and the filter's counts change with the row: out of band.
     badge = render_to_string(
         "base.html#pending-badge", {"pending_count": approval.pending_count(), "oob": True}
     )
-    return HttpResponse(row + badge)
+    status = request.POST.get("status", "")
+    counts = render_to_string(
+        "accounts/users.html#status-filter",
+        {"status_options": _status_options(), "oob": True,
+         "selected_status": status if status in User.Status.values else ""},
+    )  # fmt: skip
+    return HttpResponse(row + badge + counts)
 
 
 @staff_only

@@ -49,6 +49,27 @@ def test_approve_button_updates_the_row_in_place(admin_client, admin_member, mak
     assert '<span id="pending-badge" hx-swap-oob="true"' in fragment
 
 
+def test_an_action_redraws_the_filters_counts_keeping_its_choice(admin_client, make_user):
+    waiting = make_user("waiting@example.com", status="pending")
+    page = admin_client.get("/users/?status=pending").content.decode()
+    assert 'hx-include="#status-filter"' in page  # each action sends the filter's choice
+    assert '<option value="pending" selected>Pending approval (1)</option>' in page
+
+    response = admin_client.post(
+        f"/users/{waiting.pk}/approve/", {"status": "pending"}, headers=HTMX
+    )
+    fragment = response.content.decode()
+    select = fragment.split('<select name="status" id="status-filter"')[1].split("</select>")[0]
+    assert select.lstrip().startswith('aria-label="Status" hx-swap-oob="true"')
+    assert '<option value="pending" selected>Pending approval (0)</option>' in select
+    assert '<option value="approved">Approved (2)</option>' in select
+    # A value that is no status selects "All statuses".
+    response = admin_client.post(f"/users/{waiting.pk}/disable/", {"status": "x"}, headers=HTMX)
+    select = response.content.decode().split('id="status-filter"')[1]
+    assert select.count(" selected>") == 1
+    assert '<option value="" selected>All statuses (2)</option>' in select
+
+
 def test_disable_make_admin_and_remove_admin_buttons(admin_client, member):
     admin_client.post(f"/users/{member.pk}/make-admin/", headers=HTMX)
     member.refresh_from_db()

@@ -60,6 +60,9 @@ def test_first_admin_approves_a_second_user_who_then_gets_in(page, browser, live
         row.get_by_text("by ada@example.com").wait_for()
         assert page.url.endswith("/users/")  # no page load: the row was swapped
         assert page.locator("#pending-badge .badge").count() == 0  # nobody waits any more
+        # The filter's counts follow, out of band too.
+        pending = page.locator("#status-filter option[value=pending]")
+        assert pending.inner_text() == "Pending approval (0)"
         shoot(page, "users")
         grace_user = User.objects.get(email="grace@example.com")
         assert grace_user.approved_by.email == "ada@example.com"
