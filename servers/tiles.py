@@ -50,6 +50,7 @@ _COLUMNS = (
     "instance__started_at", "instance__exit_code", "instance__log_tail",
     "instance__restart_count", "instance__next_restart_at", "instance__last_error",
     "instance__last_error_kind", "instance__rss", "instance__cpu_percent", "instance__stats_at",
+    "instance__port",
 )  # fmt: skip
 
 
@@ -63,7 +64,8 @@ class Tile:
     description: str
     host_name: str
     host_last_heard: str  # "3 minutes" ("" if never); shown while the host is offline
-    port: int
+    port: int  # the profile's
+    serving_port: int | None  # the port a live server still uses when the profile's changed since
     owner_email: str
     auto_start: bool
     idle_timeout_minutes: int
@@ -132,6 +134,11 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
                 host_name=host,
                 host_last_heard=_since(r["host__last_heartbeat"]) if shown == "unknown" else "",
                 port=r["port"],
+                serving_port=(
+                    r["instance__port"]
+                    if state in ACTIVE_STATES and r["instance__port"] not in (None, r["port"])
+                    else None
+                ),
                 owner_email=r["owner__email"],
                 auto_start=r["auto_start"],
                 idle_timeout_minutes=r["idle_timeout_minutes"],

@@ -107,6 +107,22 @@ def test_a_state_change_shows_on_the_next_poll(member_client, make_profile):
     assert _version(response) != version
 
 
+def test_a_running_server_shows_the_port_it_uses_until_a_restart_moves_it(
+    member_client, make_profile
+):
+    profile = make_profile("Alpha", port=8100)
+    ServerInstance.objects.filter(pk=profile.get_instance().pk).update(
+        state=State.RUNNING, port=8100
+    )
+    assert "port 8100 ·" in _poll(member_client).content.decode()
+    profile.port = 8110  # edited while it runs
+    profile.save()
+    page = _poll(member_client).content.decode()
+    assert "port 8100, 8110 after a restart" in page and "port 8110 ·" not in page
+    ServerInstance.objects.filter(pk=profile.get_instance().pk).update(state=State.STOPPED)
+    assert "port 8110 ·" in _poll(member_client).content.decode()  # stopped: the profile's
+
+
 def test_a_new_usage_record_shows_on_the_next_poll(member_client, make_profile):
     profile = make_profile("Alpha")
     _add_usage(profile)
