@@ -123,6 +123,24 @@ def test_a_running_server_shows_the_port_it_uses_until_a_restart_moves_it(
     assert "port 8110 ·" in _poll(member_client).content.decode()  # stopped: the profile's
 
 
+def test_a_restarting_tile_keeps_the_rows_of_a_running_one(member_client, make_profile):
+    # The same rows in every live state, "—" until measured: a restart does not resize the
+    # tile, so the page below it does not jump.
+    profile = make_profile("Alpha")
+    instance = profile.get_instance()
+
+    def rows(state) -> list[str]:
+        ServerInstance.objects.filter(pk=instance.pk).update(
+            state=state, pid=4242, started_at=timezone.now()
+        )
+        tile = _poll(member_client).content.decode().split('id="server-alpha"')[1]
+        return re.findall(r"<dt>(\w+)</dt>", tile.split("</article>")[0])
+
+    assert rows(State.RUNNING) == rows(State.RESTARTING) == rows(State.STARTING)
+    assert rows(State.RUNNING) == ["Uptime", "Memory", "CPU", "PID"]
+    assert rows(State.STOPPED) == []
+
+
 def test_a_new_usage_record_shows_on_the_next_poll(member_client, make_profile):
     profile = make_profile("Alpha")
     _add_usage(profile)
