@@ -29,8 +29,8 @@ class LastAdminError(ValidationError):
     def __init__(self, users: Iterable[User]):
         names = ", ".join(sorted(str(user) for user in users))
         super().__init__(
-            f"{names} cannot lose admin rights: the portal must keep at least one active "
-            "admin. Make another approved user an admin first.",
+            f"The portal must keep at least one active admin, so {names} cannot lose admin "
+            "rights. Make another approved user an admin first.",
             code="last_admin",
         )
 

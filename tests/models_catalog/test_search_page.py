@@ -6,6 +6,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from models_catalog import catalog
+
 pytestmark = pytest.mark.django_db
 
 
@@ -80,6 +82,16 @@ def test_next_page_keeps_the_query_and_carries_the_cursor(catalog_hub, member_cl
     assert "Page 2" in second
     assert not set(result_ids(first)) & set(result_ids(second))
     assert "First page" in second
+
+
+def test_the_count_is_of_this_page_not_a_total(catalog_hub, member_client, host):
+    catalog_hub.page_size = 10
+    first = member_client.get("/models/", {"sort": "downloads"}).text
+    assert "10 models on this page; more on the next." in first
+    catalog_hub.page_size = 100  # every model on one page: no "more"
+    catalog.forget_listings()
+    everything = member_client.get("/models/", {"sort": "downloads", "q": "gemma"}).text
+    assert re.search(r"\d+ models? matching “gemma” on this page\.", everything)
 
 
 def test_filters_are_honest_about_what_was_scanned(catalog_hub, member_client, host):
