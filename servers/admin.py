@@ -1,4 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 
 from servers.models import ServerInstance, ServerProfile
 
@@ -12,8 +15,33 @@ class ServerInstanceInline(admin.StackedInline):
 
 @admin.register(ServerProfile)
 class ServerProfileAdmin(admin.ModelAdmin):
+    """A profile whose server is live is not deleted here either (ServerProfile.delete_refusal):
+    its process would keep running with nothing tracking it."""
+
     list_display = ["name", "slug", "model_id", "host", "port", "owner", "auto_start"]
     list_filter = ["host", "auto_start"]
     search_fields = ["name", "slug", "model_id"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [ServerInstanceInline]
+    actions = ["delete_stopped"]
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # replaced by delete_stopped
+        return actions
+
+    @admin.action(permissions=["delete"], description="Delete selected server profiles")
+    def delete_stopped(self, request, queryset):
+        refusals = [r for profile in queryset if (r := profile.delete_refusal())]
+        if refusals:
+            self.message_user(request, " ".join(refusals), messages.ERROR)
+            return None
+        return delete_selected(self, request, queryset)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        profile = self.get_object(request, object_id)
+        if profile is not None and (refusal := profile.delete_refusal()):
+            self.message_user(request, refusal, messages.ERROR)
+            url = reverse("admin:servers_serverprofile_change", args=[profile.pk])
+            return HttpResponseRedirect(url)
+        return super().delete_view(request, object_id, extra_context)

@@ -86,6 +86,16 @@ class ServerProfile(models.Model):
             self.instance = instance
             return instance
 
+    def delete_refusal(self) -> str | None:
+        """Why this profile cannot be deleted now (its server is live: deleting the row would
+        leave the process running with nothing tracking it), else None. The portal's Delete
+        and the Django admin both ask."""
+        instance = self.get_instance()
+        if instance.is_active:
+            state = instance.state
+            return f"“{self.name}” is {state}: stop the server before deleting its profile."
+        return None
+
     @property
     def shown_state(self) -> str:
         """The state a page shows: the instance's, or "unknown" while the host is offline

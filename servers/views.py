@@ -110,12 +110,8 @@ def profile_duplicate(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def profile_delete(request: HttpRequest, slug: str) -> HttpResponse:
     profile = _editable(request, slug)
-    instance = profile.get_instance()
-    if instance.is_active:
-        messages.error(
-            request,
-            f"“{profile.name}” is {instance.state}: stop the server before deleting its profile.",
-        )
+    if refusal := profile.delete_refusal():
+        messages.error(request, refusal)
         return redirect("servers:list")
     if request.method == "POST":
         name = profile.name

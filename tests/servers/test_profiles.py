@@ -194,6 +194,33 @@ def test_delete_is_refused_while_running(member_client, make_profile):
     assert "stop the server before deleting" in follow.content.decode()
 
 
+@pytest.mark.parametrize("state", [State.STARTING, State.RUNNING, State.STOPPING])
+def test_the_django_admin_refuses_to_delete_a_live_servers_profile(
+    admin_client, make_profile, state
+):
+    live, stopped = make_profile("Live"), make_profile("Idle")
+    ServerInstance.objects.filter(pk=live.get_instance().pk).update(state=state)
+    # The delete page of one profile sends back to it, with the reason.
+    response = admin_client.post(f"/admin/servers/serverprofile/{live.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert response["Location"] == f"/admin/servers/serverprofile/{live.pk}/change/"
+    # The bulk action deletes nothing when one of the profiles is live, and says why.
+    changelist = "/admin/servers/serverprofile/"
+    response = admin_client.post(
+        changelist,
+        {"action": "delete_stopped", "_selected_action": [live.pk, stopped.pk], "post": "yes"},
+        follow=True,
+    )
+    assert f"“Live” is {state}: stop the server before deleting its profile." in response.text
+    assert ServerProfile.objects.filter(pk__in=[live.pk, stopped.pk]).count() == 2
+    assert "delete_selected" not in admin_client.get(changelist).text  # no way around it
+    # Stopped profiles still go, through the same action (after its confirmation page).
+    admin_client.post(
+        changelist, {"action": "delete_stopped", "_selected_action": [stopped.pk], "post": "yes"}
+    )
+    assert not ServerProfile.objects.filter(pk=stopped.pk).exists()
+
+
 def test_delete_removes_a_stopped_profile(member_client, make_profile):
     profile = make_profile()
     response = member_client.post(reverse("servers:profile-delete", args=[profile.slug]))
