@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from django import forms
 from django.contrib.auth import get_user_model
@@ -14,6 +14,7 @@ from django.utils import timezone
 from servers import metrics, usage
 
 MAX_RANGE_DAYS = 366
+EARLIEST = date(2000, 1, 1)  # no usage is older than the portal
 
 
 class UsageFilterForm(forms.Form):
@@ -30,6 +31,13 @@ class UsageFilterForm(forms.Form):
     def clean(self):
         data = super().clean()
         today = timezone.localdate()
+        earliest, latest = EARLIEST, today + timedelta(days=MAX_RANGE_DAYS)
+        for name in ("start", "end"):
+            day = data.get(name)
+            if day is not None and not earliest <= day <= latest:
+                # Also keeps the arithmetic below and the day series off date.min / date.max.
+                self.add_error(name, f"Pick a date between {earliest} and {latest}.")
+                return data
         end = data.get("end") or today
         start = data.get("start") or end - timedelta(days=29)
         if start > end:

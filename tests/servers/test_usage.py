@@ -100,7 +100,10 @@ def test_members_see_their_own_usage_admins_everyones(
     [({"start": "2026-02-10", "end": "2026-02-01"}, "start date must be on or before"),
      ({"start": "yesterday"}, "valid date"),
      ({"start": "2020-01-01", "end": "2026-01-01"}, "at most 366 days"),
-     ({"user": "nobody@example.com"}, "No user has that email")],
+     ({"user": "nobody@example.com"}, "No user has that email"),
+     ({"end": "9999-12-31"}, "Pick a date between 2000-01-01 and "),  # was a 500 (date.max)
+     ({"end": "0001-01-10"}, "Pick a date between 2000-01-01 and "),  # was a 500 (date.min)
+     ({"start": "1999-12-31", "end": "2000-01-05"}, "Pick a date between 2000-01-01 and ")],
 )  # fmt: skip
 def test_bad_date_ranges_say_why_and_fall_back(admin_client, params, says):
     response = admin_client.get(reverse("servers:usage"), params)
