@@ -68,6 +68,14 @@ def reported_local_models(host: Host) -> list[LocalModel]:
     return models
 
 
+def local_model_on(host: Host, repo_id: str, here: LocalModel | None = None) -> LocalModel | None:
+    """`repo_id` in `host`'s cache: `here` (read from this machine's disk by the caller) for
+    this machine, else as its worker last reported it; None when it is not there."""
+    if host.is_this_machine:
+        return here
+    return next((m for m in reported_local_models(host) if m.repo_id == repo_id), None)
+
+
 def _when(value: object) -> datetime | None:
     return datetime.fromtimestamp(value, tz=UTC) if isinstance(value, int | float) else None
 

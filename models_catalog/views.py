@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from models_catalog import catalog, hub
+from models_catalog import catalog, hub, library
 from models_catalog.forms import SearchForm
 from models_catalog.models import Host
 from models_catalog.validators import validate_repo_id
@@ -84,6 +84,7 @@ def model_detail(request: HttpRequest, repo_id: str) -> HttpResponse:
         "model": detail.model,
         "host": host,
         "fit": detail.model.fit_on(host) if detail.model else None,
+        "on_disk": library.local_model_on(host, repo_id, here=detail.local),
         "hosts": Host.objects.order_by("name") if Host.objects.count() > 1 else [],
         "hub_url": hub.hub_url(repo_id),
     }

@@ -58,6 +58,36 @@ def test_a_repo_listing_no_weights_keeps_its_estimated_size(catalog_hub, member_
     assert (model.size_bytes, model.size_estimated) == (listed.size_bytes, True)
 
 
+def test_on_disk_is_told_for_the_chosen_host(
+    catalog_hub, member_client, host, settings, tiny_model
+):
+    from django.utils import timezone
+
+    from models_catalog.models import Host
+    from tests.models_catalog.conftest import GIB, put_in_local_cache
+
+    repo = "test-org/tiny-llama"
+    put_in_local_cache(settings.HF_HUB_CACHE, repo, tiny_model)
+    Host.objects.create(
+        name="beta", last_heartbeat=timezone.now(), memory_total=64 * GIB,
+        local_models=[{"repo_id": repo, "size": 3 * GIB}],
+    )  # fmt: skip
+    Host.objects.create(name="gamma", last_heartbeat=timezone.now(), memory_total=64 * GIB)
+
+    def on_disk(host_name: str) -> str:
+        html = member_client.get(f"/models/hub/{repo}", {"host": host_name}).text
+        line = html.split('data-testid="on-disk">', 1)[1:] or [""]
+        return line[0].split("</p>")[0]
+
+    here = on_disk(host.name)
+    assert here.startswith("On disk: ") and here.endswith("in the Hugging Face cache.")
+    assert "GB" not in here  # the tiny model, not beta's report
+    assert on_disk("beta") == (
+        "On disk: 3.0\xa0GB in beta's Hugging Face cache, as its worker last reported it."
+    )
+    assert on_disk("gamma") == ""  # not there: no line (it was this machine's before)
+
+
 def test_a_second_visit_within_the_ttl_asks_the_hub_nothing(catalog_hub, member_client, host):
     member_client.get(QWEN)
     catalog_hub.reset()
