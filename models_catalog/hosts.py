@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import platform
 import shutil
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
 import psutil
 from django.conf import settings
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,18 @@ LINUX_CUDA = "Linux CUDA"
 LINUX_CPU = "Linux CPU"
 # Heartbeats carry at most this many local models (newest first), to keep the row small.
 MAX_REPORTED_MODELS = 500
+
+
+def heard_ago(when: datetime | None, now: datetime | None = None) -> str:
+    """How long ago a host was last heard, for "… ago": in seconds under a minute (a host goes
+    offline after 30 s of silence, so "0 minutes" would hide it), else Django's timesince."""
+    if when is None:
+        return ""
+    seconds = int(((now or timezone.now()) - when).total_seconds())
+    if seconds < 60:
+        seconds = max(seconds, 0)
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return timesince(when, now)
 
 
 def package_version(package: str) -> str:

@@ -35,6 +35,7 @@ from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
 from config.rows import compiled_rows
+from models_catalog.hosts import heard_ago
 from models_catalog.models import Host
 from servers import monitor, services, usage
 from servers.models import ACTIVE_STATES, ServerProfile, State, shown_state
@@ -132,7 +133,7 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
                 model_id=r["model_id"],
                 description=r["description"],
                 host_name=host,
-                host_last_heard=_since(r["host__last_heartbeat"]) if shown == "unknown" else "",
+                host_last_heard=heard_ago(r["host__last_heartbeat"]) if shown == "unknown" else "",
                 port=r["port"],
                 serving_port=(
                     r["instance__port"]

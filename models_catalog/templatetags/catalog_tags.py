@@ -3,6 +3,7 @@
 from django import template
 from django.utils.safestring import SafeString
 
+from models_catalog.hosts import heard_ago as _heard_ago
 from models_catalog.markdown import render_markdown
 
 register = template.Library()
@@ -24,3 +25,9 @@ def compact(number: int | None) -> str:
         if number >= limit:
             return f"{number / limit:.1f}".removesuffix(".0") + suffix
     return str(number)
+
+
+@register.filter
+def heard_ago(when) -> str:
+    """A host's last heartbeat, for "… ago" (seconds under a minute: models_catalog.hosts)."""
+    return _heard_ago(when)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from models_catalog.heartbeat import Heartbeat
-from models_catalog.hosts import platform_label
+from models_catalog.hosts import heard_ago, platform_label
 from models_catalog.models import Host
 from servers.models import ServerInstance, ServerProfile, State
 from tests.servers.helpers import install_model
@@ -27,6 +28,17 @@ from tests.servers.helpers import install_model
 )
 def test_the_platform_says_where_mlx_computes(system, metal, cuda, label):
     assert platform_label(system, metal=metal, cuda=cuda) == label
+
+
+@pytest.mark.parametrize(
+    ("seconds", "says"),
+    [(0, "0 seconds"), (1, "1 second"), (49, "49 seconds"), (-3, "0 seconds"),
+     (60, "1\xa0minute"), (3 * 3600 + 60, "3\xa0hours, 1\xa0minute")],
+)  # fmt: skip
+def test_a_host_heard_under_a_minute_ago_is_told_in_seconds(seconds, says):
+    now = timezone.now()
+    assert heard_ago(now - timedelta(seconds=seconds), now) == says
+    assert heard_ago(None, now) == ""
 
 
 def test_a_heartbeat_registers_the_host_with_its_facts_and_models(db, settings, tmp_path):
@@ -66,6 +78,7 @@ def test_servers_of_an_offline_host_show_unknown_on_the_tiles(admin_client, admi
     page = admin_client.get("/servers/").content.decode()
     assert 'data-state="unknown" data-host="beta"' in page
     assert "Last known state: running" in page
+    assert "(last heard 1\xa0hour ago)" in page
     assert ">Start<" not in page and ">Restart<" not in page
     Host.objects.filter(pk=beta.pk).update(last_heartbeat=timezone.now())
     page = admin_client.get("/servers/", headers={"HX-Request": "true"}).content.decode()
@@ -76,10 +89,11 @@ def test_the_hosts_page_lists_hosts_for_admins_and_refreshes_its_rows(admin_clie
     now = timezone.now()
     Host.objects.create(name="alpha", last_heartbeat=now, memory_total=64 * 1024**3,
                         platform="macOS Metal", mlx_version="0.32.4")  # fmt: skip
-    Host.objects.create(name="beta", last_heartbeat=now - timedelta(hours=2))
+    Host.objects.create(name="beta", last_heartbeat=now - timedelta(seconds=49))
     page = admin_client.get("/servers/hosts/").content.decode()
     assert 'id="host-alpha" data-state="online"' in page
     assert 'id="host-beta" data-state="offline"' in page
+    assert re.search(r"\b49 seconds ago|\b50 seconds ago", page)  # not "0 minutes ago"
     assert "macOS Metal" in page and "64.0" in page and 'hx-trigger="every 5s' in page
     rows = admin_client.get("/servers/hosts/", headers={"HX-Request": "true"}).content.decode()
     assert 'id="host-alpha"' in rows and "<html" not in rows
