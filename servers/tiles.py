@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 from django.template.loader import get_template
 from django.utils import timezone
@@ -81,6 +82,7 @@ class Tile:
     state_changed_at: datetime | None
     reason_age: str  # "5 minutes"
     restart_attempt: int | None  # the automatic restart about to be tried, if any
+    restarts_used_up: int | None  # failed again after this many automatic restarts: no more
     last_error: str
     log_tail: str  # only kept for a failed server
     exit_code: int | None
@@ -123,9 +125,12 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
             and monitor.is_fresh(r["instance__stats_at"], r["instance__started_at"], now)
         )
         failed = state == State.FAILED
-        restart_attempt = None
-        if failed and r["instance__next_restart_at"] and r["instance__desired_state"] == "running":
-            restart_attempt = r["instance__restart_count"] + 1
+        restart_attempt = restarts_used_up = None
+        if failed and r["instance__desired_state"] == "running":
+            if r["instance__next_restart_at"]:
+                restart_attempt = r["instance__restart_count"] + 1
+            elif r["instance__restart_count"] >= settings.SERVER_MAX_RESTARTS:
+                restarts_used_up = r["instance__restart_count"]
         tiles.append(
             Tile(
                 slug=r["slug"],
@@ -146,7 +151,7 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
                 shown=shown,
                 state=state,
                 uptime=_since(r["instance__started_at"]) if shown == State.RUNNING else "",
-                pid=r["instance__pid"],
+                pid=r["instance__pid"] if shown == State.RUNNING else None,  # not the last run's
                 rss=filesizeformat(r["instance__rss"]) if measured else "",
                 cpu_percent=r["instance__cpu_percent"] if measured else None,
                 usage=figures.get(r["pk"]),
@@ -154,6 +159,7 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
                 state_changed_at=r["instance__state_changed_at"],
                 reason_age=_since(r["instance__state_changed_at"]) if r["instance__reason"] else "",
                 restart_attempt=restart_attempt,
+                restarts_used_up=restarts_used_up,
                 last_error=r["instance__last_error"] or "",
                 log_tail=(r["instance__log_tail"] or "") if failed else "",
                 exit_code=r["instance__exit_code"],

@@ -196,6 +196,35 @@ def test_failed_tile_shows_reason_log_tail_and_copy_button(member_client, make_p
     assert "data-copy=" in html
 
 
+def test_a_failed_tile_says_when_the_automatic_restarts_are_used_up(
+    member_client, make_profile, settings
+):
+    settings.SERVER_MAX_RESTARTS = 3
+    profile = make_profile("Broken")
+    instance = ServerInstance.objects.filter(pk=profile.get_instance().pk)
+    instance.update(
+        state=State.FAILED, desired_state="running", restart_count=1,
+        next_restart_at=timezone.now() + timedelta(seconds=4),
+    )  # fmt: skip
+    html = _poll(member_client).content.decode()
+    assert "Restarting automatically (attempt 2) soon." in html
+    assert "Gave up" not in html
+    instance.update(restart_count=3, next_restart_at=None)  # the third one failed too
+    html = _poll(member_client).content.decode()
+    assert "Gave up after 3 automatic restarts: read the log tail" in html
+    instance.update(desired_state="stopped")  # the user stopped it: nothing was given up
+    assert "Gave up" not in _poll(member_client).content.decode()
+
+
+def test_a_starting_tile_does_not_show_the_last_runs_pid(member_client, make_profile):
+    profile = make_profile("Alpha")
+    ServerInstance.objects.filter(pk=profile.get_instance().pk).update(
+        state=State.STARTING, pid=5686
+    )
+    html = _poll(member_client).content.decode()
+    assert "<dt>PID</dt><dd>—</dd>" in html and "5686" not in html
+
+
 def test_dashboard_counts_running_servers(member_client, make_profile):
     profile = make_profile("Alpha")
     ServerInstance.objects.filter(pk=profile.get_instance().pk).update(state=State.RUNNING)
