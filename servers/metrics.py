@@ -31,7 +31,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from accounts.api_keys import bearer_token
 from servers import usage_days
-from servers.models import ServerInstance, State, UsageRecord, UsageTotals
+from servers.models import (
+    UNKNOWN,
+    ServerInstance,
+    State,
+    UsageRecord,
+    UsageTotals,
+    shown_state,
+)
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)  # seconds
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -230,17 +237,19 @@ class UsageCollector:
             DURATION_BUCKETS,
         )
         states = GaugeMetricFamily(
-            "mlxportal_server_state", "1 for the current state of each server.",
-            labels=["profile", "host", "state"],
+            "mlxportal_server_state",
+            "1 for the current state of each server, as the pages show it: unknown while its "
+            "host is offline. `name` is the profile's name, the `profile` of the usage series.",
+            labels=["profile", "name", "host", "state"],
         )  # fmt: skip
         running = 0
         for instance in ServerInstance.objects.select_related("profile__host"):
-            running += instance.state == State.RUNNING
-            for state in State.values:
-                states.add_metric(
-                    [instance.profile.slug, instance.profile.host.name, state],
-                    1 if instance.state == state else 0,
-                )
+            profile = instance.profile
+            shown = shown_state(profile.host.is_online, instance.state)
+            running += shown == State.RUNNING
+            for state in (*State.values, UNKNOWN):
+                labels = [profile.slug, profile.name, profile.host.name, state]
+                states.add_metric(labels, 1 if shown == state else 0)
         yield states
         yield GaugeMetricFamily("mlxportal_servers_running", "Servers running.", value=running)
 

@@ -56,9 +56,29 @@ def test_metrics_from_localhost_count_requests_tokens_histograms_and_states(reco
     assert s[(f"{ttft}_count", (("profile", "Alpha"),))] == 2
     assert s[(f"{ttft}_sum", (("profile", "Alpha"),))] == pytest.approx(0.34)
     assert s[("mlxportal_request_duration_seconds_count", (("profile", "Alpha"),))] == 3
-    state = (("host", "local"), ("profile", "alpha"), ("state", "running"))
+    state = (("host", "local"), ("name", "Alpha"), ("profile", "alpha"), ("state", "running"))
     assert s[("mlxportal_server_state", state)] == 1
     assert s[("mlxportal_servers_running", ())] == 1
+
+
+def test_a_server_on_an_offline_host_is_unknown_in_the_metrics_as_on_the_pages(
+    recorded, admin_member
+):
+    from datetime import timedelta
+
+    from models_catalog.models import Host
+    from servers.models import ServerInstance, ServerProfile, State
+
+    beta = Host.objects.create(name="beta", last_heartbeat=timezone.now() - timedelta(hours=1))
+    far = ServerProfile.objects.create(
+        name="Far", slug="far", model_id="a/b", host=beta, port=8120, owner=admin_member
+    )
+    ServerInstance.objects.create(profile=far, state=State.RUNNING, pid=1)
+    s = samples(Client().get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode())
+    labels = (("host", "beta"), ("name", "Far"), ("profile", "far"))
+    assert s[("mlxportal_server_state", (*labels, ("state", "unknown")))] == 1
+    assert s[("mlxportal_server_state", (*labels, ("state", "running")))] == 0
+    assert s[("mlxportal_servers_running", ())] == 1  # Alpha only
 
 
 def test_metrics_refuse_remote_and_proxied_requests_without_the_token(recorded, settings):
