@@ -19,7 +19,7 @@ from servers.models import Conversation, Message, ServerProfile, State
 
 
 def _profiles():
-    return ServerProfile.objects.select_related("instance").order_by("name")
+    return ServerProfile.objects.select_related("instance", "host").order_by("name")
 
 
 def _pick(profiles, slug: str | None, conversation: Conversation | None):

@@ -85,6 +85,21 @@ def test_servers_of_an_offline_host_show_unknown_on_the_tiles(admin_client, admi
     assert 'data-state="running" data-host="beta"' in page
 
 
+def test_every_page_shows_a_server_of_an_offline_host_as_unknown(admin_client, admin_member):
+    beta = Host.objects.create(name="beta", last_heartbeat=timezone.now() - timedelta(hours=1))
+    profile = ServerProfile.objects.create(
+        name="Far", slug="far", model_id="a/b", host=beta, port=8120, owner=admin_member
+    )
+    ServerInstance.objects.create(profile=profile, state=State.RUNNING, pid=1)
+    chat = admin_client.get("/servers/chat/", {"profile": "far"}).content.decode()
+    assert 'data-state="unknown"' in chat and ">Far — unknown</option>" in chat
+    assert 'data-testid="server-state">unknown<' in chat
+    log = admin_client.get("/servers/far/log/").content.decode()
+    assert 'state <span class="badge warn">unknown</span>' in log
+    picker = admin_client.get("/servers/picker/", {"q": "Far"}).content.decode()
+    assert ">unknown</span>" in picker and ">running</span>" not in picker
+
+
 def test_the_hosts_page_lists_hosts_for_admins_and_refreshes_its_rows(admin_client, member):
     now = timezone.now()
     Host.objects.create(name="alpha", last_heartbeat=now, memory_total=64 * 1024**3,
