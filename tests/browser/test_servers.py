@@ -43,9 +43,14 @@ def test_start_watch_running_read_the_log_and_stop(
     state = tile.get_by_test_id("state")
     assert state.inner_text() == "stopped"
 
-    tile.get_by_role("button", name="Start").click()
+    # From the keyboard: the focus stays on the tile's lifecycle button (Start, then Stop)
+    # through the action's swap and every poll's.
+    tile.get_by_role("button", name="Start").focus()
+    page.keyboard.press("Enter")
     state.filter(has_text="starting").or_(state.filter(has_text="running")).wait_for()
     tile.get_by_test_id("state").filter(has_text="running").wait_for(timeout=90_000)
+    focused = "document.activeElement && document.activeElement.textContent.trim()"
+    assert page.evaluate(focused) == "Stop"
     tile.get_by_test_id("uptime").wait_for()
     tile.get_by_test_id("rss").wait_for()
     screenshot("servers")
