@@ -4,7 +4,7 @@ from django.apps import AppConfig
 class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "accounts"
-    verbose_name = "Accounts"
+    verbose_name = "Users and API keys"  # allauth's own app is "Accounts"
 
     def ready(self) -> None:
         from accounts import signals  # noqa: F401 - connects the receivers

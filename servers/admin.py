@@ -3,7 +3,8 @@ from django.contrib.admin.actions import delete_selected
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
-from servers.models import ServerInstance, ServerProfile
+from models_catalog.admin import ReadOnlyAdmin
+from servers.models import ServerInstance, ServerProfile, UsageRecord
 
 
 class ServerInstanceInline(admin.StackedInline):
@@ -45,3 +46,22 @@ class ServerProfileAdmin(admin.ModelAdmin):
             url = reverse("admin:servers_serverprofile_change", args=[profile.pk])
             return HttpResponseRedirect(url)
         return super().delete_view(request, object_id, extra_context)
+
+
+@admin.register(ServerInstance)
+class ServerInstanceAdmin(ReadOnlyAdmin):
+    """Read-only: an instance changes through its state machine (servers/services.py)."""
+
+    list_display = ["profile", "state", "desired_state", "pid", "port", "state_changed_at"]
+    list_filter = ["state"]
+    search_fields = ["profile__name", "profile__slug"]
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyAdmin):
+    """Read-only: what went through the portal (never the message text)."""
+
+    list_display = ["started_at", "user", "profile_name", "source", "status", "completion_tokens"]
+    list_filter = ["source", "status"]
+    search_fields = ["profile_name", "user__email"]
+    date_hierarchy = "started_at"
