@@ -212,6 +212,13 @@ def request_start(
 def request_stop(profile: ServerProfile, user=None, *, reason: str = "") -> ServerInstance:
     """Ask for the profile's server to stop; it will not be restarted automatically."""
     instance = profile.get_instance()
+    host = Host.objects.get(pk=profile.host_id)
+    if not reason and not host.is_online:
+        # Queued on its host's queue: said so, not "Stopped" while nobody knows.
+        reason = (
+            f"Stop requested{_who(user)}: host {host.name} is offline, so its worker stops the "
+            "server when it is back."
+        )
     reason = reason or f"Stopped{_who(user)}"
     with transaction.atomic():
         ServerInstance.objects.filter(pk=instance.pk).update(desired_state="stopped")

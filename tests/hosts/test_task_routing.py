@@ -113,6 +113,19 @@ def test_starting_a_server_on_an_offline_host_is_refused_and_sends_nothing(beta_
     assert only_on(queues, "host.beta") == []
 
 
+def test_stopping_a_server_on_an_offline_host_says_it_waits_for_its_worker(beta_profile, queues):
+    instance = beta_profile.get_instance()
+    ServerInstance.objects.filter(pk=instance.pk).update(state=State.RUNNING)
+    Host.objects.filter(pk=beta_profile.host_id).update(
+        last_heartbeat=timezone.now() - timezone.timedelta(minutes=5)
+    )
+    instance = services.request_stop(beta_profile)
+    assert instance.reason == (
+        "Stop requested: host beta is offline, so its worker stops the server when it is back."
+    )
+    assert only_on(queues, "host.beta") == [("servers.tasks.stop_server", [instance.pk])]
+
+
 def test_the_download_button_starts_the_download_on_the_chosen_host(
     hf, member_client, beta, queues
 ):
@@ -124,3 +137,17 @@ def test_the_download_button_starts_the_download_on_the_chosen_host(
     assert download.host == beta
     assert only_on(queues, "host.beta") == [("models_catalog.download_model", [download.pk])]
     assert 'name="host" value="beta"' in response.text or "host=beta" in response.text
+
+
+def test_a_download_queued_for_an_offline_host_says_it_waits_for_its_worker(
+    hf, member_client, beta, queues
+):
+    Host.objects.filter(pk=beta.pk).update(
+        last_heartbeat=timezone.now() - timezone.timedelta(minutes=5)
+    )
+    member_client.post("/models/downloads/start/", {"repo_id": TINY, "host": "beta"})
+    assert Download.objects.get(repo_id=TINY).state == Download.State.QUEUED
+    panel = member_client.get("/models/downloads/").content.decode()
+    assert "beta is offline: the download waits for its worker" in panel
+    Host.objects.filter(pk=beta.pk).update(last_heartbeat=timezone.now())
+    assert "is offline" not in member_client.get("/models/downloads/").content.decode()
