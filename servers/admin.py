@@ -23,6 +23,8 @@ class ServerProfileAdmin(admin.ModelAdmin):
     list_filter = ["host", "auto_start"]
     search_fields = ["name", "slug", "model_id"]
     prepopulated_fields = {"slug": ["name"]}
+    # The instance is shown here, not on an admin page of its own: a read-only admin of it would
+    # take away the delete permission a profile's deletion cascades to.
     inlines = [ServerInstanceInline]
     actions = ["delete_stopped"]
 
@@ -46,15 +48,6 @@ class ServerProfileAdmin(admin.ModelAdmin):
             url = reverse("admin:servers_serverprofile_change", args=[profile.pk])
             return HttpResponseRedirect(url)
         return super().delete_view(request, object_id, extra_context)
-
-
-@admin.register(ServerInstance)
-class ServerInstanceAdmin(ReadOnlyAdmin):
-    """Read-only: an instance changes through its state machine (servers/services.py)."""
-
-    list_display = ["profile", "state", "desired_state", "pid", "port", "state_changed_at"]
-    list_filter = ["state"]
-    search_fields = ["profile__name", "profile__slug"]
 
 
 @admin.register(UsageRecord)

@@ -1,4 +1,4 @@
-"""The Django admin shows admins every row the portal keeps that they may want to look at;
+"""The Django admin shows admins the rows the portal keeps that they may want to look at;
 rows that change only through the portal's own rules are read-only there."""
 
 import pytest
@@ -12,7 +12,6 @@ pytestmark = pytest.mark.django_db
 READ_ONLY = {
     "models_catalog/host": Host,
     "models_catalog/download": Download,
-    "servers/serverinstance": ServerInstance,
     "servers/usagerecord": UsageRecord,
 }
 
@@ -33,11 +32,17 @@ def test_hosts_downloads_instances_and_usage_are_listed_read_only(admin_client, 
         listing = admin_client.get(f"/admin/{path}/")
         assert listing.status_code == 200, path
         assert admin_client.get(f"/admin/{path}/add/").status_code == 403, path
-    page = admin_client.get(f"/admin/servers/serverinstance/{instance.pk}/change/").text
-    assert 'name="_save"' not in page  # a view, not a form
-    assert (
-        admin_client.post(f"/admin/servers/serverinstance/{instance.pk}/delete/").status_code == 403
+    # The instance is on its profile's page (read-only fields), and deleting a stopped
+    # profile takes it along: nothing read-only stands in the way of the cascade.
+    page = admin_client.get(f"/admin/servers/serverprofile/{profile.pk}/change/").text
+    assert "Server instance" in page
+    response = admin_client.post(
+        f"/admin/servers/serverprofile/{profile.pk}/delete/", {"post": "yes"}
     )
+    assert response.status_code == 302
+    assert not ServerProfile.objects.filter(pk=profile.pk).exists()
+    assert not ServerInstance.objects.filter(pk=instance.pk).exists()
+    assert UsageRecord.objects.get().profile is None  # the usage stays, by name
 
 
 def test_the_admin_index_has_one_accounts_section(admin_client):
