@@ -4,19 +4,7 @@ import re
 
 import pytest
 
-from models_catalog import catalog
-
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def hub_settings(hub, settings, tmp_path):
-    settings.HF_ENDPOINT = hub.url
-    settings.HF_HUB_CACHE = tmp_path / "hf-cache"
-    settings.HF_TOKEN = ""
-    catalog.forget_process_state()
-    yield hub
-    catalog.forget_process_state()
 
 
 def rows(page):

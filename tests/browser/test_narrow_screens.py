@@ -6,7 +6,6 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
-from models_catalog import catalog
 from models_catalog.models import Host
 from servers.models import ServerProfile, UsageRecord
 
@@ -23,16 +22,6 @@ PAGES = [
 WIDE_ELEMENTS = """() => [...document.querySelectorAll("body *")]
     .filter(e => e.getBoundingClientRect().right > innerWidth + 1 && !e.closest(".overflow-auto"))
     .slice(0, 4).map(e => `${e.tagName}.${e.className}: ${(e.textContent || "").slice(0, 40)}`)"""
-
-
-@pytest.fixture
-def hub_settings(hub, settings, tmp_path):
-    settings.HF_ENDPOINT = hub.url
-    settings.HF_HUB_CACHE = tmp_path / "hf-cache"
-    settings.HF_TOKEN = ""
-    catalog.forget_process_state()
-    yield hub
-    catalog.forget_process_state()
 
 
 def test_no_main_page_scrolls_sideways_on_a_phone(browser, live_server, admin_member, hub_settings):
