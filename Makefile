@@ -73,15 +73,17 @@ browser:
 	  fi; }
 
 # The suite uses its own Redis database (15) and data directory so it never touches `make run`'s.
+# Both can be overridden to run two suites side by side (another Redis database, another folder).
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+TEST_DATA_DIR ?= $(CURDIR)/var/test
 test: venv browser
 	@REDIS_URL="$(TEST_REDIS_URL)" $(PY) -m config.redis_check || { echo "The tests need Redis at $(TEST_REDIS_URL)."; exit 1; }
-	REDIS_URL="$(TEST_REDIS_URL)" MLX_PORTAL_DATA_DIR="$(CURDIR)/var/test" CHROMIUM="$(CHROMIUM)" \
+	REDIS_URL="$(TEST_REDIS_URL)" MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" CHROMIUM="$(CHROMIUM)" \
 	  $(PY) -m pytest $(PYTEST_ARGS)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	MLX_PORTAL_DATA_DIR="$(CURDIR)/var/test" $(PY) manage.py check
-	MLX_PORTAL_DATA_DIR="$(CURDIR)/var/test" $(PY) manage.py makemigrations --check --dry-run
+	MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" $(PY) manage.py check
+	MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" $(PY) manage.py makemigrations --check --dry-run
 
 lint: venv
 	$(VENV)/bin/ruff check .
