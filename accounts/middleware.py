@@ -44,6 +44,7 @@ from accounts.api_keys import (
     seconds_until_retry,
 )
 from accounts.models import User
+from config.client_address import client_address
 
 
 def api_error(
@@ -160,7 +161,7 @@ class AccessMiddleware:
             return api_error(message)
         if api_key is None and bearer_token(header) is not None:
             # A key was presented and is wrong: count it against the client's address.
-            address = request.META.get("REMOTE_ADDR") or "unknown"
+            address = client_address(request) or "unknown"
             if failed_attempts_exceeded(address):
                 wait = seconds_until_retry()
                 return api_error(

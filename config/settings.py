@@ -4,6 +4,7 @@ Every variable is listed in `.env.example` and in the README's configuration tab
 Production overrides are grouped at the bottom under "Production".
 """
 
+import ipaddress
 import math
 import secrets
 from pathlib import Path
@@ -311,6 +312,29 @@ CHAT_ATTACHMENT_MAX_FILES = env.int("MLX_PORTAL_CHAT_ATTACHMENT_MAX_FILES", defa
 # `/metrics` answers localhost, or `Authorization: Bearer <METRICS_TOKEN>` when one is set.
 METRICS_TOKEN = env.str("MLX_PORTAL_METRICS_TOKEN", default="")
 METRICS_ALLOW_LOCALHOST = env.bool("MLX_PORTAL_METRICS_ALLOW_LOCALHOST", default=True)
+
+
+def _networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated IP addresses or networks (CIDR) from the environment, refused at start-up
+    with what to write when one is neither."""
+    raw = env.str(name, default=default)
+    networks = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}={raw!r}: {item!r} is not an IP address or network (such as 10.0.0.0/8). "
+                f"List the reverse proxies in front of the portal, separated by commas; the "
+                f"default is {default!r} (the nginx front on this machine), empty trusts none."
+            ) from None
+    return tuple(networks)
+
+
+# Reverse proxies whose X-Forwarded-For is believed: the client's address (for the wrong-API-key
+# counter, allauth's login throttling and /metrics' localhost rule) is read through them
+# (config/client_address.py). The default trusts this machine: the shipped nginx front.
+TRUSTED_PROXIES = _networks("MLX_PORTAL_TRUSTED_PROXIES", "127.0.0.1,::1")
 
 # Hugging Face Hub. models_catalog/hub.py passes these explicitly to every call.
 HF_ENDPOINT = env.str("HF_ENDPOINT", default="https://huggingface.co").rstrip("/")

@@ -9,7 +9,6 @@ pruning old records does not lower a counter.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import secrets
 from collections import defaultdict
@@ -30,6 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from accounts.api_keys import bearer_token
+from config.client_address import is_local_client
 from servers import usage_days
 from servers.models import (
     UNKNOWN,
@@ -42,21 +42,16 @@ from servers.models import (
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)  # seconds
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-_PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP", "HTTP_FORWARDED")
 
 
 def allowed(request: HttpRequest) -> bool:
-    """Localhost (not through a proxy) when allowed, or the admin bearer token."""
+    """The admin bearer token, or a client on this machine when allowed (read through the
+    trusted proxies: behind the nginx front, a client elsewhere is not local)."""
     token = settings.METRICS_TOKEN
     given = bearer_token(request.headers.get("Authorization"))
     if token and given and secrets.compare_digest(given.encode(), token.encode()):
         return True
-    if not settings.METRICS_ALLOW_LOCALHOST or any(h in request.META for h in _PROXY_HEADERS):
-        return False
-    try:
-        return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
-    except ValueError:
-        return False
+    return settings.METRICS_ALLOW_LOCALHOST and is_local_client(request)
 
 
 # --- the counters: a checkpoint row plus the records after it -------------------------------

@@ -7,7 +7,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCFILE_VARIABLES = re.compile(r"\$\{([A-Z_0-9]+)(?::-[^}]*)?\}")
-SETTINGS_VARIABLES = re.compile(r'env\.[a-z_]+\(\s*"([A-Z_0-9]+)"')
+# env.str("NAME", …) and the settings' own readers that validate (_bounded("NAME", …), …).
+SETTINGS_VARIABLES = re.compile(r'(?:env\.[a-z_]+|\b_[a-z_]+)\(\s*"([A-Z_0-9]+)"')
 
 
 def variables() -> set[str]:
@@ -18,6 +19,7 @@ def variables() -> set[str]:
 
 def test_the_settings_read_some_variables():
     assert {"DATABASE_URL", "REDIS_URL", "HF_HUB_CACHE", "PORTAL_BIND"} <= variables()
+    assert {"DOWNLOAD_FILES_AT_ONCE", "MLX_PORTAL_TRUSTED_PROXIES"} <= variables()
 
 
 @pytest.mark.parametrize("document", ["README.md", ".env.example"])
