@@ -53,7 +53,10 @@ def download_action(request: HttpRequest) -> HttpResponse:
     """The live download state of one repo: what the model page includes and polls."""
     form = RepoIdForm(request.GET)
     if not form.is_valid():
-        return HttpResponse(form.errors["repo_id"][0], status=400)
+        # The refusal is the fragment itself, which says what is wrong with the repo id
+        # (escaped, as all template output): never the message pasted into a text/html body,
+        # since the repo id is the visitor's text (a <script> in the attack report).
+        return _action(request, request.GET.get("repo_id", "")[:200], status=400)
     return _action(request, form.cleaned_data["repo_id"])
 
 
