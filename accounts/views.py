@@ -5,7 +5,6 @@ from django.contrib import messages
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts import approval
@@ -82,22 +81,16 @@ def user_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             messages.success(request, f"{user} {done}.")
         return redirect("accounts:users")
     user.refresh_from_db()
-    row = render_to_string(
-        "accounts/users.html#user-row",
-        {"row": user, "error": error, "notice": None if error else done},
-        request,
-    )
-    # The navbar's pending count and the filter's counts change with the row: out of band.
-    badge = render_to_string(
-        "base.html#pending-badge", {"pending_count": approval.pending_count(), "oob": True}
-    )
     status = request.POST.get("status", "")
-    counts = render_to_string(
-        "accounts/users.html#status-filter",
-        {"status_options": _status_options(), "oob": True,
-         "selected_status": status if status in User.Status.values else ""},
-    )  # fmt: skip
-    return HttpResponse(row + badge + counts)
+    context = {
+        "row": user,
+        "error": error,
+        "notice": None if error else done,
+        "pending_count": approval.pending_count(),
+        "status_options": _status_options(),
+        "selected_status": status if status in User.Status.values else "",
+    }
+    return render(request, "accounts/_user_action_result.html", context)
 
 
 @staff_only
