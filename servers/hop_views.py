@@ -67,6 +67,8 @@ def hop_view(request: HttpRequest, slug: str, endpoint: str) -> HttpResponse:
     except GatewayError as error:
         return error_response(error)
     services.touch_last_request(profile)
+    # The model server's own answer (JSON or an event stream), passed on as it came: only another
+    # host's web tier reaches this view, with this host's hop token, never a browser's session.
     content_type = upstream.headers.get("Content-Type", "application/json")
     if body.get("stream"):
         return StreamingHttpResponse(

@@ -38,6 +38,8 @@ def server_list(request: HttpRequest) -> HttpResponse:
     if request.htmx:
         if request.headers.get("X-Tiles-Version") == shown_version:
             return HttpResponse(status=204)  # htmx swaps nothing: no flicker, no work
+        # The fragment is the autoescaping template `servers/list.html#tiles`, rendered (and
+        # kept) by tiles.fragment: HTML from a template, not built from the request here.
         return HttpResponse(tiles.fragment(shown, query, shown_version))
     return render(request, "servers/list.html", tiles.context(shown, query, shown_version))
 
