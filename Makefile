@@ -16,7 +16,7 @@ PYTHON ?= $(shell for c in python3.13 python3.12 python3.14 python3 \
 REDIS_URL ?= redis://127.0.0.1:6379/0
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: help run test lint format check venv redis static browser clean bench
+.PHONY: help run test lint format check venv redis static browser front clean bench
 
 help:
 	@echo "make run    start the portal (web, worker, beat) on http://127.0.0.1:8000"
@@ -72,11 +72,26 @@ browser:
 	    echo "The browser tests need Chromium or Chrome: set CHROMIUM=/path/to/chrome."; exit 1; \
 	  fi; }
 
+# The front's tests (tests/ops/test_front.py) run nginx with deploy/nginx/mlx-portal.conf, as the
+# current user on free ports. Install it when it is missing and apt-get is here, and leave no
+# system nginx running on port 80 (Debian's package starts and enables one).
+front:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  if command -v apt-get >/dev/null; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    echo "Installing nginx for the front's tests (apt-get); its system service is stopped and disabled."; \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nginx >/dev/null; \
+	    $$SUDO systemctl disable --now nginx >/dev/null 2>&1 || { \
+	      $$SUDO systemctl disable nginx >/dev/null 2>&1; $$SUDO service nginx stop >/dev/null 2>&1; true; }; \
+	  else \
+	    echo "nginx is not installed: the front's tests are skipped (macOS: brew install nginx)."; \
+	  fi; }
+
 # The suite uses its own Redis database (15) and data directory so it never touches `make run`'s.
 # Both can be overridden to run two suites side by side (another Redis database, another folder).
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_DATA_DIR ?= $(CURDIR)/var/test
-test: venv browser
+test: venv browser front
 	@REDIS_URL="$(TEST_REDIS_URL)" $(PY) -m config.redis_check || { echo "The tests need Redis at $(TEST_REDIS_URL)."; exit 1; }
 	REDIS_URL="$(TEST_REDIS_URL)" MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" CHROMIUM="$(CHROMIUM)" \
 	  $(PY) -m pytest $(PYTEST_ARGS)
