@@ -1,5 +1,6 @@
 """Two hosts on this machine: real Celery workers `alpha` and `beta` (MLX_PORTAL_HOST), each with
-its own model cache (HF_HUB_CACHE), and beta's own web tier (gunicorn) for the hop.
+its own model cache (HF_HUB_CACHE), and beta's own web tier (gunicorn) for the hop, behind its
+nginx front as shipped (deploy/nginx/mlx-portal.conf): alpha reaches beta through it.
 
 The test process plays alpha's web tier. It starts one tiny-model server on each host through
 the portal's services, checks that each process belongs to the right worker and cache, that the
@@ -26,6 +27,7 @@ from servers import services, supervisor
 from servers.models import ServerInstance, ServerProfile, State, UsageRecord
 from servers.ports import suggest_port
 from tests.servers.helpers import TINY_REPO, install_model, wait_for
+from tests.support.front import start_nginx
 from tests.support.mlx_server import free_port
 from tests.support.tiny_models import REPLY
 from tests.support.workers import ROOT, WorkerProcess, process_env
@@ -50,10 +52,11 @@ def cluster(settings, tmp_path, tiny_model, queues):
     install_model(caches["beta"], EXTRA_REPO, source=tiny_model)  # to delete from alpha's page
     settings.HF_HUB_CACHE = caches["alpha"]  # this process is alpha's web tier
 
-    web_port = free_port()
-    web_url = f"http://127.0.0.1:{web_port}"
+    web_port, front_port = free_port(), free_port()
+    web_url = f"http://127.0.0.1:{front_port}"  # beta's front, as MLX_PORTAL_HOST_URL names it
     common = {"MLX_PORTAL_HOP_SECRET": SECRET, "MLX_PORTAL_HOST_OFFLINE_AFTER": OFFLINE_AFTER,
               "MLX_PORTAL_HEARTBEAT_SECONDS": "0.5"}  # fmt: skip
+    front = start_nginx(tmp_path, [f"127.0.0.1:{front_port}"], upstream=f"127.0.0.1:{web_port}")
     web_log = tmp_path / "beta-web.log"
     with web_log.open("ab") as log:
         web = subprocess.Popen(
@@ -83,6 +86,7 @@ def cluster(settings, tmp_path, tiny_model, queues):
     finally:
         for worker in workers.values():
             worker.stop()
+        front.stop()
         os.killpg(web.pid, signal.SIGTERM)  # gunicorn leads its own session
         try:
             web.wait(15)
