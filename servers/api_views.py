@@ -7,6 +7,7 @@ or answered 401. Views here parse, call `servers.completions`, and pass the answ
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -14,11 +15,20 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 
 from servers import completions, openapi
-from servers.gateway import GatewayError, Relay, sse
+from servers.gateway import ClientGone, GatewayError, Relay, sse
 from servers.models import ServerProfile, UsageRecord
 from servers.usage import Caller
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# What a request whose client left gets (nobody reads it): nginx's "client closed request".
+CLIENT_CLOSED_REQUEST = 499
+
+
+def client_socket(request: HttpRequest) -> socket.socket | None:
+    """The socket of the client's connection, when the web server gives it (gunicorn does):
+    the gateway watches it to stop a model server's work for a client that left."""
+    sock = request.META.get("gunicorn.socket")
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def error_response(error: GatewayError) -> JsonResponse:
@@ -106,6 +116,8 @@ class ApiStream:
         try:
             yield from self.relay.openai_stream(self.model, self.include_usage, self.chunk_object)
             self.status = UsageRecord.Status.OK
+        except ClientGone:
+            return  # cancelled: the client left while the server was silent
         except GatewayError as error:
             self.relay.measure.fail(error)
             self.status = UsageRecord.Status.ERROR
@@ -125,9 +137,13 @@ def _complete(request: HttpRequest, endpoint: str) -> HttpResponse:
         return error_response(error)
     caller = Caller(request.user, UsageRecord.Source.API, getattr(request, "api_key", None))
     try:
-        relay, upstream_body = completions.start(caller, profile, endpoint, body)
+        relay, upstream_body = completions.start(
+            caller, profile, endpoint, body, client_socket=client_socket(request)
+        )
     except GatewayError as error:
         return error_response(error)
+    except ClientGone:
+        return HttpResponse(status=CLIENT_CLOSED_REQUEST)
     if upstream_body["stream"]:
         options = body.get("stream_options") or {}
         include_usage = bool(options.get("include_usage"))
@@ -145,6 +161,9 @@ def _complete(request: HttpRequest, endpoint: str) -> HttpResponse:
     except GatewayError as error:
         relay.measure.fail(error)
         return error_response(error)
+    except ClientGone:
+        status = UsageRecord.Status.CANCELLED
+        return HttpResponse(status=CLIENT_CLOSED_REQUEST)
     finally:
         relay.close(status)
     data["model"] = profile.slug

@@ -9,6 +9,7 @@ stored. See docs/chat.md.
 from __future__ import annotations
 
 import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from django.template.defaultfilters import filesizeformat
 from markdown_it import MarkdownIt
 
 from servers import completions
-from servers.gateway import GatewayError, has_token, sse
+from servers.gateway import ClientGone, GatewayError, has_token, sse
 from servers.models import Conversation, Message, ServerProfile, UsageRecord
 from servers.usage import Caller
 
@@ -221,12 +222,20 @@ def _save_answer(conversation: Conversation, reply: Reply, status: str, params: 
 
 
 def stream_reply(
-    user, conversation: Conversation, profile: ServerProfile, params: Params
+    user,
+    conversation: Conversation,
+    profile: ServerProfile,
+    params: Params,
+    client_socket: socket.socket | None = None,
 ) -> Iterator[bytes]:
     """Server-sent events for the chat page: `meta`, maybe `status` (starting), the model's
     chunks as they come (OpenAI's shape), then `done` with the stored, rendered answer — or
     `error` with a message and a retry. The answer so far is saved even when the browser stops
-    reading (the Stop button) or the server dies."""
+    reading (the Stop button) or the server dies.
+
+    `client_socket` (the browser's connection, when the web server gives it) is watched while
+    the server is silent — reading a long prompt sends the browser nothing — so Stop or a
+    closed tab ends the request upstream at once, as on the API."""
     from django.template.loader import render_to_string
 
     yield sse(
@@ -252,9 +261,13 @@ def stream_reply(
         body["max_tokens"] = params.max_tokens
     caller = Caller(user, UsageRecord.Source.CHAT)
     try:
-        relay, _ = completions.start(caller, profile, "chat/completions", body)
+        relay, _ = completions.start(
+            caller, profile, "chat/completions", body, client_socket=client_socket
+        )
     except GatewayError as error:
         yield sse({"message": error.message, "retry": True}, "error")
+        return
+    except ClientGone:
         return
     reply = Reply()
     status = UsageRecord.Status.CANCELLED
@@ -276,6 +289,8 @@ def stream_reply(
         if reply.content or reply.reasoning:
             saved = _save_answer(conversation, reply, Message.Status.ERROR, params)
         yield sse({"message": error.message, "retry": True}, "error")
+    except ClientGone:
+        pass  # Stop, or a closed tab: cancelled; what came so far is saved below
     finally:
         relay.close(status)
         if saved is None and (reply.content or reply.reasoning):

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from servers.api_views import STREAM_HEADERS
+from servers.api_views import STREAM_HEADERS, client_socket
 from servers.chat import Params, stream_reply, title_from
 from servers.chat_forms import ChatMessageForm, RenameForm
 from servers.models import Conversation, Message, ServerProfile, State
@@ -94,7 +94,7 @@ def chat_stream(request: HttpRequest) -> HttpResponse:
                 max_tokens=data["max_tokens"],
             )
     params = Params(temperature=data["temperature"], max_tokens=data["max_tokens"])
-    stream = stream_reply(request.user, conversation, profile, params)
+    stream = stream_reply(request.user, conversation, profile, params, client_socket(request))
     return StreamingHttpResponse(stream, content_type="text/event-stream", headers=STREAM_HEADERS)
 
 

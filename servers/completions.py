@@ -8,6 +8,7 @@ that went away — ends in exactly one UsageRecord.
 
 from __future__ import annotations
 
+import socket
 import time
 
 from django.conf import settings
@@ -16,7 +17,7 @@ from accounts.api_keys import still_allowed
 from config.rows import first_row
 from models_catalog.local import vocab_size
 from servers import hop, services
-from servers.gateway import GatewayError, Measure, Relay, build_upstream_body, send
+from servers.gateway import ClientGone, GatewayError, Measure, Relay, build_upstream_body, send
 from servers.models import ServerInstance, ServerProfile, State
 from servers.usage import Caller, recorder
 
@@ -105,10 +106,15 @@ def start(
     body: object,
     *,
     start_timeout: float | None = None,
+    client_socket: socket.socket | None = None,
 ) -> tuple[Relay, dict]:
     """Validate `body`, reach the profile's server and send it; returns (relay, upstream body).
 
-    Raises GatewayError after recording it. The caller closes the relay (which records).
+    `client_socket` (the web server's socket of the client's request, when it gives one) is
+    watched while the server is silent: a client that leaves ends the request (ClientGone),
+    and the server stops working on it.
+    Raises GatewayError or ClientGone after recording it. The caller closes the relay (which
+    records).
     """
     finish = recorder(
         caller, profile, endpoint, bool(isinstance(body, dict) and body.get("stream"))
@@ -124,9 +130,14 @@ def start(
         )
         url, headers = hop.route(profile.host, server_url(profile, start_timeout), profile.slug)
         measure = Measure()  # times start when the request leaves for the server
-        response = send(url, endpoint, upstream_body, profile.slug, headers)
+        response = send(url, endpoint, upstream_body, profile.slug, headers, client_socket)
     except GatewayError as error:
         measure.fail(error)
+        measure.finished_at = time.monotonic()
+        finish(measure)
+        raise
+    except ClientGone:
+        measure.status = "cancelled"
         measure.finished_at = time.monotonic()
         finish(measure)
         raise

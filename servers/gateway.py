@@ -13,7 +13,6 @@ See docs/gateway.md.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import logging
 import math
@@ -636,26 +635,91 @@ def _sleep(seconds: float) -> None:
         time.sleep(seconds)
 
 
-class _DirectBody(httpx.SyncByteStream):
-    """The body of a local model server's answer, read from its socket by the standard
-    library (`http.client`), for `send`.
+class ClientGone(Exception):
+    """The client of a request closed its connection while the portal waited for the model
+    server. The caller closes the upstream connection, so the server stops working on the
+    request (servers/mlx_entry.py watches its connections), and records it as cancelled."""
 
-    mlx_lm.server speaks HTTP/1.0: every answer closes its connection, so a pool has nothing
-    to reuse, and a streamed token is one small read. Through httpx, httpcore and h11 such a
-    read cost ~65 µs of CPU (context managers, h11 events); here ~30 µs, most of it the
-    `recv` itself (docs/benchmarks.md §1c). Socket errors become httpx's, so the callers'
-    handling (time-outs, a server that died) is the same as for any httpx response.
+
+# What poll() reports for a client that closed its end: POLLRDHUP (Linux) without waking for
+# data; elsewhere POLLIN, and a peek tells the end of the connection from data.
+_CLIENT_EVENTS = (_POLLRDHUP or select.POLLIN) | select.POLLHUP | select.POLLERR
+
+
+def client_left(sock: socket.socket) -> bool:
+    """Whether the client at the other end of `sock` has closed it (nothing is read)."""
+    try:
+        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+    return data == b""
+
+
+class _Waiter:
+    """Waits for data from a model server while watching the client of the request.
+
+    `client_socket` is the web server's socket of the client's request (`gunicorn.socket`;
+    None where the server does not give it, e.g. Django's development server: then only the
+    write of the next event notices a client that left). A client that closes its connection
+    ends the wait at once with ClientGone, even while the server is silent: reading a long
+    prompt, or generating a non-streamed answer.
+    """
+
+    def __init__(self, upstream: socket.socket, client_socket: socket.socket | None):
+        self._poller = select.poll()
+        self._upstream = upstream.fileno()
+        self._poller.register(self._upstream, select.POLLIN)
+        self._client: socket.socket | None = None
+        if client_socket is not None:
+            try:
+                self._poller.register(client_socket.fileno(), _CLIENT_EVENTS)
+            except (OSError, ValueError):  # already closed: the first wait will tell
+                return
+            self._client = client_socket
+
+    def wait(self, timeout: float) -> None:
+        """Return once the server's socket has data (or is closed); raise ClientGone when the
+        client left first, TimeoutError after `timeout` seconds of silence."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            ready = False
+            for fd, _event in self._poller.poll(left * 1000):
+                if fd == self._upstream:
+                    ready = True
+                elif self._client is not None:
+                    if client_left(self._client):
+                        raise ClientGone
+                    # Data from the client (a pipelined request): it is there; stop watching
+                    # it, or poll() would report it again at once.
+                    self._poller.unregister(fd)
+                    self._client = None
+            if ready:
+                return
+
+
+class _DirectBody(httpx.SyncByteStream):
+    """The body of a model server's answer, read from its socket as it arrives, for `send`.
+
+    mlx_lm.server speaks HTTP/1.0 (and the hop is asked in HTTP/1.0): every answer closes its
+    connection, so a pool has nothing to reuse, and a streamed token is one small read. Through
+    httpx, httpcore and h11 such a read cost ~65 µs of CPU; `recv` on the socket ~30 µs
+    (docs/benchmarks.md §1c). Socket errors become httpx's, so the callers' handling
+    (time-outs, a server that died) is the same as for any httpx response; a client that left
+    raises ClientGone.
     """
 
     def __init__(
-        self,
-        connection: http.client.HTTPConnection,
-        answer: http.client.HTTPResponse,
-        sock: socket.socket,
-    ):
-        self._connection = connection
-        self._answer = answer
+        self, sock: socket.socket, waiter: _Waiter, rest: bytes, length: int | None
+    ) -> None:
         self._sock = sock
+        self._waiter = waiter
+        self._rest = rest  # what came with the head
+        self._left = length  # Content-Length, when the server sent one
         self._closed = False
 
     def pause(self, seconds: float) -> None:
@@ -666,87 +730,179 @@ class _DirectBody(httpx.SyncByteStream):
             wait_for_close(self._sock, seconds)
 
     def __iter__(self) -> Iterator[bytes]:
-        read = self._answer.read1
-        try:
-            while data := read(65536):
-                yield data
-        except TimeoutError:
-            raise httpx.ReadTimeout("the model server stopped sending") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise httpx.ReadError(repr(exc)) from None
+        if self._rest:
+            data, self._rest = self._rest, b""
+            yield self._count(data)
+        while self._left is None or self._left > 0:
+            try:
+                self._waiter.wait(settings.GATEWAY_READ_TIMEOUT)
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                raise httpx.ReadTimeout("the model server stopped sending") from None
+            except OSError as exc:
+                raise httpx.ReadError(repr(exc)) from None
+            if not data:
+                return
+            yield self._count(data)
+
+    def _count(self, data: bytes) -> bytes:
+        if self._left is not None:
+            data = data[: self._left]
+            self._left -= len(data)
+        return data
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         try:
-            # The answer holds the socket (HTTP/1.0: http.client handed it over); closing
-            # only the connection would leave it open until garbage collection.
-            self._answer.close()
-            self._connection.close()
+            self._sock.close()
         finally:
             _direct_slots.give_back()
 
 
-def _send_direct(base_url: str, endpoint: str, body: dict) -> httpx.Response:
-    """POST `body` to a local server over a new connection (`_DirectBody`); the response's
-    headers are read, its body is not. Raises httpx's exceptions, as `client().send` does."""
+# A connection reset before the server answered a byte (a burst that overflowed its listen
+# queue) is tried again, this many times in all, after a short pause: the server never saw the
+# request.
+SEND_ATTEMPTS = 3
+_MAX_HEAD = 64 * 1024
+
+
+class _Reset(Exception):
+    """The connection was reset before any byte of an answer arrived."""
+
+
+def _request_bytes(url: httpx.URL, endpoint: str, body: dict, headers: dict[str, str]) -> bytes:
+    payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    path = f"{url.raw_path.decode().split('?')[0].rstrip('/')}/v1/{endpoint}"
+    lines = [
+        f"POST {path} HTTP/1.0",
+        f"Host: {url.host}:{url.port or 80}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+def _read_head(sock: socket.socket, waiter: _Waiter) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The status, headers and the first bytes of the body of the server's answer."""
+    data = b""
+    while (end := data.find(b"\r\n\r\n")) < 0:
+        if len(data) > _MAX_HEAD:
+            raise httpx.RemoteProtocolError("the answer's head is too long")
+        try:
+            waiter.wait(settings.GATEWAY_READ_TIMEOUT)
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            raise httpx.ReadTimeout("no answer within the time-out") from None
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+            if not data:
+                raise _Reset from None
+            raise httpx.ReadError("the connection was reset") from None
+        except OSError as exc:
+            raise httpx.ReadError(repr(exc)) from None
+        if not chunk:
+            raise httpx.RemoteProtocolError("the server closed the connection without an answer")
+        data += chunk
+    status_line, _, block = data[:end].partition(b"\r\n")
+    parts = status_line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise httpx.RemoteProtocolError(f"not an HTTP answer: {status_line[:80]!r}")
+    headers = []
+    for line in block.split(b"\r\n"):
+        name, colon, value = line.partition(b":")
+        if colon:
+            headers.append((name.strip().decode("latin-1"), value.strip().decode("latin-1")))
+    return int(parts[1]), headers, data[end + 4 :]
+
+
+def _exchange(
+    address: tuple[str, int], request: bytes, client_socket: socket.socket | None
+) -> httpx.Response:
+    """One attempt: connect, send `request`, read the answer's head."""
+    try:
+        sock = socket.create_connection(address, timeout=settings.GATEWAY_CONNECT_TIMEOUT)
+    except TimeoutError:
+        raise httpx.ConnectTimeout("no connection within the time-out") from None
+    except (ConnectionResetError, ConnectionAbortedError):
+        raise _Reset from None
+    except OSError as exc:
+        raise httpx.ConnectError(repr(exc)) from None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(30.0)  # a write that long means a server that reads nothing
+        waiter = _Waiter(sock, client_socket)
+        try:
+            sock.sendall(request)
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+            raise _Reset from None
+        except TimeoutError:
+            raise httpx.WriteTimeout("the server does not read the request") from None
+        except OSError as exc:
+            raise httpx.ConnectError(repr(exc)) from None
+        status, headers, rest = _read_head(sock, waiter)
+    except BaseException:
+        sock.close()
+        raise
+    length = next((v for k, v in headers if k.lower() == "content-length"), None)
+    size = int(length) if length is not None and length.isdigit() else None
+    return httpx.Response(status, headers=headers, stream=_DirectBody(sock, waiter, rest, size))
+
+
+def _send_direct(
+    base_url: str,
+    endpoint: str,
+    body: dict,
+    headers: dict[str, str] | None = None,
+    client_socket: socket.socket | None = None,
+) -> httpx.Response:
+    """POST `body` to `base_url` (a local server, or another host's hop over plain HTTP) over
+    a new connection (`_DirectBody`); the response's head is read, its body is not. Raises
+    httpx's exceptions, as `client().send` does, and ClientGone."""
     url = httpx.URL(base_url)
     if not _direct_slots.take(timeout=30.0):  # as the pool's time-out
         raise httpx.PoolTimeout("all connections to model servers are in use")
-    connection = http.client.HTTPConnection(
-        url.host, url.port or 80, timeout=settings.GATEWAY_CONNECT_TIMEOUT
-    )
+    request = _request_bytes(url, endpoint, body, headers or {})
+    address = (url.host, url.port or 80)
     try:
-        try:
-            connection.connect()  # http.client sets TCP_NODELAY
-        except TimeoutError:
-            raise httpx.ConnectTimeout("no connection within the time-out") from None
-        except OSError as exc:
-            raise httpx.ConnectError(repr(exc)) from None
-        sock = connection.sock  # the answer keeps it; http.client lets go of it (HTTP/1.0)
-        sock.settimeout(settings.GATEWAY_READ_TIMEOUT)
-        payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-        try:
-            # One write: http.client sends a bytes body with the headers.
-            connection.request(
-                "POST",
-                f"{url.raw_path.decode().rstrip('/')}/v1/{endpoint}",
-                body=payload,
-                headers={"Content-Type": "application/json"},
-            )
-            answer = connection.getresponse()
-        except TimeoutError:
-            raise httpx.ReadTimeout("no answer within the time-out") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise httpx.RemoteProtocolError(repr(exc)) from None
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                return _exchange(address, request, client_socket)
+            except _Reset:
+                log.info("Connection to %s reset before an answer (try %d)", base_url, attempt + 1)
+                time.sleep(0.02 * 2**attempt)
+        raise httpx.ConnectError(f"the connection was reset {SEND_ATTEMPTS} times")
     except BaseException:
-        connection.close()
         _direct_slots.give_back()
         raise
-    return httpx.Response(
-        answer.status, headers=answer.getheaders(), stream=_DirectBody(connection, answer, sock)
-    )
 
 
 def send(
-    base_url: str, endpoint: str, body: dict, name: str, headers: dict[str, str] | None = None
+    base_url: str,
+    endpoint: str,
+    body: dict,
+    name: str,
+    headers: dict[str, str] | None = None,
+    client_socket: socket.socket | None = None,
 ) -> httpx.Response:
     """Send `body` to the server's `/v1/<endpoint>`; the response is streamed (not yet read).
 
     `headers` (the hop's token) mean `base_url` is another host's hop (servers/hop.py): its
     errors are already in OpenAI's shape and worded for the user, so they pass on as they are.
+    `client_socket` is the socket of the client's own request, watched while the server is silent
+    (ClientGone when it leaves; see `_Waiter`).
     Raises GatewayError (503) when the server cannot be reached, or for an HTTP error.
     The caller must close the response (Relay does).
     """
     try:
-        if headers or not base_url.startswith("http://"):  # another host's hop: pooled
+        if base_url.startswith("http://"):
+            response = _send_direct(base_url, endpoint, body, headers, client_socket)
+        else:  # another host's hop over HTTPS: the pooled client
             request = client().build_request(
                 "POST", f"{base_url}/v1/{endpoint}", json=body, headers=headers
             )
             response = client().send(request, stream=True)
-        else:
-            response = _send_direct(base_url, endpoint, body)
     except httpx.TimeoutException:
         raise GatewayError(
             f"The model server of '{name}' did not answer in time.", 504, code="upstream_timeout"
@@ -767,19 +923,27 @@ def send(
         finally:
             response.close()
         log.warning("Model server %s answered HTTP %s: %s", base_url, response.status_code, text)
-        if headers and (error := _hop_error(response.status_code, text)) is not None:
+        if (error := _own_error(response.status_code, text, bool(headers))) is not None:
             raise error
         raise upstream_error(response.status_code, name, text)
     return response
 
 
-def _hop_error(status: int, text: str) -> GatewayError | None:
-    """The GatewayError another host's hop answered (OpenAI's error shape), if it is one."""
+def _own_error(status: int, text: str, from_hop: bool) -> GatewayError | None:
+    """The error in OpenAI's shape that the portal's own code answered upstream, if it is one:
+    another host's hop (worded for the user already), or the context check of the portal's
+    model server entry point (servers/mlx_entry.py). mlx_lm's own errors are not: they are
+    a plain string, and never forwarded."""
     try:
         error = json.loads(text).get("error")
     except (ValueError, AttributeError):
         return None
     if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return None
+    code = error.get("code") if isinstance(error.get("code"), str) else None
+    if not from_hop:
+        if status == 400 and code == "context_length_exceeded":
+            return GatewayError(error["message"][:500], 400, param="messages", code=code)
         return None
     if status == 401:  # our hop token was refused: a configuration problem, not the user's
         return GatewayError(
@@ -788,7 +952,6 @@ def _hop_error(status: int, text: str) -> GatewayError | None:
             502,
             code="hop_refused",
         )
-    code = error.get("code") if isinstance(error.get("code"), str) else None
     return GatewayError(error["message"][:500], status, param=error.get("param"), code=code)
 
 

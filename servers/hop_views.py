@@ -16,14 +16,22 @@ from django.views.decorators.csrf import csrf_exempt
 
 from models_catalog.local import vocab_size
 from servers import hop, services
-from servers.api_views import STREAM_HEADERS, error_response, read_json
-from servers.gateway import GatewayError, build_upstream_body, send
+from servers.api_views import (
+    CLIENT_CLOSED_REQUEST,
+    STREAM_HEADERS,
+    client_socket,
+    error_response,
+    read_json,
+)
+from servers.gateway import ClientGone, GatewayError, build_upstream_body, send
 from servers.models import ServerProfile
 
 
 def _passthrough(response) -> Iterator[bytes]:
     try:
         yield from response.iter_raw()
+    except ClientGone:
+        return  # the calling host's web tier hung up (its own client left)
     finally:
         response.close()
 
@@ -63,9 +71,11 @@ def hop_view(request: HttpRequest, slug: str, endpoint: str) -> HttpResponse:
                 503,
                 code="server_not_running",
             )
-        upstream = send(url, endpoint, body, profile.slug)
+        upstream = send(url, endpoint, body, profile.slug, client_socket=client_socket(request))
     except GatewayError as error:
         return error_response(error)
+    except ClientGone:
+        return HttpResponse(status=CLIENT_CLOSED_REQUEST)
     services.touch_last_request(profile)
     # The model server's own answer (JSON or an event stream), passed on as it came: only another
     # host's web tier reaches this view, with this host's hop token, never a browser's session.
@@ -76,5 +86,7 @@ def hop_view(request: HttpRequest, slug: str, endpoint: str) -> HttpResponse:
         )
     try:
         return HttpResponse(upstream.read(), content_type=content_type)
+    except ClientGone:
+        return HttpResponse(status=CLIENT_CLOSED_REQUEST)
     finally:
         upstream.close()

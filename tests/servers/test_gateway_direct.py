@@ -1,5 +1,5 @@
-"""`gateway.send` to a local model server: the answer is read from the socket by http.client
-(`_DirectBody`), not through httpx's pool. Here the peer is a scripted socket server (what
+"""`gateway.send` to a local model server: an HTTP/1.0 request, and the answer read from the
+socket as it arrives (`_DirectBody`), not through httpx's pool. Here the peer is a scripted socket server (what
 mlx_lm.server writes: HTTP/1.0, a close-delimited body), so the cuts between reads, a silent
 server and a dead one can be produced at will; the same path against a real mlx_lm.server is
 covered by test_gateway.py, test_stream_disconnects.py and test_stream_access.py."""
@@ -107,7 +107,7 @@ def test_a_direct_stream_cut_anywhere_relays_the_same_bytes_as_one_in_memory(ups
     expected, _ = relay([STREAM])
     assert out == b"".join(expected.openai_stream("m", include_usage=True))
     assert relay_.measure.completion_tokens == 3
-    assert server.request.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert server.request.startswith(b"POST /v1/chat/completions HTTP/1.0\r\n")
     assert b'"model":"default_model"' in server.request
     assert server.peer_closed.wait(10)
     wait_for(lambda: gateway.connections_in_use() == 0, 10, what="no open connection")
