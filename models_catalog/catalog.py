@@ -34,7 +34,7 @@ from django.db.models import Q
 from django.utils import timezone
 from huggingface_hub.hf_api import ModelInfo
 
-from models_catalog import hub
+from models_catalog import hub, hub_data
 from models_catalog.characteristics import OTHER_FAMILY, is_known_family
 from models_catalog.fit import FITS, TIGHT, fit
 from models_catalog.local import (
@@ -293,7 +293,8 @@ def _listing_key(access: hub.HubAccess, text: str, sort: str, cursor: str, limit
 
 
 def apply_info(model: CatalogModel, info: ModelInfo) -> None:
-    """Copy what the Hub said about a model onto its row (fields it left out are kept)."""
+    """Copy what the Hub said about a model onto its row (fields it left out are kept). `info`
+    was read through `hub_data.model_item`: each value has its column's type and bounds."""
     model.author = (info.author or info.id.split("/", 1)[0])[:96]
     if info.sha:
         model.sha = info.sha[:64]
@@ -575,7 +576,9 @@ def _store_detail(model: CatalogModel | None, info: ModelInfo) -> CatalogModel:
         if not model.used_storage and any(
             s.rfilename.endswith(WEIGHT_SUFFIXES) for s in info.siblings
         ):
-            model.used_storage = sum(s.size for s in info.siblings if s.size) or None
+            model.used_storage = (
+                hub_data.number(sum(s.size for s in info.siblings if s.size)) or None
+            )
     model.detail_fetched_at = timezone.now()
     model.refresh_characteristics()
     model.save()

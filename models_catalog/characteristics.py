@@ -3,6 +3,11 @@
 Pure functions of plain data: no database, no network. The one place for the architecture-family
 table and for the rules that decide quantization, parameter count, context length, vision, tool
 use, thinking and size.
+
+The inputs come from a repo's author (models_catalog/hub_data.py has cleaned them of NaN,
+infinities and values no JSON column holds, but not of nonsense), so every rule takes only
+values of the right type within plausible bounds, and every result fits the column it is stored
+in: a value outside them counts as unknown.
 """
 
 from __future__ import annotations
@@ -99,6 +104,19 @@ _QUANT_METHOD_BITS = {"fp8": 8, "mxfp4": 4, "bitnet": 2}
 # Parameter counts written in repo names: 7B, 0.5B, 30B-A3B (the total, 30B, comes first), 360M.
 _NAME_PARAMETERS = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)\s*([bm])(?![a-z0-9])", re.IGNORECASE)
 
+# Plausible bounds: beyond them a value is nonsense, and shown as unknown.
+#: The largest integer read from a config (2**53, what a JSON number carries exactly).
+MAX_CONFIG_INT = 2**53
+#: Quantization bits and group sizes (the widest dtype is 64-bit; MLX groups are 32-128).
+BITS_RANGE = (1, 64)
+GROUP_SIZE_RANGE = (1, 4096)
+#: Context lengths (the longest configured contexts are ~10M tokens).
+CONTEXT_RANGE = (1, 100_000_000)
+#: Parameter counts (the largest models have ~2 trillion).
+MAX_PARAMETERS = 10**15
+#: Sizes in bytes (8 PiB; a PostgreSQL bigint holds 1000 times more).
+MAX_SIZE_BYTES = 2**53
+
 
 @dataclass(frozen=True)
 class Characteristics:
@@ -150,21 +168,22 @@ def quantization(
     for key in ("quantization", "quantization_config"):
         quant = config.get(key)
         if isinstance(quant, Mapping):
-            bits = _int(quant.get("bits"))
-            method = str(quant.get("quant_method") or "").lower()
+            bits = _int(quant.get("bits"), *BITS_RANGE)
+            method = quant.get("quant_method")
+            method = method.lower() if isinstance(method, str) else ""
             if bits is None and method in _QUANT_METHOD_BITS:
                 bits = _QUANT_METHOD_BITS[method]
             if bits is not None:
-                return bits, _int(quant.get("group_size")), "config"
+                return bits, _int(quant.get("group_size"), *GROUP_SIZE_RANGE), "config"
     name = repo_id.rsplit("/", 1)[-1]
-    if match := _NAME_BITS.search(name):
+    if (match := _NAME_BITS.search(name)) and _int(match.group(1), *BITS_RANGE):
         return int(match.group(1)), None, "name"
     for word in _NAME_WORD.findall(name.lower()):
         if word in _NAME_PRECISION:
             return _NAME_PRECISION[word], None, "name"
     text = _text_config(config)
-    dtype = str(config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype") or "")
-    if dtype in _DTYPE_BITS:
+    dtype = config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype")
+    if isinstance(dtype, str) and dtype in _DTYPE_BITS:
         return _DTYPE_BITS[dtype], None, "dtype"
     return None, None, ""
 
@@ -179,8 +198,7 @@ def context_length(config: Mapping[str, Any]) -> int | None:
     """The longest context the model was configured for, from the top level or `text_config`."""
     for source in (config, _text_config(config)):
         for key in _CONTEXT_KEYS:
-            value = _int(source.get(key))
-            if value and 0 < value < 100_000_000:
+            if (value := _int(source.get(key), *CONTEXT_RANGE)) is not None:
                 return value
     return None
 
@@ -192,25 +210,26 @@ def is_multimodal(config: Mapping[str, Any], tags: Iterable[str] = ()) -> bool:
         return True
     if any(config.get(key) is not None for key in _VISION_TOKEN_KEYS):
         return True
-    model_type = str(config.get("model_type") or "").lower()
+    model_type = config.get("model_type")
+    model_type = model_type.lower() if isinstance(model_type, str) else ""
     words = set(re.split(r"[_\-]", model_type))
     if words & {"vl", "vision", "vlm"} or model_type in _VISION_MODEL_TYPES:
         return True
     if any(_VISION_ARCHITECTURE.search(a) for a in _architectures(config)):
         return True
-    return bool({t.lower() for t in tags} & _VISION_TAGS)
+    return bool(_tag_set(tags) & _VISION_TAGS)
 
 
 def supports_tools(chat_template: str, tags: Iterable[str] = ()) -> bool:
     """A tool tag, or a chat template that renders `tools` / tool calls."""
-    if {t.lower() for t in tags} & _TOOL_TAGS:
+    if _tag_set(tags) & _TOOL_TAGS:
         return True
     return bool(_TOOL_TEMPLATE.search(chat_template or ""))
 
 
 def supports_thinking(chat_template: str, tags: Iterable[str] = ()) -> bool:
     """A chat template with `enable_thinking` or `<think>`, or a reasoning tag."""
-    if {t.lower() for t in tags} & _THINKING_TAGS:
+    if _tag_set(tags) & _THINKING_TAGS:
         return True
     return bool(_THINKING_TEMPLATE.search(chat_template or ""))
 
@@ -228,20 +247,27 @@ def parameter_count(
     From the Hub's safetensors counts when there are any. MLX quantized checkpoints store weights
     packed in U32 words (32 / bits weights per word) plus a bf16 scale and bias per group, so the
     counts are unpacked. Otherwise an estimate from the config's dimensions, else from the name.
+    A count beyond `MAX_PARAMETERS` is nonsense: the next source is used.
     """
-    counts = {str(k).upper(): int(v) for k, v in (safetensors_parameters or {}).items() if v}
+    counts: dict[str, int] = {}
+    if isinstance(safetensors_parameters, Mapping):
+        for dtype, value in safetensors_parameters.items():
+            if (count := _int(value, 1)) is not None:
+                counts[str(dtype).upper()] = counts.get(str(dtype).upper(), 0) + count
     if counts:
         packed = counts.pop("U32", 0)
         rest = sum(counts.values())
         if packed and bits and bits < 16:
             quantized = packed * 32 // bits
             scales_and_biases = 2 * quantized // (group_size or 64)
-            return quantized + max(0, rest - scales_and_biases), False
-        return packed + rest, False
-    if (estimate := _parameters_from_config(config)) is not None:
-        return estimate, True
-    if (from_name := _parameters_from_name(repo_id)) is not None:
-        return from_name, True
+            total = quantized + max(0, rest - scales_and_biases)
+        else:
+            total = packed + rest
+        if total <= MAX_PARAMETERS:
+            return total, False
+    for estimate in (_parameters_from_config(config), _parameters_from_name(repo_id)):
+        if estimate is not None and 0 < estimate <= MAX_PARAMETERS:
+            return estimate, True
     return None, False
 
 
@@ -252,13 +278,18 @@ def estimate_size(
     group_size: int | None = None,
 ) -> tuple[int | None, bool]:
     """`(bytes, estimated)`: the Hub's `usedStorage` when known, else parameters x bits / 8
-    (plus a 16-bit scale and bias per group for quantized weights)."""
-    if used_storage:
-        return int(used_storage), False
-    if not parameters or not bits:
+    (plus a 16-bit scale and bias per group for quantized weights); None beyond
+    `MAX_SIZE_BYTES`."""
+    if (stored := _int(used_storage, 1, MAX_SIZE_BYTES)) is not None:
+        return stored, False
+    parameters = _int(parameters, 1, MAX_PARAMETERS)
+    bits = _int(bits, *BITS_RANGE)
+    if parameters is None or bits is None:
         return None, False
-    effective_bits = bits + (32 / (group_size or 64) if bits < 16 else 0)
-    return int(parameters * effective_bits / 8), True
+    group_size = _int(group_size, *GROUP_SIZE_RANGE) or 64
+    effective_bits = bits + (32 / group_size if bits < 16 else 0)
+    size = int(parameters * effective_bits / 8)
+    return (size, True) if size <= MAX_SIZE_BYTES else (None, False)
 
 
 def extract(
@@ -319,16 +350,22 @@ def format_context(tokens: int | None) -> str:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _int(value: Any) -> int | None:
+def _int(value: Any, low: int = 0, high: int = MAX_CONFIG_INT) -> int | None:
+    """An integer within `low..high` (also an integral float, or a short string of digits),
+    else None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
+    integral_float = isinstance(value, float) and value.is_integer()  # never NaN or infinite
+    digits = isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 17
+    if integral_float or digits:
+        value = int(value)
+    if isinstance(value, int) and low <= value <= high:
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
     return None
+
+
+def _tag_set(tags: Iterable[Any]) -> set[str]:
+    return {t.lower() for t in tags if isinstance(t, str)}
 
 
 def _architectures(config: Mapping[str, Any]) -> list[str]:

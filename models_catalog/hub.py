@@ -12,12 +12,15 @@ no hidden retries, and the `next` cursor kept so that "next page" is a bookmarka
 Rate limits: a 429 opens a window (its `Retry-After`, else a minute) during which every call
 here raises `HubRateLimited` at once, without a request, so a burst of concurrent reads stops
 firing as soon as the Hub pushes back.
+
+What the Hub answers, and what a model's files hold (on the Hub or in the local cache), is read
+through `hub_data` (NaN, 1e309, wrong types, huge strings and deep nesting cleaned or refused),
+and files are read up to a size limit: a repo's author cannot make a page fail.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import threading
 import time
@@ -42,7 +45,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import ModelInfo
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-from models_catalog import hub_files
+from models_catalog import hub_data, hub_files
 from models_catalog.local import local_model_path
 from models_catalog.validators import validate_repo_id
 
@@ -62,6 +65,10 @@ LIST_EXPAND = [
 CURSOR_PATTERN = re.compile(r"[A-Za-z0-9_\-=.%+/]{1,512}")
 #: At most this much of a README is read.
 README_MAX_BYTES = 256 * 1024
+#: A `config.json` or `tokenizer_config.json` longer than this is not read.
+JSON_FILE_MAX_BYTES = hub_data.MAX_JSON_BYTES
+#: A page of search results longer than this is not read (30 models are ~200 KB).
+LISTING_MAX_BYTES = 64 << 20
 #: Seconds the portal stops calling the Hub after a 429 that carried no `Retry-After`.
 DEFAULT_RATE_LIMIT_WAIT = 60
 
@@ -107,6 +114,12 @@ class HubServerError(HubError):
 
 class HubBadRequest(HubError):
     kind = "bad_request"
+
+
+class HubBadData(HubError):
+    """The Hub answered, or a model's file holds, something the portal cannot use."""
+
+    kind = "bad_data"
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -176,11 +189,12 @@ class HubPage:
     items: list[dict[str, Any]] = field(default_factory=list)
 
 
-def page_from_items(items: list[dict[str, Any]], next_cursor: str | None) -> HubPage:
-    """A `HubPage` from the JSON items of `/api/models` (as the Hub sent them, or cached)."""
+def page_from_items(items: list[Any], next_cursor: str | None) -> HubPage:
+    """A `HubPage` from the JSON items of `/api/models` (as the Hub sent them, or cached), each
+    cleaned by `hub_data.model_item`; what is not a model is left out."""
     kept, models = [], []
-    for item in items:
-        if isinstance(item, dict) and item.get("id"):
+    for raw in items:
+        if (item := hub_data.model_item(raw)) is not None:
             kept.append(item)
             models.append(ModelInfo(**{"siblings": None, **item}))
     return HubPage(models=models, next_cursor=next_cursor, items=kept)
@@ -219,7 +233,7 @@ def list_models_page(
             timeout=access.timeout,
         )
         hf_raise_for_status(response)
-        items = response.json()
+        items = hub_data.loads(response.content, max_bytes=LISTING_MAX_BYTES)
     if not isinstance(items, list):
         raise HubServerError("Hugging Face answered the search with something unexpected.")
     return page_from_items(items, _next_cursor(response))
@@ -241,8 +255,8 @@ def model_info(repo_id: str) -> ModelInfo:
     validate_repo_id(repo_id)
     access = current_access()
     with _translate_errors(f"look up {repo_id}", access, repo_id=repo_id):
-        return HfApi(endpoint=access.endpoint, token=access.token or False).model_info(
-            repo_id, files_metadata=True, timeout=access.timeout
+        return hub_files.model_info(
+            repo_id, endpoint=access.endpoint, token=access.token, timeout=access.timeout
         )
 
 
@@ -291,7 +305,7 @@ def fetch_chat_template(repo_id: str, access: HubAccess) -> str:
         tokenizer_config = _fetch_json(repo_id, "tokenizer_config.json", access)
     except HubNotFound:
         return ""
-    return _template_text(tokenizer_config.get("chat_template"))
+    return hub_data.chat_template(tokenizer_config.get("chat_template"))
 
 
 def fetch_readme(repo_id: str) -> str:
@@ -301,10 +315,10 @@ def fetch_readme(repo_id: str) -> str:
         readme = local / "README.md"
         return _read_text(readme, README_MAX_BYTES) if readme.is_file() else ""
     try:
-        raw = _fetch_bytes(repo_id, "README.md", current_access())
+        raw = _fetch_bytes(repo_id, "README.md", current_access(), README_MAX_BYTES, cut=True)
     except HubNotFound:
         return ""
-    return raw[:README_MAX_BYTES].decode("utf-8", "replace")
+    return hub_data.text(raw.decode("utf-8", "replace"))
 
 
 def hub_url(repo_id: str) -> str:
@@ -315,62 +329,83 @@ def hub_url(repo_id: str) -> str:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _fetch_bytes(repo_id: str, filename: str, access: HubAccess) -> bytes:
+def _fetch_bytes(
+    repo_id: str, filename: str, access: HubAccess, limit: int, *, cut: bool = False
+) -> bytes:
+    """The file's bytes, read as they arrive and never more than `limit`: a longer file is cut
+    there (`cut`) or refused (HubBadData)."""
     url = hf_hub_url(repo_id, filename, endpoint=access.endpoint)
     action = f"read {filename} of {repo_id}"
-    with _translate_errors(action, access, repo_id=repo_id, filename=filename):
-        response = get_session().get(url, headers=_headers(access), timeout=access.timeout)
+    with (
+        _translate_errors(action, access, repo_id=repo_id, filename=filename),
+        get_session().stream(
+            "GET", url, headers=_headers(access), timeout=access.timeout, follow_redirects=True
+        ) as response,
+    ):
+        if response.status_code >= 400:
+            response.read()  # the error's body, for hf_raise_for_status's message
         hf_raise_for_status(response)
-        return response.content
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > limit:
+                if cut:
+                    return bytes(body[:limit])
+                raise HubBadData(
+                    f"{filename} of {repo_id} is larger than {limit // 1024:,} KiB: the portal "
+                    "does not read it."
+                )
+        return bytes(body)
 
 
 def _fetch_json(repo_id: str, filename: str, access: HubAccess) -> dict[str, Any]:
-    raw = _fetch_bytes(repo_id, filename, access)
+    raw = _fetch_bytes(repo_id, filename, access, JSON_FILE_MAX_BYTES)
+    return _json_object(raw, f"{filename} of {repo_id}")
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """A JSON object from a model's file (cleaned by `hub_data`), else HubBadData."""
     try:
-        value = json.loads(raw)
-    except ValueError:
-        raise HubBadRequest(f"{filename} of {repo_id} is not valid JSON.") from None
+        value = hub_data.loads(raw, max_bytes=JSON_FILE_MAX_BYTES)
+    except hub_data.HubDataError as exc:
+        raise HubBadData(f"{what} cannot be used: {exc.message}.") from None
     if not isinstance(value, dict):
-        raise HubBadRequest(f"{filename} of {repo_id} is not a JSON object.")
+        raise HubBadData(f"{what} is not a JSON object.")
     return value
 
 
 def _local_files(snapshot: Path) -> ModelFiles:
     errors = []
     try:
-        config = json.loads(_read_text(snapshot / "config.json"))
-    except (OSError, ValueError) as exc:
+        config = _json_object(_read_bytes(snapshot / "config.json"), "config.json on disk")
+    except OSError as exc:
         config, errors = None, [f"config.json on disk is unreadable: {exc}"]
+    except HubBadData as exc:
+        config, errors = None, [exc.message]
     template = ""
     tokenizer_config = snapshot / "tokenizer_config.json"
     if tokenizer_config.is_file():
         try:
-            template = _template_text(json.loads(_read_text(tokenizer_config)).get("chat_template"))
-        except (OSError, ValueError, AttributeError):
+            raw = _read_bytes(tokenizer_config)
+            template = hub_data.chat_template(_json_object(raw, "").get("chat_template"))
+        except (OSError, HubBadData):
             template = ""
     jinja = snapshot / "chat_template.jinja"
     if not template and jinja.is_file():
-        template = _read_text(jinja)
-    return ModelFiles(
-        config=config if isinstance(config, dict) else None,
-        chat_template=template,
-        source="local",
-        errors=errors,
-    )
+        template = hub_data.chat_template(_read_text(jinja))
+    return ModelFiles(config=config, chat_template=template, source="local", errors=errors)
 
 
-def _read_text(path: Path, limit: int = 8 << 20) -> str:
+def _read_bytes(path: Path, limit: int = JSON_FILE_MAX_BYTES) -> bytes:
+    """At most `limit` + 1 bytes of the file (one more than `hub_data.loads` accepts, so that
+    a longer file is refused as too large, not read as cut-off JSON)."""
     with open(path, "rb") as handle:
-        return handle.read(limit).decode("utf-8", "replace")
+        return handle.read(limit + 1)
 
 
-def _template_text(value: Any) -> str:
-    """A chat template is a string, or a list of named templates (`[{name, template}]`)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "\n".join(str(t.get("template", "")) for t in value if isinstance(t, dict))
-    return ""
+def _read_text(path: Path, limit: int = JSON_FILE_MAX_BYTES) -> str:
+    with open(path, "rb") as handle:
+        return hub_data.text(handle.read(limit).decode("utf-8", "replace"))
 
 
 # --- rate limits --------------------------------------------------------------------------------
@@ -427,6 +462,11 @@ def _translate_errors(
         yield
     except HubError:
         raise
+    except hub_data.HubDataError as exc:
+        raise HubBadData(
+            f"Hugging Face answered with something the portal cannot use when trying to {action} "
+            f"({exc.message}). If it lasts, the repo's metadata is broken."
+        ) from exc
     except GatedRepoError as exc:
         raise _auth_error(access, repo_id, exc) from exc
     except EntryNotFoundError as exc:

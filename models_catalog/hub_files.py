@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx2
 from django.conf import settings
@@ -32,9 +33,10 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.hf_api import ModelInfo
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-from models_catalog import crypto
+from models_catalog import crypto, hub_data
 
 logger = logging.getLogger(__name__)
 
@@ -144,17 +146,47 @@ def whoami(token: str) -> str:
 
 # --- the file list --------------------------------------------------------------------------
 
+#: The largest answer about one model that is read (a model with thousands of files is ~2 MB).
+MODEL_INFO_MAX_BYTES = 32 << 20
+
+
+def model_info(
+    repo_id: str,
+    *,
+    endpoint: str,
+    token: str | None,
+    timeout: float,
+    revision: str | None = None,
+) -> ModelInfo:
+    """`HfApi.model_info(files_metadata=True)`, with the Hub's answer read through `hub_data`
+    (`model_item`): what a repo's author wrote into it (NaN, 1e309, wrong types, huge strings)
+    arrives cleaned, never as an exception or a value no column can hold. Raises what
+    huggingface_hub raises for the Hub's errors, and `hub_data.HubDataError`."""
+    path = f"{endpoint}/api/models/{repo_id}"
+    if revision is not None:
+        path += f"/revision/{quote(revision, safe='')}"
+    response = get_session().get(
+        path,
+        headers=build_hf_headers(token=token or False),
+        params={"blobs": True},
+        timeout=timeout,
+    )
+    hf_raise_for_status(response)
+    item = hub_data.model_item(hub_data.loads(response.content, max_bytes=MODEL_INFO_MAX_BYTES))
+    if item is None:
+        raise hub_data.HubDataError("it does not describe a model")
+    return ModelInfo(**{"siblings": None, **item})
+
 
 def fetch_manifest(repo_id: str, revision: str, token: str | None) -> Manifest:
     """The repo's commit and every file with its size and hashes (one model_info call)."""
-    api = HfApi(endpoint=settings.HF_ENDPOINT, token=token or False)
     try:
-        info = api.model_info(
+        info = model_info(
             repo_id,
-            revision=revision,
-            files_metadata=True,
+            endpoint=settings.HF_ENDPOINT,
+            token=token,
             timeout=API_TIMEOUT,
-            token=token or False,
+            revision=revision,
         )
     except _HUB_ERRORS as exc:
         raise translate(exc, repo_id, token) from None
@@ -164,13 +196,15 @@ def fetch_manifest(repo_id: str, revision: str, token: str | None) -> Manifest:
         blob = sha256 or sibling.blob_id
         if not blob or not _HEX_ID.fullmatch(blob):
             raise HubError(f"Hugging Face did not give the hash of {sibling.rfilename}: try again.")
+        size = sibling.size if sibling.size is not None else (sibling.lfs and sibling.lfs.size)
+        if size is None:
+            raise HubError(
+                f"Hugging Face did not give a usable size for {sibling.rfilename} of {repo_id}, "
+                "so the portal cannot check what it downloads: try again later."
+            )
         files.append(
             RepoFile(
-                path=sibling.rfilename,
-                size=int(sibling.size or (sibling.lfs.size if sibling.lfs else 0) or 0),
-                blob=blob,
-                sha256=sha256,
-                git_oid=sibling.blob_id,
+                path=sibling.rfilename, size=size, blob=blob, sha256=sha256, git_oid=sibling.blob_id
             )
         )
     if not info.sha:
@@ -318,6 +352,14 @@ def finalize_snapshot(manifest: Manifest, token: str | None) -> Path:
         )
     except _HUB_ERRORS as exc:
         raise translate(exc, manifest.repo_id, token) from None
+    except (TypeError, KeyError, AttributeError) as exc:
+        # huggingface_hub reads the Hub's answer about the repo itself here (ModelInfo), and
+        # fails on metadata of the wrong shape: the run fails with this message, not a traceback.
+        raise HubError(
+            f"huggingface_hub could not read Hugging Face's answer about {manifest.repo_id} "
+            f"({exc.__class__.__name__}: {exc}"[:300]
+            + "). The files downloaded so far are kept and verified: retry later."
+        ) from None
     return Path(path)
 
 
@@ -340,6 +382,11 @@ def translate(exc: BaseException, repo_id: str, token: str | None) -> HubError:
     """A Hub exception as a message that says what to do."""
     if isinstance(exc, HubError):
         return exc
+    if isinstance(exc, hub_data.HubDataError):
+        return HubError(
+            f"Hugging Face's answer about {repo_id} cannot be used ({exc.message}): the repo's "
+            "metadata is broken. Try again later, or ask its author to fix it."
+        )
     if isinstance(exc, GatedRepoError):
         if not token:
             return HubError(

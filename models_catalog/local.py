@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,7 +13,11 @@ from django.core.exceptions import ValidationError
 from huggingface_hub import scan_cache_dir
 from huggingface_hub.errors import CacheNotFound
 
+from models_catalog import hub_data
 from models_catalog.validators import path_inside, validate_repo_id
+
+#: Larger vocabularies than any model has (the largest are ~260K tokens) are not believed.
+MAX_VOCAB_SIZE = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -108,15 +111,21 @@ def vocab_size(repo_id: str, root: Path | None = None) -> int | None:
         return _vocab_sizes[key]
     try:
         path = local_model_path(repo_id, root)
-        data = json.loads((path / "config.json").read_text()) if path else None
-    except (ValidationError, OSError, ValueError):
+        data = hub_data.loads(_head(path / "config.json")) if path else None
+    except (ValidationError, OSError, ValueError):  # hub_data.HubDataError is a ValueError
         return None
     if not isinstance(data, dict):
         return None
     text = data.get("text_config")
     for section in (data, text if isinstance(text, dict) else {}):
-        value = section.get("vocab_size")
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        value = hub_data.number(section.get("vocab_size"), 1, MAX_VOCAB_SIZE)
+        if value is not None:
             _vocab_sizes[key] = value
             return value
     return None
+
+
+def _head(path: Path) -> bytes:
+    """The file's bytes, one more than `hub_data.loads` accepts at most (it refuses more)."""
+    with open(path, "rb") as handle:
+        return handle.read(hub_data.MAX_JSON_BYTES + 1)

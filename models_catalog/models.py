@@ -15,6 +15,7 @@ from models_catalog.characteristics import (
 )
 from models_catalog.fit import Fit, fit
 from models_catalog.hosts import collect_facts
+from models_catalog.hub_data import StoredJSONDecoder, chat_template
 from models_catalog.validators import validate_repo_id
 
 
@@ -152,14 +153,18 @@ class CatalogModel(models.Model):
     gated = models.CharField(max_length=16, blank=True)  # "", "auto" or "manual"
     pipeline_tag = models.CharField(max_length=64, blank=True)
     library_name = models.CharField(max_length=64, blank=True)
-    tags = models.JSONField(default=list, blank=True)
+    # What the Hub said is cleaned when it is read (models_catalog/hub_data.py), and again when
+    # a JSON column is loaded (StoredJSONDecoder): rows stored before those rules still load.
+    tags = models.JSONField(default=list, blank=True, decoder=StoredJSONDecoder)
     used_storage = models.BigIntegerField(null=True, blank=True)
-    safetensors_parameters = models.JSONField(null=True, blank=True)  # dtype -> count
-    api_config = models.JSONField(null=True, blank=True)  # the Hub's short `config` field
+    # dtype -> count
+    safetensors_parameters = models.JSONField(null=True, blank=True, decoder=StoredJSONDecoder)
+    # the Hub's short `config` field
+    api_config = models.JSONField(null=True, blank=True, decoder=StoredJSONDecoder)
     listed_at = models.DateTimeField(null=True, blank=True)
 
     # config.json and the chat template, read once (local cache first, then the Hub).
-    config = models.JSONField(null=True, blank=True)
+    config = models.JSONField(null=True, blank=True, decoder=StoredJSONDecoder)
     chat_template = models.TextField(blank=True)
     config_source = models.CharField(max_length=8, blank=True)  # "local" or "hub"
     config_sha = models.CharField(max_length=64, blank=True)
@@ -182,7 +187,8 @@ class CatalogModel(models.Model):
     size_estimated = models.BooleanField(default=False)
 
     # The detail page: files with sizes and a README excerpt.
-    files = models.JSONField(null=True, blank=True)  # [{"name": ..., "size": ...}]
+    # [{"name": ..., "size": ...}]
+    files = models.JSONField(null=True, blank=True, decoder=StoredJSONDecoder)
     readme_excerpt = models.TextField(blank=True)
     detail_fetched_at = models.DateTimeField(null=True, blank=True)
 
@@ -223,17 +229,19 @@ class CatalogModel(models.Model):
     def characteristics(self) -> Characteristics:
         """Characteristics from everything known: config.json (else the Hub's short config),
         chat template, tags, safetensors counts and the repo name."""
-        api_config = self.api_config or {}
-        config = self.config if self.config is not None else api_config
+        # Each stored value is used only in the shape it should have: a row stored by an
+        # older release (or by hand) may hold anything.
+        api_config = self.api_config if isinstance(self.api_config, dict) else {}
+        config = self.config if isinstance(self.config, dict) else api_config
         template = self.chat_template
         if not template:
-            tokenizer = api_config.get("tokenizer_config") or {}
+            tokenizer = api_config.get("tokenizer_config")
             if isinstance(tokenizer, dict):
-                template = str(tokenizer.get("chat_template") or "")
+                template = chat_template(tokenizer.get("chat_template"))
         return extract(
             config,
             chat_template=template,
-            tags=self.tags or [],
+            tags=self.tags if isinstance(self.tags, list) else [],
             repo_id=self.repo_id,
             safetensors_parameters=self.safetensors_parameters,
         )

@@ -19,6 +19,10 @@ It serves what ``huggingface_hub`` 2.4 requests (read from its source, not guess
   sent, so the client takes the plain HTTP path.
 * ``GET /api/whoami-v2`` — token checks.
 
+Hostile metadata: a field given as :class:`RawJSON` goes out exactly as written (``1e309``,
+``NaN``, ``-Infinity``, deep nesting, wrong types), as a repo's author could make the Hub send it;
+files are served as the bytes given, so a ``config.json`` can hold anything.
+
 Errors have the Hub's shape: JSON ``{"error": …}`` with ``X-Error-Code`` (``RepoNotFound``,
 ``EntryNotFound``, ``RevisionNotFound``, ``GatedRepo``) and ``X-Error-Message``, which
 ``hf_raise_for_status`` maps to ``RepositoryNotFoundError``, ``RemoteEntryNotFoundError``,
@@ -87,6 +91,42 @@ _EPOCH = "2025-06-01T12:00:00.000Z"
 
 
 # --- data model -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawJSON:
+    """A Hub API field sent as this exact JSON text (``RawJSON("1e309")``, ``RawJSON("NaN")``,
+    ``RawJSON("[" * 10000 + "]" * 10000)``…), not as ``json.dumps`` would write it. ``value`` is
+    what the fake hub itself sorts and filters on (``None``: as if the field were missing)."""
+
+    text: str
+    value: Any = None
+
+
+def _plain(value: Any) -> Any:
+    """What the fake hub itself uses of a field's value (a :class:`RawJSON`'s ``value``)."""
+    return value.value if isinstance(value, RawJSON) else value
+
+
+def dumps(data: Any) -> bytes:
+    """``json.dumps`` (``NaN``/``Infinity`` allowed, as Python writes them), with every
+    :class:`RawJSON` inside ``data`` written as its text."""
+    raws: list[str] = []
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, RawJSON):
+            raws.append(value.text)
+            return f"\x00raw{len(raws) - 1}\x00"
+        if isinstance(value, dict):
+            return {key: swap(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [swap(item) for item in value]
+        return value
+
+    body = json.dumps(swap(data))
+    for index, text in enumerate(raws):
+        body = body.replace(json.dumps(f"\x00raw{index}\x00"), text, 1)
+    return body.encode()
 
 
 @dataclass
@@ -605,7 +645,7 @@ class _Handler(BaseHTTPRequestHandler):
         raise _HubError(401, "Invalid credentials in Authorization header")
 
     def _send_json(self, data: Any, status: int = 200, headers: dict | None = None) -> None:
-        body = json.dumps(data).encode()
+        body = dumps(data)
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -725,7 +765,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HubError(400, f"Invalid sort parameter: {sort}")
         descending = (_first(query, "direction") or "-1") != "1"
         repos.sort(key=lambda r: r.repo_id)
-        repos.sort(key=lambda r: r.field(sort) or 0, reverse=descending)
+        repos.sort(key=lambda r: _sort_value(r, sort), reverse=descending)
 
         try:
             limit = int(_first(query, "limit") or 0) or None
@@ -937,11 +977,22 @@ def _list_fields(query: dict[str, list[str]]) -> list[str]:
 
 
 def _filter_terms(repo: HubRepo) -> set[str]:
-    terms = set(repo.field("tags") or [])
+    tags = _plain(repo.field("tags"))
+    terms = {t for t in tags if isinstance(t, str)} if isinstance(tags, list) else set()
     for name in ("library_name", "pipeline_tag"):
-        if value := repo.field(name):
+        if isinstance(value := _plain(repo.field(name)), str) and value:
             terms.add(value)
     return terms
+
+
+def _sort_value(repo: HubRepo, sort: str) -> Any:
+    """The repo's value of a sort key; one of the wrong type (hostile metadata) sorts as
+    missing."""
+    missing: Any = {"id": "", "lastModified": _EPOCH, "createdAt": _EPOCH}.get(sort, 0)
+    value = _plain(repo.field(sort))
+    if isinstance(value, bool) or not isinstance(value, type(missing)):
+        return missing
+    return value or missing
 
 
 def _first(query: dict[str, list[str]], name: str) -> str | None:
@@ -1017,14 +1068,15 @@ def _derive_meta(repo_id: str, files: dict[str, HubFile]) -> dict[str, Any]:
         tags.append(library)
     if any(p.endswith(".safetensors") for p in files):
         tags.append("safetensors")
-    if config and config.get("model_type"):
+    if config and isinstance(config.get("model_type"), str) and config["model_type"]:
         tags.append(config["model_type"])
     pipeline = card_data.get("pipeline_tag")
     if pipeline:
         meta["pipeline_tag"] = pipeline
         tags.append(pipeline)
-    for tag in card_data.get("tags") or []:
-        if tag not in tags:
+    card_tags = card_data.get("tags")
+    for tag in card_tags if isinstance(card_tags, list) else []:
+        if isinstance(tag, str) and tag not in tags:
             tags.append(tag)
     if tokenizer_config and tokenizer_config.get("chat_template"):
         tags.append("conversational")
@@ -1072,7 +1124,7 @@ def _read_json(hub_file: HubFile | None) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # hostile files are served, not read
         return None
     return value if isinstance(value, dict) else None
 
