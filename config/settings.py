@@ -319,6 +319,11 @@ def _networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddres
     with what to write when one is neither."""
     raw = env.str(name, default=default)
     networks = []
+# A tile says so when a running server has worked on one request this long (one long prompt
+# keeps a server from everyone else; the model server stops it when its client leaves).
+SERVER_BUSY_NOTICE_SECONDS = _bounded(
+    "MLX_PORTAL_SERVER_BUSY_NOTICE_SECONDS", 60, 1, 86400, "seconds"
+)
     for item in filter(None, (part.strip() for part in raw.split(","))):
         try:
             networks.append(ipaddress.ip_network(item, strict=False))

@@ -17,6 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import jinja2
+import jinja2.ext
+import jinja2.meta
+
 # model_type (lower case) -> display family. The ONE table; unknown types show their raw value.
 FAMILIES: dict[str, str] = {
     **dict.fromkeys(
@@ -411,3 +415,48 @@ def _parameters_from_name(repo_id: str) -> int | None:
         value, unit = float(match.group(1)), match.group(2).lower()
         return int(value * (1e9 if unit == "b" else 1e6))
     return None
+
+
+class _GenerationTag(jinja2.ext.Extension):
+    """`{% generation %}…{% endgeneration %}`, the tag transformers adds to jinja for templates
+    that mark the assistant's tokens: read as its body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: Any) -> list:
+        next(parser.stream)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+
+# The names a chat template gets from transformers' apply_chat_template (or jinja itself), and
+# its own arguments: never a chat-template kwarg of a request (`padding`/`max_length` padded a
+# prompt to 57,000 tokens), whatever a template reads.
+TEMPLATE_RESERVED = frozenset(
+    {
+        "messages", "conversation", "tools", "documents", "add_generation_prompt",
+        "continue_final_message", "bos_token", "eos_token", "pad_token", "unk_token",
+        "sep_token", "cls_token", "mask_token", "raise_exception", "strftime_now",
+        "chat_template", "tokenize", "padding", "truncation", "max_length", "return_tensors",
+        "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs", "add_special_tokens",
+        "pad_to_multiple_of", "padding_side", "return_attention_mask", "processor_kwargs",
+    }
+)  # fmt: skip
+
+
+def template_variables(templates: Iterable[str]) -> frozenset[str] | None:
+    """The variables a request may set for the chat templates `templates` (the names they
+    read, less TEMPLATE_RESERVED); None when there is no template, or one jinja cannot parse."""
+    templates = list(templates)
+    if not templates:
+        return None
+    # Only parsed, never rendered: autoescaping does not apply.
+    environment = jinja2.Environment(  # noqa: S701
+        extensions=["jinja2.ext.loopcontrols", _GenerationTag]
+    )
+    names: set[str] = set()
+    for template in templates:
+        try:
+            names |= jinja2.meta.find_undeclared_variables(environment.parse(template))
+        except (jinja2.TemplateError, RecursionError):
+            return None
+    return frozenset(names - TEMPLATE_RESERVED)

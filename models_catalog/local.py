@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from django.core.exceptions import ValidationError
 from huggingface_hub import scan_cache_dir
 from huggingface_hub.errors import CacheNotFound
 
-from models_catalog import hub_data
+from models_catalog import characteristics, hub_data
 from models_catalog.validators import path_inside, validate_repo_id
 
 #: Larger vocabularies than any model has (the largest are ~260K tokens) are not believed.
@@ -129,3 +130,71 @@ def _head(path: Path) -> bytes:
     """The file's bytes, one more than `hub_data.loads` accepts at most (it refuses more)."""
     with open(path, "rb") as handle:
         return handle.read(hub_data.MAX_JSON_BYTES + 1)
+
+
+# --- what the gateway checks a request against ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServingFacts:
+    """A local model's limits for requests, read from its files on this host."""
+
+    vocab_size: int | None
+    context_length: int | None
+    # The variables its chat template reads (None: no template could be read).
+    template_variables: frozenset[str] | None
+
+
+_serving_facts: dict[tuple[str, Path], ServingFacts] = {}
+
+
+def serving_facts(repo_id: str, root: Path | None = None) -> ServingFacts:
+    """The model's vocabulary size, context length and chat-template variables; all unknown
+    when the model is not on disk. Remembered per process once the model is on disk (its
+    files do not change; the gateway asks before every request's first token)."""
+    root = root or cache_dir()
+    if (known := _serving_facts.get((repo_id, root))) is not None:
+        return known
+    try:
+        path = local_model_path(repo_id, root)
+    except ValidationError:
+        path = None
+    if path is None:
+        return ServingFacts(None, None, None)
+    config = _json_file(path / "config.json")
+    facts = ServingFacts(
+        vocab_size=vocab_size(repo_id, root),
+        context_length=characteristics.context_length(config) if config else None,
+        template_variables=characteristics.template_variables(_chat_templates(path)),
+    )
+    _serving_facts[(repo_id, root)] = facts
+    return facts
+
+
+def _json_file(path: Path) -> dict | None:
+    try:
+        data = hub_data.loads(_head(path))
+    except (OSError, ValueError):  # hub_data.HubDataError is a ValueError
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _chat_templates(snapshot: Path) -> list[str]:
+    """Every chat template of a model as transformers finds them: `chat_template.jinja`,
+    `chat_template.json`, or `tokenizer_config.json` (a string, or a list of named ones)."""
+    templates: list[str] = []
+    jinja = snapshot / "chat_template.jinja"
+    if jinja.is_file():
+        with contextlib.suppress(OSError):
+            templates.append(_head(jinja).decode("utf-8", errors="replace"))
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        value = (_json_file(snapshot / name) or {}).get("chat_template")
+        if isinstance(value, str):
+            templates.append(value)
+        elif isinstance(value, list):
+            templates += [
+                t["template"]
+                for t in value
+                if isinstance(t, dict) and isinstance(t.get("template"), str)
+            ]
+    return templates

@@ -57,6 +57,10 @@ def read_json(request: HttpRequest) -> object:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise GatewayError("The request body is not valid JSON.", code="invalid_json") from None
+    except RecursionError:
+        raise GatewayError(
+            "The request body is nested too deeply to be read.", code="invalid_json"
+        ) from None
 
 
 def _method_not_allowed(allowed: str) -> JsonResponse:

@@ -35,9 +35,11 @@ class ServerOptions:
     prompt_concurrency: int = 8
     kv_bits: int | None = None
     trust_remote_code: bool = False
+    # The model's context (from its config.json): longer prompts are refused (mlx_entry.py).
+    context_length: int | None = None
 
     @classmethod
-    def from_profile(cls, profile: Any) -> ServerOptions:
+    def from_profile(cls, profile: Any, context_length: int | None = None) -> ServerOptions:
         return cls(
             port=profile.port,
             temperature=profile.temperature,
@@ -52,6 +54,7 @@ class ServerOptions:
             prompt_concurrency=profile.prompt_concurrency,
             kv_bits=profile.kv_bits,
             trust_remote_code=profile.trust_remote_code,
+            context_length=context_length,
         )
 
 
@@ -99,4 +102,6 @@ def build_server_command(
         argv += ["--kv-bits", str(int(options.kv_bits))]
     if options.trust_remote_code:
         argv.append("--trust-remote-code")
+    if options.context_length is not None:
+        argv += ["--portal-context-length", str(int(options.context_length))]
     return argv

@@ -15,7 +15,7 @@ from django.conf import settings
 
 from accounts.api_keys import still_allowed
 from config.rows import first_row
-from models_catalog.local import vocab_size
+from models_catalog.local import serving_facts
 from servers import hop, services
 from servers.gateway import ClientGone, GatewayError, Measure, Relay, build_upstream_body, send
 from servers.models import ServerInstance, ServerProfile, State
@@ -95,6 +95,20 @@ def server_url(profile: ServerProfile, timeout: float | None = None) -> str:
         raise GatewayError(str(exc), 503, code="server_unavailable") from None
 
 
+def request_limits(profile: ServerProfile) -> dict:
+    """What build_upstream_body checks a request for `profile` against: its model's facts on
+    this host, or nothing for another host's model (that host's hop checks with its own)."""
+    if not profile.host.is_this_machine:
+        return {}
+    facts = serving_facts(profile.model_id)
+    return {
+        "vocab_size": facts.vocab_size,
+        "context_length": facts.context_length,
+        # A template that cannot be read lets a request set only `enable_thinking`.
+        "template_variables": facts.template_variables or frozenset(),
+    }
+
+
 def is_ready(profile: ServerProfile) -> bool:
     return ServerInstance.objects.filter(profile=profile, state=State.RUNNING).exists()
 
@@ -126,7 +140,7 @@ def start(
             endpoint=endpoint,
             max_tokens_cap=profile.max_tokens,
             # Another host's hop checks with its own copy of the model (hop_views.py).
-            vocab_size=vocab_size(profile.model_id) if profile.host.is_this_machine else None,
+            **request_limits(profile),
         )
         url, headers = hop.route(profile.host, server_url(profile, start_timeout), profile.slug)
         measure = Measure()  # times start when the request leaves for the server

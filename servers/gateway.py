@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from servers.validation import check_chat_template_args
+
 log = logging.getLogger(__name__)
 
 
@@ -307,17 +309,21 @@ def _messages(value: Any) -> list[dict]:
 
 
 def _tool_calls(value: Any, index: int) -> list:
-    """A message's earlier tool calls, as OpenAI sends them back: mlx_lm.server reads each
-    `function` and parses a string `arguments` as JSON (anything else made it fail)."""
+    """A message's earlier tool calls, as OpenAI sends them back. mlx_lm.server parses a string
+    `arguments` as JSON, and its chat template reads an object. A model may have written
+    arguments that are not JSON, and an agent sends them back as they were: such text reaches
+    the template as text (sent JSON-encoded, so mlx_lm's parse gives the text back) rather
+    than failing the conversation."""
     param = f"messages[{index}].tool_calls"
     problem = GatewayError(
         f'{param} must be a list of objects like {{"type": "function", "function": '
-        f'{{"name": "…", "arguments": "{{…}}"}}}} (arguments: a JSON object).',
+        f'{{"name": "…", "arguments": "{{…}}"}}}} (arguments: a JSON object, or a string).',
         param=param,
         code="invalid_value",
     )
     if not isinstance(value, list):
         raise problem
+    calls = []
     for call in value:
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
@@ -325,23 +331,81 @@ def _tool_calls(value: Any, index: int) -> list:
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
             try:
-                arguments = json.loads(arguments)
-            except ValueError:
-                raise problem from None
-        if arguments is not None and arguments != "" and not isinstance(arguments, dict):
+                parsed = json.loads(arguments)
+            except (ValueError, RecursionError):
+                parsed = None
+            if not isinstance(parsed, dict):
+                call = {**call, "function": {**function, "arguments": json.dumps(arguments)}}
+        elif arguments is not None and arguments != "" and not isinstance(arguments, dict):
             raise problem
-    return value
+        calls.append(call)
+    return calls
+
+
+# No tokenizer puts more characters than this in a token on average: a prompt longer than a
+# model's context times this is refused before it reaches the server (which counts exactly,
+# servers/mlx_entry.py, but must tokenize the prompt to do so, on the thread that generates
+# for everyone).
+MAX_CHARS_PER_TOKEN = 32
+
+
+def _prompt_characters(out: dict) -> int:
+    """The characters of the text a request sends to the model (its tools' JSON included)."""
+    if "prompt" in out:
+        return len(out["prompt"])
+    total = 0
+    for message in out["messages"]:
+        content = message["content"]
+        if isinstance(content, str):
+            total += len(content)
+        else:
+            total += sum(len(part["text"]) for part in content)
+    if tools := out.get("tools"):
+        total += len(json.dumps(tools))
+    return total
+
+
+def _template_kwargs(value: Any, allowed: frozenset[str] | None) -> dict:
+    """A request's `chat_template_kwargs`: simple values, bounded (servers/validation.py), and
+    only the variables the model's chat template reads (`allowed`; None: not known here, the
+    model's own host checks) or `enable_thinking`."""
+    param = "chat_template_kwargs"
+    if not isinstance(value, dict):
+        raise GatewayError(f"'{param}' must be an object.", param=param, code="invalid_value")
+    try:
+        kwargs = check_chat_template_args(value)
+    except ValueError as exc:
+        raise GatewayError(f"'{param}': {exc}", param=param, code="invalid_value") from None
+    if allowed is None:
+        return kwargs
+    allowed = allowed | {"enable_thinking"}
+    if unknown := sorted(set(kwargs) - allowed):
+        raise GatewayError(
+            f"'{param}' may only set what this model's chat template reads "
+            f"({', '.join(sorted(allowed))}); {', '.join(unknown[:5])[:200]} is not among them.",
+            param=param,
+            code="invalid_value",
+        )
+    return kwargs
 
 
 def build_upstream_body(
-    body: Any, *, endpoint: str, max_tokens_cap: int, vocab_size: int | None = None
+    body: Any,
+    *,
+    endpoint: str,
+    max_tokens_cap: int,
+    vocab_size: int | None = None,
+    context_length: int | None = None,
+    template_variables: frozenset[str] | None = None,
 ) -> dict:
     """The body sent to mlx_lm.server for a client's `body`, or GatewayError (400).
 
     Only allow-listed fields pass; `model` becomes "default_model" (the server's own model:
     any other name would make mlx_lm.server load, or download, that model), `max_tokens` is
     capped by the profile's, and streams always ask for usage so tokens can be counted.
-    `vocab_size` (the model's, when known) bounds `top_k`.
+    What is known of the model (None: not known on this host) bounds the rest: `vocab_size`
+    bounds `top_k` and `logit_bias`, `context_length` the prompt's length, and
+    `template_variables` which `chat_template_kwargs` a request may set.
     """
     if not isinstance(body, dict):
         raise GatewayError("The request body must be a JSON object.", code="invalid_body")
@@ -485,13 +549,15 @@ def build_upstream_body(
                 out["tools"] = tools
         kwargs = body.get("chat_template_kwargs")
         if kwargs is not None:
-            if not isinstance(kwargs, dict):
-                raise GatewayError(
-                    "'chat_template_kwargs' must be an object.",
-                    param="chat_template_kwargs",
-                    code="invalid_value",
-                )
-            out["chat_template_kwargs"] = kwargs
+            out["chat_template_kwargs"] = _template_kwargs(kwargs, template_variables)
+    if context_length and (size := _prompt_characters(out)) > context_length * MAX_CHARS_PER_TOKEN:
+        raise GatewayError(
+            f"This model's maximum context length is {context_length:,} tokens, which holds "
+            f"at most about {context_length * MAX_CHARS_PER_TOKEN:,} characters; the prompt "
+            f"has {size:,}. Shorten the messages (or the prompt) and try again.",
+            param="messages" if endpoint == "chat/completions" else "prompt",
+            code="context_length_exceeded",
+        )
     return out
 
 

@@ -14,8 +14,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from models_catalog.local import vocab_size
-from servers import hop, services
+from servers import completions, hop, services
 from servers.api_views import (
     CLIENT_CLOSED_REQUEST,
     STREAM_HEADERS,
@@ -62,7 +61,7 @@ def hop_view(request: HttpRequest, slug: str, endpoint: str) -> HttpResponse:
             read_json(request),
             endpoint=endpoint,
             max_tokens_cap=profile.max_tokens,
-            vocab_size=vocab_size(profile.model_id),
+            **completions.request_limits(profile),
         )
         url = services.upstream_for(profile)
         if url is None:

@@ -182,6 +182,10 @@ class ServerInstance(models.Model):
     rss = models.PositiveBigIntegerField(null=True, blank=True)  # bytes
     cpu_percent = models.FloatField(null=True, blank=True)  # 100 = one core
     stats_at = models.DateTimeField(null=True, blank=True)
+    # The requests the server is working on (its `GET /portal/status`, servers/mlx_entry.py),
+    # measured with the figures above: {"requests": n, "oldest": {age_seconds,
+    # prompt_tokens_done, prompt_tokens, generated_tokens, stream}}, or None when idle.
+    busy = models.JSONField(null=True, blank=True)
 
     # Supervision.
     restart_count = models.PositiveIntegerField(default=0)

@@ -16,38 +16,79 @@ measure its own machine's processes: another host's servers showed no figures at
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
+from typing import Any
 
+import httpx
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.timesince import timesince
 
 from config import periodic
 from config.periodic import Periodic
-from servers import supervisor
-from servers.models import ACTIVE_STATES, ServerInstance
+from servers import gateway, supervisor
+from servers.mlx_entry import STATUS_PATH
+from servers.models import ACTIVE_STATES, ServerInstance, State
 
 
 def sample_servers(host_name: str | None = None) -> int:
     """Measure every active server of `host_name` (this host) that has a process, and store
-    its figures (rss, cpu_percent, stats_at) on its instance; returns how many were measured.
-    A process that is gone is stored without figures: the supervisor marks it failed."""
+    its figures (rss, cpu_percent, stats_at, and for a running one what it is `busy` with) on
+    its instance; returns how many were measured. A process that is gone is stored without
+    figures: the supervisor marks it failed."""
     rows = ServerInstance.objects.filter(
         profile__host__name=host_name or settings.HOST_NAME,
         state__in=ACTIVE_STATES,
         pid__isnull=False,
-    ).values_list("pk", "pid", "process_create_time")
+    ).values_list("pk", "pid", "process_create_time", "state", "port")
     children = supervisor.children_map() if rows else {}
-    samples = [(pk, supervisor.stats(pid, create_time, children)) for pk, pid, create_time in rows]
+    samples = [
+        (
+            pk,
+            supervisor.stats(pid, create_time, children),
+            server_busy(port) if state == State.RUNNING and port else None,
+        )
+        for pk, pid, create_time, state, port in rows
+    ]
     now = timezone.now()
     with transaction.atomic():  # one commit per pass, after the measuring
-        for pk, sample in samples:
+        for pk, sample, busy in samples:
             ServerInstance.objects.filter(pk=pk).update(
                 rss=sample.rss if sample else None,
                 cpu_percent=sample.cpu_percent if sample else None,
+                busy=busy if sample else None,
                 stats_at=now,
             )
-    return sum(sample is not None for _, sample in samples)
+    return sum(sample is not None for _, sample, _ in samples)
+
+
+def server_busy(port: int) -> dict[str, Any] | None:
+    """What the model server on this host's `port` is working on, from its `GET
+    /portal/status` (servers/mlx_entry.py): {"requests": n, "oldest": its oldest request},
+    or None when it works on nothing (or does not say)."""
+    try:
+        answer = gateway.client().get(f"http://127.0.0.1:{port}{STATUS_PATH}", timeout=1.0)
+        requests = answer.json().get("requests") if answer.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    if not isinstance(requests, list) or not requests:
+        return None
+    fields = ("age_seconds", "prompt_tokens_done", "prompt_tokens", "generated_tokens")
+    number = lambda v: isinstance(v, int | float) and math.isfinite(v)  # noqa: E731
+    oldest = max(
+        (r for r in requests if isinstance(r, dict)),
+        key=lambda r: r["age_seconds"] if number(r.get("age_seconds")) else 0,
+        default={},
+    )
+    return {
+        "requests": len(requests),
+        "oldest": {
+            **{f: oldest[f] for f in fields if number(oldest.get(f))},
+            "stream": oldest.get("stream") is True,
+        },
+    }
 
 
 def max_age() -> timedelta:
@@ -74,3 +115,25 @@ def start_sampler() -> Periodic:
 
 def stop_sampler() -> None:
     periodic.stop("server-stats")
+
+
+def busy_notice(busy: dict[str, Any] | None, now: datetime | None = None) -> str:
+    """What a tile says of a server whose oldest request has taken SERVER_BUSY_NOTICE_SECONDS
+    or more ("" otherwise): one long prompt can keep a server from everyone else (pure but for
+    the setting)."""
+    oldest = (busy or {}).get("oldest") or {}
+    age = oldest.get("age_seconds") or 0
+    if age < settings.SERVER_BUSY_NOTICE_SECONDS:
+        return ""
+    now = now or timezone.now()
+    text = f"Busy for {timesince(now - timedelta(seconds=age), now)} with one request"
+    done, total = oldest.get("prompt_tokens_done") or 0, oldest.get("prompt_tokens") or 0
+    generated = oldest.get("generated_tokens") or 0
+    if generated:
+        text += f": {generated:,} tokens generated"
+    elif total:
+        text += f": reading its prompt, {done:,} of {total:,} tokens"
+    others = busy["requests"] - 1
+    if others > 0:
+        text += f" ({others} more request{'s' if others > 1 else ''} in progress)"
+    return text + "."

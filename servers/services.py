@@ -27,7 +27,7 @@ from django.db.models import Q
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from models_catalog.local import local_model_path
+from models_catalog.local import local_model_path, serving_facts
 from models_catalog.models import Host
 from models_catalog.usage import mark_model_used
 from servers import gateway, supervisor
@@ -359,7 +359,9 @@ def launch(instance_id: int, *, override_memory: bool = False) -> None:
         argv = build_server_command(
             sys.executable,
             plan.model_path,
-            ServerOptions.from_profile(profile),
+            ServerOptions.from_profile(
+                profile, context_length=serving_facts(profile.model_id).context_length
+            ),
             draft_model_path=plan.draft_model_path,
             adapter_path=plan.adapter_path,
         )

@@ -52,7 +52,7 @@ _COLUMNS = (
     "instance__started_at", "instance__exit_code", "instance__log_tail",
     "instance__restart_count", "instance__next_restart_at", "instance__last_error",
     "instance__last_error_kind", "instance__rss", "instance__cpu_percent", "instance__stats_at",
-    "instance__port",
+    "instance__port", "instance__busy",
 )  # fmt: skip
 
 
@@ -77,6 +77,7 @@ class Tile:
     pid: int | None
     rss: str  # "1.2 GB" ("" without fresh figures from its host's worker)
     cpu_percent: float | None
+    busy: str  # "Busy for 3 minutes with one request: …" ("" unless one has taken a while)
     usage: usage.TileStats | None
     reason: str
     state_changed_at: datetime | None
@@ -154,6 +155,7 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
                 pid=r["instance__pid"] if shown == State.RUNNING else None,  # not the last run's
                 rss=filesizeformat(r["instance__rss"]) if measured else "",
                 cpu_percent=r["instance__cpu_percent"] if measured else None,
+                busy=monitor.busy_notice(r["instance__busy"], now) if measured else "",
                 usage=figures.get(r["pk"]),
                 reason=r["instance__reason"] or "",
                 state_changed_at=r["instance__state_changed_at"],

@@ -10,14 +10,19 @@ from typing import Any
 
 from django.conf import settings
 
+from models_catalog.characteristics import TEMPLATE_RESERVED
+
 MAX_TEMPLATE_ARGS = 32
 MAX_TEMPLATE_ARGS_BYTES = 4096
 MAX_TEMPLATE_STRING = 1000
+MAX_TEMPLATE_NUMBER = 1_000_000
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def check_chat_template_args(value: Any) -> dict[str, Any]:
-    """A JSON object of simple values (string, number, true/false, null); raise ValueError."""
+    """A JSON object of simple values (string, number, true/false, null), none of them an
+    argument of the tokenizer rather than of the template (`padding`, `max_length`, …: they
+    padded a prompt to 57,000 tokens); raise ValueError."""
     if isinstance(value, str):
         text = value.strip()
         if not text:
@@ -42,10 +47,15 @@ def check_chat_template_args(value: Any) -> dict[str, Any]:
     if len(value) > MAX_TEMPLATE_ARGS:
         raise ValueError(f"Use at most {MAX_TEMPLATE_ARGS} chat-template args.")
     for key, item in value.items():
-        if not _KEY.fullmatch(key):
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
             raise ValueError(
-                f"{key[:80]!r} is not a usable argument name: use letters, digits and '_' "
+                f"{str(key)[:80]!r} is not a usable argument name: use letters, digits and '_' "
                 "(not starting with a digit), at most 64 characters."
+            )
+        if key in TEMPLATE_RESERVED:
+            raise ValueError(
+                f"{key!r} is set by the portal or the tokenizer, not by chat-template args "
+                '(they are for the template\'s own options, e.g. {"enable_thinking": false}).'
             )
         if isinstance(item, str):
             if len(item) > MAX_TEMPLATE_STRING:
@@ -59,6 +69,12 @@ def check_chat_template_args(value: Any) -> dict[str, Any]:
             )
         if isinstance(item, float) and not math.isfinite(item):
             raise ValueError(f"The value of {key!r} must be a finite number.")
+        number = isinstance(item, int | float) and not isinstance(item, bool)
+        if number and abs(item) > MAX_TEMPLATE_NUMBER:
+            raise ValueError(
+                f"The value of {key!r} must be from {-MAX_TEMPLATE_NUMBER:,} to "
+                f"{MAX_TEMPLATE_NUMBER:,}."
+            )
     if len(json.dumps(value).encode()) > MAX_TEMPLATE_ARGS_BYTES:
         raise ValueError(f"Keep chat-template args under {MAX_TEMPLATE_ARGS_BYTES} bytes of JSON.")
     return value

@@ -22,15 +22,7 @@ import httpx
 import pytest
 
 from tests.servers.helpers import wait_for
-from tests.support.front import (
-    collect_static,
-    lan_address,
-    nginx_executable,
-    start_gunicorn,
-    start_nginx,
-    wait_listening,
-)
-from tests.support.mlx_server import free_port
+from tests.support.front import lan_address, shipped_portal
 from tests.support.workers import process_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -53,8 +45,6 @@ class Portal:
 def portal(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Portal]:
     """gunicorn on 127.0.0.1 behind the front; the front also listens on this machine's LAN
     address when it has one, to be reached from "elsewhere"."""
-    nginx_executable()  # fails or skips, saying why, before anything starts
-    directory = tmp_path_factory.mktemp("front")
     lan = lan_address()
     hosts = ",".join(filter(None, ["127.0.0.1", "localhost", lan]))
     with django_db_blocker.unblock():
@@ -62,18 +52,11 @@ def portal(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Por
             DJANGO_ALLOWED_HOSTS=hosts,
             MLX_PORTAL_API_KEY_FAILURES_PER_MINUTE=str(FAILURES_PER_MINUTE),
         )
-    collect_static(env)
-    web_port, front_port = free_port(), free_port()
-    web = start_gunicorn(directory, web_port, env, WEB_WORKERS="1", WEB_THREADS=str(THREADS))
-    listen = [f"127.0.0.1:{front_port}", *([f"{lan}:{front_port}"] if lan else [])]
-    front = start_nginx(directory, listen, upstream=f"127.0.0.1:{web_port}")
-    try:
-        wait_listening(web, "127.0.0.1", web_port)
-        wait_listening(front, "127.0.0.1", front_port)
-        yield Portal(port=front_port, lan=lan)
-    finally:
-        front.stop()
-        web.stop()
+    directory = tmp_path_factory.mktemp("front")
+    with shipped_portal(
+        directory, env, lan=lan, WEB_WORKERS="1", WEB_THREADS=str(THREADS)
+    ) as shipped:
+        yield Portal(port=shipped.front_port, lan=lan)
 
 
 # --- slow clients ----------------------------------------------------------------------------

@@ -213,14 +213,30 @@ def test_an_empty_prompt_is_refused():
     "message",
     [{"role": "assistant", "tool_calls": [None]},  # mlx_lm: 'NoneType' has no attribute 'get'
      {"role": "assistant", "tool_calls": [{"function": "f"}]},
-     {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]},
-     {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]},
+     {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": 5}}]},
+     {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": [1]}}]},
      {"role": "assistant", "tool_calls": {"function": {"name": "f"}}},
      {"role": "user", "name": 5}, {"role": "tool", "tool_call_id": []}],
 )  # fmt: skip
 def test_malformed_message_extras_are_refused_not_silently_dropped(message):
     error = _refusal({"messages": [message]})
     assert error.param.startswith("messages[0].") and "must be" in error.message
+
+
+@pytest.mark.parametrize("arguments", ["{oops", "[1]", "not json at all", '"a string"'])
+def test_tool_call_arguments_that_are_not_a_json_object_reach_the_template_as_text(arguments):
+    # A model may write arguments that are not JSON, and an agent sends them back as they were
+    # (OpenAI accepts any string, as does the OpenAPI description). mlx_lm.server parses a
+    # string as JSON: the text is sent JSON-encoded, so its parse gives the text back.
+    calls = [{"type": "function", "function": {"name": "f", "arguments": arguments}}]
+    out = build_upstream_body(
+        {"messages": [{"role": "assistant", "tool_calls": calls}, *HI]},
+        endpoint="chat/completions",
+        max_tokens_cap=8,
+    )
+    sent = out["messages"][0]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(sent) == arguments
+    assert calls[0]["function"]["arguments"] == arguments  # the client's body is not changed
 
 
 def test_tool_calls_as_openai_returns_them_pass():

@@ -12,12 +12,17 @@ admits requests promptly on its own, it fails, and the entry script can go.
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from servers import mlx_entry
 from tests.support.mlx_server import running_mlx_server
 from tests.support.tiny_models import END_OF_TEXT, EOS
 
@@ -93,3 +98,59 @@ def test_a_new_request_joins_the_running_batch(tmp_path, tiny_model, stock):
         assert ("join the running batch every 5 ms" in log) is not stock
         joined = _second_starts_before_first_ends(server.url, bias)
     assert joined is not stock
+
+
+def _listen_queue(port: int) -> int:
+    """The size of the listen queue of the socket listening on `port` (Linux: the Send-Q
+    that `ss` shows for a listening socket)."""
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    return int(out.split()[2])
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="ss (iproute2) shows listen queues")
+@pytest.mark.parametrize("stock", [False, True], ids=["portal-entry", "stock-mlx-lm"])
+def test_the_server_listens_with_a_queue_deep_enough_for_a_burst(tmp_path, tiny_model, stock):
+    """mlx_lm.server listens with socketserver's queue of 5: a burst of clients overflowed it
+    (60 streams through the portal: 13 answered 503; here, 57 of 200 clients at once timed
+    out on the stock server and none on the entry's)."""
+    with running_mlx_server(tiny_model, log_path=tmp_path / "server.log", stock=stock) as server:
+        queue = _listen_queue(server.port)
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert queue == (5 if stock else min(mlx_entry.LISTEN_BACKLOG, somaxconn))
+
+
+CLIENTS = 200
+
+
+def test_two_hundred_clients_at_once_are_all_answered(tmp_path, tiny_model):
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 16,
+                       "stream": True}).encode()  # fmt: skip
+    request = (
+        b"POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    barrier = threading.Barrier(CLIENTS)
+    answers: list[bytes | str] = []
+
+    def client(port: int) -> None:
+        barrier.wait(30)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+                sock.sendall(request)
+                answer = b""
+                while data := sock.recv(65536):
+                    answer += data
+            answers.append(answer)
+        except OSError as exc:
+            answers.append(repr(exc))
+
+    with running_mlx_server(tiny_model, log_path=tmp_path / "server.log") as server:
+        threads = [threading.Thread(target=client, args=(server.port,)) for _ in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    failed = [a for a in answers if not (isinstance(a, bytes) and a.endswith(b"data: [DONE]\n\n"))]
+    assert len(answers) == CLIENTS and failed == []

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,3 +185,44 @@ def wait_listening(process: Process, host: str, port: int, timeout: float = 30.0
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s:\n{process.log_tail()}")
+
+
+@dataclass(frozen=True)
+class ShippedPortal:
+    """A running web tier as shipped: `url` is the front's (nginx), `web_port` gunicorn's."""
+
+    front_port: int
+    web_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.front_port}"
+
+
+@contextlib.contextmanager
+def shipped_portal(
+    directory: Path, env: dict[str, str], *, lan: str | None = None, **procfile: str
+) -> Iterator[ShippedPortal]:
+    """gunicorn from the Procfile (its `${VAR}`s from `procfile`, e.g. WEB_THREADS="4") behind
+    nginx with the shipped config, on free ports of 127.0.0.1 (and of `lan`, when given);
+    both stopped on exit. `env` is the portal processes' environment (tests/support/workers.py
+    process_env)."""
+    nginx_executable()  # fails or skips, saying why, before anything starts
+    collect_static(env)
+    web_port, front_port = _free_port(), _free_port()
+    web = start_gunicorn(directory, web_port, env, **procfile)
+    listen = [f"127.0.0.1:{front_port}", *([f"{lan}:{front_port}"] if lan else [])]
+    front = start_nginx(directory, listen, upstream=f"127.0.0.1:{web_port}")
+    try:
+        wait_listening(web, "127.0.0.1", web_port)
+        wait_listening(front, "127.0.0.1", front_port)
+        yield ShippedPortal(front_port=front_port, web_port=web_port)
+    finally:
+        front.stop()
+        web.stop()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
