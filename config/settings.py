@@ -280,6 +280,11 @@ SERVER_ADAPTER_DIRS = [
     for p in env.list("MLX_PORTAL_ADAPTER_DIRS", default=[str(DATA_DIR / "adapters")])
 ]
 SERVER_LOGS_KEPT = env.int("MLX_PORTAL_SERVER_LOGS_KEPT", default=10)
+# A tile says so when a running server has worked on one request this long (one long prompt
+# keeps a server from everyone else; the model server stops it when its client leaves).
+SERVER_BUSY_NOTICE_SECONDS = _bounded(
+    "MLX_PORTAL_SERVER_BUSY_NOTICE_SECONDS", 60, 1, 86400, "seconds"
+)
 
 # OpenAI-compatible gateway, chat and metrics (servers/gateway.py, docs/gateway.md).
 GATEWAY_MAX_BODY_BYTES = env.int("MLX_PORTAL_GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 1024)
@@ -319,11 +324,6 @@ def _networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddres
     with what to write when one is neither."""
     raw = env.str(name, default=default)
     networks = []
-# A tile says so when a running server has worked on one request this long (one long prompt
-# keeps a server from everyone else; the model server stops it when its client leaves).
-SERVER_BUSY_NOTICE_SECONDS = _bounded(
-    "MLX_PORTAL_SERVER_BUSY_NOTICE_SECONDS", 60, 1, 86400, "seconds"
-)
     for item in filter(None, (part.strip() for part in raw.split(","))):
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
