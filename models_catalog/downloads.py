@@ -9,6 +9,8 @@ future. It takes the lease in one locked transaction (never two runs at once) an
 from a heartbeat thread that also records progress and notices pause/cancel. A worker that
 dies (kill -9, reboot) stops renewing; `reconcile_downloads` sees the lease expire and queues
 the download again, and the next run resumes every partial file with HTTP Range requests.
+Every run is a `DownloadAttempt`, ended when it lets the lease go, when it finds the lease lost,
+or — when its worker died — by `reconcile_downloads`, at its last heartbeat.
 See docs/downloads.md.
 """
 
@@ -28,6 +30,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, F, Value, When
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
@@ -314,6 +317,14 @@ def _release(
         )
 
 
+def _close_lost_run(attempt: DownloadAttempt) -> None:
+    """A run that found its lease gone ends its attempt (unless `reconcile_downloads` already
+    ended it at its last heartbeat); it writes nothing else, someone else owns the download."""
+    DownloadAttempt.objects.filter(pk=attempt.pk, ended_at__isnull=True).update(
+        ended_at=timezone.now(), outcome="lost its lease: the download went on without this run"
+    )
+
+
 # --- running (a host's worker) --------------------------------------------------------------
 
 
@@ -466,6 +477,8 @@ class _Run:
                 self._heartbeat.join(timeout=30)
             if self.stop_reason != "lost":
                 _release(download.pk, self.owner, self.attempt, outcome, **fields)
+            else:
+                _close_lost_run(self.attempt)
         return outcome
 
     def _each[T](self, files: list[RepoFile], work: Callable[[RepoFile], T]) -> list[T]:
@@ -598,9 +611,10 @@ def cleanup_download(download_id: int) -> str:
 
 def reconcile_downloads() -> dict[str, int]:
     """Celery beat, every few seconds: re-queue downloads whose run died (lease expired) or
-    whose task message went missing, and finish cancelled downloads' clean-up."""
+    whose task message went missing, end the attempts of runs that died, and finish cancelled
+    downloads' clean-up."""
     now = timezone.now()
-    counts = {"requeued": 0, "resent": 0, "cleanups": 0}
+    counts = {"requeued": 0, "resent": 0, "cleanups": 0, "runs_ended": 0}
     expired = Download.objects.filter(state=State.RUNNING, lease_expires_at__lt=now)
     for download_id in expired.values_list("pk", flat=True):
         with transaction.atomic():
@@ -608,9 +622,10 @@ def reconcile_downloads() -> dict[str, int]:
             if download.state != State.RUNNING or _lease_is_live(download, timezone.now()):
                 continue
             lost = download.lease_expires_at
+            # It ended at its last sign of life (it never got to say so itself).
             DownloadAttempt.objects.filter(
                 download=download, owner=download.lease_owner, ended_at__isnull=True
-            ).update(outcome="worker lost (lease expired)")
+            ).update(outcome="worker lost (lease expired)", ended_at=F("last_heartbeat_at"))
             download.lease_owner = ""
             download.lease_expires_at = None
             download.transition(
@@ -639,4 +654,21 @@ def reconcile_downloads() -> dict[str, int]:
         with transaction.atomic():
             _enqueue_cleanup(download)
         counts["cleanups"] += 1
+
+    counts["runs_ended"] = _end_dead_runs(now)
     return counts
+
+
+def _end_dead_runs(now) -> int:
+    """End the attempts of runs silent for a lease time, whatever their download's state: a
+    worker killed while its download was paused, cancelled, finishing or taken over never ends
+    its attempt itself. A live run renews its attempt's heartbeat with its lease, so a silent
+    one is dead; it ended at its last heartbeat."""
+    silent_since = now - timedelta(seconds=lease_seconds())
+    dead = DownloadAttempt.objects.filter(ended_at__isnull=True, last_heartbeat_at__lt=silent_since)
+    return dead.update(
+        ended_at=F("last_heartbeat_at"),
+        outcome=Case(
+            When(outcome="", then=Value("worker lost (no heartbeat)")), default=F("outcome")
+        ),
+    )

@@ -16,6 +16,7 @@ from tests.models_catalog.download_helpers import (
     dir_digests,
     partial_files,
     source_digests,
+    state_of,
     wait_until,
 )
 from tests.support.workers import new_worker
@@ -88,11 +89,52 @@ def test_a_download_resumes_after_its_worker_is_killed_mid_file(
     # Two runs, one after the other: the second took over only once the first's lease was gone.
     first_run, second_run = download.runs.order_by("started_at")
     assert first_run.outcome == "worker lost (lease expired)"
-    assert first_run.ended_at is None  # killed: it never got to say goodbye
-    assert second_run.started_at > first_run.last_heartbeat_at
+    # Killed, it never said goodbye: the reconcile ended it at its last sign of life.
+    assert first_run.ended_at == first_run.last_heartbeat_at
+    assert second_run.started_at > first_run.ended_at
+    assert second_run.ended_at >= second_run.last_heartbeat_at
     assert second_run.outcome == S.COMPLETED
     # It started from the progress the killed run had recorded (its last heartbeat).
     assert 0 < second_run.bytes_at_start <= sum(partials.values())
+
+
+def test_a_run_whose_worker_dies_after_a_pause_is_ended_at_its_last_heartbeat(
+    hf, member, tmp_path, purged_queues, settings
+):
+    """Paused while its worker was already dead: no lease of a running download expires, so
+    only the attempts' own heartbeats tell that the run is gone."""
+    settings.DOWNLOAD_LEASE_SECONDS = 3  # what this process's reconcile presumes dead
+    repo = "test-org/big-paused-kill"
+    files = add_random_repo(hf.hub, repo, {"model.safetensors": 2_000_000}, seed=3)
+    big_partial = f"{hashlib.sha256(files['model.safetensors']).hexdigest()}.incomplete"
+    hf.hub.throttle_bps = 300_000
+
+    worker = new_worker(tmp_path, **WORKER_ENV).start()
+    try:
+        worker.wait_ready()
+        download, _ = downloads.start_download(repo, member)
+
+        def mid_file() -> bool:
+            partial = [p for p in partial_files(hf.cache, repo) if p.name == big_partial]
+            return bool(partial) and partial[0].stat().st_size > 100_000
+
+        wait_until(mid_file, timeout=60, what=f"the worker mid-file\n{worker.log_tail()}")
+        worker.kill()
+    finally:
+        worker.stop()
+    downloads.pause_download(download.pk, member)  # the member gives up waiting
+    run = download.runs.get()
+    assert run.ended_at is None and run.outcome == ""
+
+    def ended() -> bool:
+        downloads.reconcile_downloads()  # what Celery beat runs every few seconds
+        run.refresh_from_db()
+        return run.ended_at is not None
+
+    wait_until(ended, timeout=30, every=0.3, what="the dead run's attempt ended")
+    assert run.ended_at == run.last_heartbeat_at
+    assert run.outcome == "worker lost (no heartbeat)"
+    assert state_of(download) == S.PAUSED  # nothing else changed
 
 
 KILLS = 5
@@ -162,6 +204,8 @@ def test_a_download_killed_five_times_completes_byte_identical_with_one_run_at_a
     assert len(runs) == KILLS + 1
     for before, after in itertools.pairwise(runs):
         assert after.started_at >= before.last_heartbeat_at
+        assert before.ended_at == before.last_heartbeat_at  # each killed run was ended
+    assert all(r.ended_at is not None for r in runs)
     assert [r.outcome for r in runs].count(S.COMPLETED) == 1 and runs[-1].outcome == S.COMPLETED
     report = os.environ.get("MLX_PORTAL_RELIABILITY_REPORT")
     if report:

@@ -177,6 +177,24 @@ def test_cancel_stops_the_run_and_removes_its_partial_files(hf, member):
     assert not (hf.cache / "models--test-org--slow-cancel").exists()
 
 
+def test_a_run_that_loses_its_lease_stops_and_ends_its_attempt(hf, member):
+    repo = "test-org/slow-lost"
+    add_random_repo(hf.hub, repo, {"model.safetensors": 1_500_000})
+    hf.hub.throttle_bps = 400_000
+    download, _ = downloads.start_download(repo, member)
+    thread, result = run_in_thread(download.pk)
+    wait_until(lambda: partial_files(hf.cache, repo), what="a partial file")
+
+    # Another run took the download over (its lease had expired while this one was stalled).
+    Download.objects.filter(pk=download.pk).update(lease_owner="someone-else")
+    thread.join(timeout=10)
+    assert result["outcome"] == "lost"
+    attempt = DownloadAttempt.objects.get(download=download)
+    assert attempt.ended_at is not None and attempt.ended_at >= attempt.last_heartbeat_at
+    assert attempt.outcome.startswith("lost its lease")
+    assert Download.objects.get(pk=download.pk).lease_owner == "someone-else"  # not touched
+
+
 def test_cancelling_a_paused_download_removes_its_files_on_the_host(hf, member):
     repo = "test-org/slow-paused-cancel"
     add_random_repo(hf.hub, repo, {"model.safetensors": 1_000_000})
