@@ -160,7 +160,7 @@ def local_model_delete(request: HttpRequest) -> HttpResponse:
     else:
         repo_id = form.cleaned_data["repo_id"]
         try:
-            freed = library.delete_model(repo_id, host)
+            freed = library.delete_model(repo_id, host, by=str(request.user))
         except library.DeleteRefused as exc:
             messages.error(request, exc.message)
         else:

@@ -2,7 +2,8 @@
 
 The web tier calls `start_download`, `pause_download`, `resume_download`, `cancel_download`
 and `retry_download`. A host's worker calls `run_download` (the Celery task is a thin wrapper)
-and `cleanup_download`; Celery beat calls `reconcile_downloads`.
+and `cleanup_download`; Celery beat calls `reconcile_downloads`. Deleting a model from a host's
+cache (models_catalog/library.py) calls `record_deletion`.
 
 Leases: a run owns its download while `lease_owner` is its id and `lease_expires_at` is in the
 future. It takes the lease in one locked transaction (never two runs at once) and renews it
@@ -229,6 +230,21 @@ def retry_download(download_id: int, user) -> Download:
 def cancel_download(download_id: int, user) -> Download:
     """Stop the transfer and remove the partial files (done on the download's host)."""
     return _control(download_id, State.CANCELLED, f"Cancelled by {user}")
+
+
+def record_deletion(repo_id: str, host: Host, by: str = "") -> int:
+    """`repo_id` left `host`'s cache (deleted under My models): its completed downloads there
+    become Deleted, saying by whom (and, in `state_changed_at`, when), instead of claiming a
+    model that is gone. A new download of it can start at any time. Returns how many changed."""
+    reason = f"Deleted from {host.name}'s cache" + (f" by {by}" if by else "")
+    with transaction.atomic():
+        completed = Download.objects.select_for_update().filter(
+            host=host, repo_id=repo_id, state=State.COMPLETED
+        )
+        changed = list(completed)
+        for download in changed:
+            download.transition(State.DELETED, reason)
+    return len(changed)
 
 
 def _enqueue(download: Download) -> None:

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from models_catalog import cache
+from models_catalog import cache, downloads
 from models_catalog.local import LocalModel, list_local_models
 from models_catalog.models import Download, Host
 from models_catalog.usage import last_used, models_in_use
@@ -117,24 +117,28 @@ def _refuse_if_held(repo_id: str, host: Host) -> None:
         )
 
 
-def delete_local_model(repo_id: str, host: Host | None = None) -> int:
+def delete_local_model(repo_id: str, host: Host | None = None, by: str = "") -> int:
     """Remove `repo_id` from this machine's cache; refused while a server uses it or a
-    download writes into it. Returns the bytes freed."""
+    download writes into it. Its completed downloads then say Deleted, by `by` (a user's name;
+    `downloads.record_deletion`). Returns the bytes freed."""
     validate_repo_id(repo_id)
     host = host or Host.local()
     _refuse_if_held(repo_id, host)
     if not cache.repo_dir(repo_id).is_dir():
         raise DeleteRefused(f"{repo_id} is not on this host's disk (already deleted?).")
-    return cache.delete_repo(repo_id)
+    freed = cache.delete_repo(repo_id)
+    downloads.record_deletion(repo_id, host, by)
+    return freed
 
 
-def delete_model(repo_id: str, host: Host) -> int | None:
+def delete_model(repo_id: str, host: Host, by: str = "") -> int | None:
     """Remove `repo_id` from `host`'s cache: at once on this machine (returns the bytes freed),
     through a task on the host's queue elsewhere (returns None: its worker deletes it and
-    reports its list again). Refused as `delete_local_model`, and while the host is offline."""
+    reports its list again). Refused as `delete_local_model`, and while the host is offline.
+    `by` names who asked, for the downloads that then say Deleted."""
     validate_repo_id(repo_id)
     if host.is_this_machine:
-        return delete_local_model(repo_id, host)
+        return delete_local_model(repo_id, host, by)
     _refuse_if_held(repo_id, host)
     if not host.is_online:
         raise DeleteRefused(
@@ -146,18 +150,18 @@ def delete_model(repo_id: str, host: Host) -> int | None:
     def send() -> None:
         from models_catalog.tasks import delete_model as task
 
-        task.apply_async(args=[repo_id], queue=host.queue)
+        task.apply_async(args=[repo_id], kwargs={"deleted_by": by}, queue=host.queue)
 
     transaction.on_commit(send)
     return None
 
 
-def delete_on_this_host(repo_id: str) -> str:
+def delete_on_this_host(repo_id: str, deleted_by: str = "") -> str:
     """What a host's worker does for `delete_model`: delete from this machine's cache (checked
     again here), then report the host's facts and models at once. Returns what happened."""
     host = Host.local()
     try:
-        freed = delete_local_model(repo_id, host)
+        freed = delete_local_model(repo_id, host, deleted_by)
     except (DeleteRefused, ValidationError) as exc:
         ok, outcome = False, f"Not deleted: {getattr(exc, 'message', exc)}"
         log.warning("Deleting %s on %s: %s", repo_id, host.name, outcome)

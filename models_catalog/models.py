@@ -307,6 +307,7 @@ class Download(models.Model):
         CANCELLED = "cancelled", "Cancelled"
         FAILED = "failed", "Failed"
         COMPLETED = "completed", "Completed"
+        DELETED = "deleted", "Deleted"  # completed, then removed from the host's cache
 
     TRANSITIONS: dict[str, set[str]] = {
         State.QUEUED: {State.RUNNING, State.PAUSED, State.CANCELLED, State.FAILED},
@@ -320,7 +321,8 @@ class Download(models.Model):
         State.PAUSED: {State.QUEUED, State.CANCELLED},
         State.FAILED: {State.QUEUED, State.CANCELLED},
         State.CANCELLED: {State.QUEUED},
-        State.COMPLETED: set(),
+        State.COMPLETED: {State.DELETED},  # downloads.record_deletion
+        State.DELETED: set(),  # downloading it again is a new download
     }
     ACTIVE_STATES = (State.QUEUED, State.RUNNING, State.PAUSED)
 

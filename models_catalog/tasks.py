@@ -24,10 +24,10 @@ def reconcile_downloads() -> dict[str, int]:
 
 
 @shared_task(name="models_catalog.delete_model", ignore_result=True)
-def delete_model(repo_id: str) -> str:
+def delete_model(repo_id: str, deleted_by: str = "") -> str:
     """Routed to a host's queue by `library.delete_model`: remove the model from this
     machine's cache, then report the host's models again (the page's list follows)."""
-    return library.delete_on_this_host(repo_id)
+    return library.delete_on_this_host(repo_id, deleted_by)
 
 
 @worker_ready.connect

@@ -24,6 +24,7 @@ ALLOWED = {
     (S.FAILED, S.QUEUED),
     (S.FAILED, S.CANCELLED),
     (S.CANCELLED, S.QUEUED),
+    (S.COMPLETED, S.DELETED),  # the model left the cache; downloading it again is a new download
 }
 
 

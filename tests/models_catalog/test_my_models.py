@@ -7,13 +7,14 @@ from huggingface_hub import snapshot_download
 from models_catalog import downloads, tasks
 from models_catalog.library import DeleteRefused, delete_local_model, my_models
 from models_catalog.local import local_model_path
-from models_catalog.models import Host
+from models_catalog.models import Download, Host
 from models_catalog.usage import (
     mark_model_used,
     models_in_use,
     register_in_use_provider,
     unregister_in_use_provider,
 )
+from tests.models_catalog.download_helpers import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -121,3 +122,74 @@ def test_a_hosts_worker_deletes_the_model_and_reports_its_models_again(two_model
 def test_a_hosts_worker_checks_again_before_deleting(two_models, server_uses_tiny):
     assert "in use by a running server" in tasks.delete_model(TINY)
     assert local_model_path(TINY) is not None
+
+
+# --- the downloads of a deleted model ------------------------------------------------------------
+
+
+def test_deleting_a_model_says_so_on_its_downloads_and_it_can_be_downloaded_again(
+    two_models, member_client, member
+):
+    completed = Download.objects.get(repo_id=TINY)
+    downloaded_at = completed.finished_at
+    response = member_client.post("/models/local/delete/", {"repo_id": TINY}, follow=True)
+    assert f"Deleted {TINY}" in response.text
+
+    completed.refresh_from_db()
+    assert completed.state == Download.State.DELETED
+    assert completed.state_reason == "Deleted from local's cache by member@example.com"
+    assert completed.state_changed_at > downloaded_at == completed.finished_at  # both kept
+
+    # The Downloads page no longer says Completed, 100%: it says what happened, and offers it again.
+    panel = member_client.get("/models/downloads/").text.replace("&#x27;", "'")
+    row = panel[panel.index(f'data-repo="{TINY}"') :]
+    row = row[: row.index("</tr>")]
+    assert 'data-state="deleted"' in row and ">Deleted</span>" in row
+    assert "Deleted from local's cache by member@example.com" in row and "100%" not in row
+    assert "Download again" in row
+    # The model page's download action too.
+    action = member_client.get("/models/downloads/action/", {"repo_id": TINY}).text
+    assert 'data-state="deleted"' in action and "then deleted: Deleted from local" in action
+    assert "Download again</button>" in action
+
+    # Download again: a new download, the deleted one stays as it was.
+    response = member_client.post(
+        "/models/downloads/start/", {"repo_id": TINY, "revision": "main", "host": "local"}
+    )
+    assert response.status_code == 302
+    again = Download.objects.exclude(pk=completed.pk).get(repo_id=TINY)
+    assert again.state == Download.State.QUEUED and again.requested_by == member
+    assert downloads.run_download(again.pk) == Download.State.COMPLETED
+    assert local_model_path(TINY) is not None
+    assert Download.objects.get(pk=completed.pk).state == Download.State.DELETED
+    action = member_client.get("/models/downloads/action/", {"repo_id": TINY}).text
+    assert 'data-state="completed"' in action and "then deleted" not in action
+
+
+def test_only_completed_downloads_of_that_model_on_that_host_become_deleted(two_models, member):
+    host = Host.local()
+    elsewhere = Host.objects.create(name="elsewhere")
+    failed = Download.objects.create(repo_id=TINY, revision="f" * 40, host=host, state="failed")
+    other_host = Download.objects.create(
+        repo_id=TINY, revision="e" * 40, host=elsewhere, state="completed"
+    )
+    delete_local_model(TINY, host, by="admin@example.com")
+    states = dict(Download.objects.values_list("pk", "state"))
+    assert states[failed.pk] == "failed" and states[other_host.pk] == "completed"
+    assert Download.objects.filter(host=host, repo_id=TINY, state="deleted").count() == 1
+
+
+def test_a_hosts_worker_deleting_a_model_records_who_asked(two_models, celery_worker):
+    """The delete another host's page sends runs on that host's worker (here a real one)."""
+    completed = Download.objects.get(repo_id=TINY)
+    tasks.delete_model.apply_async(
+        args=[TINY], kwargs={"deleted_by": "admin@example.com"}, queue=Host.local().queue
+    )
+
+    def deleted() -> bool:
+        completed.refresh_from_db()
+        return completed.state == Download.State.DELETED
+
+    wait_until(deleted, timeout=30, what=f"the worker's delete\n{celery_worker.log_tail()}")
+    assert completed.state_reason == "Deleted from local's cache by admin@example.com"
+    assert local_model_path(TINY) is None

@@ -114,14 +114,15 @@ def test_prune_downloads_removes_only_finished_records_older_than_the_cutoff(two
     make("acme/old-done", "completed", old)
     make("acme/old-failed", "failed", old)
     make("acme/old-cancelled", "cancelled", old)
+    make("acme/old-deleted", "deleted", old)  # completed, then deleted from the cache
     make("acme/recent-done", "completed", timezone.now() - timedelta(days=1))
     make("acme/paused", "paused", None)
 
-    assert "3 finished download record(s) would be removed" in run(
+    assert "4 finished download record(s) would be removed" in run(
         "prune_downloads", older_than=30, dry_run=True
     )
-    assert Download.objects.count() == 5
-    assert "Removed 3 finished download record(s)" in run("prune_downloads", older_than=30)
+    assert Download.objects.count() == 6
+    assert "Removed 4 finished download record(s)" in run("prune_downloads", older_than=30)
     assert sorted(Download.objects.values_list("repo_id", flat=True)) == [
         "acme/paused",
         "acme/recent-done",

@@ -1,7 +1,7 @@
 """`manage.py prune_downloads --older-than DAYS [--dry-run]`
 
-Removes the records of finished downloads (completed, cancelled, failed) that ended more than
-DAYS days ago. Only database rows go: the models stay on disk (delete those under My models).
+Removes the records of finished downloads (completed, deleted, cancelled, failed) that ended more
+than DAYS days ago. Only database rows go: the models stay on disk (delete those under My models).
 """
 
 from __future__ import annotations
@@ -13,7 +13,12 @@ from django.utils import timezone
 
 from models_catalog.models import Download
 
-FINISHED = (Download.State.COMPLETED, Download.State.CANCELLED, Download.State.FAILED)
+FINISHED = (
+    Download.State.COMPLETED,
+    Download.State.DELETED,
+    Download.State.CANCELLED,
+    Download.State.FAILED,
+)
 
 
 def prunable(older_than_days: float):
