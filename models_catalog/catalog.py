@@ -261,7 +261,8 @@ def list_page(
     access = access or hub.current_access()
     key = _listing_key(access, text, sort, cursor, limit)
     if ttl > 0 and (hit := cache.get(key)) is not None:
-        return hub.page_from_items(hit["items"], hit["next"]), True
+        # Cleaned when they were fetched (hub_data.model_item): not again on every warm page.
+        return hub.page_from_items(hit["items"], hit["next"], cleaned=True), True
     page = hub.list_models_page(search=text, sort=sort, cursor=cursor, limit=limit, access=access)
     if ttl > 0:
         cache.set(key, {"items": page.items, "next": page.next_cursor}, ttl)
@@ -286,8 +287,13 @@ def forget_process_state() -> None:
     hub.forget_rate_limit()
 
 
+#: The shape of a cached listing's items; a new value makes every page cached before unread
+#: (2: items cleaned by hub_data.model_item; 1 held the Hub's items as sent).
+_LISTING_FORMAT = 2
+
+
 def _listing_key(access: hub.HubAccess, text: str, sort: str, cursor: str, limit: int) -> str:
-    parts = [access.key, text, sort, cursor, limit, _listing_generation]
+    parts = [access.key, text, sort, cursor, limit, _listing_generation, _LISTING_FORMAT]
     digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
     return f"catalog:listing:{digest}"
 

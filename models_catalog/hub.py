@@ -189,12 +189,13 @@ class HubPage:
     items: list[dict[str, Any]] = field(default_factory=list)
 
 
-def page_from_items(items: list[Any], next_cursor: str | None) -> HubPage:
-    """A `HubPage` from the JSON items of `/api/models` (as the Hub sent them, or cached), each
-    cleaned by `hub_data.model_item`; what is not a model is left out."""
+def page_from_items(items: list[Any], next_cursor: str | None, *, cleaned: bool = False) -> HubPage:
+    """A `HubPage` from the JSON items of `/api/models` as the Hub sent them, each cleaned by
+    `hub_data.model_item` (what is not a model is left out), or — `cleaned` — items this
+    function kept before (`HubPage.items`, as the listing cache holds them)."""
     kept, models = [], []
     for raw in items:
-        if (item := hub_data.model_item(raw)) is not None:
+        if (item := raw if cleaned else hub_data.model_item(raw)) is not None:
             kept.append(item)
             models.append(ModelInfo(**{"siblings": None, **item}))
     return HubPage(models=models, next_cursor=next_cursor, items=kept)

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
-
-from huggingface_hub.utils import parse_datetime
 
 #: Largest magnitude a number may have (2**53, the integers a JSON number carries exactly).
 MAX_NUMBER = 2**53
@@ -176,14 +174,16 @@ def model_item(item: Any) -> dict[str, Any] | None:
 
 
 def date(value: Any) -> str | None:
-    """A Hub date (`2025-06-01T12:00:00.000Z`) in a year of `YEARS`, normalised to the format
-    huggingface_hub parses; None otherwise."""
+    """A Hub date (`2025-06-01T12:00:00.000Z`, ISO 8601) in a year of `YEARS`, written as
+    huggingface_hub parses it (`ModelInfo` raises on anything else); None otherwise."""
     if not isinstance(value, str) or len(value) > 64:
         return None
     try:
-        parsed = parse_datetime(value)
+        parsed = datetime.fromisoformat(value)  # ~20 times faster than strptime, 30 per page
     except ValueError:
         return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
     if not YEARS[0] <= parsed.year <= YEARS[1]:
         return None
     return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -116,6 +116,14 @@ def test_hostile_facts_in_the_listing_and_the_model_info_are_cleaned(evil, membe
     assert model.family == "Qwen"  # from config.json; the short config's model_type is no text
 
 
+def test_a_readme_with_nul_bytes_and_broken_utf8_is_shown_without_them(evil, member_client):
+    readme = README + b"Fast\x00 and \xff\xfe small.\n\n" + b"> " * 5000 + b"deep quote\n"
+    repo_id = serve(evil, b'{"model_type": "llama"}', readme=readme)
+    page = model_page(member_client, repo_id)
+    model = CatalogModel.objects.get(repo_id=repo_id)
+    assert "\x00" not in model.readme_excerpt and "Fast and \ufffd\ufffd small." in page.text
+
+
 def test_a_chat_template_of_the_wrong_shape_is_ignored(evil, member_client):
     repo_id = serve(
         evil,
