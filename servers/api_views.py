@@ -88,9 +88,18 @@ def models(request: HttpRequest) -> JsonResponse:
                 "host": profile.host.name,
                 "on_demand": profile.allow_on_demand,
                 "max_tokens": profile.max_tokens,
+                "chat_template_kwargs": template_kwargs(profile),
             }
         )
     return JsonResponse({"object": "list", "data": data})
+
+
+def template_kwargs(profile: ServerProfile) -> list[str] | None:
+    """The `chat_template_kwargs` a request for `profile` may set (None: another host's)."""
+    limits = completions.request_limits(profile)
+    if not limits:
+        return None
+    return sorted(limits["template_variables"] | {"enable_thinking"})
 
 
 class ApiStream:

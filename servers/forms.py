@@ -131,7 +131,14 @@ class ServerProfileForm(forms.ModelForm):
             if not field.help_text:
                 field.help_text = f"{low:g} to {high:g}: {meaning}."
         if user is not None and not user.is_admin:
-            self.fields["trust_remote_code"].disabled = True
+            # A member may turn it off (their profile, turned on by an admin), never on.
+            if self.instance.pk and self.instance.trust_remote_code:
+                self.fields["trust_remote_code"].help_text = (
+                    "Runs code shipped with the tokenizer. An admin turned it on; you may turn "
+                    "it off, and only an admin can turn it on again."
+                )
+            else:
+                self.fields["trust_remote_code"].disabled = True
 
     def suggested_port(self) -> int | None:
         host = Host.local()

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import kombu.exceptions
 import psutil
+import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
@@ -56,6 +58,13 @@ class StartRefused(Exception):
     def __init__(self, message: str, kind: str = "other"):
         super().__init__(message)
         self.kind = kind
+
+
+class QueueUnavailable(StartRefused):
+    """The work could not be queued for the host's worker: Redis does not answer."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "queue")
 
 
 class ServerUnavailable(Exception):
@@ -151,11 +160,50 @@ def preflight(profile: ServerProfile, *, override_memory: bool = False) -> Launc
 
 
 def _enqueue(task_name: str, instance: ServerInstance, **kwargs) -> None:
+    """Queue `task_name` for the instance on its host's queue once the transaction commits.
+
+    When Redis does not take the message, the instance says so — a start or restart that
+    nothing will carry out is marked failed, with the reason — and the commit raises
+    QueueUnavailable, whose message the page shows (never a 500)."""
     from servers import tasks
 
     task = getattr(tasks, task_name)
     queue = instance.profile.host.queue
-    transaction.on_commit(lambda: task.apply_async(args=[instance.pk], kwargs=kwargs, queue=queue))
+
+    def publish() -> None:
+        try:
+            task.apply_async(args=[instance.pk], kwargs=kwargs, queue=queue)
+        except (kombu.exceptions.OperationalError, redis.RedisError, OSError) as exc:
+            log.warning("Cannot queue %s for %s: %r", task_name, instance.profile.slug, exc)
+            raise _queue_failed(instance, task_name) from None
+
+    transaction.on_commit(publish)
+
+
+def _queue_failed(instance: ServerInstance, task_name: str) -> QueueUnavailable:
+    """Record on the instance that its work could not be queued; the error to raise."""
+    if task_name == "stop_server":
+        # Still stopping: the supervisor finishes a stop whose task was lost once beat runs.
+        message = (
+            "The stop could not be queued: Redis (the task queue) is not answering. The server "
+            "is stopped once Redis is back (/healthz shows what is down)."
+        )
+        ServerInstance.objects.filter(pk=instance.pk).update(reason=message)
+        return QueueUnavailable(message)
+    message = (
+        "The start could not be queued: Redis (the task queue) is not answering, so no worker "
+        "can start the server. Start it again once Redis is back (/healthz shows what is down)."
+    )
+    with contextlib.suppress(InvalidTransition):
+        instance.transition(
+            State.FAILED,
+            "Not started: the start could not be queued",
+            desired_state=ServerInstance.Desired.STOPPED,
+            next_restart_at=None,
+            last_error=message,
+            last_error_kind="queue",
+        )
+    return QueueUnavailable(message)
 
 
 def _record_refusal(instance: ServerInstance, exc: StartRefused) -> None:

@@ -57,6 +57,8 @@ def check_chat_template_args(value: Any) -> dict[str, Any]:
                 f"{key!r} is set by the portal or the tokenizer, not by chat-template args "
                 '(they are for the template\'s own options, e.g. {"enable_thinking": false}).'
             )
+        if key == "enable_thinking" and item is not None and not isinstance(item, bool):
+            raise ValueError("'enable_thinking' must be true or false.")
         if isinstance(item, str):
             if len(item) > MAX_TEMPLATE_STRING:
                 raise ValueError(

@@ -97,7 +97,16 @@ def profile_duplicate(request: HttpRequest, slug: str) -> HttpResponse:
     initial = {field: getattr(source, field) for field in COPIED_FIELDS}
     initial["host"] = source.host_id
     initial["name"] = f"Copy of {source.name}"[:80]
+    if not request.user.is_admin:
+        # Only an admin turns on trust-remote-code (a copy may serve another model): a
+        # member's copy starts without it, and says so.
+        initial["trust_remote_code"] = False
     form = ServerProfileForm(request.POST or None, initial=initial, user=request.user)
+    if source.trust_remote_code and not request.user.is_admin:
+        form.fields["trust_remote_code"].help_text = (
+            f"“{source.name}” runs with trust-remote-code; this copy runs without it (only an "
+            "admin can turn it on)."
+        )
     if request.method == "POST" and form.is_valid():
         profile = form.save(commit=False)
         profile.owner = request.user
@@ -148,7 +157,10 @@ def server_start(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def server_stop(request: HttpRequest, slug: str) -> HttpResponse:
     profile = _get_profile(slug)
-    services.request_stop(profile, request.user)
+    try:
+        services.request_stop(profile, request.user)
+    except services.QueueUnavailable as exc:
+        return _action_response(request, profile, str(exc))
     return _action_response(request, profile)
 
 

@@ -62,11 +62,12 @@ def test_what_the_tokenizer_or_the_portal_sets_is_never_a_template_kwarg(kwargs)
 
 @pytest.mark.parametrize(
     ("kwargs", "says"),
-    [({"enable_thinking": {"nested": True}}, "no lists or objects"),
-     ({"enable_thinking": "x" * 1001}, "too long"),
-     ({"enable_thinking": 10**9}, "from -1,000,000 to 1,000,000"),
+    [({"custom": {"nested": True}}, "no lists or objects"),
+     ({"custom": "x" * 1001}, "too long"),
+     ({"custom": 10**9}, "from -1,000,000 to 1,000,000"),
      ({f"k{i}": 1 for i in range(40)}, "at most 32"),
      ({"not a name": 1}, "not a usable argument name"),
+     ({"enable_thinking": "no"}, "must be true or false"),
      ("enable_thinking", "must be an object")],
 )  # fmt: skip
 def test_template_kwargs_are_simple_bounded_values(kwargs, says):
@@ -138,6 +139,9 @@ def test_a_variable_the_template_reads_reaches_it_and_padding_never_does(
             model="effort", messages=HI, extra_body={"chat_template_kwargs": kwargs}
         )
 
+    # What may be set is listed with the model.
+    listed = {m.id: m.model_extra for m in client.models.list()}
+    assert listed["effort"]["chat_template_kwargs"] == ["enable_thinking", "reasoning_effort"]
     plain, effort = ask(), ask(reasoning_effort="high")
     assert effort.choices[0].message.content == REPLY
     assert effort.usage.prompt_tokens > plain.usage.prompt_tokens  # it reached the template

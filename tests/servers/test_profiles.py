@@ -184,6 +184,39 @@ def test_duplicate_copies_settings_with_a_new_name_and_port(
     assert copy.chat_template_args == {"enable_thinking": False}
 
 
+def test_a_member_duplicating_a_trust_remote_code_profile_gets_a_copy_without_it(
+    local_models, member, member_client, make_profile, admin_member
+):
+    # The form's checkbox is disabled for members: a copy that kept it on could not be saved,
+    # nor the box unticked (the outside attack's finding 9).
+    source = make_profile("Trusted", owner=admin_member, trust_remote_code=True)
+    url = reverse("servers:profile-duplicate", args=[source.slug])
+    page = member_client.get(url)
+    form = page.context["form"]
+    assert form.initial["trust_remote_code"] is False
+    assert "this copy runs without it" in page.content.decode()
+    response = member_client.post(url, valid_data(name="My copy", trust_remote_code="on"))
+    assert response.status_code == 302, response.context["form"].errors
+    copy = ServerProfile.objects.get(slug="my-copy")
+    assert copy.owner == member and copy.trust_remote_code is False
+
+
+def test_a_member_can_turn_trust_remote_code_off_but_not_back_on(
+    local_models, member, member_client, make_profile
+):
+    profile = make_profile("Mine", trust_remote_code=True)  # an admin turned it on
+    edit = reverse("servers:profile-edit", args=[profile.slug])
+    assert not member_client.get(edit).context["form"].fields["trust_remote_code"].disabled
+    data = valid_data(name="Mine", slug="mine", port=str(profile.port))
+    assert member_client.post(edit, data).status_code == 302  # the box unticked
+    profile.refresh_from_db()
+    assert profile.trust_remote_code is False
+    assert member_client.get(edit).context["form"].fields["trust_remote_code"].disabled
+    member_client.post(edit, {**data, "trust_remote_code": "on"})
+    profile.refresh_from_db()
+    assert profile.trust_remote_code is False
+
+
 def test_delete_is_refused_while_running(member_client, make_profile):
     profile = make_profile()
     ServerInstance.objects.filter(pk=profile.get_instance().pk).update(state=State.RUNNING)

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from models_catalog.models import Host
 from servers.operations import stop_all
+from servers.services import QueueUnavailable
 
 
 class Command(BaseCommand):
@@ -21,7 +22,10 @@ class Command(BaseCommand):
         target = Host.objects.filter(name=host).first()
         if target is None:
             raise CommandError(f"No host named {host!r}; see `manage.py hosts`.")
-        stopped = stop_all(target, reason="Stopped by an operator (manage.py stop_servers)")
+        try:
+            stopped = stop_all(target, reason="Stopped by an operator (manage.py stop_servers)")
+        except QueueUnavailable as exc:
+            raise CommandError(str(exc)) from None
         if not stopped:
             self.stdout.write(f"No server is running on {host}.")
             return ""
