@@ -128,8 +128,13 @@ def token_source() -> str:
     return "environment" if settings.HF_TOKEN else ""
 
 
+#: The longest user name kept (HubSettings.checked_user).
+USER_NAME_MAX = 200
+
+
 def whoami(token: str) -> str:
-    """The Hub user name the token belongs to; HubError when it is rejected."""
+    """The Hub user name the token belongs to (as text a column takes, cut to
+    `USER_NAME_MAX`); HubError when it is rejected or the answer cannot be read."""
     try:
         info = HfApi(endpoint=settings.HF_ENDPOINT).whoami(token=token)
     except HfHubHTTPError as exc:
@@ -141,7 +146,13 @@ def whoami(token: str) -> str:
         raise _unreachable(exc) from None
     except (httpx2.HTTPError, OSError) as exc:
         raise _unreachable(exc) from None
-    return str(info.get("name") or "")
+    except (ValueError, RecursionError):  # an answer that is not JSON, or nested too deeply
+        raise HubError(
+            "Hugging Face's answer to the token check cannot be read: try again later.",
+            retryable=True,
+        ) from None
+    name = info.get("name") if isinstance(info, dict) else None
+    return hub_data.text(name, USER_NAME_MAX)
 
 
 # --- the file list --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from tests.support.fake_hub import (
     UNAPPROVED_TOKEN,
     USER_NAME,
     VALID_TOKEN,
+    RawJSON,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -103,3 +104,27 @@ def test_a_token_stored_under_an_old_secret_key_is_reported(
     admin_client.force_login(admin_member)  # sessions are signed with the old key too
     html = admin_client.get(URL).content.decode()
     assert "cannot be decrypted" in html
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [
+        (RawJSON('"' + "n" * 5000 + '"'), "n" * 200),  # beyond the column (PostgreSQL refused it)
+        (RawJSON('"port\\u0000al"'), "portal"),
+        (RawJSON("1e309"), ""),
+        (RawJSON('{"first": "a"}'), ""),
+    ],
+)
+def test_the_user_name_a_token_check_answers_is_kept_as_text(hf, admin_client, name, stored):
+    hf.hub.user_name = name
+    response = admin_client.post(URL, {"action": "save", "token": VALID_TOKEN}, follow=True)
+    assert response.status_code == 200
+    assert HubSettings.objects.get().checked_user == stored
+
+
+def test_a_token_check_answer_too_deep_to_read_is_explained(hf, admin_client):
+    hf.hub.user_name = RawJSON("[" * 200_000 + "]" * 200_000)
+    response = admin_client.post(URL, {"action": "save", "token": VALID_TOKEN}, follow=True)
+    assert "Saved, but not checked: Hugging Face's answer to the token check cannot be read" in (
+        response.content.decode().replace("&#x27;", "'")
+    )

@@ -273,6 +273,7 @@ class FakeHub:
                               must resume with ``Range`` (``None``: never).
     ``interrupt_times``       how many file bodies to cut that way (then downloads run through).
     ``page_size``             largest ``/api/models`` page; beyond it a ``Link`` header chains.
+    ``user_name``             the ``name`` ``whoami`` answers (a :class:`RawJSON`: a hostile one).
     ``hold_files_until``      hold every file request (``/resolve/``) until this many are in
                               flight at once (or ``hold_timeout`` seconds passed), then answer
                               them all: proves a client's reads are concurrent (``None``: off).
@@ -368,6 +369,7 @@ class FakeHub:
         self.interrupt_after_bytes: int | None = None
         self.interrupt_times: int = 1
         self.page_size: int = 25
+        self.user_name: Any = USER_NAME
         self.hold_files_until: int | None = None
         self.hold_timeout: float = 5.0
         with self._lock:
@@ -687,7 +689,7 @@ class _Handler(BaseHTTPRequestHandler):
             {
                 "type": "user",
                 "id": hashlib.md5(USER_NAME.encode()).hexdigest()[:24],
-                "name": USER_NAME,
+                "name": self.hub.user_name,
                 "fullname": "Portal Tester",
                 "email": "tester@example.com",
                 "emailVerified": True,
