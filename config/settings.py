@@ -11,6 +11,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -59,6 +60,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The Content-Security-Policy header (SECURE_CSP below) on every answer.
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -151,6 +154,42 @@ ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
 LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "home"
 ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
+
+# What the browser may do with the portal's pages (docs/accounts.md, "Browser security").
+# Content-Security-Policy: scripts, styles, fonts and fetches from the portal itself only; no
+# inline script or style, no eval (htmx runs with allowEval off: templates/base.html), no
+# plugin, no <base>, no framing, forms post only here. Images may also be data: URIs (Pico's
+# icons). Even markup that slipped through escaping cannot run script under it.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "font-src": [CSP.SELF],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+    "form-action": [CSP.SELF],
+}
+X_FRAME_OPTIONS = "DENY"  # for browsers without frame-ancestors
+# The strictest policy that still lets a POST say where it came from: Django's CSRF check
+# over HTTPS and the login's `next` after a POST read the same-origin Referer.
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# Cookies: never readable by scripts (the pages carry the CSRF token in their forms and in
+# htmx's headers, and no script reads the cookie), Secure in production (below).
+# SameSite=Lax, not Strict, for both: a Strict session cookie is not sent when a link from
+# email or chat is followed, so an admin opening the sign-up notice's link would land logged
+# out; and a Strict CSRF cookie would be missing from such an arrival, so Django would set a
+# new one and break the forms open in the portal's other tabs. Lax still keeps both cookies
+# off every cross-site POST and sub-request, and every change is a POST with a CSRF token.
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_FAILURE_VIEW = "config.views.csrf_failure"  # the portal's 403 page, not Django's
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -397,5 +436,4 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
-    SECURE_CONTENT_TYPE_NOSNIFF = True
     SECURE_REDIRECT_EXEMPT = [r"^healthz$"]

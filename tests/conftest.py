@@ -27,9 +27,75 @@ def celery_worker(transactional_db, tmp_path):
         worker.stop()
 
 
+# Runs in every document before its own scripts, outside the page's Content-Security-Policy.
+CSP_WATCH = """
+document.addEventListener("securitypolicyviolation", (e) => window.__portalCspViolation(
+  `${e.effectiveDirective} refused ${e.blockedURI || "inline code"} (${e.sourceFile || ""}` +
+  `:${e.lineNumber}) ${e.sample || ""}`));
+"""
+
+
+class WatchedBrowser:
+    """The Playwright browser, whose every new context reports what the Content-Security-Policy
+    refused — the `securitypolicyviolation` events and Chromium's console errors about it
+    ("Refused to load …", "Executing inline event handler violates … Content Security Policy")
+    — into `violations`, which `_no_csp_violations` checks after each browser test."""
+
+    def __init__(self, browser) -> None:
+        self._browser = browser
+        self.violations: list[str] = []
+
+    def new_context(self, **kwargs):
+        context = self._browser.new_context(**kwargs)
+        context.expose_binding(
+            "__portalCspViolation",
+            lambda source, text: self.violations.append(f"{source['frame'].url}: {text}"),
+        )
+        context.add_init_script(CSP_WATCH)
+        context.on("console", self._console)
+        return context
+
+    def new_page(self, **kwargs):
+        """A page in a watched context of its own, closed with the page (as Browser.new_page)."""
+        context = self.new_context(**kwargs)
+        page = context.new_page()
+        page.on("close", lambda _: context.close())
+        return page
+
+    def _console(self, message) -> None:
+        text = message.text
+        if message.type == "error" and ("Content Security Policy" in text or "Refused to" in text):
+            self.violations.append(f"{message.location.get('url', '')}: {message.text}")
+
+    def __getattr__(self, name):
+        return getattr(self._browser, name)
+
+
+@pytest.fixture(autouse=True)
+def _no_csp_violations(request):
+    """A test that drives the browser fails (at teardown) if any page it opened broke the
+    Content-Security-Policy: a script, style or handler the policy refused is a part of the
+    page that does not work."""
+    if "browser" not in request.fixturenames:
+        yield
+        return
+    watched = request.getfixturevalue("browser")
+    watched.violations.clear()
+    yield
+    if watched.violations:
+        found = "\n".join(dict.fromkeys(watched.violations))
+        if "eval" in found:
+            found += (
+                "\n(wait_for_function takes a function, '() => …': an expression is evaluated "
+                "again with eval at each poll, which the policy refuses)"
+            )
+        pytest.fail(f"Content-Security-Policy violations:\n{found}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def browser():
-    """Headless Debian Chromium driven by Playwright (never a downloaded browser)."""
+    """Headless Debian Chromium driven by Playwright (never a downloaded browser), watched for
+    Content-Security-Policy violations (`WatchedBrowser`)."""
     from playwright.sync_api import sync_playwright
 
     executable = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -43,7 +109,7 @@ def browser():
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
             ],
         )  # fmt: skip
-        yield browser
+        yield WatchedBrowser(browser)
         browser.close()
 
 

@@ -1,7 +1,9 @@
 import pytest
 from django.core.cache import cache
 
+from tests.accounts.walk import marker
 from tests.conftest import PASSWORD
+from tests.servers.helpers import TINY_REPO, install_model
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +40,61 @@ def log_in():
         return client.post("/accounts/login/", {"login": email, "password": password}, **extra)
 
     return post
+
+
+@pytest.fixture
+def stored(member, make_user, hub, settings, tmp_path):
+    """Objects of `member`, with markers in their text, and a model in the Hugging Face cache;
+    pages that ask the Hub ask the local fake one. Returns {token: what holds its marker}."""
+    from accounts.api_keys import create_api_key
+    from models_catalog.models import Download, Host
+    from servers.chat import render_markdown
+    from servers.models import Conversation, Message, ServerProfile, State, UsageRecord
+
+    settings.HF_ENDPOINT = hub.url
+    settings.HF_HUB_CACHE = tmp_path / "hf-cache"
+    settings.HF_TOKEN = ""
+    install_model(settings.HF_HUB_CACHE, TINY_REPO)
+    host = Host.local()
+    where = {
+        "sa": "a profile's name",
+        "sb": "a profile's description",
+        "sc": "a profile's system prompt",
+        "sd": "a failed server's reason",
+        "se": "a failed server's error",
+        "sf": "a failed server's log tail",
+        "sg": "a conversation's title",
+        "sh": "a user's message",
+        "si": "a model's answer",
+        "sj": "a model's reasoning",
+        "sk": "an API key's name",
+        "sl": "a download's error",
+        "sm": "a download's state reason",
+        "sn": "a user's email",
+        "so": "a usage record's profile name",
+    }
+    m = {token: marker(token) for token in where}
+    profile = ServerProfile.objects.create(
+        name=m["sa"], slug="owned", model_id=TINY_REPO, host=host, port=18123, owner=member,
+        description=m["sb"], system_prompt=m["sc"],
+    )  # fmt: skip
+    type(profile.get_instance()).objects.filter(profile=profile).update(
+        state=State.FAILED, reason=m["sd"], last_error=m["se"], log_tail=m["sf"]
+    )
+    conversation = Conversation.objects.create(user=member, profile=profile, title=m["sg"])
+    Message.objects.create(conversation=conversation, role="user", content=m["sh"])
+    Message.objects.create(
+        conversation=conversation, role="assistant", content=m["si"],
+        html=render_markdown(m["si"]), reasoning=m["sj"],
+    )  # fmt: skip
+    create_api_key(member, m["sk"])
+    Download.objects.create(
+        repo_id=TINY_REPO, revision="a" * 40, host=host, requested_by=member,
+        state=Download.State.FAILED, error=m["sl"], state_reason=m["sm"],
+    )  # fmt: skip
+    make_user(f"{m['sn']}@example.com", status="pending")
+    UsageRecord.objects.create(
+        user=member, profile=profile, profile_name=m["so"], host=host, source="chat",
+        endpoint="chat/completions", status="ok",
+    )  # fmt: skip
+    return where

@@ -33,12 +33,19 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import pytest
 from django import forms
 from django.conf import settings
-from django.contrib import admin
 from django.test import Client
-from django.urls import NoReverseMatch, Resolver404, resolve, reverse
+from django.urls import Resolver404, resolve
 
-from accounts import access
-from tests.servers.helpers import TINY_REPO, install_model
+from tests.accounts.walk import (
+    RAW_MARKER,
+    ROLES,
+    marker,
+    object_paths,
+    path_marker,
+    reaches,
+    user_for,
+)
+from tests.servers.helpers import TINY_REPO
 from tests.support.url_walk import all_urls, urls_with_text
 
 ATTACK_SCRIPT = '<script src="https://evil.example/x.js"></script>'
@@ -68,24 +75,10 @@ def test_every_refusal_of_the_download_action_is_the_escaped_fragment(member_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_APPS = ("accounts", "models_catalog", "servers", "config")
-# The tags raw, whatever became of the rest (a message may quote the text with repr()).
-RAW_MARKER = re.compile(r"<script>alert\(/?(\w+)?|<img src=x onerror=alert\(/?(\w+)?")
 REQUEST_READS = [
     re.compile(r"""request\.(?:GET|POST|FILES)(?:\.(?:get|getlist|pop)\(|\[)\s*["']([^"']+)["']"""),
     re.compile(r"""["']([^"']+)["']\s+(?:not\s+)?in\s+request\.(?:GET|POST|FILES)\b"""),
 ]
-ROLES = ["anonymous", "pending", "disabled", "member", "admin"]
-
-
-def marker(token: str) -> str:
-    """Breaks out of a quoted attribute and opens two tags that run script, naming `token`
-    (in a regex literal: no quote inside, which a message could escape)."""
-    return f"""\"'><script>alert(/{token}/)</script><img src=x onerror=alert(/{token}/)>"""
-
-
-def path_marker(token: str) -> str:
-    """The same without a slash, for path parameters."""
-    return f"""\"'><img src=x onerror=alert({token})>"""
 
 
 def form_field_names() -> set[str]:
@@ -136,23 +129,6 @@ def names_for_view(path: str) -> set[str] | None:
         if isinstance(value, type) and issubclass(value, forms.BaseForm):
             names |= set(value.base_fields)
     return names
-
-
-def reaches(role: str, path: str) -> bool:
-    """Whether the access rules let `role` reach the view of `path` (else the middleware
-    answers for it, whatever the request carries)."""
-    match = _match(path)
-    if match is None:  # the 404 page
-        return role in ("member", "admin")
-    if match.view_name in access.PUBLIC_URL_NAMES:
-        return True
-    if role == "anonymous" or access.is_api_path(path):
-        return False
-    if match.view_name in access.STATUS_URL_NAMES:
-        return True
-    if role in ("pending", "disabled"):
-        return False
-    return role == "admin" or not access.is_staff_only(match.func, match.namespace)
 
 
 class PageForms(HTMLParser):
@@ -310,26 +286,6 @@ class Walker:
             self.forms.setdefault(key, form)
 
 
-def object_paths(arguments: dict[str, list]) -> list[str]:
-    """Every named URL whose arguments `arguments` offers values for, with each combination;
-    and the Django admin's pages of every object of every registered model."""
-    paths = []
-    for url in all_urls():
-        if not url.params or not url.name or url.name.startswith("admin:"):
-            continue
-        choices = [arguments.get(param, []) for param in url.params]
-        for values in itertools.product(*choices):
-            try:
-                paths.append(reverse(url.name, kwargs=dict(zip(url.params, values, strict=True))))
-            except NoReverseMatch:
-                continue
-    for model in admin.site._registry:
-        prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}"
-        for obj in model._default_manager.all()[:3]:
-            paths += [reverse(f"{prefix}_{view}", args=[obj.pk]) for view in ("change", "history")]
-    return paths
-
-
 def _destructive_last(form: dict) -> bool:
     return any(word in form["action"] for word in ("delete", "revoke", "logout", "remove"))
 
@@ -364,74 +320,6 @@ def walk(walker: Walker, targets: list[str]) -> None:
             walker.send("get", path, htmx=htmx)
 
 
-@pytest.fixture
-def stored(member, make_user, hub, settings, tmp_path):
-    """Objects of `member`, with markers in their text, and a model in the Hugging Face cache;
-    pages that ask the Hub ask the local fake one. Returns {token: what holds its marker}."""
-    from accounts.api_keys import create_api_key
-    from models_catalog.models import Download, Host
-    from servers.chat import render_markdown
-    from servers.models import Conversation, Message, ServerProfile, State, UsageRecord
-
-    settings.HF_ENDPOINT = hub.url
-    settings.HF_HUB_CACHE = tmp_path / "hf-cache"
-    settings.HF_TOKEN = ""
-    install_model(settings.HF_HUB_CACHE, TINY_REPO)
-    host = Host.local()
-    where = {
-        "sa": "a profile's name",
-        "sb": "a profile's description",
-        "sc": "a profile's system prompt",
-        "sd": "a failed server's reason",
-        "se": "a failed server's error",
-        "sf": "a failed server's log tail",
-        "sg": "a conversation's title",
-        "sh": "a user's message",
-        "si": "a model's answer",
-        "sj": "a model's reasoning",
-        "sk": "an API key's name",
-        "sl": "a download's error",
-        "sm": "a download's state reason",
-        "sn": "a user's email",
-        "so": "a usage record's profile name",
-    }
-    m = {token: marker(token) for token in where}
-    profile = ServerProfile.objects.create(
-        name=m["sa"], slug="owned", model_id=TINY_REPO, host=host, port=18123, owner=member,
-        description=m["sb"], system_prompt=m["sc"],
-    )  # fmt: skip
-    type(profile.get_instance()).objects.filter(profile=profile).update(
-        state=State.FAILED, reason=m["sd"], last_error=m["se"], log_tail=m["sf"]
-    )
-    conversation = Conversation.objects.create(user=member, profile=profile, title=m["sg"])
-    Message.objects.create(conversation=conversation, role="user", content=m["sh"])
-    Message.objects.create(
-        conversation=conversation, role="assistant", content=m["si"],
-        html=render_markdown(m["si"]), reasoning=m["sj"],
-    )  # fmt: skip
-    create_api_key(member, m["sk"])
-    Download.objects.create(
-        repo_id=TINY_REPO, revision="a" * 40, host=host, requested_by=member,
-        state=Download.State.FAILED, error=m["sl"], state_reason=m["sm"],
-    )  # fmt: skip
-    make_user(f"{m['sn']}@example.com", status="pending")
-    UsageRecord.objects.create(
-        user=member, profile=profile, profile_name=m["so"], host=host, source="chat",
-        endpoint="chat/completions", status="ok",
-    )  # fmt: skip
-    return where
-
-
-def _user_for(role: str, member, admin_member, make_user):
-    if role == "member":
-        return member
-    if role == "admin":
-        return admin_member
-    if role in ("pending", "disabled"):
-        return make_user(f"{role}-walker@example.com", status=role)
-    return None
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("role", ROLES)
 def test_no_text_html_answer_pastes_a_marker_unescaped(
@@ -440,7 +328,7 @@ def test_no_text_html_answer_pastes_a_marker_unescaped(
     from models_catalog.models import Download
     from servers.models import Conversation, ServerProfile
 
-    walker = Walker(role, _user_for(role, member, admin_member, make_user), known=stored)
+    walker = Walker(role, user_for(role, member, admin_member, make_user), known=stored)
     in_path = walker.token("a path parameter")
     pks = {obj.pk for model in (Download, Conversation) for obj in model.objects.all()}
     pks |= {member.pk, admin_member.pk}

@@ -21,7 +21,7 @@ def test_search_filter_and_open_a_model(member_page, hub_settings, screenshot):
     page.get_by_placeholder("Search MLX models").press_sequentially("qwen", delay=30)
     page.wait_for_url(re.compile(r"q=qwen"))
     page.wait_for_function(
-        "[...document.querySelectorAll('#results tbody tr')].length > 0 &&"
+        "() => [...document.querySelectorAll('#results tbody tr')].length > 0 &&"
         " [...document.querySelectorAll('#results tbody tr')]"
         ".every(r => r.dataset.repoId.toLowerCase().includes('qwen'))"
     )
@@ -30,7 +30,7 @@ def test_search_filter_and_open_a_model(member_page, hub_settings, screenshot):
     page.locator("label.chip", has_text="Thinking").click()
     page.wait_for_url(re.compile(r"cap=thinking"))
     page.wait_for_function(
-        "[...document.querySelectorAll('#results tbody tr')].length > 0 &&"
+        "() => [...document.querySelectorAll('#results tbody tr')].length > 0 &&"
         " [...document.querySelectorAll('#results tbody tr')]"
         ".every(r => r.textContent.includes('thinking'))"
     )

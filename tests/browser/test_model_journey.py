@@ -40,7 +40,7 @@ def test_search_filter_open_download_and_find_it_in_my_models(
     page.locator("label.chip", has_text="4-bit").click()
     page.wait_for_url(re.compile(r"bits=4"))
     page.wait_for_function(
-        "[...document.querySelectorAll('#results tbody tr')].length > 0 &&"
+        "() => [...document.querySelectorAll('#results tbody tr')].length > 0 &&"
         " [...document.querySelectorAll('#results tbody tr')]"
         ".every(r => r.textContent.includes('4-bit'))"
     )

@@ -96,7 +96,9 @@ def test_start_watch_running_read_the_log_and_stop(
             document.body.addEventListener("htmx:afterSwap", record(window.tileSwaps));
         }"""
     )
-    page.wait_for_function("window.tilePolls.filter(s => s === 204).length >= 2", timeout=20_000)
+    page.wait_for_function(
+        "() => window.tilePolls.filter(s => s === 204).length >= 2", timeout=20_000
+    )
     assert 204 not in page.evaluate("window.tileSwaps")
     # A change made elsewhere still shows on the next poll.
     spare = ServerProfile.objects.get(slug="spare").get_instance()
