@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from servers.mlx_entry import peer_closed
 from servers.validation import check_chat_template_args
 
 log = logging.getLogger(__name__)
@@ -712,17 +713,6 @@ class ClientGone(Exception):
 _CLIENT_EVENTS = (_POLLRDHUP or select.POLLIN) | select.POLLHUP | select.POLLERR
 
 
-def client_left(sock: socket.socket) -> bool:
-    """Whether the client at the other end of `sock` has closed it (nothing is read)."""
-    try:
-        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True
-    return data == b""
-
-
 class _Waiter:
     """Waits for data from a model server while watching the client of the request.
 
@@ -758,7 +748,7 @@ class _Waiter:
                 if fd == self._upstream:
                     ready = True
                 elif self._client is not None:
-                    if client_left(self._client):
+                    if peer_closed(self._client):
                         raise ClientGone
                     # Data from the client (a pipelined request): it is there; stop watching
                     # it, or poll() would report it again at once.

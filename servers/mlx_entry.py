@@ -82,8 +82,9 @@ class Answered(BaseException):
 
 
 def peer_closed(sock: socket.socket) -> bool:
-    """Whether the other end of `sock` has closed it (a request body is read in full before
-    generation starts, so anything readable now is the end of the connection)."""
+    """Whether the other end of `sock` has closed it (nothing is read: a peek). Here a request
+    body is read in full before generation starts, so anything readable is the end of the
+    connection; the gateway asks the same of its clients' sockets (it imports this)."""
     try:
         data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except (BlockingIOError, InterruptedError):
