@@ -56,6 +56,13 @@ def test_markdown_renders_code_tables_and_links():
     assert 'href="https://e.org"' in html and "noopener" in html
 
 
+def test_aligned_table_cells_get_a_class_not_a_style_the_policy_would_refuse():
+    html = render_markdown("| a | b | c |\n|:--|:-:|--:|\n| 1 | 2 | 3 |")
+    assert "style=" not in html
+    for where in ("left", "center", "right"):
+        assert f'<th class="align-{where}">' in html and f'<td class="align-{where}">' in html
+
+
 @pytest.mark.parametrize(
     "content,reasoning,answer",
     [("plain", "", "plain"), ("<think>hmm</think>Hi", "hmm", "Hi"),
