@@ -2,7 +2,7 @@ from allauth.account.adapter import DefaultAccountAdapter
 from django.core.exceptions import PermissionDenied
 
 from accounts import approval
-from config.client_address import client_address
+from common.client_address import client_address
 
 
 class AccountAdapter(DefaultAccountAdapter):
@@ -17,7 +17,7 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def get_client_ip(self, request):
         """The address allauth throttles logins and sign-ups by: the client's, read through
-        the trusted proxies (config/client_address.py), so that behind the nginx front one
+        the trusted proxies (common/client_address.py), so that behind the nginx front one
         client's failed logins do not lock everyone out. allauth's own ALLAUTH_TRUSTED_PROXY_COUNT
         is not used: it believes X-Forwarded-For from any peer, and fails on a request that
         reaches gunicorn without the front (a local scraper, a health check)."""

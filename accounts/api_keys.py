@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from accounts.models import ApiKey, User
-from config.rows import first_row
+from common.rows import first_row
 
 KEY_PREFIX = "mlxp_"
 DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 6
@@ -82,7 +82,7 @@ def find_api_key(authorization_header: str | None) -> ApiKey | None:
     token = bearer_token(authorization_header)
     if token is None or not token.startswith(KEY_PREFIX) or len(token) > 200:
         return None
-    # One plain query for the key and its user (config/rows.py): this runs before every
+    # One plain query for the key and its user (common/rows.py): this runs before every
     # gateway request's first byte.
     hashes = _candidate_hashes(token)
     api_key = first_row(ApiKey, {"key_hash": hashes, "revoked_at": None}, related=("user",))

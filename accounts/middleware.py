@@ -44,7 +44,7 @@ from accounts.api_keys import (
     seconds_until_retry,
 )
 from accounts.models import User
-from config.client_address import client_address
+from common.client_address import client_address
 
 
 def api_error(

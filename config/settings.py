@@ -377,7 +377,7 @@ def _networks(name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddres
 
 # Reverse proxies whose X-Forwarded-For is believed: the client's address (for the wrong-API-key
 # counter, allauth's login throttling and /metrics' localhost rule) is read through them
-# (config/client_address.py). The default trusts this machine: the shipped nginx front.
+# (common/client_address.py). The default trusts this machine: the shipped nginx front.
 TRUSTED_PROXIES = _networks("MLX_PORTAL_TRUSTED_PROXIES", "127.0.0.1,::1")
 
 # Hugging Face Hub. models_catalog/hub.py passes these explicitly to every call.

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from config import periodic
-from config.periodic import Periodic
+from common import periodic
+from common.periodic import Periodic
 
 
 class Heartbeat(Periodic):

@@ -14,7 +14,7 @@ import time
 from django.conf import settings
 
 from accounts.api_keys import still_allowed
-from config.rows import first_row
+from common.rows import first_row
 from models_catalog.local import serving_facts
 from servers import hop, services
 from servers.gateway import ClientGone, GatewayError, Measure, Relay, build_upstream_body, send
@@ -61,7 +61,7 @@ def find_profile(model: object) -> ServerProfile:
 
 def _profile_by_slug(slug: str) -> ServerProfile | None:
     """The profile with its host and instance loaded, as `select_related` would load them, in
-    one plain query (config/rows.py): this runs before every gateway request's first byte, and
+    one plain query (common/rows.py): this runs before every gateway request's first byte, and
     server_url then reads the instance's state without another query."""
     return first_row(ServerProfile, {"slug": slug}, related=("host", "instance"))
 

@@ -29,7 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from accounts.api_keys import bearer_token
-from config.client_address import is_local_client
+from common.client_address import is_local_client
 from servers import usage_days
 from servers.models import (
     UNKNOWN,

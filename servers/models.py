@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from common.states import StateMachine
 from models_catalog.models import Host
 
 
@@ -146,8 +147,8 @@ def shown_state(host_online: bool, instance_state: str | None) -> str:
 ACTIVE_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING, State.RESTARTING})
 
 
-class InvalidTransition(Exception):
-    """A state change the state machine does not allow."""
+# The server's state machine (common.states: one helper and lock discipline for every row).
+MACHINE = StateMachine(TRANSITIONS, what="server")
 
 
 class ServerInstance(models.Model):
@@ -218,26 +219,13 @@ class ServerInstance(models.Model):
         return timezone.now() - self.started_at
 
     def can_transition(self, new_state: str) -> bool:
-        return new_state in TRANSITIONS[self.state]
+        return MACHINE.can(self.state, new_state)
 
     def transition(self, new_state: str, reason: str, **fields) -> None:
-        """Move to `new_state` (if the state machine allows it), recording reason and time.
-
-        Locks the row, so two workers cannot both move the same instance. Extra `fields` are
-        saved with the change. Raises InvalidTransition otherwise.
-        """
-        with transaction.atomic():
-            current = ServerInstance.objects.select_for_update().get(pk=self.pk)
-            if new_state not in TRANSITIONS[current.state]:
-                raise InvalidTransition(f"A server cannot go from {current.state} to {new_state}.")
-            fields = {
-                "state": new_state,
-                "reason": reason[:500],
-                "state_changed_at": timezone.now(),
-                **fields,
-            }
-            ServerInstance.objects.filter(pk=self.pk).update(**fields)
-        self.refresh_from_db()
+        """Move to `new_state` if the state machine allows it, recording reason, time and the
+        extra `fields` (common.states: the row is locked and its current state checked);
+        raises InvalidTransition otherwise."""
+        MACHINE.move(self, new_state, reason, **fields)
 
 
 class UsageRecord(models.Model):

@@ -26,8 +26,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from config import periodic
-from config.periodic import Periodic
+from common import periodic
+from common.periodic import Periodic
 from servers import gateway, supervisor
 from servers.mlx_entry import STATUS_PATH
 from servers.models import ACTIVE_STATES, ServerInstance, State

@@ -29,18 +29,13 @@ from django.db.models import Q
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
+from common.states import InvalidTransition
 from models_catalog.local import local_model_path, serving_facts
 from models_catalog.models import Host
 from models_catalog.usage import mark_model_used
 from servers import gateway, supervisor
 from servers.command import ServerOptions, build_server_command
-from servers.models import (
-    ACTIVE_STATES,
-    InvalidTransition,
-    ServerInstance,
-    ServerProfile,
-    State,
-)
+from servers.models import ACTIVE_STATES, ServerInstance, ServerProfile, State
 from servers.ports import port_holder, port_is_free
 from servers.validation import resolve_adapter_path
 

@@ -35,7 +35,7 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
-from config.rows import compiled_rows
+from common.rows import compiled_rows
 from models_catalog.hosts import heard_ago
 from models_catalog.models import Host
 from servers import monitor, services, usage

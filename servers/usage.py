@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from django.db.models import BigIntegerField, Count, Func, Q, Sum
 from django.utils import timezone
 
-from config.rows import compiled_rows
+from common.rows import compiled_rows
 from servers import metrics, usage_days
 from servers.gateway import Measure
 from servers.models import ServerProfile, UsageRecord

@@ -10,7 +10,7 @@ import ipaddress
 import pytest
 from django.test import Client, RequestFactory
 
-from config.client_address import client_address, is_local_client
+from common.client_address import client_address, is_local_client
 from tests.support.clean_env import run_python
 
 LOOPBACK = ("127.0.0.1", "::1")

@@ -7,7 +7,7 @@ import pytest
 
 from accounts.api_keys import create_api_key, revoke_api_key
 from accounts.models import ApiKey
-from config.rows import first_row
+from common.rows import first_row
 from models_catalog.models import Host
 from servers.models import ServerInstance, ServerProfile, State
 
@@ -126,7 +126,7 @@ def test_a_row_changed_after_a_first_read_is_read_fresh(profile):
 
 
 def test_a_compiled_query_gives_the_orms_rows_and_sees_later_changes(profile, member):
-    from config.rows import compiled_rows
+    from common.rows import compiled_rows
 
     columns = ("slug", "chat_template_args", "trust_remote_code", "created_at",
                "instance__state", "instance__started_at", "host__name")  # fmt: skip
@@ -158,7 +158,7 @@ def test_a_compiled_query_gives_the_orms_rows_and_sees_later_changes(profile, me
 
 
 def test_a_compiled_query_takes_new_values_for_its_placeholders(profile, member):
-    from config.rows import compiled_rows
+    from common.rows import compiled_rows
 
     ServerProfile.objects.create(
         name="Another", slug="another", model_id="m/x", port=18556, owner=member,

@@ -2,7 +2,8 @@
 
 import pytest
 
-from servers.models import TRANSITIONS, InvalidTransition, ServerInstance, State
+from common.states import InvalidTransition
+from servers.models import TRANSITIONS, ServerInstance, State
 
 ALLOWED = [(src, dst) for src, targets in TRANSITIONS.items() for dst in targets]
 FORBIDDEN = [
