@@ -26,14 +26,16 @@ PROFILE_NAME_MAX = ServerProfile._meta.get_field("name").max_length
 
 def find_profile(model: object) -> ServerProfile:
     """The profile a request's `model` names (its slug, or its name), else GatewayError 404."""
-    if not isinstance(model, str) or not model.strip():
+    if not isinstance(model, str) or not model:
         raise GatewayError(
             "'model' is required: the name of a server profile (see GET /v1/models).",
             param="model",
             code="missing_field",
         )
     model = model.strip()
-    if len(model) > PROFILE_NAME_MAX or not model.isprintable():
+    # Only white space (Python's: NEL, say, which JSON Schema's \S counts as a character) names
+    # no profile: a 404 as for any other unknown name, not a missing field.
+    if not model or len(model) > PROFILE_NAME_MAX or not model.isprintable():
         # No profile is named so (names are printable, at most 80 characters); and a NUL or a
         # lone surrogate must not reach the database (PostgreSQL refuses NUL in text).
         raise GatewayError(

@@ -88,8 +88,8 @@ def test_unknown_model_is_404_model_not_found(client, stopped):
 
 @pytest.mark.parametrize(
     "model",
-    ["tiny\x00", "\x00", "ti\ud840ny", "a" * 81, "bell\x07"],
-    ids=["nul", "only-nul", "lone-surrogate", "too-long", "control"],
+    ["tiny\x00", "\x00", "ti\ud840ny", "a" * 81, "bell\x07", "\x85\x0b", "   "],
+    ids=["nul", "only-nul", "lone-surrogate", "too-long", "control", "python-blank", "blank"],
 )
 def test_model_names_no_profile_can_have_are_404_before_the_database(client, stopped, model):
     """Found by schemathesis on PostgreSQL: a NUL in `model` made the profile query fail (500)."""
