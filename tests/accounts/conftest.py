@@ -14,12 +14,6 @@ def _fresh_rate_limits(db):
     cache.clear()
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """PBKDF2's deliberate slowness only slows these tests down; the hasher is not under test."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def sign_up():
     """`sign_up(client, "a@example.com")` posts allauth's sign-up form and returns the reply."""

@@ -9,11 +9,6 @@ import pytest
 from tests.models_catalog.download_helpers import hf  # noqa: F401
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 class Queues:
     """The Celery queues in this test's Redis database, read without consuming them."""
 

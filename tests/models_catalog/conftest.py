@@ -44,13 +44,6 @@ def put_in_local_cache(cache: Path, repo_id: str, source: Path, revision: str = 
     return snapshot
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """Django 6's PBKDF2 takes ~1.5 s per user on this machine; these tests never log in by
-    password."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def fast_heartbeat(settings):
     """Downloads run in this process renew their lease every 0.2 s, so leases can be tested."""

@@ -54,12 +54,6 @@ def make_profile(db, member):
     return make
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """Users are made in almost every test here; the real hasher costs a second each."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def served_model(hf_cache, tiny_model):
     """The real tiny text model (built once per machine) in this test's HF cache."""

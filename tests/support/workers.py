@@ -34,7 +34,7 @@ def process_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
-            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DJANGO_SETTINGS_MODULE": "config.test_settings",
             "DATABASE_URL": test_database_url(),
             "REDIS_URL": settings.REDIS_URL,
             "MLX_PORTAL_DATA_DIR": str(settings.DATA_DIR),
