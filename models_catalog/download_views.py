@@ -3,6 +3,7 @@ the Hugging Face token. Thin: parse, call one function, render (HTMX gets the na
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -78,10 +79,17 @@ def download_start(request: HttpRequest) -> HttpResponse:
         else:
             if from_action:
                 return _action(request, repo_id)
-            if joined:
+            size = filesizeformat(download.bytes_total)
+            if downloads.waits_for_the_queue(download):
+                messages.warning(
+                    request,
+                    f"Download of {repo_id} ({size}) queued; {downloads.WAITING_FOR_QUEUE}: "
+                    "Redis is not answering, and the portal sends it again every "
+                    f"{settings.DOWNLOAD_REQUEUE_SECONDS:g} s.",
+                )
+            elif joined:
                 messages.info(request, f"{repo_id} is already downloading: you joined it.")
             else:
-                size = filesizeformat(download.bytes_total)
                 messages.success(request, f"Download of {repo_id} ({size}) started.")
             return redirect("catalog:downloads")
     if from_action:

@@ -36,6 +36,7 @@ from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from models_catalog import cache, hub_files
+from models_catalog.hosts.queue import enqueue
 from models_catalog.hub_files import DownloadStopped, HubError, Manifest, RepoFile
 from models_catalog.models import Download, DownloadAttempt, Host
 from models_catalog.validators import validate_repo_id, validate_revision
@@ -43,6 +44,16 @@ from models_catalog.validators import validate_repo_id, validate_revision
 logger = logging.getLogger(__name__)
 
 State = Download.State
+
+#: The tasks a download sends to its host's queue (by name: models_catalog/tasks.py).
+RUN_TASK = "models_catalog.download_model"
+CLEANUP_TASK = "models_catalog.cleanup_download"
+#: What a download waits for while Redis does not take its task message.
+WAITING_FOR_QUEUE = "it starts when the task queue is back"
+#: What a cancelled download adds to its reason while its clean-up cannot be sent.
+QUEUE_DOWN_CLEANUP = (
+    "; its partial files are removed once the task queue is back (Redis is not answering)"
+)
 
 
 class DownloadRefused(Exception):
@@ -247,28 +258,49 @@ def record_deletion(repo_id: str, host: Host, by: str = "") -> int:
     return len(changed)
 
 
+def queue_down_reason() -> str:
+    """The reason a queued download shows while its task message could not be sent."""
+    return (
+        f"Queued; {WAITING_FOR_QUEUE} (Redis is not answering; the portal sends it again every "
+        f"{settings.DOWNLOAD_REQUEUE_SECONDS:g} s)."
+    )
+
+
+def waits_for_the_queue(download: Download) -> bool:
+    """Whether the download is queued but its task message could not be sent (Redis down):
+    `reconcile_downloads` sends it again after DOWNLOAD_REQUEUE_SECONDS."""
+    return download.state == State.QUEUED and WAITING_FOR_QUEUE in download.state_reason
+
+
 def _enqueue(download: Download) -> None:
-    """Send the run to the download's host queue once the transaction commits."""
+    """Send the run to the download's host queue once the transaction commits. When Redis
+    does not take it, the download stays queued and says so (`waits_for_the_queue`)."""
     Download.objects.filter(pk=download.pk).update(enqueued_at=timezone.now())
 
-    def send() -> None:
-        from models_catalog.tasks import download_model
+    def queue_down(_error: Exception) -> None:
+        reason = queue_down_reason()
+        Download.objects.filter(pk=download.pk, state=State.QUEUED).update(state_reason=reason)
+        if download.state == State.QUEUED:
+            download.state_reason = reason
 
-        download_model.apply_async(args=[download.pk], queue=download.host.queue)
-
-    transaction.on_commit(send)
+    enqueue(RUN_TASK, download.host, args=[download.pk], on_failure=queue_down)
 
 
 def _enqueue_cleanup(download: Download) -> None:
-    """Send the clean-up of a cancelled download to its host once the transaction commits."""
+    """Send the clean-up of a cancelled download to its host once the transaction commits.
+    When Redis does not take it, the download says its files go once the queue is back
+    (`reconcile_downloads` sends it again)."""
     Download.objects.filter(pk=download.pk).update(enqueued_at=timezone.now())
 
-    def send() -> None:
-        from models_catalog.tasks import cleanup_download as cleanup_task
+    def queue_down(_error: Exception) -> None:
+        current = Download.objects.filter(pk=download.pk, state=State.CANCELLED).first()
+        if current is None or QUEUE_DOWN_CLEANUP in current.state_reason:
+            return
+        reason = f"{current.state_reason}{QUEUE_DOWN_CLEANUP}"[:500]
+        Download.objects.filter(pk=download.pk).update(state_reason=reason)
+        download.state_reason = reason
 
-        cleanup_task.apply_async(args=[download.pk], queue=download.host.queue)
-
-    transaction.on_commit(send)
+    enqueue(CLEANUP_TASK, download.host, args=[download.pk], on_failure=queue_down)
 
 
 # --- leases ---------------------------------------------------------------------------------

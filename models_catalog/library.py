@@ -2,7 +2,7 @@
 use and whether a server or a download holds it; and deleting a model from that cache.
 
 This machine's cache is read from the disk. Another host's is the list its worker reported in
-its last heartbeat (models_catalog/hosts.py), and a delete there is a task on its queue: only
+its last heartbeat (models_catalog/hosts/facts.py), and a delete there is a task on its queue: only
 its worker touches its disk (docs/hosts.md).
 """
 
@@ -14,17 +14,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from models_catalog import cache, downloads
+from models_catalog.hosts.queue import enqueue
 from models_catalog.local import LocalModel, list_local_models
 from models_catalog.models import Download, Host
 from models_catalog.usage import last_used, models_in_use
 from models_catalog.validators import validate_repo_id
 
 log = logging.getLogger(__name__)
+
+#: The task a delete on another host sends to its queue (by name: models_catalog/tasks.py).
+DELETE_TASK = "models_catalog.delete_model"
 
 
 class DeleteRefused(Exception):
@@ -134,8 +137,9 @@ def delete_local_model(repo_id: str, host: Host | None = None, by: str = "") -> 
 def delete_model(repo_id: str, host: Host, by: str = "") -> int | None:
     """Remove `repo_id` from `host`'s cache: at once on this machine (returns the bytes freed),
     through a task on the host's queue elsewhere (returns None: its worker deletes it and
-    reports its list again). Refused as `delete_local_model`, and while the host is offline.
-    `by` names who asked, for the downloads that then say Deleted."""
+    reports its list again). Refused as `delete_local_model`, while the host is offline, and
+    when Redis does not take the task. `by` names who asked, for the downloads that then say
+    Deleted."""
     validate_repo_id(repo_id)
     if host.is_this_machine:
         return delete_local_model(repo_id, host, by)
@@ -147,12 +151,16 @@ def delete_model(repo_id: str, host: Host, by: str = "") -> int | None:
     if repo_id not in host.model_ids():
         raise DeleteRefused(f"{repo_id} is not on {host.name}'s disk (already deleted?).")
 
-    def send() -> None:
-        from models_catalog.tasks import delete_model as task
+    def not_sent(_error: Exception) -> None:
+        raise DeleteRefused(
+            f"The delete of {repo_id} could not be sent to {host.name}'s worker: Redis (the "
+            "task queue) is not answering. Nothing was deleted; try again once it is back "
+            "(/healthz shows what is down)."
+        )
 
-        task.apply_async(args=[repo_id], kwargs={"deleted_by": by}, queue=host.queue)
-
-    transaction.on_commit(send)
+    # Outside a transaction (a page's POST) the message is sent at once, so a refusal is
+    # raised from here; inside one, from its commit.
+    enqueue(DELETE_TASK, host, args=[repo_id], kwargs={"deleted_by": by}, on_failure=not_sent)
     return None
 
 

@@ -1,3 +1,6 @@
+"""The catalog's models: what the portal knows of Hub models, downloads and their runs, the Hub
+token and when a model was last used. `Host` is the hosts room's (models_catalog/hosts/)."""
+
 from datetime import timedelta
 
 from django.conf import settings
@@ -14,129 +17,9 @@ from models_catalog.characteristics import (
     quantization_label,
 )
 from models_catalog.fit import Fit, fit
-from models_catalog.hosts import collect_facts
+from models_catalog.hosts.models import Host  # registered with this app from here
 from models_catalog.hub_data import StoredJSONDecoder, chat_template
 from models_catalog.validators import validate_repo_id
-
-
-class Host(models.Model):
-    """A machine that runs a Celery worker on its own queue and keeps its own model cache."""
-
-    name = models.SlugField(max_length=64, unique=True)
-    platform = models.CharField(max_length=32, blank=True)
-    memory_total = models.BigIntegerField(default=0)
-    memory_available = models.BigIntegerField(default=0)
-    disk_free = models.BigIntegerField(default=0)
-    disk_total = models.BigIntegerField(default=0)
-    mlx_version = models.CharField(max_length=32, blank=True)
-    mlx_lm_version = models.CharField(max_length=32, blank=True)
-    hf_cache_dir = models.CharField(max_length=512, blank=True)
-    # The portal web tier of this host, as other hosts' web tiers reach it for the hop to its
-    # model servers (MLX_PORTAL_HOST_URL on that host; docs/hosts.md). Empty: not reachable.
-    web_url = models.CharField(max_length=200, blank=True)
-    # The models in this host's cache as its worker last reported them:
-    # [{repo_id, size, files, revision, last_accessed, last_modified}] (models_catalog/hosts.py).
-    local_models = models.JSONField(default=list, blank=True)
-    # What this host's worker did with the last delete sent to it from another host's page
-    # (library.delete_on_this_host): {repo_id, ok, message}, {} before any; and when.
-    last_delete = models.JSONField(default=dict, blank=True)
-    last_delete_at = models.DateTimeField(null=True, blank=True)
-    last_heartbeat = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    DELETE_NOTICE_SECONDS = 600  # how long My models shows what the worker did with a delete
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def heartbeat_age(self) -> float | None:
-        """Seconds since the host's worker last reported (None: it never did)."""
-        if self.last_heartbeat is None:
-            return None
-        return max(0.0, (timezone.now() - self.last_heartbeat).total_seconds())
-
-    @property
-    def is_online(self) -> bool:
-        """Its worker reported within MLX_PORTAL_HOST_OFFLINE_AFTER seconds."""
-        return self.heartbeat_is_recent(self.last_heartbeat)
-
-    @staticmethod
-    def heartbeat_is_recent(last_heartbeat) -> bool:
-        """The rule of `is_online`, for a caller that read only the column (the server tiles)."""
-        if last_heartbeat is None:
-            return False
-        age = max(0.0, (timezone.now() - last_heartbeat).total_seconds())
-        return age <= settings.HOST_OFFLINE_AFTER
-
-    @property
-    def delete_notice(self) -> dict | None:
-        """The outcome of the last delete this host's worker did for another host's page,
-        while it is news (DELETE_NOTICE_SECONDS): {repo_id, ok, message}; else None."""
-        if not self.last_delete or self.last_delete_at is None:
-            return None
-        if (timezone.now() - self.last_delete_at).total_seconds() > self.DELETE_NOTICE_SECONDS:
-            return None
-        return self.last_delete
-
-    @property
-    def is_this_machine(self) -> bool:
-        return self.name == settings.HOST_NAME
-
-    def model_ids(self) -> list[str]:
-        """Repo ids of the models on this host's disk: read from the cache on this machine,
-        else the list the host's worker reported in its last heartbeat."""
-        if self.is_this_machine:
-            from models_catalog.local import list_local_models
-
-            return [m.repo_id for m in list_local_models()]
-        return [m["repo_id"] for m in self.local_models or [] if isinstance(m, dict)]
-
-    @property
-    def queue(self) -> str:
-        """The Celery queue that only this host's workers consume."""
-        return f"host.{self.name}"
-
-    @classmethod
-    def local(cls) -> "Host":
-        """This machine's host row, created with its facts on first use.
-
-        A new row counts as a first heartbeat (whoever creates it runs on this machine); from
-        then on only the host's worker keeps it online (models_catalog/heartbeat.py).
-        """
-        host, created = cls.objects.get_or_create(name=settings.HOST_NAME)
-        if created:
-            host.record_heartbeat()
-        elif not host.memory_total:
-            host.record_facts()
-        return host
-
-    @classmethod
-    def chosen(cls, name: str | None) -> "Host":
-        """The host a page's `?host=<name>` names, else this machine's."""
-        if name:
-            host = cls.objects.filter(name=name[:64]).first()
-            if host is not None:
-                return host
-        return cls.local()
-
-    def record_facts(self, *, with_models: bool = False) -> None:
-        """Store this machine's current facts, without vouching for its worker."""
-        facts = collect_facts(with_models=with_models)
-        Host.objects.filter(pk=self.pk).update(**facts)
-        for field, value in facts.items():
-            setattr(self, field, value)
-
-    def record_heartbeat(self) -> None:
-        """Store this machine's current facts and mark it online; the host's worker calls it
-        every few seconds."""
-        facts = {**collect_facts(), "last_heartbeat": timezone.now()}
-        Host.objects.filter(pk=self.pk).update(**facts)
-        for field, value in facts.items():
-            setattr(self, field, value)
 
 
 class CatalogModel(models.Model):

@@ -3,7 +3,7 @@
 from django import template
 from django.utils.safestring import SafeString
 
-from models_catalog.hosts import heard_ago as _heard_ago
+from models_catalog.hosts.facts import heard_ago as _heard_ago
 from models_catalog.markdown import render_markdown
 
 register = template.Library()
@@ -29,5 +29,5 @@ def compact(number: int | None) -> str:
 
 @register.filter
 def heard_ago(when) -> str:
-    """A host's last heartbeat, for "… ago" (seconds under a minute: models_catalog.hosts)."""
+    """A host's last heartbeat, for "… ago" (seconds under a minute: models_catalog.hosts.facts)."""
     return _heard_ago(when)

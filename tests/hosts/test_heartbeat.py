@@ -9,8 +9,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from models_catalog.heartbeat import Heartbeat
-from models_catalog.hosts import heard_ago, platform_label
+from models_catalog.hosts.facts import heard_ago, platform_label
+from models_catalog.hosts.heartbeat import Heartbeat
 from models_catalog.models import Host
 from servers.models import ServerInstance, ServerProfile, State
 from tests.servers.helpers import install_model

@@ -1,8 +1,9 @@
-"""Facts about the machine this process runs on, as reported by a host's heartbeat.
+"""Facts about the machine this process runs on, as reported by a host's heartbeat, and the
+one rule of when a host was heard from recently enough to be online.
 
 `collect_facts()` is what a host's worker writes into its `Host` row every few seconds (see
-`models_catalog/heartbeat.py`): memory, disk, platform, MLX versions, its model cache and the
-models in it, and the address of its portal web tier (for the hop, docs/hosts.md).
+`models_catalog/hosts/heartbeat.py`): memory, disk, platform, MLX versions, its model cache and
+the models in it, and the address of its portal web tier (for the hop, docs/hosts.md).
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import shutil
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import psutil
 from django.conf import settings
 from django.utils import timezone
 from django.utils.timesince import timesince
+
+from models_catalog.local import list_local_models
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,21 @@ LINUX_CUDA = "Linux CUDA"
 LINUX_CPU = "Linux CPU"
 # Heartbeats carry at most this many local models (newest first), to keep the row small.
 MAX_REPORTED_MODELS = 500
+
+
+def heartbeat_age(last_heartbeat: datetime | None, now: datetime | None = None) -> float | None:
+    """Seconds since a host's worker last reported (None: it never did)."""
+    if last_heartbeat is None:
+        return None
+    return max(0.0, ((now or timezone.now()) - last_heartbeat).total_seconds())
+
+
+def is_online(last_heartbeat: datetime | None, now: datetime | None = None) -> bool:
+    """The one rule of "online": the host's worker reported within
+    MLX_PORTAL_HOST_OFFLINE_AFTER seconds. `Host.is_online` and the server tiles (which read
+    only the column) both call it."""
+    age = heartbeat_age(last_heartbeat, now)
+    return age is not None and age <= settings.HOST_OFFLINE_AFTER
 
 
 def heard_ago(when: datetime | None, now: datetime | None = None) -> str:
@@ -60,6 +79,9 @@ def platform_label(system: str, *, metal: bool, cuda: bool) -> str:
 def accelerators() -> tuple[bool, bool]:
     """`(metal, cuda)`: whether MLX on this machine can use Metal or a CUDA GPU, as MLX itself
     reports it (`mx.metal.is_available()`, `mx.cuda.is_available()`); False when MLX is missing."""
+    # Imported here, not at the top: MLX is optional (a host without it still reports), and
+    # loading it takes ~20 ms and sets up the accelerator, which only the worker's heartbeat
+    # needs, once per process (detect_platform), never a web process importing this room.
     try:
         import mlx.core as mx
     except Exception:  # noqa: BLE001 - no MLX (or a broken one): no accelerator
@@ -91,8 +113,6 @@ def detect_platform() -> str:
 def reported_models(limit: int = MAX_REPORTED_MODELS) -> list[dict]:
     """The models in this machine's cache, as a heartbeat reports them: repo id, size on
     disk, files, revision, and last access and change (seconds since the epoch)."""
-    from models_catalog.local import list_local_models
-
     try:
         models = list_local_models()
     except Exception:  # a cache being written to can fail a scan
@@ -107,7 +127,7 @@ def reported_models(limit: int = MAX_REPORTED_MODELS) -> list[dict]:
     ]  # fmt: skip
 
 
-def collect_facts(*, with_models: bool = True) -> dict:
+def collect_facts(*, with_models: bool = True) -> dict[str, Any]:
     """Memory, disk, platform and MLX versions of this machine (and its models, web address)."""
     memory = psutil.virtual_memory()
     cache = Path(settings.HF_HUB_CACHE)

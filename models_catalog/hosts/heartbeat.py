@@ -6,7 +6,8 @@ cache). A thread of the worker process does exactly that and stops when the work
 killed); a broadcast from beat would also go silent when beat is down, and would report late
 whenever the host's queue is busy with long tasks. The thread writes the host's row every
 `MLX_PORTAL_HEARTBEAT_SECONDS`; a host whose row is older than `MLX_PORTAL_HOST_OFFLINE_AFTER`
-shows offline (`Host.is_online`).
+shows offline (`Host.is_online`). It is the only writer of a host's facts (besides a delete
+its worker carried out, which reports at once: `library.delete_on_this_host`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.conf import settings
 
 from common import periodic
 from common.periodic import Periodic
+from models_catalog.hosts.models import Host
 
 
 class Heartbeat(Periodic):
@@ -25,17 +27,18 @@ class Heartbeat(Periodic):
         self.host_name = host_name
 
     def beat(self) -> None:
-        from models_catalog.models import Host
-
         host, _ = Host.objects.get_or_create(name=self.host_name)
         host.record_heartbeat()
 
 
-def start_heartbeat() -> Heartbeat:
+def start_heartbeat() -> Periodic:
     """Start this process's heartbeat for `settings.HOST_NAME` (once; later calls return it).
     It beats once before this returns: the host is registered before the worker takes its
     first task."""
-    make = lambda: Heartbeat(settings.HOST_NAME, settings.HOST_HEARTBEAT_SECONDS)  # noqa: E731
+
+    def make() -> Periodic:
+        return Heartbeat(settings.HOST_NAME, settings.HOST_HEARTBEAT_SECONDS)
+
     return periodic.start_once("heartbeat", make, run_first=True)
 
 

@@ -1,0 +1,126 @@
+"""`Host`: one row per machine that runs a portal Celery worker on its own queue and keeps its
+own model cache (docs/hosts.md). It lives in the `models_catalog` app (its table and
+migrations are that app's); `models_catalog.models` imports it so Django registers it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from models_catalog.hosts import facts
+from models_catalog.local import list_local_models
+
+
+class Host(models.Model):
+    """A machine that runs a Celery worker on its own queue and keeps its own model cache."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    platform = models.CharField(max_length=32, blank=True)
+    memory_total = models.BigIntegerField(default=0)
+    memory_available = models.BigIntegerField(default=0)
+    disk_free = models.BigIntegerField(default=0)
+    disk_total = models.BigIntegerField(default=0)
+    mlx_version = models.CharField(max_length=32, blank=True)
+    mlx_lm_version = models.CharField(max_length=32, blank=True)
+    hf_cache_dir = models.CharField(max_length=512, blank=True)
+    # The portal web tier of this host, as other hosts' web tiers reach it for the hop to its
+    # model servers (MLX_PORTAL_HOST_URL on that host; docs/hosts.md). Empty: not reachable.
+    web_url = models.CharField(max_length=200, blank=True)
+    # The models in this host's cache as its worker last reported them:
+    # [{repo_id, size, files, revision, last_accessed, last_modified}] (hosts/facts.py).
+    local_models = models.JSONField(default=list, blank=True)
+    # What this host's worker did with the last delete sent to it from another host's page
+    # (library.delete_on_this_host): {repo_id, ok, message}, {} before any; and when.
+    last_delete = models.JSONField(default=dict, blank=True)
+    last_delete_at = models.DateTimeField(null=True, blank=True)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    DELETE_NOTICE_SECONDS = 600  # how long My models shows what the worker did with a delete
+
+    class Meta:
+        app_label = "models_catalog"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the host's worker last reported (None: it never did)."""
+        return facts.heartbeat_age(self.last_heartbeat)
+
+    @property
+    def is_online(self) -> bool:
+        """Its worker reported within MLX_PORTAL_HOST_OFFLINE_AFTER seconds (facts.is_online)."""
+        return facts.is_online(self.last_heartbeat)
+
+    #: The rule of `is_online`, for a caller that read only the column (the server tiles).
+    heartbeat_is_recent = staticmethod(facts.is_online)
+
+    @property
+    def delete_notice(self) -> dict[str, Any] | None:
+        """The outcome of the last delete this host's worker did for another host's page,
+        while it is news (DELETE_NOTICE_SECONDS): {repo_id, ok, message}; else None."""
+        if not self.last_delete or self.last_delete_at is None:
+            return None
+        if (timezone.now() - self.last_delete_at).total_seconds() > self.DELETE_NOTICE_SECONDS:
+            return None
+        notice: dict[str, Any] = self.last_delete
+        return notice
+
+    @property
+    def is_this_machine(self) -> bool:
+        return bool(self.name == settings.HOST_NAME)
+
+    def model_ids(self) -> list[str]:
+        """Repo ids of the models on this host's disk: read from the cache on this machine,
+        else the list the host's worker reported in its last heartbeat."""
+        if self.is_this_machine:
+            return [m.repo_id for m in list_local_models()]
+        return [m["repo_id"] for m in self.local_models or [] if isinstance(m, dict)]
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue that only this host's workers consume."""
+        return f"host.{self.name}"
+
+    @classmethod
+    def local(cls) -> Host:
+        """This machine's host row, created with its facts on first use.
+
+        A new row counts as a first heartbeat (whoever creates it runs on this machine); from
+        then on only the host's worker keeps it online (models_catalog/hosts/heartbeat.py).
+        """
+        host, created = cls.objects.get_or_create(name=settings.HOST_NAME)
+        if created:
+            host.record_heartbeat()
+        elif not host.memory_total:
+            host.record_facts()
+        return host
+
+    @classmethod
+    def chosen(cls, name: str | None) -> Host:
+        """The host a page's `?host=<name>` names, else this machine's."""
+        if name:
+            host = cls.objects.filter(name=name[:64]).first()
+            if host is not None:
+                return host
+        return cls.local()
+
+    def record_facts(self, *, with_models: bool = False) -> None:
+        """Store this machine's current facts, without vouching for its worker."""
+        self._store(facts.collect_facts(with_models=with_models))
+
+    def record_heartbeat(self) -> None:
+        """Store this machine's current facts and mark it online; the host's worker calls it
+        every few seconds."""
+        self._store({**facts.collect_facts(), "last_heartbeat": timezone.now()})
+
+    def _store(self, values: dict[str, Any]) -> None:
+        Host.objects.filter(pk=self.pk).update(**values)
+        for field, value in values.items():
+            setattr(self, field, value)
