@@ -52,9 +52,13 @@ redis: venv
 	  exit 1; }
 
 static: venv
+	$(PY) -m config.secret_key
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 
+# The data directory (./var, or MLX_PORTAL_DATA_DIR) and the secret key in it, unless
+# DJANGO_SECRET_KEY is set: the settings only read them (config/secret_key.py).
 run: venv redis
+	$(PY) -m config.secret_key
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py createcachetable
 	$(PY) manage.py collectstatic --noinput --verbosity 0
@@ -97,14 +101,14 @@ test: venv browser front
 	  $(PY) -m pytest $(PYTEST_ARGS)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" $(PY) manage.py check
-	MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" $(PY) manage.py makemigrations --check --dry-run
+	MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" DJANGO_SETTINGS_MODULE=config.test_settings $(PY) manage.py check
+	MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" DJANGO_SETTINGS_MODULE=config.test_settings $(PY) manage.py makemigrations --check --dry-run
 
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) manage.py check
-	$(PY) manage.py makemigrations --check --dry-run
+	DJANGO_SETTINGS_MODULE=config.test_settings $(PY) manage.py check
+	DJANGO_SETTINGS_MODULE=config.test_settings $(PY) manage.py makemigrations --check --dry-run
 
 format: venv
 	$(VENV)/bin/ruff check --fix .

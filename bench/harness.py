@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from config import secret_key
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 VENV_BIN = Path(PY).parent
@@ -270,6 +272,7 @@ class Bench:
     def __post_init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=f"mlx-portal-bench-{self.name}-"))
         self.data_dir = self.root / "data"
+        secret_key.create(self.data_dir)  # the data dir and its key, as `make run` makes them
         self.hf_cache = self.root / "hf" / "hub"
         self.hf_cache.mkdir(parents=True)
         self.logs = self.root / "logs"

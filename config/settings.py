@@ -6,12 +6,13 @@ Production overrides are grouped at the bottom under "Production".
 
 import ipaddress
 import math
-import secrets
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
+
+from config import secret_key as key_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -19,24 +20,16 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 # Where the portal keeps its own state: SQLite database, logs, beat schedule, secret key.
-DATA_DIR = Path(env.str("MLX_PORTAL_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# These settings only read: `make run` creates the folder (`python -m config.secret_key`), and
+# what writes below it makes its own sub-folders (servers' logs, collectstatic).
+DATA_DIR = Path(env.str("MLX_PORTAL_DATA_DIR", default=str(key_file.DEFAULT_DATA_DIR))).resolve()
 LOG_DIR = DATA_DIR / "logs"
-LOG_DIR.mkdir(parents=True, exist_ok=True)
 
-
-def _secret_key() -> str:
-    """The key from the environment, else one generated once and kept in DATA_DIR."""
-    if key := env.str("DJANGO_SECRET_KEY", default=""):
-        return key
-    path = DATA_DIR / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(64))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
-SECRET_KEY = _secret_key()
+# The key from the environment, else the one `make run` keeps in DATA_DIR; without either the
+# portal refuses to start and says to run `make run` or set DJANGO_SECRET_KEY.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or key_file.read(DATA_DIR)
+if not SECRET_KEY:
+    raise ImproperlyConfigured(key_file.missing(DATA_DIR))
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 PRODUCTION = env.bool("DJANGO_PRODUCTION", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])

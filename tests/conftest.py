@@ -14,6 +14,16 @@ pytest_plugins = ["tests.support.fixtures"]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """pytest-django's hook before it creates the test database: the data directory exists
+    first. The settings only read it (`make run` creates the real one), and the suite writes
+    there: SQLite's test database, and the logs and beat schedule of the processes it starts."""
+    from django.conf import settings
+
+    Path(settings.DATA_DIR).mkdir(parents=True, exist_ok=True)
+
+
 @pytest.fixture
 def celery_worker(transactional_db, tmp_path):
     """A real Celery worker process consuming the default and this host's queues."""
