@@ -17,11 +17,15 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeGuard, cast
 
 from django.db import connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field, ForeignObjectRel, Model, QuerySet
+from django.db.models import Field, ForeignObject, ForeignObjectRel, Model, QuerySet
 from django.db.models.expressions import Col
+
+# A forward foreign key or one-to-one field (ForeignObject), or the reverse side of a one-to-one.
+Relation = ForeignObject | ForeignObjectRel
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class _Part:
     attnames: list[str]
     # (index of the column in the row, its column expression, its converters in ORM order)
     converters: list[tuple[int, Col, list[Callable]]]
-    relation: Field | ForeignObjectRel | None  # how the main row reaches it (None: the main)
+    relation: Relation | None  # how the main row reaches it (None: the main)
     pk_index: int  # where its primary key is among its own columns
 
 
@@ -49,7 +53,7 @@ _plans: weakref.WeakKeyDictionary[BaseDatabaseWrapper, dict[tuple, _Plan]] = (
 )
 
 
-def _is_list(value: object) -> bool:
+def _is_list(value: object) -> TypeGuard[Sequence[Any]]:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
@@ -60,22 +64,22 @@ def _shape(value: object) -> object:
     return len(value) if _is_list(value) else "="
 
 
-def _relation(model: type[Model], name: str) -> Field | ForeignObjectRel:
+def _relation(model: type[Model], name: str) -> Relation:
     relation = model._meta.get_field(name)
     forward = (isinstance(relation, Field) and relation.many_to_one) or relation.one_to_one
     if not relation.is_relation or not forward:
         raise ValueError(f"{model.__name__}.{name} is not a foreign key or a one-to-one relation")
-    return relation
+    return cast(Relation, relation)  # what the checks above leave
 
 
 def _part(
     connection: BaseDatabaseWrapper,
     model: type[Model],
     start: int,
-    relation: Field | ForeignObjectRel | None,
+    relation: Relation | None,
 ) -> _Part:
     table = model._meta.db_table
-    converters = []
+    converters: list[tuple[int, Col, list[Callable]]] = []
     for index, field in enumerate(model._meta.concrete_fields):
         col = field.get_col(table)
         found = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
@@ -89,7 +93,9 @@ def _part(
 def _plan(
     connection: BaseDatabaseWrapper, model: type[Model], shape: tuple, related: tuple[str, ...]
 ) -> _Plan:
-    quote = connection.ops.quote_name
+    # The stubs type a field's column `str | None`: None only for a field without one, which
+    # no concrete field, foreign key or one-to-one field is.
+    quote: Callable[..., str] = connection.ops.quote_name
     table = quote(model._meta.db_table)
     parts = [_part(connection, model, 0, None)]
     joins: list[str] = []
@@ -143,7 +149,7 @@ def first_row[M: Model](
     plan = plans.get(key)
     if plan is None:
         plan = plans[key] = _plan(connection, model, key[2:], related)
-    params: list[object] = []
+    params: list[Any] = []  # the database adapter's to judge
     for value in where.values():
         if _is_list(value):
             params.extend(value)
@@ -168,7 +174,7 @@ def first_row[M: Model](
         other = None
         if own[part.pk_index] is not None:  # LEFT JOIN: no row there
             other = part.model.from_db(alias, part.attnames, own)
-        part.relation.set_cached_value(instance, other)
+        part.relation.set_cached_value(instance, other)  # type: ignore[union-attr]  # not the main
         if other is not None and isinstance(part.relation, ForeignObjectRel):
             part.relation.field.set_cached_value(other, instance)  # instance.profile, say
     return instance
@@ -185,7 +191,7 @@ def compiled_rows(
     model: type[Model],
     key: str,
     build: Callable[[], QuerySet],
-    params: Sequence[object] | None = None,
+    params: Sequence[Any] | None = None,
 ) -> list[tuple]:
     """The rows of the `values_list` queryset of `model` that `build()` makes, compiled to SQL
     once per database connection under `key` and run again as is: for a query that a page
