@@ -13,7 +13,6 @@ import pytest
 import redis
 
 from tests.servers.conftest import (  # noqa: F401 - fixtures shared with the servers tests
-    _fast_password_hashing,
     api_key,
     hf_cache,
     make_profile,
