@@ -45,7 +45,7 @@ def downloads_panel(request: HttpRequest) -> HttpResponse:
 
 
 def _action(request: HttpRequest, repo_id: str, error: str = "", status: int = 200) -> HttpResponse:
-    host = Host.chosen(request.POST.get("host") or request.GET.get("host"))
+    host = Host.objects.chosen(request.POST.get("host") or request.GET.get("host"))
     context = {"repo_id": repo_id, "action_error": error, "host": host}
     return render(request, ACTION, context, status=status)
 
@@ -72,7 +72,7 @@ def download_start(request: HttpRequest) -> HttpResponse:
                 repo_id,
                 request.user,
                 revision=form.cleaned_data["revision"],
-                host=Host.chosen(request.POST.get("host")),
+                host=Host.objects.chosen(request.POST.get("host")),
             )
         except downloads.DownloadRefused as exc:
             form.add_error(None, exc.message)
@@ -139,7 +139,7 @@ def download_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _my_models(request: HttpRequest, host: Host) -> HttpResponse:
-    Host.local()  # this machine is one of the hosts to pick, even before its worker starts
+    Host.objects.this_machine()  # one of the hosts to pick, even before its worker starts
     context = {"models": library.my_models(host), "host": host, "hosts": list(Host.objects.all())}
     template = f"{MY_MODELS}#models" if request.htmx else MY_MODELS
     return render(request, template, context)
@@ -147,9 +147,9 @@ def _my_models(request: HttpRequest, host: Host) -> HttpResponse:
 
 def _chosen_host(request: HttpRequest, form: HostChoiceForm) -> Host:
     if form.is_valid():
-        return form.cleaned_data["host"] or Host.local()
+        return form.cleaned_data["host"] or Host.objects.this_machine()
     messages.error(request, f"{form.errors['host'][0]} Showing this machine's models.")
-    return Host.local()
+    return Host.objects.this_machine()
 
 
 def my_models(request: HttpRequest) -> HttpResponse:
@@ -161,7 +161,7 @@ def my_models(request: HttpRequest) -> HttpResponse:
 def local_model_delete(request: HttpRequest) -> HttpResponse:
     form = DeleteModelForm(request.POST)
     form.is_valid()
-    host = form.cleaned_data.get("host") or Host.local()
+    host = form.cleaned_data.get("host") or Host.objects.this_machine()
     if form.errors:
         field = "host" if "host" in form.errors else "repo_id"
         messages.error(request, f"{form.errors[field][0]} Nothing was deleted.")

@@ -120,7 +120,7 @@ def start_download(
     private repos), and the host's disk has room for what is not in the cache yet."""
     validate_repo_id(repo_id)
     validate_revision(revision)
-    host = host or Host.local()
+    host = host or Host.objects.this_machine()
 
     active = _active_for(host, repo_id)
     if active is not None:

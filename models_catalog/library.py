@@ -84,7 +84,7 @@ def _when(value: object) -> datetime | None:
 
 
 def my_models(host: Host | None = None) -> list[MyModel]:
-    host = host or Host.local()
+    host = host or Host.objects.this_machine()
     used_at = last_used(host)
     in_use = models_in_use(host)
     downloading = set(
@@ -125,7 +125,7 @@ def delete_local_model(repo_id: str, host: Host | None = None, by: str = "") -> 
     download writes into it. Its completed downloads then say Deleted, by `by` (a user's name;
     `downloads.record_deletion`). Returns the bytes freed."""
     validate_repo_id(repo_id)
-    host = host or Host.local()
+    host = host or Host.objects.this_machine()
     _refuse_if_held(repo_id, host)
     if not cache.repo_dir(repo_id).is_dir():
         raise DeleteRefused(f"{repo_id} is not on this host's disk (already deleted?).")
@@ -167,7 +167,7 @@ def delete_model(repo_id: str, host: Host, by: str = "") -> int | None:
 def delete_on_this_host(repo_id: str, deleted_by: str = "") -> str:
     """What a host's worker does for `delete_model`: delete from this machine's cache (checked
     again here), then report the host's facts and models at once. Returns what happened."""
-    host = Host.local()
+    host = Host.objects.this_machine()
     try:
         freed = delete_local_model(repo_id, host, deleted_by)
     except (DeleteRefused, ValidationError) as exc:

@@ -36,7 +36,7 @@ def unregister_in_use_provider(provider: InUseProvider) -> None:
 def models_in_use(host: Host | None = None) -> set[str]:
     """Repo ids a server of `host` (this machine's by default) is using: deleting them from
     that host's disk is refused."""
-    host = host or Host.local()
+    host = host or Host.objects.this_machine()
     used: set[str] = set()
     for provider in _providers:
         used |= set(provider(host))
@@ -46,7 +46,7 @@ def models_in_use(host: Host | None = None) -> set[str]:
 def mark_model_used(repo_id: str, host: Host | None = None, when: datetime | None = None) -> None:
     """Record that `repo_id` was just served on `host` (this machine by default)."""
     validate_repo_id(repo_id)
-    host = host or Host.local()
+    host = host or Host.objects.this_machine()
     ModelUsage.objects.update_or_create(
         host=host, repo_id=repo_id, defaults={"last_used_at": when or timezone.now()}
     )

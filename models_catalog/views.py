@@ -23,7 +23,7 @@ def _partial(request: HttpRequest) -> bool:
 
 def search(request: HttpRequest) -> HttpResponse:
     form = SearchForm(request.GET or None)
-    host = Host.chosen(request.GET.get("host"))  # "fits" is judged on this host's memory
+    host = Host.objects.chosen(request.GET.get("host"))  # "fits" is judged on this host's memory
     context = {
         "form": form,
         "host": host,
@@ -70,7 +70,7 @@ def model_detail(request: HttpRequest, repo_id: str) -> HttpResponse:
         context = {"repo_id": repo_id[:100], "invalid": error.messages[0]}
         return render(request, "models_catalog/detail.html", context, status=404)
     detail = catalog.model_detail(repo_id)
-    host = Host.chosen(request.GET.get("host"))
+    host = Host.objects.chosen(request.GET.get("host"))
     status = 200
     if detail.model is None:
         status = 404

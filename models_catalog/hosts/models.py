@@ -6,12 +6,40 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import AppConfig
+from django.apps.registry import Apps
 from django.conf import settings
-from django.db import models
+from django.db import DEFAULT_DB_ALIAS, models
 from django.utils import timezone
 
 from models_catalog.hosts import facts
 from models_catalog.local import list_local_models
+
+
+class HostManager(models.Manager["Host"]):
+    def this_machine(self) -> Host:
+        """This machine's row (`settings.HOST_NAME`), created bare when it is missing (after
+        `migrate` it exists: `register_this_machine`). It never gathers facts: memory, disk and
+        the rest are written by the host's worker (hosts/heartbeat.py), not by whoever reads.
+
+        A row no worker has reported for yet counts its first use by a portal process as one
+        heartbeat (whoever uses it runs on this machine: a fresh install is online before its
+        worker's first beat); from then on only the host's worker keeps it online.
+        """
+        now = timezone.now()
+        host, _ = self.get_or_create(name=settings.HOST_NAME, defaults={"last_heartbeat": now})
+        if host.last_heartbeat is None:
+            self.filter(pk=host.pk, last_heartbeat__isnull=True).update(last_heartbeat=now)
+            host.last_heartbeat = now
+        return host
+
+    def chosen(self, name: str | None) -> Host:
+        """The host a page's `?host=<name>` names, else this machine's."""
+        if name:
+            host = self.filter(name=name[:64]).first()
+            if host is not None:
+                return host
+        return self.this_machine()
 
 
 class Host(models.Model):
@@ -40,6 +68,8 @@ class Host(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     DELETE_NOTICE_SECONDS = 600  # how long My models shows what the worker did with a delete
+
+    objects = HostManager()
 
     class Meta:
         app_label = "models_catalog"
@@ -90,37 +120,37 @@ class Host(models.Model):
 
     @classmethod
     def local(cls) -> Host:
-        """This machine's host row, created with its facts on first use.
-
-        A new row counts as a first heartbeat (whoever creates it runs on this machine); from
-        then on only the host's worker keeps it online (models_catalog/hosts/heartbeat.py).
-        """
-        host, created = cls.objects.get_or_create(name=settings.HOST_NAME)
-        if created:
-            host.record_heartbeat()
-        elif not host.memory_total:
-            host.record_facts()
-        return host
+        """Deprecated alias of `Host.objects.this_machine()` (for callers not yet switched)."""
+        return cls.objects.this_machine()
 
     @classmethod
     def chosen(cls, name: str | None) -> Host:
-        """The host a page's `?host=<name>` names, else this machine's."""
-        if name:
-            host = cls.objects.filter(name=name[:64]).first()
-            if host is not None:
-                return host
-        return cls.local()
-
-    def record_facts(self, *, with_models: bool = False) -> None:
-        """Store this machine's current facts, without vouching for its worker."""
-        self._store(facts.collect_facts(with_models=with_models))
+        """Deprecated alias of `Host.objects.chosen(name)`."""
+        return cls.objects.chosen(name)
 
     def record_heartbeat(self) -> None:
         """Store this machine's current facts and mark it online; the host's worker calls it
-        every few seconds."""
-        self._store({**facts.collect_facts(), "last_heartbeat": timezone.now()})
-
-    def _store(self, values: dict[str, Any]) -> None:
+        every few seconds (and once more after a delete it carried out)."""
+        values = {**facts.collect_facts(), "last_heartbeat": timezone.now()}
         Host.objects.filter(pk=self.pk).update(**values)
         for field, value in values.items():
             setattr(self, field, value)
+
+
+def register_this_machine(
+    sender: AppConfig, *, using: str = DEFAULT_DB_ALIAS, **kwargs: Any
+) -> None:
+    """`post_migrate` (connected in ModelsCatalogConfig.ready): once `migrate` has run, this
+    machine's row exists, bare, so pages rarely need to create it; its worker's heartbeat
+    brings the facts. `flush` (tests emptying the database) sends the same signal without a
+    migration plan: nothing is created then."""
+    if "plan" not in kwargs:
+        return
+    registry: Apps = kwargs["apps"]
+    try:
+        # The model as the migrations left it (the signal's registry), as Django asks of
+        # post_migrate handlers; absent when the catalog's migrations are not applied yet.
+        model = registry.get_model("models_catalog", "Host")
+    except LookupError:
+        return
+    model._default_manager.using(using).get_or_create(name=settings.HOST_NAME)

@@ -14,10 +14,12 @@ register = template.Library()
 
 
 @register.simple_tag
-def download_state(repo_id: str, host: Host | None = None) -> dict:
-    """What the download action of `repo_id` shows: its latest download on `host` (this
-    machine by default; the active one first) and whether the model is on that host's disk."""
-    host = host or Host.local()
+def download_state(repo_id: str, host: Host | None) -> dict:
+    """What the download action of `repo_id` shows: its latest download on `host` (the page's
+    host, in its context; the active one first) and whether the model is on that host's disk.
+    A template tag looks nothing up beyond that: no host, nothing to show."""
+    if host is None:
+        return {"invalid": "No host to download to."}
     try:
         if host.is_this_machine:
             on_disk = local_model_path(repo_id) is not None

@@ -58,7 +58,8 @@ def test_another_hosts_models_are_listed_as_its_worker_reported_them(member_clie
     assert "3.0\xa0GB" in html and "a1b2c3d4" in html and ">2\xa0hours ago" in html
     assert "/Volumes/models/hub" in html and "as its worker reported them" in html
     assert 'hx-trigger="every 5s"' in html  # the list follows beta's heartbeats
-    assert 'data-testid="host-beta"' in html and f'data-testid="host-{Host.local().name}"' in html
+    this_machine = Host.objects.this_machine().name
+    assert 'data-testid="host-beta"' in html and f'data-testid="host-{this_machine}"' in html
 
     here = member_client.get("/models/local/").content.decode()
     assert ON_BETA not in here and "(this machine)" in here
@@ -74,7 +75,8 @@ def test_deleting_on_another_host_is_a_task_on_its_queue(member_client, beta, qu
 def test_a_server_on_that_host_refuses_the_delete_one_elsewhere_does_not(
     member_client, member, beta, queues
 ):
-    _running_on(Host.local(), ON_BETA, member)  # this machine serves a copy of its own
+    this_machine = Host.objects.this_machine()
+    _running_on(this_machine, ON_BETA, member)  # this machine serves a copy of its own
     assert f"Deleting {ON_BETA} on beta" in _delete(member_client, ON_BETA, "beta")
     queues.purge()
     _running_on(beta, ON_BETA, member)

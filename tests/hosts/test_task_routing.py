@@ -87,7 +87,7 @@ def test_start_stop_and_restart_go_to_the_profiles_hosts_queue(beta_profile, que
 
 
 def test_reconcile_fans_out_one_task_per_host_to_its_own_queue(beta_profile, member, queues):
-    local = Host.local()
+    local = Host.objects.this_machine()
     ServerProfile.objects.create(
         name="Here", slug="here", model_id="acme/tiny", host=local, port=8151, owner=member
     )

@@ -17,10 +17,10 @@ HTMX = {"HX-Request": "true"}
 def make_download(user, state=S.RUNNING, repo_id=TINY, **fields) -> Download:
     defaults = {"bytes_total": 1000, "bytes_done": 400, "speed_bps": 100, "eta_seconds": 6}
     defaults.update(fields)
+    host = Host.objects.this_machine()
     return Download.objects.create(
-        repo_id=repo_id, revision="c" * 40, host=Host.local(), requested_by=user, state=state,
-        **defaults,
-    )  # fmt: skip
+        repo_id=repo_id, revision="c" * 40, host=host, requested_by=user, state=state, **defaults
+    )
 
 
 def test_the_panel_shows_every_download_with_its_numbers_and_polls_while_active(

@@ -75,14 +75,14 @@ def test_a_second_click_joins_the_first_download(hf, make_user):
 
 
 def test_the_database_allows_one_active_download_per_repo_and_host(hf, member):
-    host = Host.local()
+    host = Host.objects.this_machine()
     Download.objects.create(repo_id=TINY, revision="a" * 40, host=host, state=S.RUNNING)
     with pytest.raises(IntegrityError):
         Download.objects.create(repo_id=TINY, revision="b" * 40, host=host, state=S.QUEUED)
 
 
 def test_finished_downloads_do_not_block_a_new_one(hf, member):
-    host = Host.local()
+    host = Host.objects.this_machine()
     for state in (S.COMPLETED, S.FAILED, S.CANCELLED):
         Download.objects.create(repo_id=TINY, revision="a" * 40, host=host, state=state)
     download, joined = downloads.start_download(TINY, member)

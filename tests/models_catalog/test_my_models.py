@@ -106,7 +106,7 @@ def test_bad_delete_requests_get_a_clear_message(hf, member_client, repo_id, mes
 
 
 def test_a_hosts_worker_deletes_the_model_and_reports_its_models_again(two_models):
-    host = Host.local()
+    host = Host.objects.this_machine()
     host.record_heartbeat()
     reported = {m["repo_id"]: m for m in Host.objects.get(pk=host.pk).local_models}
     assert set(reported) == {TINY, OUTSIDE}
@@ -167,7 +167,7 @@ def test_deleting_a_model_says_so_on_its_downloads_and_it_can_be_downloaded_agai
 
 
 def test_only_completed_downloads_of_that_model_on_that_host_become_deleted(two_models, member):
-    host = Host.local()
+    host = Host.objects.this_machine()
     elsewhere = Host.objects.create(name="elsewhere")
     failed = Download.objects.create(repo_id=TINY, revision="f" * 40, host=host, state="failed")
     other_host = Download.objects.create(
@@ -183,7 +183,9 @@ def test_a_hosts_worker_deleting_a_model_records_who_asked(two_models, celery_wo
     """The delete another host's page sends runs on that host's worker (here a real one)."""
     completed = Download.objects.get(repo_id=TINY)
     tasks.delete_model.apply_async(
-        args=[TINY], kwargs={"deleted_by": "admin@example.com"}, queue=Host.local().queue
+        args=[TINY],
+        kwargs={"deleted_by": "admin@example.com"},
+        queue=Host.objects.this_machine().queue,
     )
 
     def deleted() -> bool:
