@@ -1,27 +1,21 @@
 """Who may open which URL: the one allow-list of the default-deny access middleware.
 
-Every URL of the project is refused to anonymous, pending and disabled users unless its name
-is listed here. A new view needs nothing to be protected; to open one, add its URL name to
-`PUBLIC_URL_NAMES` (and a test will ask why). Admin-only views are marked with `@staff_only`
-(the Django admin's whole namespace is admin-only already); API views live under `/v1/` and
-are reached with an API key, not a session (the public names among them need none).
+Every URL of the project is refused to anonymous, pending and disabled users unless its view
+is marked `@public` (open to everyone; the view may check a token of its own) or
+`@self_authenticating` (the view authenticates the request itself, without a session: the
+gateway's API-key views), or it is one of django-allauth's pages named in `PUBLIC_URL_NAMES`.
+A new view needs nothing to be protected; opening one takes a marking a test asks about.
+Admin-only views are marked with `@staff_only` (the Django admin's whole namespace is
+admin-only already).
 """
 
 from collections.abc import Callable
 
 from django.conf import settings
 
-# Open to everyone, signed in or not.
+# django-allauth's pages that are open to everyone, signed in or not (they cannot be marked).
 PUBLIC_URL_NAMES = frozenset(
     {
-        "healthz",
-        # Prometheus: the view itself allows localhost or the METRICS_TOKEN bearer only.
-        "metrics",
-        # The hop between hosts' web tiers: the view accepts only this host's hop token.
-        "hop",
-        # The gateway's OpenAPI description (GET /v1/openapi.json): no secret in it, and API
-        # clients and generators read it before they have a key, as with OpenAI's own.
-        "v1:openapi",
         "account_login",
         "account_logout",
         "account_signup",
@@ -41,10 +35,36 @@ STATUS_URL_NAMES = frozenset({"accounts:pending", "accounts:disabled"})
 # URL namespaces whose every view is for admins only.
 STAFF_NAMESPACES = frozenset({"admin"})
 
-# Requests under this prefix authenticate with `Authorization: Bearer <API key>`.
-API_PREFIX = "/v1/"
-
 _STAFF_ONLY_ATTRIBUTE = "portal_staff_only"
+_PUBLIC_ATTRIBUTE = "portal_public"
+_SELF_AUTHENTICATING_ATTRIBUTE = "portal_self_authenticating"
+
+
+def _marked(view: Callable, attribute: str) -> bool:
+    view_class = getattr(view, "view_class", None)
+    return bool(getattr(view, attribute, False) or getattr(view_class, attribute, False))
+
+
+def public[V: Callable](view: V) -> V:
+    """Open a view to everyone, signed in or not. What it needs of a caller (a token of its
+    own, a local address), it checks itself."""
+    setattr(view, _PUBLIC_ATTRIBUTE, True)
+    return view
+
+
+def is_public(view: Callable) -> bool:
+    return _marked(view, _PUBLIC_ATTRIBUTE)
+
+
+def self_authenticating[V: Callable](view: V) -> V:
+    """Mark a view that authenticates its requests itself, not by a session (the gateway's
+    API-key views: servers/gateway/auth.py): the middleware leaves the request to it."""
+    setattr(view, _SELF_AUTHENTICATING_ATTRIBUTE, True)
+    return view
+
+
+def is_self_authenticating(view: Callable) -> bool:
+    return _marked(view, _SELF_AUTHENTICATING_ATTRIBUTE)
 
 
 def staff_only[V: Callable](view: V) -> V:
@@ -54,18 +74,9 @@ def staff_only[V: Callable](view: V) -> V:
 
 
 def is_staff_only(view: Callable, namespace: str) -> bool:
-    view_class = getattr(view, "view_class", None)
-    return (
-        getattr(view, _STAFF_ONLY_ATTRIBUTE, False)
-        or getattr(view_class, _STAFF_ONLY_ATTRIBUTE, False)
-        or namespace.split(":", 1)[0] in STAFF_NAMESPACES
-    )
+    return _marked(view, _STAFF_ONLY_ATTRIBUTE) or namespace.split(":", 1)[0] in STAFF_NAMESPACES
 
 
 def is_static_path(path: str) -> bool:
     static_url = "/" + settings.STATIC_URL.lstrip("/")
     return path.startswith(static_url) or path == "/favicon.ico"
-
-
-def is_api_path(path: str) -> bool:
-    return path.startswith(API_PREFIX)

@@ -7,4 +7,5 @@ class AccountsConfig(AppConfig):
     verbose_name = "Users and API keys"  # allauth's own app is "Accounts"
 
     def ready(self) -> None:
-        from accounts import signals  # noqa: F401 - connects the receivers
+        # Here, as Django requires (the receivers import models): importing connects them.
+        from accounts import signals  # noqa: F401

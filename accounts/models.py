@@ -47,13 +47,17 @@ class User(AbstractUser):
 
 
 class Lock(models.Model):
-    """A named row to serialise rare critical sections with SELECT … FOR UPDATE.
+    """The portal's one lock: a named row, held for a transaction (SELECT … FOR UPDATE, for
+    rare critical sections) or for a lease (`held_by` until `held_until`, for a long pass that
+    must not keep a transaction open). See `accounts.locks`.
 
     Works the same on PostgreSQL (row lock) and SQLite (the IMMEDIATE transaction that
-    writes the row holds the database's write lock). See `accounts.locks.hold`.
+    writes the row holds the database's write lock).
     """
 
     name = models.CharField(max_length=64, primary_key=True)
+    held_by = models.CharField(max_length=64, blank=True)
+    held_until = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name

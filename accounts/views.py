@@ -3,7 +3,7 @@
 
 from django.contrib import messages
 from django.db.models import Count
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -139,3 +139,19 @@ def api_key_revoke(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "accounts/_key_status.html", {"revoked": api_key, "oob": True})
     messages.success(request, f"Revoked the key “{api_key.name}”.")
     return redirect("accounts:api-keys")
+
+
+CSRF_REFUSED = (
+    "This form was sent without its security token, or from another site. "
+    "Reload the page and send it again."
+)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: the portal's 403 page saying what to do (JSON for a script that does
+    not accept HTML, as the chat's fetch()), instead of Django's page, whose inline style the
+    Content-Security-Policy refuses."""
+    accept = request.headers.get("Accept", "")
+    if accept and "text/html" not in accept and "*/*" not in accept:
+        return JsonResponse({"error": CSRF_REFUSED}, status=403)
+    return render(request, "403.html", {"reason": CSRF_REFUSED}, status=403)

@@ -4,9 +4,9 @@
     python -m bench.gateway_stream [--rounds 3] [--scale 1] [--concurrency 1,4,16]
                                    [--no-litellm] [--stock-server] [--keep-cpus-awake]
 
-The server is started as the portal starts its servers (servers/mlx_entry.py), or as mlx_lm
-ships it with --stock-server. 128-token streamed chat completions at concurrency 1, 4 and
-16. For each concurrency the targets run interleaved, `--rounds` times, in a rotating order;
+The server is started as the portal starts its servers (servers/supervision/mlx_entry.py),
+or as mlx_lm ships it with --stock-server. 128-token streamed chat completions at concurrency 1, 4
+and 16. For each concurrency the targets run interleaved, `--rounds` times, in a rotating order;
 each figure is the median over the rounds of (target / direct measured in the same round).
 Goal: portal >= 0.95 x direct tokens/s at every concurrency and <= 5 ms added TTFT p50.
 """
@@ -286,7 +286,8 @@ def main() -> None:
         "--stock-server",
         action="store_true",
         help="run mlx_lm.server as mlx_lm ships it (python -m mlx_lm server), not as the portal "
-        "runs it (servers/mlx_entry.py: new requests join the running batch every 5 ms)",
+        "runs it (servers/supervision/mlx_entry.py: new requests join the running batch "
+        "every 5 ms)",
     )
     parser.add_argument(
         "--scale", type=int, default=1, help="requests per run x this (longer, steadier runs)"
@@ -345,7 +346,8 @@ def main() -> None:
             else:
                 litellm_note = why
         print(f"LiteLLM: {litellm_note}")
-        how = "python -m mlx_lm server (stock)" if args.stock_server else "servers/mlx_entry.py"
+        entry = "servers/supervision/mlx_entry.py"
+        how = "python -m mlx_lm server (stock)" if args.stock_server else entry
         print(f"mlx_lm.server started as: {how}")
 
         for target in targets:  # warm up: connections, imports, the model's first batch

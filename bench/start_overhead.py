@@ -67,8 +67,8 @@ def by_hand(bench: Bench, snapshot) -> float:
 
 
 def through_portal(client: httpx.Client, profile) -> float:
-    from servers import services
     from servers.models import ServerInstance, State
+    from servers.supervision import lifecycle
 
     instance = ServerInstance.objects.get(profile=profile)
     started = time.perf_counter()
@@ -87,7 +87,7 @@ def through_portal(client: httpx.Client, profile) -> float:
         if time.perf_counter() - started > 60:
             raise RuntimeError(f"not running after 60 s: {instance.state} {instance.reason}")
         time.sleep(0.02)
-    services.request_stop(profile, reason="bench")
+    lifecycle.request_stop(profile, reason="bench")
     deadline = time.monotonic() + 60
     while instance.state != State.STOPPED and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -9,7 +9,7 @@ second host (rows only: no worker of that host runs here to measure them); 2 fai
 tail, 10 stopped; 2,000 usage records in the last hour for the tiles' speed figures (`--busy
 20`: 68,000, and 20 more each second during the load, as a gateway answering 20 requests/s
 writes them). The Procfile's worker runs too, as under `make run`: it measures the 6 local
-servers every 2 s (servers/monitor.py) and writes their rows during the load.
+servers every 2 s (servers/supervision/monitor.py) and writes their rows during the load.
 
 Baseline, same gunicorn, same run: a small static file (WhiteNoise), the floor of one request
 through the web tier. Two loads, interleaved baseline/tiles, `--rounds` times:
@@ -299,7 +299,8 @@ def main() -> None:
         bench.setup_django()
         setup_rows(bench, int(args.busy * 3400) if args.busy else 2000)
         # As `make run`: the worker's threads keep the host online and measure its servers
-        # every 2 s (servers/monitor.py), writing the rows the tiles read, during the load.
+        # every 2 s (servers/supervision/monitor.py), writing the rows the tiles read, during
+        # the load.
         bench.start_worker()
         base = bench.start_web()
         cookie = login_cookie(base)

@@ -53,7 +53,7 @@ def main() -> None:
         from bench.status_poll import setup_rows
 
         setup_rows(bench)
-        from servers.monitor import sample_servers
+        from servers.supervision.monitor import sample_servers
 
         sample_servers()  # what the worker stores every 2 s: the tiles show memory and CPU
         from django.db import connection

@@ -87,8 +87,8 @@ def main() -> None:
         from django.utils import timezone
 
         from bench.harness import admin_user
-        from servers import metrics
         from servers.models import UsageDay
+        from servers.usage import metrics
 
         started = time.perf_counter()
         count = fill(args.per_day, args.days)

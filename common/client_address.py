@@ -9,7 +9,7 @@ one of them. A peer that is not a trusted proxy is the client, whatever the head
 
 Everything that judges a client by its address asks here: the wrong-API-key counter
 (accounts/middleware.py), allauth's login throttling (accounts/adapter.py) and `/metrics`'
-localhost rule (servers/metrics.py). Imports no app.
+localhost rule (servers/usage/metrics.py). Imports no app.
 """
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SAMESITE = "Lax"
-CSRF_FAILURE_VIEW = "config.views.csrf_failure"  # the portal's 403 page, not Django's
+CSRF_FAILURE_VIEW = "accounts.views.csrf_failure"  # the portal's 403 page, not Django's
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -242,7 +242,8 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": env.float("DOWNLOAD_RECONCILE_SECONDS", default=5.0),
         "options": {"expires": 30},
     },
-    # /metrics counters: the settled usage records added to a checkpoint row (servers/metrics.py).
+    # /metrics counters: the settled usage records added to a checkpoint row
+    # (servers/usage/metrics.py).
     "usage-totals": {
         "task": "servers.tasks.advance_usage_totals",
         "schedule": 300.0,
@@ -289,10 +290,10 @@ HOST_WEB_URL = env.str("MLX_PORTAL_HOST_URL", default="").rstrip("/")
 HOST_HEARTBEAT_SECONDS = env.float("MLX_PORTAL_HEARTBEAT_SECONDS", default=5.0)
 HOST_OFFLINE_AFTER = env.float("MLX_PORTAL_HOST_OFFLINE_AFTER", default=30.0)
 # The same worker measures its running model servers (memory, CPU) this often, for the tiles
-# of every host's Servers page (servers/monitor.py).
+# of every host's Servers page (servers/supervision/monitor.py).
 SERVER_STATS_SECONDS = _bounded("MLX_PORTAL_SERVER_STATS_SECONDS", 2, 0.1, 600, "seconds")
 # The secret shared by every host's web tier; each host accepts hop requests carrying the
-# token derived from it for its own name (servers/hop.py). Empty: no hop between hosts.
+# token derived from it for its own name (servers/gateway/hop.py). Empty: no hop between hosts.
 HOP_SECRET = env.str("MLX_PORTAL_HOP_SECRET", default="")
 
 # Model servers (servers/, see docs/servers.md). Times in seconds.
@@ -318,7 +319,7 @@ SERVER_BUSY_NOTICE_SECONDS = _bounded(
     "MLX_PORTAL_SERVER_BUSY_NOTICE_SECONDS", 60, 1, 86400, "seconds"
 )
 
-# OpenAI-compatible gateway, chat and metrics (servers/gateway.py, docs/gateway.md).
+# OpenAI-compatible gateway, chat and metrics (servers/gateway/, docs/gateway.md).
 GATEWAY_MAX_BODY_BYTES = env.int("MLX_PORTAL_GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 1024)
 GATEWAY_CONNECT_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_CONNECT_TIMEOUT", default=5.0)
 # Longest silence tolerated from a model server (prompt processing sends keep-alives).

@@ -1,10 +1,12 @@
+"""The project's URLs: each app's, and the few that live at the top."""
+
 from django.contrib import admin
 from django.urls import include, path
 
-from config.health import healthz
-from config.views import home
-from servers.hop_views import hop_view
-from servers.usage_views import metrics_view
+from servers.gateway.views import hop_view
+from servers.health import healthz
+from servers.usage.views import metrics_view
+from servers.views import home
 
 urlpatterns = [
     path("", home, name="home"),
@@ -14,8 +16,8 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("models/", include("models_catalog.urls")),
     path("servers/", include("servers.urls")),
-    path("v1/", include("servers.api_urls")),
-    # Another host's web tier reaching a model server here (servers/hop.py, docs/hosts.md).
+    path("v1/", include("servers.gateway.urls")),
+    # Another host's web tier reaching a model server here (servers/gateway/hop.py).
     path("internal/hop/<slug:slug>/v1/<path:endpoint>", hop_view, name="hop"),
     path("admin/", admin.site.urls),
 ]

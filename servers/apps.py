@@ -7,8 +7,10 @@ class ServersConfig(AppConfig):
     verbose_name = "Servers"
 
     def ready(self) -> None:
+        # Imported here, as Django requires: these import models, which the app registry
+        # loads only after every app's config.
         from models_catalog.usage import register_in_use_provider
-        from servers import services
+        from servers.supervision import lifecycle
 
         # My models refuses to delete what a server on that host holds.
-        register_in_use_provider(services.running_model_ids)
+        register_in_use_provider(lifecycle.running_model_ids)

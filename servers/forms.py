@@ -10,8 +10,8 @@ from django.utils.text import slugify
 
 from models_catalog.models import Host
 from models_catalog.validators import validate_repo_id
-from servers import ports
 from servers.models import ServerProfile
+from servers.supervision import ports
 from servers.validation import (
     KV_BITS_CHOICES,
     RANGES,

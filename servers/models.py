@@ -75,8 +75,7 @@ class ServerProfile(models.Model):
         return reverse("servers:list") + f"#server-{self.slug}"
 
     def can_edit(self, user) -> bool:
-        """Only the owner or an admin may edit or delete a profile; any member may run it."""
-        return bool(user.is_admin or user.pk == self.owner_id)
+        return may_edit(user, self.owner_id)
 
     def get_instance(self) -> ServerInstance:
         """This profile's instance row, created (stopped) on first use."""
@@ -136,6 +135,12 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 UNKNOWN = "unknown"
 
 
+def may_edit(user, owner_id: int | None) -> bool:
+    """The rule of who may edit or delete a profile: its owner or an admin (any member may run
+    it). `ServerProfile.can_edit`, and the server tiles from plain values."""
+    return bool(user.is_admin or user.pk == owner_id)
+
+
 def shown_state(host_online: bool, instance_state: str | None) -> str:
     """The rule of `ServerProfile.shown_state`, from plain values (the server tiles' query)."""
     if not host_online:
@@ -179,13 +184,14 @@ class ServerInstance(models.Model):
     exit_code = models.IntegerField(null=True, blank=True)
     log_tail = models.TextField(blank=True)
 
-    # What the process tree uses, measured by its host's worker (servers/monitor.py).
+    # What the process tree uses, measured by its host's worker (servers/supervision/monitor.py).
     rss = models.PositiveBigIntegerField(null=True, blank=True)  # bytes
     cpu_percent = models.FloatField(null=True, blank=True)  # 100 = one core
     stats_at = models.DateTimeField(null=True, blank=True)
-    # The requests the server is working on (its `GET /portal/status`, servers/mlx_entry.py),
-    # measured with the figures above: {"requests": n, "oldest": {age_seconds,
-    # prompt_tokens_done, prompt_tokens, generated_tokens, stream}}, or None when idle.
+    # The requests the server is working on (its `GET /portal/status`,
+    # servers/supervision/mlx_entry.py), measured with the figures above: {"requests": n, "oldest":
+    # {age_seconds, prompt_tokens_done, prompt_tokens, generated_tokens, stream}}, or None when
+    # idle.
     busy = models.JSONField(null=True, blank=True)
 
     # Supervision.
@@ -284,7 +290,7 @@ class UsageRecord(models.Model):
 
 class UsageTotals(models.Model):
     """The /metrics counters of every usage record with an id up to `up_to_id`, added up as
-    the records came (servers/metrics.py): a scrape reads this one row and groups only the
+    the records came (servers/usage/metrics.py): a scrape reads this one row and groups only the
     records after it, and pruning old records does not lower the counters."""
 
     up_to_id = models.BigIntegerField(default=0)
@@ -304,7 +310,7 @@ class UsageTotals(models.Model):
 class UsageDay(models.Model):
     """One day's usage (a day of settings.TIME_ZONE) of one user and one model: the usage
     records up to the checkpoint (`UsageTotals.up_to_id`) added up, so the Usage page reads
-    at most a row per day, user and model instead of every request (servers/usage_days.py).
+    at most a row per day, user and model instead of every request (servers/usage/days.py).
     Kept when old records are pruned."""
 
     day = models.DateField()

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from django.db.models import Count, Q
 
 from models_catalog.models import Host
-from servers import services
 from servers.models import ServerProfile, State
+from servers.supervision import lifecycle
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,6 @@ def stop_all(host: Host, *, reason: str) -> list[str]:
         instance = profile.get_instance()
         if instance.state in (State.STOPPED, State.STOPPING):
             continue
-        services.request_stop(profile, reason=reason)
+        lifecycle.request_stop(profile, reason=reason)
         stopped.append(profile.slug)
     return stopped

@@ -2,8 +2,8 @@
 
 Every open Servers page asks for the tiles every 2 s, and most polls find nothing changed. So
 a poll reads what the tiles show as plain values — one query for the profiles with their
-instance (with the memory and CPU figures its host's worker stored: servers/monitor.py), host
-and owner, one for the usage records added since the last poll (`usage.UsageWindow`) — with
+instance (with the memory and CPU figures its host's worker stored: servers/supervision/monitor.py),
+host and owner, one for the usage records added since the last poll (`records.UsageWindow`) — with
 every text that depends on the time already written out ("3 minutes") and the viewer's rights
 already decided (`can_edit`). Those values are the tiles: their hash is the `version`, and the
 HTML is a pure function of it. Hence:
@@ -15,7 +15,7 @@ HTML is a pure function of it. Hence:
 
 Nothing is cached that a change in the database would not show at once: the version is
 computed from the rows of this request. The usage figures are this process's sums by minute,
-brought up to date at each poll (see `usage.UsageWindow`).
+brought up to date at each poll (see `records.UsageWindow`).
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
 from common.rows import compiled_rows
-from models_catalog.hosts import heard_ago
+from models_catalog.hosts.facts import heard_ago
 from models_catalog.models import Host
-from servers import monitor, services, usage
-from servers.models import ACTIVE_STATES, ServerProfile, State, shown_state
+from servers.models import ACTIVE_STATES, ServerProfile, State, may_edit, shown_state
+from servers.supervision import lifecycle, monitor
+from servers.usage import records
 
 FRAGMENTS_KEPT = 32  # rendered fragments kept per process (one per version: filter, viewer)
 TILES_KEPT = 512  # rendered tiles kept per process (one per value of a tile)
@@ -78,7 +79,7 @@ class Tile:
     rss: str  # "1.2 GB" ("" without fresh figures from its host's worker)
     cpu_percent: float | None
     busy: str  # "Busy for 3 minutes with one request: …" ("" unless one has taken a while)
-    usage: usage.TileStats | None
+    usage: records.TileStats | None
     reason: str
     state_changed_at: datetime | None
     reason_age: str  # "5 minutes"
@@ -99,15 +100,15 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
     """The tiles `user` sees for the filter `query` (or for the one profile `pk`): one query
     for the profiles, one for the usage figures, whatever the number of servers."""
     if query or pk is not None:
-        profiles = services.profiles_for_tiles(query)
+        profiles = lifecycle.profiles_for_tiles(query)
         if pk is not None:
             profiles = profiles.filter(pk=pk)
         rows = list(profiles.values_list(*_COLUMNS))
     else:  # the poll of every open Servers page: the same query each time, compiled once
         rows = compiled_rows(
-            ServerProfile, "tiles", lambda: services.profiles_for_tiles().values_list(*_COLUMNS)
+            ServerProfile, "tiles", lambda: lifecycle.profiles_for_tiles().values_list(*_COLUMNS)
         )
-    figures = usage.shared_tile_stats()
+    figures = records.shared_tile_stats()
     online: dict[str, bool] = {}
     now = timezone.now()
     tiles = []
@@ -165,7 +166,7 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
                 last_error=r["instance__last_error"] or "",
                 log_tail=(r["instance__log_tail"] or "") if failed else "",
                 exit_code=r["instance__exit_code"],
-                can_edit=bool(user.is_admin or user.pk == r["owner_id"]),
+                can_edit=may_edit(user, r["owner_id"]),
                 can_override_memory=bool(
                     user.is_admin and r["instance__last_error_kind"] == "memory"
                 ),

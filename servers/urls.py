@@ -1,6 +1,8 @@
 from django.urls import path
 
-from servers import chat_views, host_views, usage_views, views
+from servers import views
+from servers.chat import views as chat_views
+from servers.usage import views as usage_views
 
 app_name = "servers"
 
@@ -12,7 +14,7 @@ urlpatterns = [
     path("chat/<int:pk>/rename/", chat_views.conversation_rename, name="chat-rename"),
     path("chat/<int:pk>/delete/", chat_views.conversation_delete, name="chat-delete"),
     path("usage/", usage_views.usage_page, name="usage"),
-    path("hosts/", host_views.host_list, name="hosts"),
+    path("hosts/", views.host_list, name="hosts"),
     path("picker/", views.picker, name="picker"),
     path("new/", views.profile_create, name="profile-create"),
     path("<slug:slug>/edit/", views.profile_edit, name="profile-edit"),

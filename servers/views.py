@@ -6,15 +6,20 @@ editing and deleting is checked. Any member may start, stop and restart any serv
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from servers import services, supervisor, tiles
+from accounts.access import staff_only
+from models_catalog.hosts.facts import collect_facts
+from servers import tiles
 from servers.forms import ServerProfileForm
 from servers.models import ServerProfile
+from servers.operations import host_rows
+from servers.supervision import lifecycle, supervisor
 
 LOG_LINES_DEFAULT = 200
 LOG_LINES_MAX = 2000
@@ -47,7 +52,7 @@ def server_list(request: HttpRequest) -> HttpResponse:
 def picker(request: HttpRequest) -> HttpResponse:
     """A searchable list of profiles (name or model id) for choosing one, as an HTMX partial."""
     query = _query(request)
-    profiles = services.profiles_for_tiles(query)[:50]
+    profiles = lifecycle.profiles_for_tiles(query)[:50]
     return render(request, "servers/picker.html", {"profiles": profiles, "q": query})
 
 
@@ -148,8 +153,8 @@ def server_start(request: HttpRequest, slug: str) -> HttpResponse:
     if override and not request.user.is_admin:
         raise PermissionDenied("Only an admin can start a server despite the memory check.")
     try:
-        services.request_start(profile, request.user, override_memory=override)
-    except services.StartRefused as exc:
+        lifecycle.request_start(profile, request.user, override_memory=override)
+    except lifecycle.StartRefused as exc:
         return _action_response(request, profile, str(exc))
     return _action_response(request, profile)
 
@@ -158,8 +163,8 @@ def server_start(request: HttpRequest, slug: str) -> HttpResponse:
 def server_stop(request: HttpRequest, slug: str) -> HttpResponse:
     profile = _get_profile(slug)
     try:
-        services.request_stop(profile, request.user)
-    except services.QueueUnavailable as exc:
+        lifecycle.request_stop(profile, request.user)
+    except lifecycle.QueueUnavailable as exc:
         return _action_response(request, profile, str(exc))
     return _action_response(request, profile)
 
@@ -168,8 +173,8 @@ def server_stop(request: HttpRequest, slug: str) -> HttpResponse:
 def server_restart(request: HttpRequest, slug: str) -> HttpResponse:
     profile = _get_profile(slug)
     try:
-        services.request_restart(profile, request.user)
-    except services.StartRefused as exc:
+        lifecycle.request_restart(profile, request.user)
+    except lifecycle.StartRefused as exc:
         return _action_response(request, profile, str(exc))
     return _action_response(request, profile)
 
@@ -191,3 +196,24 @@ def server_log(request: HttpRequest, slug: str) -> HttpResponse:
     if request.htmx:
         return render(request, "servers/log.html#log-body", context)
     return render(request, "servers/log.html", context)
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    """The dashboard: this machine as it is now (measured, not stored: a page never writes
+    host facts; the worker's heartbeat does) and how many servers run."""
+    host = {"name": settings.HOST_NAME, **collect_facts(with_models=False)}
+    context = {"host": host, "running_servers": lifecycle.running_count()}
+    return render(request, "home.html", context)
+
+
+@staff_only
+def host_list(request: HttpRequest) -> HttpResponse:
+    """The Hosts page (admins): every host with its servers; its HTMX poll (every 5 s) gets
+    only the table's body."""
+    context = {
+        "rows": host_rows(),
+        "this_host": settings.HOST_NAME,
+        "offline_after": settings.HOST_OFFLINE_AFTER,
+    }
+    template = "servers/hosts.html#rows" if request.htmx else "servers/hosts.html"
+    return render(request, template, context)

@@ -42,7 +42,7 @@ def stored(member, make_user, hub, settings, tmp_path):
     pages that ask the Hub ask the local fake one. Returns {token: what holds its marker}."""
     from accounts.api_keys import create_api_key
     from models_catalog.models import Download, Host
-    from servers.chat import render_markdown
+    from servers.chat.render import render_markdown
     from servers.models import Conversation, Message, ServerProfile, State, UsageRecord
 
     settings.HF_ENDPOINT = hub.url

@@ -9,8 +9,24 @@ from accounts import access
 from tests.support.url_walk import all_urls
 
 URLS = all_urls()
-OPEN_TO_ANYONE = access.PUBLIC_URL_NAMES
-OPEN_TO_SIGNED_IN = access.PUBLIC_URL_NAMES | access.STATUS_URL_NAMES
+
+
+def _view(url):
+    return resolve(url.path).func
+
+
+# Marked on their views (`@public`), or django-allauth's pages listed by name.
+PUBLIC_VIEWS = frozenset(url.name for url in URLS if access.is_public(_view(url)))
+OPEN_TO_ANYONE = access.PUBLIC_URL_NAMES | PUBLIC_VIEWS
+OPEN_TO_SIGNED_IN = OPEN_TO_ANYONE | access.STATUS_URL_NAMES
+# The gateway's keyed views authenticate their requests themselves (an API key, no session).
+SELF_AUTHENTICATING = frozenset(
+    url.name for url in URLS if access.is_self_authenticating(_view(url))
+)
+
+
+def _is_keyed(url) -> bool:
+    return url.name in SELF_AUTHENTICATING
 
 
 def _refused(response) -> bool:
@@ -21,12 +37,15 @@ def _refused(response) -> bool:
 
 
 def test_the_public_allow_list_is_exactly_the_login_and_status_pages():
-    # Adding a name here opens a URL to the world: this test asks for a second look.
-    expected_public = {
+    # Marking a view public (or listing a name) opens a URL to the world: this test asks for a
+    # second look.
+    expected_public_views = {
         "healthz",
         "metrics",  # the view checks localhost or its admin token (tests/servers/test_metrics.py)
         "hop",  # the view checks this host's hop token (tests/hosts/test_hop.py)
         "v1:openapi",  # the gateway's OpenAPI description: no secret (docs/gateway.md)
+    }
+    expected_allauth = {
         "account_login",
         "account_logout",
         "account_signup",
@@ -39,8 +58,12 @@ def test_the_public_allow_list_is_exactly_the_login_and_status_pages():
         "account_reset_password_from_key_done",
     }
     expected_status = {"accounts:pending", "accounts:disabled"}
-    assert sorted(access.PUBLIC_URL_NAMES) == sorted(expected_public)
+    # Views that take no session but an API key, checked by the gateway's decorator.
+    expected_keyed = {"v1:models", "v1:chat-completions", "v1:completions", "v1:not-found"}
+    assert sorted(PUBLIC_VIEWS) == sorted(expected_public_views)
+    assert sorted(access.PUBLIC_URL_NAMES) == sorted(expected_allauth)
     assert sorted(access.STATUS_URL_NAMES) == sorted(expected_status)
+    assert sorted(SELF_AUTHENTICATING) == sorted(expected_keyed)
 
 
 def test_the_walk_covers_every_url_pattern_including_later_apps():
@@ -85,7 +108,7 @@ def test_anonymous_users_are_refused_every_protected_url(db):
     leaks = [_describe(*answer) for answer in answers if not _refused(answer[-1])]
     assert leaks == [], "Protected URLs answered anonymous users:\n" + "\n".join(leaks)
     for _, url, _, response in answers:
-        if access.is_api_path(url.path):  # API clients get 401 with OpenAI's error, no redirect
+        if _is_keyed(url):  # API clients get 401 with OpenAI's error, no redirect
             assert response.status_code == 401 and response.json()["error"]
             continue
         assert redirect_target(response).startswith("/accounts/login/?next="), url
@@ -286,9 +309,7 @@ OBJECT_URLS: dict[str, tuple[str, str]] = {
 MEMBER_URLS = [
     url
     for url in URLS
-    if url.name not in OPEN_TO_SIGNED_IN
-    and not _staff_only(url)
-    and not access.is_api_path(url.path)
+    if url.name not in OPEN_TO_SIGNED_IN and not _staff_only(url) and not _is_keyed(url)
 ]
 
 
@@ -403,7 +424,7 @@ def test_no_url_answers_an_error_page_to_approved_users(make_user, owned, who):
     client = Client()
     client.force_login(make_user(f"{who}-walker@example.com", staff=who == "admin"))
     # /healthz answers 503 by design while no worker runs (tests/ops/test_healthz.py).
-    paths = [url.path for url in URLS if not access.is_api_path(url.path) and url.name != "healthz"]
+    paths = [url.path for url in URLS if not _is_keyed(url) and url.name != "healthz"]
     paths += [_object_path(url, owned) for url in MEMBER_URLS if url.name in OBJECT_URLS]
     errors = []
     for path in paths:

@@ -5,9 +5,11 @@ from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.urls import resolve
 from django.utils import timezone
 
 from accounts import approval
+from accounts.access import is_public, is_self_authenticating
 from accounts.api_keys import (
     KEY_PREFIX,
     authenticate_api_key,
@@ -16,6 +18,7 @@ from accounts.api_keys import (
     revoke_api_key,
 )
 from accounts.models import ApiKey
+from tests.support.url_walk import all_urls
 
 HTMX = {"HX-Request": "true"}
 
@@ -257,10 +260,10 @@ def test_the_right_key_of_a_disabled_user_is_not_counted_as_a_failed_attempt(mem
 
 def _v1_urls():
     """Every /v1 route but the public ones (the OpenAPI description needs no key)."""
-    from accounts.access import PUBLIC_URL_NAMES, is_api_path
-    from tests.support.url_walk import all_urls
-
-    return [url for url in all_urls() if is_api_path(url.path) and url.name not in PUBLIC_URL_NAMES]
+    v1 = [url for url in all_urls() if url.path.startswith("/v1/")]
+    keyed = [url for url in v1 if not is_public(resolve(url.path).func)]
+    assert keyed and all(is_self_authenticating(resolve(url.path).func) for url in keyed)
+    return keyed
 
 
 @pytest.mark.parametrize(

@@ -48,9 +48,9 @@ def reaches(role: str, path: str) -> bool:
         match = None
     if match is None:  # the 404 page
         return role in ("member", "admin")
-    if match.view_name in access.PUBLIC_URL_NAMES:
+    if match.view_name in access.PUBLIC_URL_NAMES or access.is_public(match.func):
         return True
-    if role == "anonymous" or access.is_api_path(path):
+    if role == "anonymous" or access.is_self_authenticating(match.func):
         return False
     if match.view_name in access.STATUS_URL_NAMES:
         return True

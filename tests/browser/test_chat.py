@@ -101,8 +101,8 @@ def test_sending_after_the_session_ended_goes_to_login_and_back_to_the_chat(
 def test_a_message_that_starts_the_server_on_demand_shows_it_running(
     tiny_in_cache, celery_worker, member, member_page
 ):
-    from servers import supervisor
-    from servers.ports import suggest_port
+    from servers.supervision import supervisor
+    from servers.supervision.ports import suggest_port
 
     profile = ServerProfile.objects.create(
         name="Lazy", slug="lazy", model_id=tiny_in_cache, host=Host.local(),

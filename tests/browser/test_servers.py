@@ -6,9 +6,9 @@ from django.conf import settings
 from django.utils.text import slugify
 
 from models_catalog.models import Host
-from servers import supervisor
 from servers.models import ServerInstance, ServerProfile, State
-from servers.ports import suggest_port
+from servers.supervision import supervisor
+from servers.supervision.ports import suggest_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -1,5 +1,5 @@
 """The hop endpoint accepts only this host's token, only for running servers on this host; the
-sender picks the hop for servers of other hosts (servers/hop.py)."""
+sender picks the hop for servers of other hosts (servers/gateway/hop.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from django.utils import timezone
 
 from models_catalog.models import Host
-from servers import hop
-from servers.gateway import GatewayError
+from servers.gateway import hop
+from servers.gateway.errors import GatewayError
 from servers.models import ServerInstance, ServerProfile, State
 
 SECRET = "a-cluster-secret"

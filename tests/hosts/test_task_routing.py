@@ -10,8 +10,9 @@ from django.utils import timezone
 
 from models_catalog import downloads
 from models_catalog.models import Download, Host
-from servers import services, tasks
+from servers import tasks
 from servers.models import ServerInstance, ServerProfile, State
+from servers.supervision import lifecycle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -71,18 +72,18 @@ def test_a_lost_download_is_requeued_on_its_hosts_queue(member, beta, queues):
 
 
 def test_start_stop_and_restart_go_to_the_profiles_hosts_queue(beta_profile, queues):
-    instance = services.request_start(beta_profile)
+    instance = lifecycle.request_start(beta_profile)
     assert instance.state == State.STARTING
     assert only_on(queues, "host.beta") == [("servers.tasks.launch_server", [instance.pk])]
     queues.purge()
 
     ServerInstance.objects.filter(pk=instance.pk).update(state=State.RUNNING)
-    services.request_restart(beta_profile)
+    lifecycle.request_restart(beta_profile)
     assert only_on(queues, "host.beta") == [("servers.tasks.launch_server", [instance.pk])]
     queues.purge()
 
     ServerInstance.objects.filter(pk=instance.pk).update(state=State.RUNNING)
-    services.request_stop(beta_profile)
+    lifecycle.request_stop(beta_profile)
     assert only_on(queues, "host.beta") == [("servers.tasks.stop_server", [instance.pk])]
 
 
@@ -107,8 +108,8 @@ def test_starting_a_server_on_an_offline_host_is_refused_and_sends_nothing(beta_
     Host.objects.filter(pk=beta_profile.host_id).update(
         last_heartbeat=timezone.now() - timezone.timedelta(minutes=5)
     )
-    with pytest.raises(services.StartRefused, match="Host beta is offline"):
-        services.request_start(beta_profile)
+    with pytest.raises(lifecycle.StartRefused, match="Host beta is offline"):
+        lifecycle.request_start(beta_profile)
     assert beta_profile.get_instance().state == State.STOPPED
     assert only_on(queues, "host.beta") == []
 
@@ -119,7 +120,7 @@ def test_stopping_a_server_on_an_offline_host_says_it_waits_for_its_worker(beta_
     Host.objects.filter(pk=beta_profile.host_id).update(
         last_heartbeat=timezone.now() - timezone.timedelta(minutes=5)
     )
-    instance = services.request_stop(beta_profile)
+    instance = lifecycle.request_stop(beta_profile)
     assert instance.reason == (
         "Stop requested: host beta is offline, so its worker stops the server when it is back."
     )

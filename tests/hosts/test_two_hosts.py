@@ -23,9 +23,9 @@ from django.utils import timezone
 from accounts.api_keys import create_api_key
 from models_catalog.models import Host
 from models_catalog.tasks import delete_model as delete_task
-from servers import services, supervisor
 from servers.models import ServerInstance, ServerProfile, State, UsageRecord
-from servers.ports import suggest_port
+from servers.supervision import lifecycle, supervisor
+from servers.supervision.ports import suggest_port
 from tests.servers.helpers import TINY_REPO, install_model, wait_for
 from tests.support.front import start_nginx
 from tests.support.mlx_server import free_port
@@ -151,7 +151,7 @@ def test_two_hosts_serve_route_and_go_offline_independently(cluster, member, cli
             name=f"tiny {name}", slug=f"tiny-{name}", model_id=TINY_REPO, host=hosts[name],
             port=port, owner=member,
         )  # fmt: skip
-        services.request_start(profiles[name], member)
+        lifecycle.request_start(profiles[name], member)
 
     def both_running():
         instances = {i.profile.host.name: i for i in ServerInstance.objects.select_related(
@@ -228,7 +228,7 @@ def test_two_hosts_serve_route_and_go_offline_independently(cluster, member, cli
     alpha = ServerInstance.objects.get(profile__slug="tiny-alpha")
     assert alpha.state == State.RUNNING and alpha.pid == instances["alpha"].pid
     assert supervisor.is_alive(alpha.pid, alpha.process_create_time)
-    with pytest.raises(services.StartRefused, match="Host alpha is offline"):
-        services.request_restart(profiles["alpha"], member)
+    with pytest.raises(lifecycle.StartRefused, match="Host alpha is offline"):
+        lifecycle.request_restart(profiles["alpha"], member)
     assert ServerInstance.objects.get(profile__slug="tiny-beta").state == State.RUNNING
     assert Host.objects.get(name="alpha").last_heartbeat < timezone.now()

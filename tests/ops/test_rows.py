@@ -36,7 +36,7 @@ def profile(member):
         state=State.RUNNING,
         port=18555,
         pid=4242,
-        command=["python", "-m", "servers.mlx_entry", "--port", "18555"],
+        command=["python", "-m", "servers.supervision.mlx_entry", "--port", "18555"],
         started_at=datetime(2026, 12, 1, 8, 30, 15, 123456, tzinfo=UTC),
     )
     return profile

@@ -17,7 +17,7 @@ def test_the_wsgi_application_freezes_its_start_up_objects_out_of_the_collector(
     (a 73-117 ms pause of every thread; docs/benchmarks.md §2e)."""
     code = (
         "import gc, sys; import config.wsgi; "
-        "print(gc.get_freeze_count(), 'servers.api_views' in sys.modules)"
+        "print(gc.get_freeze_count(), 'servers.gateway.views' in sys.modules)"
     )
     result = run_python(tmp_path, code)
     assert result.returncode == 0, result.stderr

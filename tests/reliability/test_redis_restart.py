@@ -20,8 +20,8 @@ from django.urls import reverse
 from models_catalog import downloads
 from models_catalog.local import local_model_path
 from models_catalog.models import Download
-from servers import services, supervisor
 from servers.models import State
+from servers.supervision import lifecycle, supervisor
 from tests.models_catalog.download_helpers import (
     add_random_repo,
     dir_digests,
@@ -62,9 +62,9 @@ def test_redis_restart_keeps_the_worker_the_server_and_the_download(
         profile = make_profile("Outage", model_id=served_model)
 
         # A server started through the portal, by the worker on our Redis.
-        instance = services.request_start(profile)
+        instance = lifecycle.request_start(profile)
         wait_for(
-            lambda: services.ServerInstance.objects.get(pk=instance.pk).state == State.RUNNING,
+            lambda: lifecycle.ServerInstance.objects.get(pk=instance.pk).state == State.RUNNING,
             90, 0.3, what=f"the server to run\n{worker.log_tail()}",
         )  # fmt: skip
         instance.refresh_from_db()
@@ -157,7 +157,7 @@ def test_redis_restart_keeps_the_worker_the_server_and_the_download(
         assert len(re.findall(download_task + "succeeded", log)) == 1
 
         # The same server, once, and the supervisor agrees.
-        services.reconcile()
+        lifecycle.reconcile()
         instance.refresh_from_db()
         assert instance.state == State.RUNNING
         assert (instance.pid, instance.process_create_time) == (pid, create_time)
@@ -165,9 +165,9 @@ def test_redis_restart_keeps_the_worker_the_server_and_the_download(
 
         # The same worker process, after its acks_late task finished (celery 5.7.0's worker
         # left here), consumes a task published after the restart: it stops the server.
-        services.request_stop(profile)
+        lifecycle.request_stop(profile)
         wait_for(
-            lambda: services.ServerInstance.objects.get(pk=instance.pk).state == State.STOPPED,
+            lambda: lifecycle.ServerInstance.objects.get(pk=instance.pk).state == State.STOPPED,
             30, 0.2, what=f"the stop through the restarted Redis\n{worker.log_tail()}",
         )  # fmt: skip
         assert not supervisor.group_members(pid)

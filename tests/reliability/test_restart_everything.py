@@ -11,8 +11,8 @@ import httpx
 import psutil
 import pytest
 
-from servers import services, supervisor
 from servers.models import ServerInstance, State
+from servers.supervision import lifecycle, supervisor
 from tests.reliability.conftest import (
     kill_group,
     servers_on_port,
@@ -66,7 +66,7 @@ def test_three_servers_survive_web_worker_and_beat_killed_together_and_stop_clea
     try:
         first.wait_ready()
         wait_for(lambda: web_answers(url), 60, 0.2, what="the web tier")
-        instances = [services.request_start(p) for p in profiles]
+        instances = [lifecycle.request_start(p) for p in profiles]
         for instance in instances:
             wait_for(lambda i=instance: state_of(i) == State.RUNNING, 120, 0.3,
                      what=f"{instance} to run\n{first.log_tail()}")  # fmt: skip
@@ -111,7 +111,7 @@ def test_three_servers_survive_web_worker_and_beat_killed_together_and_stop_clea
 
         # Stop all three through the portal; the new worker stops servers it did not spawn.
         for profile in profiles:
-            services.request_stop(profile)
+            lifecycle.request_stop(profile)
         for instance in instances:
             wait_for(lambda i=instance: state_of(i) == State.STOPPED, 40, 0.3,
                      what=f"{instance} to stop\n{second.log_tail()}")  # fmt: skip

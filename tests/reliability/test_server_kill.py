@@ -13,8 +13,8 @@ import psutil
 import pytest
 from django.conf import settings
 
-from servers import services, supervisor
 from servers.models import ServerInstance, State
+from servers.supervision import lifecycle, supervisor
 from tests.reliability.conftest import servers_on_port, start_beat, stop_process
 from tests.servers.helpers import wait_for
 from tests.support.workers import new_worker
@@ -49,7 +49,7 @@ def test_a_server_killed_four_times_fails_visibly_restarts_with_back_off_then_gi
     detections, restarts = [], []
     try:
         worker.wait_ready()
-        instance = services.request_start(profile)
+        instance = lifecycle.request_start(profile)
         wait_for(lambda: fresh(instance).state == State.RUNNING, 120, 0.2,
                  what=f"the first start\n{worker.log_tail()}")  # fmt: skip
         server_reaper((instance.pid, instance.process_create_time))
@@ -93,12 +93,12 @@ def test_a_server_killed_four_times_fails_visibly_restarts_with_back_off_then_gi
         assert servers_on_port(profile.port) == []
 
         # A user stop ends the story: started again, stopped by the user, never restarted.
-        instance = services.request_start(profile)
+        instance = lifecycle.request_start(profile)
         wait_for(lambda: fresh(instance).state == State.RUNNING, 120, 0.2,
                  what=f"the manual start\n{worker.log_tail()}")  # fmt: skip
         server_reaper((instance.pid, instance.process_create_time))
         last_pid = instance.pid
-        services.request_stop(profile)
+        lifecycle.request_stop(profile)
         wait_for(lambda: fresh(instance).state == State.STOPPED, 40, 0.2, what="the stop")
         passes = worker.log_path.read_text(errors="replace").count("reconcile_host")
         wait_for(

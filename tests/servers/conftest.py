@@ -40,7 +40,7 @@ def make_profile(db, member):
 
     from models_catalog.models import Host
     from servers.models import ServerProfile
-    from servers.ports import suggest_port
+    from servers.supervision.ports import suggest_port
 
     def make(name: str = "Tiny", model_id: str = "mlx-community/Tiny-A-4bit", **fields):
         taken = set(ServerProfile.objects.values_list("port", flat=True))
@@ -82,7 +82,7 @@ def clean_queues(settings):
 @pytest.fixture
 def server_reaper():
     """Kills, at the end of the test, any server process group the test left behind."""
-    from servers import supervisor
+    from servers.supervision import supervisor
 
     tracked: list[tuple[int, float]] = []
     yield tracked.append

@@ -11,9 +11,9 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from servers.command import LOOPBACK, MLX_ENTRY, ServerOptions, build_server_command
 from servers.forms import ServerProfileForm
 from servers.models import ServerProfile
+from servers.supervision.command import LOOPBACK, MLX_ENTRY, ServerOptions, build_server_command
 
 FUZZ = settings(
     max_examples=150,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from servers.command import MLX_ENTRY, ServerOptions, build_server_command
+from servers.supervision.command import MLX_ENTRY, ServerOptions, build_server_command
 
 PY = "/venv/bin/python"
 MODEL = Path("/cache/models--a--b/snapshots/abc")

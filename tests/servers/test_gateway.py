@@ -9,8 +9,9 @@ import psutil
 import pytest
 from django.test import Client
 
-from servers import gateway, services
+from servers.gateway import transport
 from servers.models import ServerInstance, State, UsageRecord
+from servers.supervision import lifecycle
 from tests.servers.helpers import wait_for
 from tests.support.tiny_models import REPLY
 
@@ -151,7 +152,7 @@ def test_stream_is_not_buffered_and_a_client_that_leaves_frees_the_upstream(
         assert json.loads(first[6:])["choices"][0]["delta"]
         # The first tokens are here while the server is still generating thousands more:
         # the portal holds its upstream connection open, nothing was buffered.
-        assert gateway.connections_in_use() == 1
+        assert transport.connections_in_use() == 1
         assert _established_to(mlx_server.port)
         assert not UsageRecord.objects.exists()
     # The client hung up. The portal notices at its next write, closes the upstream
@@ -159,7 +160,7 @@ def test_stream_is_not_buffered_and_a_client_that_leaves_frees_the_upstream(
     record = wait_for(lambda: UsageRecord.objects.first(), 30, what="the cancelled record")
     assert record.status == "cancelled" and record.status_code == 499
     assert record.ttft_ms is not None
-    wait_for(lambda: gateway.connections_in_use() == 0, 10, what="the pool to be free")
+    wait_for(lambda: transport.connections_in_use() == 0, 10, what="the pool to be free")
     wait_for(lambda: not _established_to(mlx_server.port), 10, what="the socket to close")
     # And the server is free for the next request.
     client = api(api_key)
@@ -199,7 +200,7 @@ def test_a_stream_makes_two_indexed_reads_before_its_first_byte_and_touches_the_
     assert ServerInstance.objects.get(profile=profile).last_request_at == touched
 
     ServerInstance.objects.filter(profile=profile).update(
-        last_request_at=touched - services.LAST_REQUEST_RESOLUTION
+        last_request_at=touched - lifecycle.LAST_REQUEST_RESOLUTION
     )
     b"".join(post(client, "/v1/chat/completions", body).streaming_content)
     assert ServerInstance.objects.get(profile=profile).last_request_at > touched

@@ -1,8 +1,8 @@
 """One API call must not make a model server unusable for everyone (the outside attack's
 findings 2, 6, 7 and 9): what a request may ask of a model's chat template and context, and
 what reaches the server when a body is hostile. Real tiny mlx_lm.servers run through the
-portal's entry point (servers/mlx_entry.py); the gateway is reached over HTTP by the official
-`openai` client where a client would meet the answer.
+portal's entry point (servers/supervision/mlx_entry.py); the gateway is reached over HTTP by the
+official `openai` client where a client would meet the answer.
 
 A client that leaves mid-prompt, the tiles' "busy" notice and bursts run against the portal as
 shipped (gunicorn behind nginx): tests/servers/test_gateway_cancel.py."""
@@ -20,10 +20,11 @@ from django.test import Client
 
 from models_catalog.characteristics import template_variables
 from models_catalog.local import serving_facts
-from servers import gateway
-from servers.command import ServerOptions, build_server_command
-from servers.gateway import GatewayError, build_upstream_body
+from servers.gateway import schema, transport
+from servers.gateway.errors import GatewayError
+from servers.gateway.schema import build_upstream_body
 from servers.models import UsageRecord
+from servers.supervision.command import ServerOptions, build_server_command
 from servers.validation import check_chat_template_args
 from tests.servers.helpers import install_model
 from tests.servers.test_gateway_direct import HEAD
@@ -172,7 +173,7 @@ def test_enable_thinking_is_always_allowed(
 
 
 def test_a_prompt_far_longer_than_the_context_is_refused_before_any_server_sees_it():
-    long = [{"role": "user", "content": "x" * (TINY_CONTEXT * gateway.MAX_CHARS_PER_TOKEN + 1)}]
+    long = [{"role": "user", "content": "x" * (TINY_CONTEXT * schema.MAX_CHARS_PER_TOKEN + 1)}]
     error = _refusal({"messages": long}, context_length=TINY_CONTEXT)
     assert error.code == "context_length_exceeded" and error.status == 400
     assert "maximum context length is 2,048 tokens" in error.message
@@ -266,7 +267,7 @@ def test_json_nested_too_deeply_is_a_400_not_a_500(api_key, make_profile, settin
     assert response.status_code == 400
     assert response.json()["error"]["code"] == code
     # The hop reads bodies the same way (another host's web tier sends them).
-    from servers import hop
+    from servers.gateway import hop
 
     settings.HOP_SECRET = "a-secret"
     token = hop.hop_token(settings.HOST_NAME, "a-secret")
@@ -303,7 +304,7 @@ def test_a_connection_reset_before_any_answer_is_tried_again():
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    response = gateway.send(url, "chat/completions", {"messages": HI}, "tiny")
+    response = transport.send(url, "chat/completions", {"messages": HI}, "tiny")
     try:
         assert response.status_code == 200
         assert json.loads(response.read())["choices"][0]["message"]["content"] == "ok"
@@ -311,7 +312,7 @@ def test_a_connection_reset_before_any_answer_is_tried_again():
         response.close()
         listener.close()
     assert len(requests) == 1
-    assert gateway.connections_in_use() == 0
+    assert transport.connections_in_use() == 0
 
 
 def test_a_server_that_resets_every_time_is_unreachable_not_retried_forever():
@@ -320,7 +321,7 @@ def test_a_server_that_resets_every_time_is_unreachable_not_retried_forever():
     accepted = []
 
     def serve() -> None:
-        for _ in range(gateway.SEND_ATTEMPTS):
+        for _ in range(transport.SEND_ATTEMPTS):
             connection, _ = listener.accept()
             accepted.append(1)
             connection.setsockopt(
@@ -331,11 +332,11 @@ def test_a_server_that_resets_every_time_is_unreachable_not_retried_forever():
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     with pytest.raises(GatewayError) as raised:
-        gateway.send(url, "chat/completions", {"messages": HI}, "tiny")
+        transport.send(url, "chat/completions", {"messages": HI}, "tiny")
     listener.close()
     assert raised.value.status == 503 and raised.value.code == "server_unreachable"
-    assert len(accepted) == gateway.SEND_ATTEMPTS
-    assert gateway.connections_in_use() == 0
+    assert len(accepted) == transport.SEND_ATTEMPTS
+    assert transport.connections_in_use() == 0
 
 
 def test_the_server_does_not_tell_the_hosts_system_in_its_fingerprint(

@@ -3,8 +3,8 @@ its tile; a burst of clients is served (the outside attack's findings 2, 3 and 6
 
 Everything runs as shipped: gunicorn from the Procfile behind nginx with the shipped config
 (tests/support/front.py), a real mlx_lm.server through the portal's entry point
-(servers/mlx_entry.py), real clients — raw sockets, the `openai` client, Chromium on the chat
-page. The long prompt is real work: ~50,000 tokens that a tiny model whose config allows a
+(servers/supervision/mlx_entry.py), real clients — raw sockets, the `openai` client, Chromium on the
+chat page. The long prompt is real work: ~50,000 tokens that a tiny model whose config allows a
 131,072-token context reads in chunks of 2,048, for many seconds. Each test asserts on the
 server having dropped the request (its `GET /portal/status`), never on a time.
 """
@@ -24,8 +24,8 @@ import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 
-from servers import monitor
 from servers.models import ServerInstance, UsageRecord
+from servers.supervision import monitor
 from servers.tiles import tiles_for
 from tests.servers.helpers import install_model, wait_for
 from tests.support.front import ShippedPortal, shipped_portal

@@ -1,4 +1,4 @@
-"""`gateway.send` to a local model server: an HTTP/1.0 request, and the answer read from the
+"""`transport.send` to a local model server: an HTTP/1.0 request, and the answer read from the
 socket as it arrives (`_DirectBody`), not through httpx's pool. Here the peer is a scripted
 socket server (what mlx_lm.server writes: HTTP/1.0, a close-delimited body), so the cuts
 between reads, a silent server and a dead one can be produced at will; the same path against
@@ -15,8 +15,11 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from servers import gateway
-from servers.gateway import GatewayError, Measure, Relay
+from servers.gateway import relay as relaying
+from servers.gateway import transport
+from servers.gateway.errors import GatewayError
+from servers.gateway.relay import Relay
+from servers.usage.records import Measure
 from tests.servers.helpers import wait_for
 from tests.servers.test_gateway_relay import STREAM, chunk, client_events, relay, upstream_bytes
 
@@ -92,7 +95,7 @@ def writes(*parts: bytes) -> Callable[[socket.socket], None]:
 
 def direct_relay(url: str) -> Relay:
     body = {"model": "default_model", "messages": [{"role": "user", "content": "hi"}]}
-    response = gateway.send(url, "chat/completions", body, "tiny")
+    response = transport.send(url, "chat/completions", body, "tiny")
     return Relay(response, Measure(), "tiny")
 
 
@@ -111,7 +114,7 @@ def test_a_direct_stream_cut_anywhere_relays_the_same_bytes_as_one_in_memory(ups
     assert server.request.startswith(b"POST /v1/chat/completions HTTP/1.0\r\n")
     assert b'"model":"default_model"' in server.request
     assert server.peer_closed.wait(10)
-    wait_for(lambda: gateway.connections_in_use() == 0, 10, what="no open connection")
+    wait_for(lambda: transport.connections_in_use() == 0, 10, what="no open connection")
 
 
 def test_a_client_that_leaves_mid_stream_closes_the_upstream_socket(upstream):
@@ -125,12 +128,12 @@ def test_a_client_that_leaves_mid_stream_closes_the_upstream_socket(upstream):
     relay_ = direct_relay(server.url)
     stream = relay_.openai_stream("m", include_usage=True)
     assert b'"content":"a"' in next(stream)
-    assert gateway.connections_in_use() == 1
+    assert transport.connections_in_use() == 1
     stream.close()  # what the WSGI server does when the client went away
     relay_.close("cancelled")
     release.set()
     assert server.peer_closed.wait(10)
-    assert gateway.connections_in_use() == 0
+    assert transport.connections_in_use() == 0
 
 
 def test_a_server_that_dies_mid_stream_is_an_upstream_died_error(upstream):
@@ -175,7 +178,7 @@ def test_a_server_that_never_answers_times_out_before_the_response(upstream, set
     finally:
         release.set()
     assert error.value.code == "upstream_timeout" and error.value.status == 504
-    assert gateway.connections_in_use() == 0
+    assert transport.connections_in_use() == 0
 
 
 def test_a_server_that_hangs_up_without_an_answer_is_unreachable(upstream):
@@ -183,7 +186,7 @@ def test_a_server_that_hangs_up_without_an_answer_is_unreachable(upstream):
     with pytest.raises(GatewayError) as error:
         direct_relay(server.url)
     assert error.value.code == "server_unreachable" and error.value.status == 503
-    assert gateway.connections_in_use() == 0
+    assert transport.connections_in_use() == 0
 
 
 def test_an_http_error_is_mapped_and_its_connection_closed(upstream):
@@ -194,7 +197,7 @@ def test_an_http_error_is_mapped_and_its_connection_closed(upstream):
         direct_relay(server.url)
     assert error.value.code == "server_not_ready" and error.value.status == 503
     assert server.peer_closed.wait(10)
-    assert gateway.connections_in_use() == 0
+    assert transport.connections_in_use() == 0
 
 
 def test_a_non_streamed_answer_is_read_whole(upstream):
@@ -300,26 +303,26 @@ def test_pacing_never_holds_back_the_end_of_a_reply(upstream, settings):
 def test_the_stream_interval_grows_with_the_streams_of_the_process_up_to_its_maximum(
     base_ms, max_ms, streams, seconds
 ):
-    assert gateway.stream_interval(base_ms, max_ms, streams) == pytest.approx(seconds)
+    assert relaying.stream_interval(base_ms, max_ms, streams) == pytest.approx(seconds)
 
 
 def test_a_stream_counts_as_relayed_from_its_start_until_it_is_closed(upstream):
     """The pacing's count of streams: one more while a stream runs, and one less once it is
     closed — whether it ended, or its client left half-way (the generator dropped early)."""
-    before = gateway._streams.open
+    before = relaying._streams.open
     for leave_early in (False, True):
         server = upstream(writes(HEAD, STREAM))
         relay_ = direct_relay(server.url)
         stream = relay_.openai_stream("m", include_usage=False)
         next(stream)
-        assert gateway._streams.open == before + 1
+        assert relaying._streams.open == before + 1
         if not leave_early:
             b"".join(stream)
-        assert gateway._streams.open == before + 1  # until closed, ended or not
+        assert relaying._streams.open == before + 1  # until closed, ended or not
         stream.close()
         relay_.close()
         relay_.close()  # closing twice counts once
-        assert gateway._streams.open == before
+        assert relaying._streams.open == before
 
 
 @pytest.fixture
@@ -336,9 +339,9 @@ def tcp_pair():
 
 
 WAITS = [
-    pytest.param(gateway.wait_for_close, id="this-platform"),
+    pytest.param(transport.wait_for_close, id="this-platform"),
     # macOS's way (no POLLRDHUP there), run here too
-    pytest.param(gateway.wait_for_close_by_low_water, id="low-water"),
+    pytest.param(transport.wait_for_close_by_low_water, id="low-water"),
 ]
 
 

@@ -10,7 +10,9 @@ import json
 import httpx
 import pytest
 
-from servers.gateway import GatewayError, Measure, Relay, sse
+from servers.gateway.errors import GatewayError
+from servers.gateway.relay import Relay, sse
+from servers.usage.records import Measure
 
 
 def chunk(content: str | None, *, finish: str | None = None, model: str = "default_model") -> dict:

@@ -7,7 +7,8 @@ import json
 import pytest
 from django.test import Client
 
-from servers.gateway import GatewayError, build_upstream_body, upstream_error
+from servers.gateway.errors import GatewayError, upstream_error
+from servers.gateway.schema import build_upstream_body
 from servers.models import UsageRecord
 
 HI = [{"role": "user", "content": "hi"}]

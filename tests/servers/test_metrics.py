@@ -11,8 +11,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from servers import metrics, tasks
+from servers import tasks
 from servers.models import ServerInstance, State, UsageRecord, UsageTotals
+from servers.usage import metrics
 
 
 @pytest.fixture

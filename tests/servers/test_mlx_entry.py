@@ -2,9 +2,9 @@
 
 Stock mlx_lm.server (0.32) takes new requests off its queue only between 0.5-s slices of its
 generation loop, or when the batch empties: a request that arrives while another streams waits
-for it to finish. `servers/mlx_entry.py` makes the slice 5 ms. Both are checked against a real
-server with the same condition — does the second request's first token arrive before the first
-request's stream ends? — the first stream being sized (from a measured run) to last about
+for it to finish. `servers/supervision/mlx_entry.py` makes the slice 5 ms. Both are checked against
+a real server with the same condition — does the second request's first token arrive before the
+first request's stream ends? — the first stream being sized (from a measured run) to last about
 0.25 s, half of the stock slice. The stock case pins mlx_lm's behaviour: when an upgrade
 admits requests promptly on its own, it fails, and the entry script can go.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from servers import mlx_entry
+from servers.supervision import mlx_entry
 from tests.support.mlx_server import running_mlx_server
 from tests.support.tiny_models import END_OF_TEXT, EOS
 

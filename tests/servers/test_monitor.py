@@ -1,5 +1,5 @@
-"""servers/monitor.py: each host's worker measures its running servers, and the tiles of any
-host's Servers page show what it stored."""
+"""servers/supervision/monitor.py: each host's worker measures its running servers, and the tiles of
+any host's Servers page show what it stored."""
 
 import contextlib
 import re
@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from models_catalog.models import Host
-from servers import monitor
 from servers.models import ServerInstance, State
+from servers.supervision import monitor
 from tests.servers.helpers import wait_for
 
 

@@ -1,4 +1,5 @@
-"""The /v1 gateway against its own OpenAPI description (servers/openapi.yaml), with schemathesis.
+"""The /v1 gateway against its own OpenAPI description (servers/gateway/openapi.yaml), with
+schemathesis.
 
 The description is read from the live portal (`GET /v1/openapi.json`, no key), and every
 operation is fuzzed over real HTTP — pytest-django's live server, a real API key of an approved
@@ -21,7 +22,7 @@ from django.urls import URLPattern, get_resolver
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 
-from servers import openapi
+from servers.gateway import openapi
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -8,7 +8,7 @@ from django.urls import reverse
 from models_catalog.models import Host
 from servers.forms import ServerProfileForm
 from servers.models import ServerInstance, ServerProfile, State
-from servers.ports import suggest_port
+from servers.supervision.ports import suggest_port
 
 
 def valid_data(**overrides) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 
-from servers import gateway
+from servers.supervision import probes
 
 
 def test_the_port_is_noticed_when_it_accepts_after_refused_attempts():
@@ -24,7 +24,7 @@ def test_the_port_is_noticed_when_it_accepts_after_refused_attempts():
                 server.listen()  # the "model server" opens its port now
             return True
 
-        accepted = gateway.wait_for_port(
+        accepted = probes.wait_for_port(
             f"http://127.0.0.1:{port}", timeout=30, interval=0.001, keep_waiting=keep_waiting
         )
     assert accepted
@@ -41,7 +41,7 @@ def test_waiting_stops_when_the_server_is_gone():
             asked.append(1)
             return False  # e.g. the process died while starting
 
-        accepted = gateway.wait_for_port(
+        accepted = probes.wait_for_port(
             f"http://127.0.0.1:{port}", timeout=30, keep_waiting=keep_waiting
         )
     assert not accepted
@@ -52,4 +52,4 @@ def test_a_port_that_keeps_refusing_times_out():
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         port = server.getsockname()[1]
-        assert not gateway.wait_for_port(f"http://127.0.0.1:{port}", timeout=0.05)
+        assert not probes.wait_for_port(f"http://127.0.0.1:{port}", timeout=0.05)

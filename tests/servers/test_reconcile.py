@@ -7,8 +7,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from models_catalog.models import Host
-from servers import services, tasks
+from servers import tasks
 from servers.models import ServerInstance, State
+from servers.supervision import lifecycle
 
 pytestmark = pytest.mark.usefixtures("clean_queues")
 
@@ -37,7 +38,7 @@ def test_a_running_server_whose_process_is_gone_is_marked_failed_and_scheduled(m
     instance = profile.get_instance()
     instance.transition(State.STARTING, "go", desired_state="running")
     instance.transition(State.RUNNING, "ready", pid=2**22 - 3, process_create_time=1.0)
-    services.reconcile()
+    lifecycle.reconcile()
     instance.refresh_from_db()
     assert instance.state == State.FAILED
     assert instance.reason.startswith("The server ended (exit status unknown")
@@ -52,7 +53,7 @@ def test_restarts_stop_after_the_limit(make_profile, settings):
     instance.transition(
         State.FAILED, "boom", restart_count=2, next_restart_at=timezone.now() - timedelta(1)
     )
-    services.reconcile()
+    lifecycle.reconcile()
     instance.refresh_from_db()
     assert instance.state == State.FAILED
     assert instance.reason == "boom"
@@ -69,7 +70,7 @@ def test_back_off_doubles_with_each_restart(make_profile, settings):
         )
         instance.refresh_from_db()
         before = timezone.now()
-        services.reconcile()
+        lifecycle.reconcile()
         instance.refresh_from_db()
         delays.append(round((instance.next_restart_at - before).total_seconds()))
     assert delays == [10, 20, 40]

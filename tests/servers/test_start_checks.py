@@ -5,16 +5,16 @@ import socket
 import pytest
 from django.urls import reverse
 
-from servers import services
 from servers.models import State
+from servers.supervision import lifecycle
 
 pytestmark = pytest.mark.usefixtures("clean_queues")
 
 
 def test_a_missing_model_is_refused_with_a_clear_message(hf_cache, make_profile):
     profile = make_profile("Ghost", model_id="acme/not-downloaded")
-    with pytest.raises(services.StartRefused) as refused:
-        services.request_start(profile)
+    with pytest.raises(lifecycle.StartRefused) as refused:
+        lifecycle.request_start(profile)
     assert "acme/not-downloaded is not on this host's disk" in str(refused.value)
     assert "Download it from the catalog" in str(refused.value)
     instance = profile.get_instance()
@@ -29,8 +29,8 @@ def test_a_busy_port_is_refused_naming_the_port_and_its_holder(local_models, mak
         sock.listen()
         port = sock.getsockname()[1]
         profile = make_profile("Clash", port=port)
-        with pytest.raises(services.StartRefused) as refused:
-            services.request_start(profile)
+        with pytest.raises(lifecycle.StartRefused) as refused:
+            lifecycle.request_start(profile)
     message = str(refused.value)
     assert f"Port {port} is already in use by python" in message
     assert f"(pid {__import__('os').getpid()})" in message
@@ -42,8 +42,8 @@ def test_not_enough_memory_is_refused_unless_an_admin_overrides(
 ):
     settings.SERVER_MEMORY_HEADROOM = 1e15  # a 1 KiB model "needs" more than any machine has
     profile = make_profile("Big")
-    with pytest.raises(services.StartRefused) as refused:
-        services.request_start(profile)
+    with pytest.raises(lifecycle.StartRefused) as refused:
+        lifecycle.request_start(profile)
     assert "of memory" in str(refused.value) and "an admin can start it anyway" in str(
         refused.value
     )
@@ -76,7 +76,7 @@ def test_start_of_a_running_server_is_a_no_op(local_models, make_profile):
     instance = profile.get_instance()
     instance.transition(State.STARTING, "test")
     instance.transition(State.RUNNING, "test")
-    assert services.request_start(profile).state == State.RUNNING
+    assert lifecycle.request_start(profile).state == State.RUNNING
 
 
 def test_stop_of_a_failed_server_cancels_its_restart(local_models, make_profile, member_client):

@@ -11,8 +11,9 @@ from django.urls import reverse
 
 from accounts import approval
 from accounts.api_keys import revoke_api_key
-from servers import gateway
+from servers.gateway import transport
 from servers.models import Conversation, Message, UsageRecord
+from servers.supervision import lifecycle
 from tests.servers.helpers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -70,7 +71,7 @@ def test_an_open_api_stream_stops_when_its_user_is_disabled_or_its_key_revoked(
     assert record.completion_tokens < MAX_TOKENS
     tokens = sum(1 for event in _data_events(first + rest) if event.get("choices"))
     assert tokens < MAX_TOKENS / 2
-    wait_for(lambda: gateway.connections_in_use() == 0, 10, what="the pool to be free")
+    wait_for(lambda: transport.connections_in_use() == 0, 10, what="the pool to be free")
     # And the next request is refused at once.
     assert _retry_status(api_key) == 401
 
@@ -117,11 +118,10 @@ def test_a_long_stream_keeps_its_server_from_idling_out(
 
     from django.utils import timezone
 
-    from servers import services
     from servers.models import ServerInstance
 
     settings.STREAM_ACCESS_CHECK_SECONDS = 0.05
-    monkeypatch.setattr(services, "LAST_REQUEST_RESOLUTION", timedelta(seconds=0.2))
+    monkeypatch.setattr(lifecycle, "LAST_REQUEST_RESOLUTION", timedelta(seconds=0.2))
     profile = serve_profile(mlx_server, "Tiny", max_tokens=MAX_TOKENS, idle_timeout_minutes=1)
     response = _open_api_stream(api_key)
     chunks = iter(response.streaming_content)

@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from servers import gateway
+from servers.gateway import transport
 from servers.models import UsageRecord
 from tests.servers.helpers import wait_for
 
@@ -36,7 +36,7 @@ def _established_to(port: int) -> int:
 
 
 def _settled(port: int) -> bool:
-    return gateway.connections_in_use() == 0 and _established_to(port) == 0
+    return transport.connections_in_use() == 0 and _established_to(port) == 0
 
 
 def test_a_hundred_clients_leaving_mid_stream_leak_no_connection_thread_or_file(

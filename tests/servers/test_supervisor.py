@@ -11,8 +11,8 @@ import psutil
 import pytest
 from django.utils import timezone
 
-from servers import services, supervisor
 from servers.models import ServerInstance, State
+from servers.supervision import lifecycle, supervisor
 from tests.servers.helpers import wait_for
 from tests.support.mlx_server import model_servers
 from tests.support.workers import new_worker
@@ -49,9 +49,9 @@ def test_a_started_server_answers_a_chat_and_an_idle_one_stops_leaving_no_proces
     from tests.support.tiny_models import REPLY
 
     profile = make_profile("Tiny", model_id=served_model, idle_timeout_minutes=1)
-    instance = services.request_start(profile)
+    instance = lifecycle.request_start(profile)
     assert instance.state == State.STARTING
-    services.launch(instance.pk)  # what the host's worker runs; here in the test process
+    lifecycle.launch(instance.pk)  # what the host's worker runs; here in the test process
     instance = fresh(instance)
     server_reaper((instance.pid, instance.process_create_time))
     assert instance.state == State.RUNNING, instance.reason
@@ -63,29 +63,29 @@ def test_a_started_server_answers_a_chat_and_an_idle_one_stops_leaving_no_proces
     assert os.getsid(instance.pid) == instance.pid  # and its own session
     assert "--allowed-origins" in instance.command
 
-    assert services.upstream_for(profile) == f"http://127.0.0.1:{profile.port}"
-    assert services.running_model_ids() == {served_model}
-    answer = chat(services.upstream_for(profile))
+    assert lifecycle.upstream_for(profile) == f"http://127.0.0.1:{profile.port}"
+    assert lifecycle.running_model_ids() == {served_model}
+    answer = chat(lifecycle.upstream_for(profile))
     assert answer["choices"][0]["message"]["content"] == REPLY
 
-    services.reconcile()  # a healthy server is left alone
+    lifecycle.reconcile()  # a healthy server is left alone
     assert fresh(instance).state == State.RUNNING
 
     ServerInstance.objects.filter(pk=instance.pk).update(
         last_request_at=timezone.now() - timedelta(minutes=2)
     )
-    services.reconcile()
+    lifecycle.reconcile()
     instance = fresh(instance)
     assert instance.state == State.STOPPING
     assert "Idle for 1 min" in instance.reason
-    services.stop(instance.pk)
+    lifecycle.stop(instance.pk)
     instance = fresh(instance)
     assert instance.state == State.STOPPED
     assert instance.desired_state == "stopped"
     assert not supervisor.is_alive(instance.pid, instance.process_create_time)
     assert not group_alive(instance.pid)
     assert instance.exit_code is not None  # we are its parent: SIGTERM's status is known
-    assert services.running_model_ids() == set()
+    assert lifecycle.running_model_ids() == set()
 
 
 def test_a_hung_server_is_marked_failed_and_killed(
@@ -94,16 +94,16 @@ def test_a_hung_server_is_marked_failed_and_killed(
     settings.SERVER_PROBE_TIMEOUT = 0.5
     settings.SERVER_HUNG_CHECKS = 2
     profile = make_profile("Hangs", model_id=served_model)
-    instance = services.request_start(profile)
-    services.launch(instance.pk)
+    instance = lifecycle.request_start(profile)
+    lifecycle.launch(instance.pk)
     instance = fresh(instance)
     server_reaper((instance.pid, instance.process_create_time))
     assert instance.state == State.RUNNING
 
     os.kill(instance.pid, signal.SIGSTOP)  # alive, but answers nothing
-    services.reconcile()
+    lifecycle.reconcile()
     assert fresh(instance).state == State.RUNNING and instance.failed_probes == 1
-    services.reconcile()
+    lifecycle.reconcile()
     instance = fresh(instance)
     assert instance.state == State.FAILED
     assert "stopped answering" in instance.reason
@@ -119,8 +119,8 @@ def test_a_start_that_never_answers_fails_with_the_log_tail(
     settings.SERVER_START_TIMEOUT = 4
     install_model(hf_cache, "acme/broken")  # a config.json and no real weights
     profile = make_profile("Broken", model_id="acme/broken")
-    instance = services.request_start(profile)
-    services.launch(instance.pk)
+    instance = lifecycle.request_start(profile)
+    lifecycle.launch(instance.pk)
     instance = fresh(instance)
     server_reaper((instance.pid, instance.process_create_time))
     assert instance.state == State.FAILED
@@ -134,8 +134,8 @@ def test_a_killed_server_fails_with_its_exit_reason_then_restarts_with_back_off(
 ):
     settings.SERVER_RESTART_BACKOFF = 0.2
     profile = make_profile("Crashy", model_id=served_model)
-    instance = services.request_start(profile)
-    services.launch(instance.pk)
+    instance = lifecycle.request_start(profile)
+    lifecycle.launch(instance.pk)
     instance = fresh(instance)
     first_pid, first_time = instance.pid, instance.process_create_time
     server_reaper((first_pid, first_time))
@@ -143,7 +143,7 @@ def test_a_killed_server_fails_with_its_exit_reason_then_restarts_with_back_off(
 
     os.kill(first_pid, signal.SIGKILL)
     wait_for(lambda: not supervisor.is_alive(first_pid, first_time), 10, what="the kill")
-    services.reconcile()
+    lifecycle.reconcile()
     instance = fresh(instance)
     assert instance.state == State.FAILED
     assert instance.reason == "The server was killed by SIGKILL while running."
@@ -156,7 +156,7 @@ def test_a_killed_server_fails_with_its_exit_reason_then_restarts_with_back_off(
         worker.wait_ready()
 
         def restarted():
-            services.reconcile()
+            lifecycle.reconcile()
             current = fresh(instance)
             return current.state == State.RUNNING and current.pid != first_pid
 
@@ -166,8 +166,8 @@ def test_a_killed_server_fails_with_its_exit_reason_then_restarts_with_back_off(
         assert len(servers_on_port(profile.port)) == 1
     finally:
         worker.stop()
-    services.request_stop(profile)
-    services.stop(instance.pk)
+    lifecycle.request_stop(profile)
+    lifecycle.stop(instance.pk)
     assert not group_alive(instance.pid)
 
 
@@ -175,11 +175,11 @@ def test_a_user_stopped_server_is_not_restarted(
     served_model, make_profile, clean_queues, server_reaper
 ):
     profile = make_profile("Stopped", model_id=served_model)
-    instance = services.request_start(profile)
+    instance = lifecycle.request_start(profile)
     ServerInstance.objects.filter(pk=instance.pk).update(
         state=State.FAILED, desired_state="stopped", next_restart_at=timezone.now()
     )
-    services.reconcile()
+    lifecycle.reconcile()
     assert fresh(instance).state == State.FAILED
 
 
@@ -196,7 +196,7 @@ def test_a_worker_restart_re_adopts_the_server_without_a_second_copy(
         server_reaper((instance.pid, instance.process_create_time))
         assert instance.desired_state == "running"
         assert psutil.Process(instance.pid).ppid() == first.pid  # the worker's own child
-        assert services.ensure_running(profile, timeout=5) == instance.base_url  # no 2nd copy
+        assert lifecycle.ensure_running(profile, timeout=5) == instance.base_url  # no 2nd copy
     finally:
         first.kill()  # SIGKILL to the worker's whole process group, as a crash would
     assert supervisor.is_alive(instance.pid, instance.process_create_time)
@@ -205,22 +205,22 @@ def test_a_worker_restart_re_adopts_the_server_without_a_second_copy(
     second = new_worker(tmp_path).start()
     try:
         second.wait_ready()  # its worker_ready auto-start sees the server and leaves it alone
-        services.reconcile()
+        lifecycle.reconcile()
         pid = fresh(instance).pid
         assert instance.state == State.RUNNING
         assert servers_on_port(profile.port) == [psutil.Process(pid)]
 
-        services.request_stop(profile)  # the new worker stops a server it did not spawn
+        lifecycle.request_stop(profile)  # the new worker stops a server it did not spawn
         wait_for(lambda: fresh(instance).state == State.STOPPED, 30, what="the stop")
         assert not group_alive(pid)
         assert servers_on_port(profile.port) == []
 
         # On demand, as the gateway will: the worker spawns it and we wait until it answers.
-        url = services.ensure_running(profile, timeout=90)
+        url = lifecycle.ensure_running(profile, timeout=90)
         server_reaper((fresh(instance).pid, instance.process_create_time))
         assert url == instance.base_url and instance.state == State.RUNNING
         assert instance.reason.startswith("Ready")
-        services.request_stop(profile)
+        lifecycle.request_stop(profile)
         wait_for(lambda: fresh(instance).state == State.STOPPED, 30, what="the second stop")
         assert servers_on_port(profile.port) == []
     finally:
@@ -231,6 +231,6 @@ def test_on_demand_start_is_refused_when_the_profile_does_not_allow_it(
     served_model, make_profile, clean_queues
 ):
     profile = make_profile("Manual", model_id=served_model, allow_on_demand=False)
-    with pytest.raises(services.ServerUnavailable, match="does not allow starting it on demand"):
-        services.ensure_running(profile, timeout=1)
+    with pytest.raises(lifecycle.ServerUnavailable, match="does not allow starting it on demand"):
+        lifecycle.ensure_running(profile, timeout=1)
     assert profile.get_instance().state == State.STOPPED

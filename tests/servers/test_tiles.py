@@ -11,8 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from servers import monitor
 from servers.models import ServerInstance, State, UsageRecord
+from servers.supervision import monitor
 
 
 def _tiles_queries(client, **headers) -> tuple[int, int]:

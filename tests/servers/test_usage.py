@@ -11,8 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from servers import usage
 from servers.models import UsageRecord
+from servers.usage import records as usage
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ from django.db.models.functions import TruncDate
 from django.urls import reverse
 from django.utils import timezone
 
-from servers import metrics, usage
 from servers.models import UsageDay, UsageRecord
+from servers.usage import metrics
+from servers.usage import records as usage_records
 
 _AGGREGATES = {
     "requests": Count("id"),
@@ -63,7 +64,7 @@ def reference(start: date, end: date, user=None) -> dict:
 
 
 def shown(start: date, end: date, user=None) -> dict:
-    summary = usage.summary(start, end, user=user)
+    summary = usage_records.summary(start, end, user=user)
     figures = {"totals": _row_of(summary.totals)}
     for name in ("by_model", "by_user", "by_day"):
         figures[name] = [_row_of(row) for row in getattr(summary, name)]
@@ -163,7 +164,7 @@ def test_pruning_old_records_keeps_their_days_on_the_page(records, admin_client)
     start, end = today - timedelta(days=35), today
     before = reference(start, end)
 
-    deleted = usage.prune(older_than_days=10)  # advances the checkpoint first
+    deleted = usage_records.prune(older_than_days=10)  # advances the checkpoint first
     assert deleted > 60
     assert reference(start, end) != before  # the records are gone...
     assert shown(start, end) == before  # ...their days' sums are not
@@ -176,13 +177,13 @@ def test_pruning_old_records_keeps_their_days_on_the_page(records, admin_client)
 
 def test_no_usage_shows_zeros(db):
     today = timezone.localdate()
-    summary = usage.summary(today - timedelta(days=29), today)
+    summary = usage_records.summary(today - timedelta(days=29), today)
     assert summary.totals["requests"] == 0 and summary.totals["avg_ttft_ms"] is None
     assert summary.by_model == summary.by_day == summary.by_user == []
 
 
 def test_add_up_sums_rows_by_a_key():
-    from servers.usage_days import SUMS, add_up
+    from servers.usage.days import SUMS, add_up
 
     def row(day, email, model, requests):
         return {"day": day, "email": email, "profile_name": model,

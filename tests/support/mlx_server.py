@@ -1,7 +1,8 @@
 """Start, probe and stop a real ``mlx_lm.server`` process.
 
-The server runs as the portal runs it, ``python servers/mlx_entry.py --model <dir> --host
-127.0.0.1 --port <free>`` (mlx_lm.server's own main, admitting new requests every few ms), in a
+The server runs as the portal runs it, ``python servers/supervision/mlx_entry.py --model <dir>
+--host 127.0.0.1 --port <free>`` (mlx_lm.server's own main, admitting new requests every few
+ms), in a
 process group of its own, with stdout and stderr in a log file. It counts as ready only when a
 real one-token chat completion answers (its ``/health`` says "ok" before the model is loaded).
 Stopping sends SIGTERM to the whole group, SIGKILL after a grace period, and checks that the
@@ -24,7 +25,8 @@ Facts about mlx-lm 0.32 worth knowing (read from ``mlx_lm/server.py``):
   :func:`wait_until_ready` recognises that and fails at once.
 * While it reads a long prompt, a streaming answer carries SSE comments (``: keepalive n/m``).
 * New requests join the running batch only between time slices of the generation loop, and a
-  slice lasts 0.5 s unless the batch empties first; ``servers/mlx_entry.py`` makes it 5 ms.
+  slice lasts 0.5 s unless the batch empties first; ``servers/supervision/mlx_entry.py`` makes it
+  5 ms.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from typing import Any
 
 import psutil
 
-from servers.command import MLX_ENTRY
+from servers.supervision.command import MLX_ENTRY
 
 READY_TIMEOUT = 90.0
 STOP_GRACE = 10.0
@@ -101,8 +103,8 @@ def start_mlx_server(
     ``extra_args`` are appended to the command line (e.g. ``["--max-tokens", "64"]``). ``env``
     entries are added to the current environment (``HF_HUB_OFFLINE`` defaults to ``1``). On a
     time-out or an early exit the process is stopped and ``RuntimeError`` carries the log tail.
-    The server runs as the portal runs it (``servers/mlx_entry.py``), or as mlx_lm ships it
-    (``python -m mlx_lm server``) with ``stock``.
+    The server runs as the portal runs it (``servers/supervision/mlx_entry.py``), or as mlx_lm
+    ships it (``python -m mlx_lm server``) with ``stock``.
     """
     model_path = Path(model_path)
     log_path = Path(log_path)
@@ -211,7 +213,7 @@ def running_mlx_server(
 
 def is_model_server(cmdline: Sequence[str]) -> bool:
     """Whether a process's command line is an mlx_lm.server: as the portal runs it
-    (servers/mlx_entry.py) or as mlx_lm ships it (`python -m mlx_lm server`)."""
+    (servers/supervision/mlx_entry.py) or as mlx_lm ships it (`python -m mlx_lm server`)."""
     return MLX_ENTRY in cmdline or ("mlx_lm" in cmdline and "server" in cmdline)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from servers import usage
+from servers.usage import records
 
 
 class Command(BaseCommand):
@@ -22,9 +22,9 @@ class Command(BaseCommand):
         if not older_than >= 0:
             raise CommandError("--older-than must be a number of days, 0 or more.")
         if dry_run:
-            count = usage.prunable(older_than).count()
+            count = records.prunable(older_than).count()
             self.stdout.write(f"{count} usage record(s) would be removed.")
             return ""
-        count = usage.prune(older_than)
+        count = records.prune(older_than)
         self.stdout.write(f"Removed {count} usage record(s) older than {older_than:g} day(s).")
         return ""

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from models_catalog.models import Host
 from servers.operations import stop_all
-from servers.services import QueueUnavailable
+from servers.supervision.lifecycle import QueueUnavailable
 
 
 class Command(BaseCommand):

@@ -11,7 +11,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from servers import metrics, usage
+from accounts.access import public
+from servers.usage import metrics, records
 
 MAX_RANGE_DAYS = 366
 EARLIEST = date(2000, 1, 1)  # no usage is older than the portal
@@ -61,14 +62,14 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         start, end = form.cleaned_data["start"], form.cleaned_data["end"]
         if is_admin:
             who = form.cleaned_data.get("user")
-    summary = usage.summary(start, end, user=who)
-    series = usage.daily_series(summary.by_day, start, end)
+    summary = records.summary(start, end, user=who)
+    series = records.daily_series(summary.by_day, start, end)
     peak = max((n for _, n in series), default=0)
     context = {
         "form": form,
         "summary": summary,
         "series": series,
-        "spark": usage.sparkline_points([n for _, n in series], width=600, height=60),
+        "spark": records.sparkline_points([n for _, n in series], width=600, height=60),
         "peak": peak,
         "start": start,
         "end": end,
@@ -78,6 +79,7 @@ def usage_page(request: HttpRequest) -> HttpResponse:
     return render(request, "servers/usage.html", context)
 
 
+@public  # Prometheus: the view itself allows a client on this machine or the metrics token
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus metrics: from localhost, or with `Authorization: Bearer <METRICS_TOKEN>`."""
     if not metrics.allowed(request):

@@ -30,15 +30,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from accounts.api_keys import bearer_token
 from common.client_address import is_local_client
-from servers import usage_days
-from servers.models import (
-    UNKNOWN,
-    ServerInstance,
-    State,
-    UsageRecord,
-    UsageTotals,
-    shown_state,
-)
+from servers.models import UNKNOWN, ServerInstance, State, UsageRecord, UsageTotals, shown_state
+from servers.usage import days
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)  # seconds
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -153,7 +146,7 @@ def grouped_totals(records: QuerySet) -> Totals:
 
 def advance_totals(settle_seconds: float = TOTALS_SETTLE_SECONDS) -> int:
     """Add the records finished more than `settle_seconds` ago that the checkpoint has not
-    counted yet to it, and to the Usage page's day sums (servers/usage_days.py); beat does
+    counted yet to it, and to the Usage page's day sums (servers/usage/days.py); beat does
     it every few minutes, and a prune first. Returns how many records were added."""
     cutoff = timezone.now() - timedelta(seconds=settle_seconds)
     with transaction.atomic():
@@ -162,12 +155,12 @@ def advance_totals(settle_seconds: float = TOTALS_SETTLE_SECONDS) -> int:
         up_to = after.filter(finished_at__lt=cutoff).aggregate(last=Max("pk"))["last"]
         if up_to is None:
             if checkpoint.days_time_zone != settings.TIME_ZONE:  # rebuilt, though none is new
-                usage_days.add(checkpoint, after.none(), checkpoint.up_to_id)
+                days.add(checkpoint, after.none(), checkpoint.up_to_id)
                 checkpoint.save()
             return 0
         new = after.filter(pk__lte=up_to)
         count = new.count()
-        usage_days.add(checkpoint, new, up_to)
+        days.add(checkpoint, new, up_to)
         totals = Totals.from_json(checkpoint.totals)
         totals.add(grouped_totals(new))
         checkpoint.totals = totals.as_json()

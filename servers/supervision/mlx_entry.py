@@ -1,7 +1,7 @@
 """How the portal runs `mlx_lm.server`: the server's own `main()`, with a few changes that make
 it fit to be shared by a team.
 
-    python /path/to/servers/mlx_entry.py [--portal-context-length N] <mlx_lm.server options>
+    python servers/supervision/mlx_entry.py [--portal-context-length N] <mlx_lm.server options>
 
 1. **Admission.** mlx_lm.server (0.32) generates for a continuous batch of requests in one
    thread, and takes new requests off its queue only between time slices of that loop
@@ -33,7 +33,10 @@ server's log says so on its first line.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
+import inspect
 import json
 import socket
 import sys
@@ -52,9 +55,6 @@ CONTEXT_OPTION = "--portal-context-length"
 def admit_often(server_module) -> bool:
     """Make `server_module` (mlx_lm.server) look at its request queue every
     ADMISSION_SLICE_SECONDS; False (nothing changed) when its scheduler is not the known one."""
-    import functools
-    import inspect
-
     budget = getattr(server_module, "TimeBudget", None)
     try:
         known = "budget" in inspect.signature(budget).parameters
@@ -310,8 +310,8 @@ def take_portal_options(argv: list[str]) -> tuple[dict[str, int], list[str]]:
 
 
 def main(argv: list[str]) -> None:
-    import http.server
-
+    # Here, not at the top: the portal imports this module (peer_closed, STATUS_PATH), and only
+    # the model server's process must load mlx and mlx_lm.
     import mlx.core as mx
     import mlx_lm
     import mlx_lm.server as server
@@ -337,7 +337,7 @@ def main(argv: list[str]) -> None:
     versions = f"mlx-lm {mlx_lm.__version__}, mlx {mx.__version__}"
     fingerprint = "fp_" + hashlib.sha256(versions.encode()).hexdigest()[:10]
     server.get_system_fingerprint = lambda: fingerprint
-    print(f"MLX Portal: mlx_lm.server; {'; '.join(notes)} (servers/mlx_entry.py)",
+    print(f"MLX Portal: mlx_lm.server; {'; '.join(notes)} (servers/supervision/mlx_entry.py)",
           file=sys.stderr, flush=True)  # fmt: skip
     sys.argv = ["mlx_lm.server", *argv]
     server.main()

@@ -1,39 +1,35 @@
-"""The OpenAI-compatible gateway: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+"""The gateway's endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, the OpenAPI
+description, and the hop another host's web tier calls (`/internal/hop/<slug>/v1/<endpoint>`).
 
-The access middleware has already authenticated the API key (`request.user`, `request.api_key`)
-or answered 401. Views here parse, call `servers.completions`, and pass the answer on.
+Each keyed view wears `auth.api_key_required` (the request's key is checked before it runs);
+the OpenAPI description and the hop are `public` (the hop checks this host's hop token
+itself). Views parse, call `calls`, and pass the answer on.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 
+import httpx
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
-from servers import completions, openapi
-from servers.gateway import ClientGone, GatewayError, Relay, sse
+from accounts.access import public
+from servers.gateway import calls, hop, openapi
+from servers.gateway.auth import api_key_required, request_key
+from servers.gateway.errors import GatewayError
+from servers.gateway.relay import STREAM_HEADERS, Relay, sse
+from servers.gateway.schema import build_upstream_body
+from servers.gateway.transport import ClientGone, client_socket, send
 from servers.models import ServerProfile, UsageRecord
-from servers.usage import Caller
+from servers.supervision import lifecycle
+from servers.usage.records import Caller
 
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # What a request whose client left gets (nobody reads it): nginx's "client closed request".
 CLIENT_CLOSED_REQUEST = 499
-
-
-def client_socket(request: HttpRequest) -> socket.socket | None:
-    """The socket of the client's connection, when the web server gives it (gunicorn does):
-    the gateway watches it to stop a model server's work for a client that left."""
-    sock = request.META.get("gunicorn.socket")
-    return sock if isinstance(sock, socket.socket) else None
-
-
-def error_response(error: GatewayError) -> JsonResponse:
-    headers = {"Retry-After": "5"} if error.status == 503 else None
-    return JsonResponse(error.as_dict(), status=error.status, headers=headers)
 
 
 def read_json(request: HttpRequest) -> object:
@@ -64,10 +60,13 @@ def read_json(request: HttpRequest) -> object:
 
 
 def _method_not_allowed(allowed: str) -> JsonResponse:
-    error = GatewayError(f"Use {allowed} for this endpoint.", 405, code="method_not_allowed")
-    return JsonResponse(error.as_dict(), status=405, headers={"Allow": allowed})
+    return GatewayError(
+        f"Use {allowed} for this endpoint.", 405, code="method_not_allowed",
+        headers={"Allow": allowed},
+    ).response()  # fmt: skip
 
 
+@api_key_required
 def models(request: HttpRequest) -> JsonResponse:
     """Every profile (any member may call any), in OpenAI's list shape; id = profile slug."""
     if request.method != "GET":
@@ -96,7 +95,7 @@ def models(request: HttpRequest) -> JsonResponse:
 
 def template_kwargs(profile: ServerProfile) -> list[str] | None:
     """The `chat_template_kwargs` a request for `profile` may set (None: another host's)."""
-    limits = completions.request_limits(profile)
+    limits = calls.request_limits(profile)
     if not limits:
         return None
     return sorted(limits["template_variables"] | {"enable_thinking"})
@@ -140,25 +139,26 @@ class ApiStream:
         self.relay.close(self.status)
 
 
-def _complete(request: HttpRequest, endpoint: str) -> HttpResponse:
+def _complete(request: HttpRequest, endpoint: str) -> HttpResponseBase:
     if request.method != "POST":
         return _method_not_allowed("POST")
     try:
         body = read_json(request)
-        profile = completions.find_profile(body.get("model") if isinstance(body, dict) else None)
+        profile = calls.find_profile(body.get("model") if isinstance(body, dict) else None)
     except GatewayError as error:
-        return error_response(error)
-    caller = Caller(request.user, UsageRecord.Source.API, getattr(request, "api_key", None))
+        return error.response()
+    api_key = request_key(request)
+    caller = Caller(api_key.user, UsageRecord.Source.API, api_key)
     try:
-        relay, upstream_body = completions.start(
+        relay, upstream_body = calls.start(
             caller, profile, endpoint, body, client_socket=client_socket(request)
         )
     except GatewayError as error:
-        return error_response(error)
+        return error.response()
     except ClientGone:
         return HttpResponse(status=CLIENT_CLOSED_REQUEST)
     if upstream_body["stream"]:
-        options = body.get("stream_options") or {}
+        options = (body.get("stream_options") if isinstance(body, dict) else None) or {}
         include_usage = bool(options.get("include_usage"))
         chunk_object = (
             "chat.completion.chunk" if endpoint == "chat/completions" else ("text_completion")
@@ -173,7 +173,7 @@ def _complete(request: HttpRequest, endpoint: str) -> HttpResponse:
         status = UsageRecord.Status.OK
     except GatewayError as error:
         relay.measure.fail(error)
-        return error_response(error)
+        return error.response()
     except ClientGone:
         status = UsageRecord.Status.CANCELLED
         return HttpResponse(status=CLIENT_CLOSED_REQUEST)
@@ -183,30 +183,99 @@ def _complete(request: HttpRequest, endpoint: str) -> HttpResponse:
     return JsonResponse(data)
 
 
-@csrf_exempt
-def chat_completions(request: HttpRequest) -> HttpResponse:
+@api_key_required
+def chat_completions(request: HttpRequest) -> HttpResponseBase:
     return _complete(request, "chat/completions")
 
 
-@csrf_exempt
-def text_completions(request: HttpRequest) -> HttpResponse:
+@api_key_required
+def text_completions(request: HttpRequest) -> HttpResponseBase:
     return _complete(request, "completions")
 
 
-@csrf_exempt  # public: no session is involved, and any method but GET gets its 405
+@public  # the description holds no secret, and API clients read it before they have a key
+@csrf_exempt  # no session is involved, and any method but GET gets its 405
 def openapi_description(request: HttpRequest) -> JsonResponse:
-    """The OpenAPI 3.1 description of this gateway (servers/openapi.yaml), without a key."""
+    """The OpenAPI 3.1 description of this gateway (servers/gateway/openapi.yaml), without a
+    key."""
     if request.method != "GET":
         return _method_not_allowed("GET")
     return JsonResponse(openapi.description())
 
 
-@csrf_exempt
+@api_key_required
 def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
-    error = GatewayError(
+    return GatewayError(
         f"Unknown endpoint {request.path}. This gateway serves /v1/models, "
         "/v1/chat/completions and /v1/completions (described at /v1/openapi.json).",
         404,
         code="unknown_url",
-    )
-    return error_response(error)
+    ).response()
+
+
+# --- the hop ----------------------------------------------------------------------------------
+
+
+def _passthrough(response: httpx.Response) -> Iterator[bytes]:
+    try:
+        yield from response.iter_raw()
+    except ClientGone:
+        return  # the calling host's web tier hung up (its own client left)
+    finally:
+        response.close()
+
+
+@public  # only this host's hop token is accepted: the view checks it (servers/gateway/hop.py)
+@csrf_exempt
+def hop_view(request: HttpRequest, slug: str, endpoint: str) -> HttpResponseBase:
+    if not hop.is_authorized(request.headers.get("Authorization")):
+        error = GatewayError("Missing or invalid hop token.", 401, code="invalid_hop_token")
+        return error.response()
+    if request.method != "POST":
+        return _method_not_allowed("POST")
+    try:
+        if endpoint not in hop.ENDPOINTS:
+            raise GatewayError(f"Unknown endpoint /v1/{endpoint[:40]}.", 404, code="not_found")
+        profile = (
+            ServerProfile.objects.select_related("host")
+            .filter(slug=slug, host__name=settings.HOST_NAME)
+            .first()
+        )
+        if profile is None:
+            raise GatewayError(
+                f"No server '{slug[:80]}' on host {settings.HOST_NAME}.",
+                404,
+                code="model_not_found",
+            )
+        body = build_upstream_body(
+            read_json(request),
+            endpoint=endpoint,
+            max_tokens_cap=profile.max_tokens,
+            **calls.request_limits(profile),
+        )
+        url = lifecycle.upstream_for(profile)
+        if url is None:
+            raise GatewayError(
+                f"Server '{slug}' is not running on host {settings.HOST_NAME}.",
+                503,
+                code="server_not_running",
+            )
+        upstream = send(url, endpoint, body, profile.slug, client_socket=client_socket(request))
+    except GatewayError as error:
+        return error.response()
+    except ClientGone:
+        return HttpResponse(status=CLIENT_CLOSED_REQUEST)
+    lifecycle.touch_last_request(profile)
+    # The model server's own answer (JSON or an event stream), passed on as it came: only another
+    # host's web tier reaches this view, with this host's hop token, never a browser's session.
+    content_type = upstream.headers.get("Content-Type", "application/json")
+    if body.get("stream"):
+        return StreamingHttpResponse(
+            _passthrough(upstream), content_type=content_type, headers=STREAM_HEADERS
+        )
+    try:
+        return HttpResponse(upstream.read(), content_type=content_type)
+    except ClientGone:
+        return HttpResponse(status=CLIENT_CLOSED_REQUEST)
+    finally:
+        upstream.close()

@@ -6,7 +6,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from servers.chat import read_attachment
+from servers.chat.attachments import read_attachment
 from servers.models import Conversation, ServerProfile
 
 

@@ -16,11 +16,9 @@ measure its own machine's processes: another host's servers showed no figures at
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -28,9 +26,8 @@ from django.utils.timesince import timesince
 
 from common import periodic
 from common.periodic import Periodic
-from servers import gateway, supervisor
-from servers.mlx_entry import STATUS_PATH
 from servers.models import ACTIVE_STATES, ServerInstance, State
+from servers.supervision import probes, supervisor
 
 
 def sample_servers(host_name: str | None = None) -> int:
@@ -48,7 +45,7 @@ def sample_servers(host_name: str | None = None) -> int:
         (
             pk,
             supervisor.stats(pid, create_time, children),
-            server_busy(port) if state == State.RUNNING and port else None,
+            probes.server_busy(port) if state == State.RUNNING and port else None,
         )
         for pk, pid, create_time, state, port in rows
     ]
@@ -62,33 +59,6 @@ def sample_servers(host_name: str | None = None) -> int:
                 stats_at=now,
             )
     return sum(sample is not None for _, sample, _ in samples)
-
-
-def server_busy(port: int) -> dict[str, Any] | None:
-    """What the model server on this host's `port` is working on, from its `GET
-    /portal/status` (servers/mlx_entry.py): {"requests": n, "oldest": its oldest request},
-    or None when it works on nothing (or does not say)."""
-    try:
-        answer = gateway.client().get(f"http://127.0.0.1:{port}{STATUS_PATH}", timeout=1.0)
-        requests = answer.json().get("requests") if answer.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return None
-    if not isinstance(requests, list) or not requests:
-        return None
-    fields = ("age_seconds", "prompt_tokens_done", "prompt_tokens", "generated_tokens")
-    number = lambda v: isinstance(v, int | float) and math.isfinite(v)  # noqa: E731
-    oldest = max(
-        (r for r in requests if isinstance(r, dict)),
-        key=lambda r: r["age_seconds"] if number(r.get("age_seconds")) else 0,
-        default={},
-    )
-    return {
-        "requests": len(requests),
-        "oldest": {
-            **{f: oldest[f] for f in fields if number(oldest.get(f))},
-            "stream": oldest.get("stream") is True,
-        },
-    }
 
 
 def max_age() -> timedelta:

@@ -1,7 +1,8 @@
 """The chat page: pick a server, talk to it (a streamed reply), keep conversations.
 
 Only the owner sees a conversation (others get 404). The reply streams from `chat-stream`
-(a session-authenticated, CSRF-protected POST read by static/js/chat.js).
+(a session-authenticated, CSRF-protected POST read by static/js/chat.js), through the
+gateway's calls as any `/v1` request (servers/chat/replies.py).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from servers.api_views import STREAM_HEADERS, client_socket
-from servers.chat import Params, stream_reply, title_from
-from servers.chat_forms import ChatMessageForm, RenameForm
+from servers.chat.forms import ChatMessageForm, RenameForm
+from servers.chat.replies import Params, stream_reply, title_from
+from servers.gateway.relay import STREAM_HEADERS
+from servers.gateway.transport import client_socket
 from servers.models import Conversation, Message, ServerProfile, State
 
 

@@ -1,9 +1,10 @@
 """Usage of the model servers as the portal measures it: recording and the numbers shown.
 
-`recorder(...)` gives the callback a `gateway.Relay` calls once a request has finished;
+`Measure` is what the gateway's relay measures of one request; `recorder(...)` gives the
+callback the relay calls once the request has finished (servers/gateway/relay.py);
 `UsageWindow` feeds the server tiles (one query a poll for all tiles: the records added since
-the last); `summary()` the Usage page;
-servers/metrics.py the Prometheus endpoint. See docs/gateway.md, "Usage recording".
+the last); `summary()` the Usage page; servers/usage/metrics.py the Prometheus endpoint.
+See docs/gateway.md, "Usage recording".
 """
 
 from __future__ import annotations
@@ -14,14 +15,59 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any, Protocol
 
 from django.db.models import BigIntegerField, Count, Func, Q, Sum
 from django.utils import timezone
 
+from accounts.models import ApiKey, User
 from common.rows import compiled_rows
-from servers import metrics, usage_days
-from servers.gateway import Measure
 from servers.models import ServerProfile, UsageRecord
+from servers.usage import days, metrics
+
+
+class Failure(Protocol):
+    """What a failed request's error says (the gateway's GatewayError)."""
+
+    status: int
+    code: str | None
+
+
+@dataclass
+class Measure:
+    """What the portal measured of one request (monotonic seconds; tokens from `usage`)."""
+
+    sent_at: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    status: str = "ok"
+    status_code: int = 200
+    error_code: str = ""
+
+    def token(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+
+    def usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+    def fail(self, error: Failure, status: str = "error") -> None:
+        self.status, self.status_code, self.error_code = status, error.status, error.code or ""
+
+    @property
+    def ttft_ms(self) -> float | None:
+        if self.first_token_at is None:
+            return None
+        return (self.first_token_at - self.sent_at) * 1000
+
+    @property
+    def duration_ms(self) -> float:
+        return ((self.finished_at or time.monotonic()) - self.sent_at) * 1000
+
 
 CANCELLED_STATUS_CODE = 499  # "client closed request", as nginx logs it
 
@@ -33,9 +79,9 @@ SPARK_MINUTES = 5
 class Caller:
     """Who makes a request and through what: the chat page (session) or the API (a key)."""
 
-    user: object
+    user: User
     source: str = UsageRecord.Source.API
-    api_key: object | None = None
+    api_key: ApiKey | None = None
 
 
 def record(
@@ -409,7 +455,7 @@ class Summary:
 
 
 def _finish(group: dict) -> dict:
-    """A group of sums (usage_days.add_up) as the page shows it."""
+    """A group of sums (days.add_up) as the page shows it."""
     row = {key: group[key] for key in ("day", "label") if key in group}
     for name in ("requests", "errors", "prompt_tokens", "completion_tokens"):
         row[name] = group[name]
@@ -421,7 +467,7 @@ def _finish(group: dict) -> dict:
 
 def _groups(rows: list[dict], key: str) -> list[dict]:
     """The page's rows of one table: days in order, models and users busiest first."""
-    groups = [_finish(group) for group in usage_days.add_up(rows, key)]
+    groups = [_finish(group) for group in days.add_up(rows, key)]
     if key == "day":
         return sorted(groups, key=lambda row: row["day"])
     return sorted(groups, key=lambda row: (-row["requests"], row["label"] or ""))
@@ -430,9 +476,9 @@ def _groups(rows: list[dict], key: str) -> list[dict]:
 def summary(start: date, end: date, user=None) -> Summary:
     """Usage from `start` to `end` (inclusive days of settings.TIME_ZONE, the days the page
     shows); one user's only when `user` is given, everyone's otherwise. Read from the day sums
-    plus the records after the checkpoint (servers/usage_days.py)."""
-    rows = usage_days.rows_between(start, end, user=user)
-    everything = usage_days.add_up(rows, None) or [dict.fromkeys(usage_days.SUMS, 0)]
+    plus the records after the checkpoint (servers/usage/days.py)."""
+    rows = days.rows_between(start, end, user=user)
+    everything = days.add_up(rows, None) or [dict.fromkeys(days.SUMS, 0)]
     return Summary(
         totals=_finish(everything[0]),
         by_model=_groups(rows, "profile_name"),

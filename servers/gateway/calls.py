@@ -1,9 +1,10 @@
 """One request to a model server, for the gateway (`/v1/`) and the chat page alike.
 
-`find_profile` names the profile a request's `model` means; `start` validates the body,
-gets the profile's server running (or says why not), sends the request and returns a
-`gateway.Relay`. Once the profile is known, every outcome — an answer, an error, a client
-that went away — ends in exactly one UsageRecord.
+`find_profile` names the profile a request's `model` means; `start` validates the body
+(`schema`), gets the profile's server running (or says why not: servers.supervision), sends
+the request (`hop`, `transport`) and returns a `relay.Relay`. Once the profile is known,
+every outcome — an answer, an error, a client that went away — ends in exactly one
+UsageRecord.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from django.conf import settings
 from accounts.api_keys import still_allowed
 from common.rows import first_row
 from models_catalog.local import serving_facts
-from servers import hop, services
-from servers.gateway import ClientGone, GatewayError, Measure, Relay, build_upstream_body, send
+from servers.gateway import hop
+from servers.gateway.errors import GatewayError
+from servers.gateway.relay import Relay
+from servers.gateway.schema import build_upstream_body
+from servers.gateway.transport import ClientGone, send
 from servers.models import ServerInstance, ServerProfile, State
-from servers.usage import Caller, recorder
+from servers.supervision import lifecycle
+from servers.usage.records import Caller, Measure, recorder
 
-PROFILE_NAME_MAX = ServerProfile._meta.get_field("name").max_length
+PROFILE_NAME_MAX: int = ServerProfile._meta.get_field("name").max_length or 80
 
 
 def find_profile(model: object) -> ServerProfile:
@@ -92,8 +97,8 @@ def server_url(profile: ServerProfile, timeout: float | None = None) -> str:
         )
     timeout = settings.GATEWAY_START_TIMEOUT if timeout is None else timeout
     try:
-        return services.ensure_running(profile, timeout=timeout)
-    except services.ServerUnavailable as exc:
+        return lifecycle.ensure_running(profile, timeout=timeout)
+    except lifecycle.ServerUnavailable as exc:
         raise GatewayError(str(exc), 503, code="server_unavailable") from None
 
 
@@ -157,13 +162,13 @@ def start(
         measure.finished_at = time.monotonic()
         finish(measure)
         raise
-    services.touch_last_request(profile)
+    lifecycle.touch_last_request(profile)
     api_key_id = getattr(caller.api_key, "pk", None)
 
     def between_events() -> bool:
         # A reply longer than the idle time-out keeps its server busy, not idle (written at
         # most every LAST_REQUEST_RESOLUTION); then: is the caller still allowed?
-        services.touch_last_request(profile)
+        lifecycle.touch_last_request(profile)
         return still_allowed(caller.user.pk, api_key_id)
 
     relay = Relay(response, measure, profile.slug, finish, still_allowed=between_events)

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import kombu.exceptions
 import psutil
-import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
@@ -30,13 +28,14 @@ from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from common.states import InvalidTransition
+from models_catalog.hosts.queue import enqueue
 from models_catalog.local import local_model_path, serving_facts
 from models_catalog.models import Host
 from models_catalog.usage import mark_model_used
-from servers import gateway, supervisor
-from servers.command import ServerOptions, build_server_command
 from servers.models import ACTIVE_STATES, ServerInstance, ServerProfile, State
-from servers.ports import port_holder, port_is_free
+from servers.supervision import probes, supervisor
+from servers.supervision.command import ServerOptions, build_server_command
+from servers.supervision.ports import port_holder, port_is_free
 from servers.validation import resolve_adapter_path
 
 log = logging.getLogger(__name__)
@@ -155,24 +154,21 @@ def preflight(profile: ServerProfile, *, override_memory: bool = False) -> Launc
 
 
 def _enqueue(task_name: str, instance: ServerInstance, **kwargs) -> None:
-    """Queue `task_name` for the instance on its host's queue once the transaction commits.
+    """Send servers.tasks.<task_name> for the instance to its host's queue once the transaction
+    commits (models_catalog.hosts.queue). When Redis does not take the message, the instance
+    says so — a start or restart that nothing will carry out is marked failed, with the reason
+    — and the commit raises QueueUnavailable, whose message the page shows (never a 500)."""
 
-    When Redis does not take the message, the instance says so — a start or restart that
-    nothing will carry out is marked failed, with the reason — and the commit raises
-    QueueUnavailable, whose message the page shows (never a 500)."""
-    from servers import tasks
+    def refused(error: Exception) -> None:
+        raise _queue_failed(instance, task_name) from error
 
-    task = getattr(tasks, task_name)
-    queue = instance.profile.host.queue
-
-    def publish() -> None:
-        try:
-            task.apply_async(args=[instance.pk], kwargs=kwargs, queue=queue)
-        except (kombu.exceptions.OperationalError, redis.RedisError, OSError) as exc:
-            log.warning("Cannot queue %s for %s: %r", task_name, instance.profile.slug, exc)
-            raise _queue_failed(instance, task_name) from None
-
-    transaction.on_commit(publish)
+    enqueue(
+        f"servers.tasks.{task_name}",
+        instance.profile.host,
+        args=[instance.pk],
+        kwargs=kwargs,
+        on_failure=refused,
+    )
 
 
 def _queue_failed(instance: ServerInstance, task_name: str) -> QueueUnavailable:
@@ -464,13 +460,13 @@ def wait_until_ready(instance: ServerInstance) -> None:
             return
         # While the server imports and loads its model its port refuses connections: wait for
         # it to accept (checking the process between attempts), then send the real probe.
-        if not gateway.wait_for_port(
+        if not probes.wait_for_port(
             instance.base_url,
             timeout=min(remaining, READY_RECHECK_INTERVAL),
             keep_waiting=lambda: supervisor.is_alive(instance.pid, instance.process_create_time),
         ):
             continue  # re-read the row: stopped meanwhile, died, or out of time
-        result = gateway.probe_ready(instance.base_url, timeout=min(remaining, 60.0))
+        result = probes.probe_ready(instance.base_url, timeout=min(remaining, 60.0))
         if result.ok:
             with contextlib.suppress(InvalidTransition):
                 instance.transition(
@@ -528,7 +524,7 @@ def reconcile_instance(instance: ServerInstance) -> None:
         if not alive:
             _mark_dead(instance, "while running")
             return
-        result = gateway.check_alive(instance.base_url, timeout=settings.SERVER_PROBE_TIMEOUT)
+        result = probes.check_alive(instance.base_url, timeout=settings.SERVER_PROBE_TIMEOUT)
         if not result.ok:
             misses = instance.failed_probes + 1
             ServerInstance.objects.filter(pk=instance.pk).update(failed_probes=misses)
@@ -560,8 +556,7 @@ def reconcile_instance(instance: ServerInstance) -> None:
         elif _age(instance.started_at) > settings.SERVER_START_TIMEOUT:
             _fail(instance, "The model did not answer within the start time-out.")
         elif (
-            _age(instance.started_at) > 10
-            and gateway.probe_ready(instance.base_url, timeout=2.0).ok
+            _age(instance.started_at) > 10 and probes.probe_ready(instance.base_url, timeout=2.0).ok
         ):
             # Re-adoption of a start whose worker went away: it answers, so it is ready.
             with contextlib.suppress(InvalidTransition):

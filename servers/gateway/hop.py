@@ -15,7 +15,7 @@ import hmac
 from django.conf import settings
 
 from models_catalog.models import Host
-from servers.gateway import GatewayError
+from servers.gateway.errors import GatewayError
 
 HOP_PREFIX = "/internal/hop"
 ENDPOINTS = ("chat/completions", "completions")

@@ -208,8 +208,8 @@ def _signal(proc: psutil.Process, sig: int) -> None:
 
 def children_map() -> dict[int, list[int]]:
     """{parent pid: [child pids]} of every process of the machine, read now: one walk of the
-    process table for all the servers of a sampling pass (servers/monitor.py), where psutil's
-    children() walks it again for each call."""
+    process table for all the servers of a sampling pass (servers/supervision/monitor.py), where
+    psutil's children() walks it again for each call."""
     children: dict[int, list[int]] = {}
     for process in psutil.process_iter(["ppid"]):
         children.setdefault(process.info["ppid"], []).append(process.pid)
@@ -231,8 +231,8 @@ def stats(
     pid: int | None, create_time: float | None, children: dict[int, list[int]] | None = None
 ) -> ProcessStats | None:
     """RSS and CPU % of the server's process tree (CPU since the previous call for the same
-    process: servers/monitor.py calls it every few seconds); None when it is not running.
-    `children`: a `children_map()` read for several calls (else one is read now)."""
+    process: servers/supervision/monitor.py calls it every few seconds); None when it is not
+    running. `children`: a `children_map()` read for several calls (else one is read now)."""
     if not pid:
         return None
     proc = _process(pid, create_time)

@@ -1,0 +1,129 @@
+"""Asking a model server about itself, for supervision: is it ready (a real one-token chat
+completion: the server loads its model on the first request, so an open port or `/health`
+saying "ok" prove nothing), alive (`/health`), or busy (its `GET /portal/status`,
+servers/supervision/mlx_entry.py)? Client requests reach the servers through the gateway's
+transport (servers/gateway/transport.py), not here.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from servers.supervision.mlx_entry import STATUS_PATH
+
+# One client (a pool) per process: a bare httpx.post() builds a client, and its TLS context,
+# each time (~20 ms of CPU, taken from the model server that is starting on the same cores).
+_client = httpx.Client(timeout=httpx.Timeout(30.0), limits=httpx.Limits(max_connections=64))
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    detail: str = ""
+
+
+def probe_ready(base_url: str, timeout: float = 30.0) -> ProbeResult:
+    """Ask the server for a one-token chat completion; ok when it answers with a choice."""
+    body = {
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": 1,
+        "temperature": 0.0,
+        "stream": False,
+    }
+    try:
+        response = _client.post(f"{base_url}/v1/chat/completions", json=body, timeout=timeout)
+    except httpx.TimeoutException:
+        return ProbeResult(False, f"no answer within {timeout:g} s")
+    except httpx.HTTPError as exc:
+        return ProbeResult(False, f"cannot connect ({exc.__class__.__name__})")
+    if response.status_code != 200:
+        return ProbeResult(False, f"HTTP {response.status_code}: {response.text[:200]}")
+    try:
+        choices = response.json().get("choices")
+    except ValueError:
+        return ProbeResult(False, "the answer is not JSON")
+    if not choices:
+        return ProbeResult(False, "the answer has no choices")
+    return ProbeResult(True, "answered a one-token chat completion")
+
+
+PORT_POLL_INTERVAL = 0.025  # seconds between connection attempts to a starting server
+
+
+def wait_for_port(
+    base_url: str,
+    timeout: float,
+    *,
+    interval: float = PORT_POLL_INTERVAL,
+    keep_waiting: Callable[[], bool] | None = None,
+) -> bool:
+    """Try to connect to the server's port every `interval` s until it accepts (True), for
+    at most `timeout` s, or until `keep_waiting()` (asked after each refusal) says no (False).
+
+    A starting mlx_lm.server opens its port only once its model is loaded. A refused
+    connection costs microseconds, so trying often notices that moment at once without
+    competing for the CPU with the server; the readiness probe itself (a real completion)
+    is sent only when the port accepts.
+    """
+    url = httpx.URL(base_url)
+    address = (url.host, url.port or 80)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(address, timeout=max(interval, 0.5)):
+                return True
+        except OSError:
+            pass
+        if keep_waiting is not None and not keep_waiting():
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(interval, left))
+
+
+def check_alive(base_url: str, timeout: float = 3.0) -> ProbeResult:
+    """The cheap liveness check: `GET /health` answers 200 (the HTTP loop and generator live)."""
+    try:
+        response = _client.get(f"{base_url}/health", timeout=timeout)
+    except httpx.TimeoutException:
+        return ProbeResult(False, f"/health gave no answer within {timeout:g} s")
+    except httpx.HTTPError as exc:
+        return ProbeResult(False, f"/health: cannot connect ({exc.__class__.__name__})")
+    if response.status_code != 200:
+        return ProbeResult(False, f"/health answered HTTP {response.status_code}")
+    return ProbeResult(True, "ok")
+
+
+def server_busy(port: int) -> dict[str, Any] | None:
+    """What the model server on this host's `port` is working on, from its
+    `GET /portal/status` (servers/supervision/mlx_entry.py): {"requests": n, "oldest": its
+    oldest request}, or None when it works on nothing (or does not say)."""
+    try:
+        answer = _client.get(f"http://127.0.0.1:{port}{STATUS_PATH}", timeout=1.0)
+        requests = answer.json().get("requests") if answer.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    if not isinstance(requests, list) or not requests:
+        return None
+    fields = ("age_seconds", "prompt_tokens_done", "prompt_tokens", "generated_tokens")
+    number = lambda v: isinstance(v, int | float) and math.isfinite(v)  # noqa: E731
+    oldest = max(
+        (r for r in requests if isinstance(r, dict)),
+        key=lambda r: r["age_seconds"] if number(r.get("age_seconds")) else 0,
+        default={},
+    )
+    return {
+        "requests": len(requests),
+        "oldest": {
+            **{f: oldest[f] for f in fields if number(oldest.get(f))},
+            "stream": oldest.get("stream") is True,
+        },
+    }
