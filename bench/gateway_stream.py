@@ -164,7 +164,7 @@ def portal_profile(server) -> tuple[str, str]:
     user = admin_user()
     profile = ServerProfile.objects.create(
         name="Bench tiny", slug="bench-tiny", model_id=MODEL, port=server.port,
-        owner=user, host=Host.local(), max_tokens=4096,
+        owner=user, host=Host.objects.this_machine(), max_tokens=4096,
     )  # fmt: skip
     now = timezone.now()
     ServerInstance.objects.update_or_create(

@@ -111,7 +111,7 @@ def main() -> None:
         user = admin_user()
         profile = ServerProfile.objects.create(
             name="Bench start", slug="bench-start", model_id=REPO, owner=user,
-            host=Host.local(), port=free_port(),
+            host=Host.objects.this_machine(), port=free_port(),
         )  # fmt: skip
         profile.get_instance()
         base = bench.start_web()

@@ -68,7 +68,7 @@ def setup_rows(bench: Bench, usage_records: int = 2000) -> None:
     from servers.models import ServerInstance, ServerProfile, State, UsageRecord
 
     user = admin_user()
-    local = Host.local()
+    local = Host.objects.this_machine()
     remote, _ = Host.objects.get_or_create(
         name="studio-2",
         defaults={"platform": "darwin", "memory_total": 192 * 2**30, "memory_available": 2**37,

@@ -42,7 +42,7 @@ def fill(per_day: int, days: int) -> int:
         ServerProfile.objects.get_or_create(
             slug=f"model-{n}",
             defaults={"name": f"Model {n}", "model_id": f"bench/model-{n}", "port": 9100 + n,
-                      "owner": owner, "host": Host.local()},
+                      "owner": owner, "host": Host.objects.this_machine()},
         )[0]
         for n in range(4)
     ]  # fmt: skip

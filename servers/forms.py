@@ -69,7 +69,7 @@ class ServerProfileForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.user = user
         self.fields["slug"].required = False
-        Host.local()  # this machine is always a choice
+        Host.objects.this_machine()  # this machine is always a choice (its row, never facts)
         hosts = list(Host.objects.order_by("name"))
         # Models per host: this machine's cache, or what another host's worker reported.
         self.host_model_ids = {h.pk: set(h.model_ids()) for h in hosts}
@@ -111,7 +111,7 @@ class ServerProfileForm(forms.ModelForm):
         )
         self.fields["host"].empty_label = None
         if not self.instance.pk:
-            self.fields["host"].initial = Host.local().pk
+            self.fields["host"].initial = Host.objects.this_machine().pk
             if not self.is_bound and not self.initial.get("port"):
                 self.initial["port"] = self.suggested_port()
         if self.instance.pk and isinstance(self.instance.chat_template_args, dict):
@@ -141,7 +141,7 @@ class ServerProfileForm(forms.ModelForm):
                 self.fields["trust_remote_code"].disabled = True
 
     def suggested_port(self) -> int | None:
-        host = Host.local()
+        host = Host.objects.this_machine()
         taken = set(ServerProfile.objects.filter(host=host).values_list("port", flat=True))
         try:
             return ports.suggest_port(taken)
@@ -260,7 +260,7 @@ class ServerProfileForm(forms.ModelForm):
                 f"try {self._free_port_hint(host)}.",
             )
             return
-        if host.name != Host.local().name:
+        if host.name != Host.objects.this_machine().name:
             return  # another machine's ports are checked by its worker at start
         own_server = (
             self.instance.pk
@@ -282,6 +282,8 @@ class ServerProfileForm(forms.ModelForm):
             .values_list("port", flat=True)
         )
         try:
-            return str(ports.suggest_port(taken, check_os=host.name == Host.local().name))
+            return str(
+                ports.suggest_port(taken, check_os=host.name == Host.objects.this_machine().name)
+            )
         except LookupError:
             return "another port"

@@ -20,7 +20,7 @@ from models_catalog.models import Host
 
 
 def _default_host() -> int:
-    return Host.local().pk
+    return Host.objects.this_machine().pk
 
 
 class ServerProfile(models.Model):

@@ -36,8 +36,8 @@ from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
 from common.rows import compiled_rows
+from models_catalog.hosts import facts as host_facts
 from models_catalog.hosts.facts import heard_ago
-from models_catalog.models import Host
 from servers.models import ACTIVE_STATES, ServerProfile, State, may_edit, shown_state
 from servers.supervision import lifecycle, monitor
 from servers.usage import records
@@ -116,7 +116,7 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
         r = dict(zip(_COLUMNS, row, strict=True))
         host = r["host__name"]
         if host not in online:
-            online[host] = Host.heartbeat_is_recent(r["host__last_heartbeat"])
+            online[host] = host_facts.is_online(r["host__last_heartbeat"], now)
         state = r["instance__state"] or ""
         shown = shown_state(online[host], state or None)
         # Figures its host's worker measured lately (any host), while the server is up.

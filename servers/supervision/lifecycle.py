@@ -504,7 +504,7 @@ def reconcile(host: Host | None = None) -> None:
     started twice), marks dead and hung ones failed, restarts failed ones with back-off unless
     the user stopped them, stops idle ones, and finishes stops whose task was lost.
     """
-    host = host or Host.local()
+    host = host or Host.objects.this_machine()
     instances = ServerInstance.objects.filter(profile__host=host).select_related("profile__host")
     for instance in instances:
         try:
@@ -598,7 +598,7 @@ def reconcile_instance(instance: ServerInstance) -> None:
 
 def autostart(host: Host | None = None) -> list[str]:
     """Start the host's auto-start profiles that are not running; returns their slugs."""
-    host = host or Host.local()
+    host = host or Host.objects.this_machine()
     started = []
     for profile in ServerProfile.objects.filter(host=host, auto_start=True).select_related(
         "host", "instance"

@@ -49,7 +49,7 @@ def stored(member, make_user, hub, settings, tmp_path):
     settings.HF_HUB_CACHE = tmp_path / "hf-cache"
     settings.HF_TOKEN = ""
     install_model(settings.HF_HUB_CACHE, TINY_REPO)
-    host = Host.local()
+    host = Host.objects.this_machine()
     where = {
         "sa": "a profile's name",
         "sb": "a profile's description",

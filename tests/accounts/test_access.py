@@ -331,7 +331,7 @@ def owned(member, hub, settings, tmp_path):
     from models_catalog.models import Download, Host
     from servers.models import Conversation, ServerProfile
 
-    host = Host.local()
+    host = Host.objects.this_machine()
     profile = ServerProfile.objects.create(
         name="Owned", slug="owned", model_id="acme/tiny", host=host, port=18123, owner=member
     )

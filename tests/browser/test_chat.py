@@ -39,7 +39,7 @@ def test_chat_streams_a_reply_and_keeps_the_conversation(
 ):
     profile = ServerProfile.objects.create(
         name="Tiny chat", slug="tiny-chat", model_id="mlx-community/tiny-text-test",
-        host=Host.local(), port=mlx_server.port, owner=member,
+        host=Host.objects.this_machine(), port=mlx_server.port, owner=member,
         system_prompt="You are the tiny test model. Answer briefly.",
     )  # fmt: skip
     ServerInstance.objects.update_or_create(
@@ -87,7 +87,7 @@ def test_sending_after_the_session_ended_goes_to_login_and_back_to_the_chat(
 ):
     ServerProfile.objects.create(
         name="Tiny chat", slug="tiny-chat", model_id="mlx-community/tiny-text-test",
-        host=Host.local(), port=8100, owner=member,
+        host=Host.objects.this_machine(), port=8100, owner=member,
     )  # fmt: skip
     log_in(page, client, member, live_server.url)
     page.goto("/servers/chat/")
@@ -105,7 +105,7 @@ def test_a_message_that_starts_the_server_on_demand_shows_it_running(
     from servers.supervision.ports import suggest_port
 
     profile = ServerProfile.objects.create(
-        name="Lazy", slug="lazy", model_id=tiny_in_cache, host=Host.local(),
+        name="Lazy", slug="lazy", model_id=tiny_in_cache, host=Host.objects.this_machine(),
         port=suggest_port(), owner=member, allow_on_demand=True,
     )  # fmt: skip
     page = member_page

@@ -84,7 +84,12 @@ def test_allauth_email_page_and_chat_confirmation_work_under_the_policy(
     member_page.get_by_role("heading", name="Email Addresses").wait_for()
 
     profile = ServerProfile.objects.create(
-        name="Tiny", slug="tiny", model_id="acme/tiny", host=Host.local(), port=18124, owner=member
+        name="Tiny",
+        slug="tiny",
+        model_id="acme/tiny",
+        host=Host.objects.this_machine(),
+        port=18124,
+        owner=member,
     )
     conversation = Conversation.objects.create(user=member, profile=profile, title="Keep me")
     member_page.goto(f"/servers/chat/{conversation.pk}/")

@@ -26,7 +26,8 @@ WIDE_ELEMENTS = """() => [...document.querySelectorAll("body *")]
 
 def test_no_main_page_scrolls_sideways_on_a_phone(browser, live_server, admin_member, hub_settings):
     profile = ServerProfile.objects.create(
-        name="A profile with a rather long name", slug="long", host=Host.local(), port=8100,
+        name="A profile with a rather long name", slug="long", host=Host.objects.this_machine(),
+        port=8100,
         model_id="mlx-community/Qwen3-30B-A3B-Instruct-2507-4bit-DWQ", owner=admin_member,
     )  # fmt: skip
     UsageRecord.objects.create(

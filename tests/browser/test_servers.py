@@ -28,13 +28,13 @@ def test_start_watch_running_read_the_log_and_stop(
         name="Tiny chat",
         slug=slugify("Tiny chat"),
         model_id=tiny_in_cache,
-        host=Host.local(),
+        host=Host.objects.this_machine(),
         port=suggest_port(),
         description="The tiny test model, served for real by mlx_lm.server.",
         owner=member,
     )
     ServerProfile.objects.create(
-        name="Spare", slug="spare", model_id=tiny_in_cache, host=Host.local(),
+        name="Spare", slug="spare", model_id=tiny_in_cache, host=Host.objects.this_machine(),
         port=suggest_port({profile.port}), owner=member,
     )  # fmt: skip
     log_in(page, client, member, live_server.url)

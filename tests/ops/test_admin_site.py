@@ -17,7 +17,7 @@ READ_ONLY = {
 
 
 def test_hosts_downloads_instances_and_usage_are_listed_read_only(admin_client, admin_member):
-    host = Host.local()
+    host = Host.objects.this_machine()
     profile = ServerProfile.objects.create(
         name="Alpha", slug="alpha", model_id="a/b", host=host, port=8100, owner=admin_member
     )

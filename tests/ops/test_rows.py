@@ -26,7 +26,7 @@ def profile(member):
         model_id="mlx-community/Tiny-A-4bit",
         port=18555,
         owner=member,
-        host=Host.local(),
+        host=Host.objects.this_machine(),
         chat_template_args={"enable_thinking": False, "nested": [1, "two"]},
         trust_remote_code=True,
         temperature=0.25,
@@ -59,7 +59,7 @@ def test_a_row_and_its_relations_equal_what_the_orm_reads(profile):
 
 
 def test_one_query_reads_the_row_with_its_relations(profile, django_assert_num_queries):
-    host_name = Host.local().name
+    host_name = Host.objects.this_machine().name
     with django_assert_num_queries(1):
         found = first_row(ServerProfile, {"slug": "rows"}, related=("host", "instance"))
         # Loaded as select_related loads them: reading them, both ways, costs nothing more.
@@ -148,7 +148,7 @@ def test_a_compiled_query_gives_the_orms_rows_and_sees_later_changes(profile, me
 
     ServerProfile.objects.create(
         name="Another", slug="another", model_id="m/x", port=18556, owner=member,
-        host=Host.local(),
+        host=Host.objects.this_machine(),
     )  # fmt: skip
     ServerInstance.objects.filter(profile=profile).update(state=State.FAILED)
     again = compiled_rows(ServerProfile, "test-rows", build)
@@ -162,7 +162,7 @@ def test_a_compiled_query_takes_new_values_for_its_placeholders(profile, member)
 
     ServerProfile.objects.create(
         name="Another", slug="another", model_id="m/x", port=18556, owner=member,
-        host=Host.local(),
+        host=Host.objects.this_machine(),
     )  # fmt: skip
     ids = sorted(ServerProfile.objects.values_list("pk", flat=True))
 

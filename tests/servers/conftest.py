@@ -46,7 +46,7 @@ def make_profile(db, member):
         taken = set(ServerProfile.objects.values_list("port", flat=True))
         fields.setdefault("port", suggest_port(taken))
         fields.setdefault("owner", member)
-        fields.setdefault("host", Host.local())
+        fields.setdefault("host", Host.objects.this_machine())
         return ServerProfile.objects.create(
             name=name, slug=slugify(name), model_id=model_id, **fields
         )
@@ -106,7 +106,7 @@ def serve_profile(db, member):
 
     def make(server, name: str = "Tiny", **fields) -> ServerProfile:
         fields.setdefault("owner", member)
-        fields.setdefault("host", Host.local())
+        fields.setdefault("host", Host.objects.this_machine())
         fields.setdefault("model_id", "mlx-community/tiny-text-test")
         profile = ServerProfile.objects.create(
             name=name, slug=slugify(name), port=server.port, **fields

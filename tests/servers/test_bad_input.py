@@ -84,7 +84,8 @@ def stopped_profile(db, fuzz_user):
     from models_catalog.models import Host
 
     return ServerProfile.objects.create(
-        name="Stopped", slug="stopped", model_id="acme/tiny", host=Host.local(), port=18321,
+        name="Stopped", slug="stopped", model_id="acme/tiny", host=Host.objects.this_machine(),
+        port=18321,
         owner=fuzz_user, allow_on_demand=False,
     )  # fmt: skip
 

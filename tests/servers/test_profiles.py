@@ -16,7 +16,7 @@ def valid_data(**overrides) -> dict:
         "name": "Tiny chat",
         "slug": "",
         "model_id": "mlx-community/Tiny-A-4bit",
-        "host": Host.local().pk,
+        "host": Host.objects.this_machine().pk,
         "port": suggest_port(set(ServerProfile.objects.values_list("port", flat=True))),
         "description": "",
         "system_prompt": "You are terse.",

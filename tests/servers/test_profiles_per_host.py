@@ -23,9 +23,11 @@ def beta(local_models):
 def test_model_choices_are_grouped_by_host_from_what_each_reported(beta, member):
     form = ServerProfileForm(user=member)
     groups = dict(form.fields["model_id"].choices[1:])
-    assert sorted(groups) == sorted([f"On {Host.local().name}", "On beta"])
+    assert sorted(groups) == sorted([f"On {Host.objects.this_machine().name}", "On beta"])
     assert [value for value, _ in groups["On beta"]] == ["acme/only-on-beta", "acme/tiny-b"]
-    assert "mlx-community/Tiny-A-4bit" in [v for v, _ in groups[f"On {Host.local().name}"]]
+    assert "mlx-community/Tiny-A-4bit" in [
+        v for v, _ in groups[f"On {Host.objects.this_machine().name}"]
+    ]
     html = form.as_p()
     assert '<optgroup label="On beta">' in html
 
@@ -35,7 +37,9 @@ def test_a_model_must_be_on_the_chosen_hosts_disk(beta, member):
     assert on_beta.is_valid(), on_beta.errors
     here = ServerProfileForm(valid_data(model_id="acme/only-on-beta"), user=member)
     assert not here.is_valid()
-    assert "not on host " + Host.local().name + "'s disk" in here.errors["model_id"][0]
+    assert (
+        "not on host " + Host.objects.this_machine().name + "'s disk" in here.errors["model_id"][0]
+    )
     wrong = ServerProfileForm(
         valid_data(model_id="mlx-community/Tiny-A-4bit", host=beta.pk), user=member
     )

@@ -27,7 +27,7 @@ def test_a_start_no_worker_picked_up_fails_with_a_hint(make_profile):
     ServerInstance.objects.filter(pk=instance.pk).update(
         state_changed_at=timezone.now() - timedelta(seconds=settings.SERVER_START_TIMEOUT + 1)
     )
-    tasks.reconcile_host(Host.local().pk)  # the task body, run here
+    tasks.reconcile_host(Host.objects.this_machine().pk)  # the task body, run here
     instance.refresh_from_db()
     assert instance.state == State.FAILED
     assert "Is its worker running?" in instance.reason
