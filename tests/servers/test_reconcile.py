@@ -6,6 +6,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from accounts import locks
 from models_catalog.models import Host
 from servers import tasks
 from servers.models import ServerInstance, State
@@ -74,3 +75,21 @@ def test_back_off_doubles_with_each_restart(make_profile, settings):
         instance.refresh_from_db()
         delays.append(round((instance.next_restart_at - before).total_seconds()))
     assert delays == [10, 20, 40]
+
+
+def test_a_supervision_pass_skips_its_turn_while_another_holds_the_hosts_lease(make_profile):
+    """The reconcile task of a host runs one pass at a time, whatever the worker threads: a
+    pass whose lease is held does nothing (a stuck start is not failed twice at once)."""
+    profile = make_profile()
+    instance = profile.get_instance()
+    instance.transition(State.STARTING, "go", desired_state="running")
+    ServerInstance.objects.filter(pk=instance.pk).update(
+        state_changed_at=timezone.now() - timedelta(days=1)
+    )
+    host = Host.objects.this_machine()
+    with locks.lease(f"reconcile:{host.name}", 60) as held:
+        assert held
+        tasks.reconcile_host(host.pk)
+        assert ServerInstance.objects.get(pk=instance.pk).state == State.STARTING
+    tasks.reconcile_host(host.pk)
+    assert ServerInstance.objects.get(pk=instance.pk).state == State.FAILED
