@@ -28,6 +28,7 @@ from servers.supervision.command import ServerOptions, build_server_command
 from servers.validation import check_chat_template_args
 from tests.servers.helpers import install_model
 from tests.servers.test_gateway_direct import HEAD
+from tests.support.mlx_server import running_mlx_server
 from tests.support.tiny_models import REPLY, THINKING_REPLY, tiny_model_cache
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -214,18 +215,12 @@ class _Profile:
 @pytest.fixture(scope="module")
 def context_server(tmp_path_factory):
     """The tiny text model served as the portal serves it, told its context (2048)."""
-    from tests.support.mlx_server import start_mlx_server, stop_mlx_server
-
-    base = tmp_path_factory.mktemp("context-server")
-    server = start_mlx_server(
+    with running_mlx_server(
         tiny_model_cache("text"),
-        log_path=base / "server.log",
+        log_path=tmp_path_factory.mktemp("context-server") / "server.log",
         extra_args=["--portal-context-length", str(TINY_CONTEXT)],
-    )
-    try:
+    ) as server:
         yield server
-    finally:
-        stop_mlx_server(server)
 
 
 def test_a_prompt_longer_than_the_context_is_refused_by_the_server_counted_exactly(

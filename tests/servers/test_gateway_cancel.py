@@ -29,7 +29,7 @@ from servers.supervision import monitor
 from servers.tiles import tiles_for
 from tests.servers.helpers import install_model, wait_for
 from tests.support.front import ShippedPortal, shipped_portal
-from tests.support.mlx_server import start_mlx_server, stop_mlx_server
+from tests.support.mlx_server import running_mlx_server
 from tests.support.tiny_models import REPLY, tiny_model_cache
 from tests.support.workers import process_env
 
@@ -74,16 +74,12 @@ def long_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def long_server(long_model, tmp_path_factory):
-    base = tmp_path_factory.mktemp("long-server")
-    server = start_mlx_server(
+    with running_mlx_server(
         long_model,
-        log_path=base / "server.log",
+        log_path=tmp_path_factory.mktemp("long-server") / "server.log",
         extra_args=["--portal-context-length", str(LONG_CONTEXT)],
-    )
-    try:
+    ) as server:
         yield server
-    finally:
-        stop_mlx_server(server)
 
 
 @pytest.fixture(scope="module")
