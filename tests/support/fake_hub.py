@@ -1128,7 +1128,30 @@ def _read_json(hub_file: HubFile | None) -> dict[str, Any] | None:
         value = json.loads(raw)
     except (ValueError, RecursionError):  # hostile files are served, not read
         return None
+    if _deeper_than(value, _MAX_DERIVED_DEPTH):
+        # Parsed, but too deep for `dumps` to write back into the Hub fields derived from it
+        # (its walk recurses): the listing would answer 500. Served, not read, like the above.
+        return None
     return value if isinstance(value, dict) else None
+
+
+#: The deepest file content the fake Hub derives fields from (real configs nest a few levels).
+_MAX_DERIVED_DEPTH = 64
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists or objects more than `limit` levels (without recursion)."""
+    level = [value]
+    for _ in range(limit + 1):
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def _read_json_free(hub_file: HubFile | None) -> str | None:
