@@ -22,7 +22,7 @@ from models_catalog.forms import (
     RepoIdForm,
     StartDownloadForm,
 )
-from models_catalog.hub_files import HubError
+from models_catalog.hub import HubError
 from models_catalog.models import Download, Host
 
 PANEL = "models_catalog/downloads.html"

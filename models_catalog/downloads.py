@@ -35,9 +35,9 @@ from django.db.models import Case, F, Value, When
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from models_catalog import cache, hub_files
+from models_catalog import cache, hub
 from models_catalog.hosts.queue import enqueue
-from models_catalog.hub_files import DownloadStopped, HubError, Manifest, RepoFile
+from models_catalog.hub import DownloadStopped, HubError, Manifest, RepoFile
 from models_catalog.models import Download, DownloadAttempt, Host
 from models_catalog.validators import validate_repo_id, validate_revision
 
@@ -126,11 +126,11 @@ def start_download(
     if active is not None:
         return _join(active, user), True
 
-    token = hub_files.hub_token()
+    token = hub.hub_token()
     try:
-        manifest = hub_files.fetch_manifest(repo_id, revision, token)
+        manifest = hub.fetch_manifest(repo_id, revision, token)
         if manifest.gated or manifest.private:
-            hub_files.check_file_access(manifest, token)
+            hub.check_file_access(manifest, token)
     except HubError as exc:
         raise DownloadRefused(exc.message) from None
     if not manifest.files:
@@ -481,8 +481,8 @@ class _Run:
         fields: dict = {}
         try:
             self._set_phase("Fetching the file list")
-            token = hub_files.hub_token()
-            manifest = hub_files.fetch_manifest(download.repo_id, download.revision, token)
+            token = hub.hub_token()
+            manifest = hub.fetch_manifest(download.repo_id, download.revision, token)
             self.files = manifest.files
             Download.objects.filter(pk=download.pk, lease_owner=self.owner).update(
                 manifest=[f.as_dict() for f in manifest.files],
@@ -505,7 +505,7 @@ class _Run:
             self._set_phase("Verifying")
             self._each(skipped, lambda f: self._verify_existing(manifest, f, token))
             self._set_phase("Finishing")
-            hub_files.finalize_snapshot(manifest, token)
+            hub.finalize_snapshot(manifest, token)
             outcome = self._finish(State.COMPLETED, self._completion_reason())
         except DownloadStopped:
             outcome = self.stop_reason or "stopped"
@@ -574,10 +574,8 @@ class _Run:
             return False
         partial = cache.incomplete_path(manifest.repo_id, repo_file.blob)
         for attempt in (1, 2):
-            hub_files.download_file(
-                manifest, repo_file, partial, token, should_stop=self.should_stop
-            )
-            if hub_files.file_matches(partial, repo_file):
+            hub.download_file(manifest, repo_file, partial, token, should_stop=self.should_stop)
+            if hub.file_matches(partial, repo_file):
                 partial.chmod(0o644)
                 os.replace(partial, blob)
                 return True
@@ -593,7 +591,7 @@ class _Run:
 
     def _verify_existing(self, manifest: Manifest, repo_file: RepoFile, token: str | None) -> None:
         blob = cache.blob_path(manifest.repo_id, repo_file.blob)
-        if hub_files.file_matches(blob, repo_file):
+        if hub.file_matches(blob, repo_file):
             return
         logger.warning(
             "%s: cached %s is corrupt; fetching it again", manifest.repo_id, repo_file.path

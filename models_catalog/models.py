@@ -335,7 +335,7 @@ class DownloadAttempt(models.Model):
 
 class HubSettings(models.Model):
     """The portal's Hugging Face token (one row), encrypted with a key derived from
-    SECRET_KEY. See models_catalog/crypto.py and `models_catalog.hub_files.hub_token()`."""
+    SECRET_KEY. See models_catalog/crypto.py and `models_catalog.hub.hub_token()`."""
 
     token_encrypted = models.TextField(blank=True)
     token_hint = models.CharField(max_length=16, blank=True)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from models_catalog import crypto, hub_files
-from models_catalog.hub_files import HubError
+from models_catalog import crypto, hub
+from models_catalog.hub import HubError
 from models_catalog.models import HubSettings
 
 
@@ -22,9 +22,9 @@ class TokenStatus:
 
 def token_status() -> TokenStatus:
     row = HubSettings.objects.filter(pk=1).first()
-    _, problem = hub_files.stored_token()
+    _, problem = hub.stored_token()
     return TokenStatus(
-        source=hub_files.token_source(),
+        source=hub.token_source(),
         hint=row.token_hint if row else "",
         checked_user=row.checked_user if row else "",
         checked_at=row.checked_at if row else None,
@@ -43,7 +43,7 @@ def save_hub_token(token: str, user) -> tuple[HubSettings, str]:
     warning = ""
     checked_user = ""
     try:
-        checked_user = hub_files.whoami(token)
+        checked_user = hub.whoami(token)
     except HubError as exc:
         if not exc.retryable:
             raise
@@ -60,11 +60,11 @@ def save_hub_token(token: str, user) -> tuple[HubSettings, str]:
 
 def check_hub_token() -> str:
     """whoami with the token in use; returns the user name and records it."""
-    token = hub_files.hub_token()
+    token = hub.hub_token()
     if not token:
         raise HubError("No Hugging Face token is set: paste one below.")
-    name = hub_files.whoami(token)
-    if hub_files.token_source() == "portal":
+    name = hub.whoami(token)
+    if hub.token_source() == "portal":
         HubSettings.objects.filter(pk=1).update(checked_user=name, checked_at=timezone.now())
     return name
 

@@ -3,7 +3,7 @@ remove it; gated and private models use it; a missing or wrong token gets a clea
 
 import pytest
 
-from models_catalog import downloads, hub_files
+from models_catalog import downloads, hub
 from models_catalog.downloads import DownloadRefused
 from models_catalog.models import Download, HubSettings
 from tests.support.fake_hub import (
@@ -34,15 +34,15 @@ def test_an_admin_sets_a_token_that_is_checked_and_stored_encrypted(hf, admin_cl
     row = HubSettings.objects.get()
     assert row.token_encrypted and VALID_TOKEN not in row.token_encrypted
     assert row.checked_user == USER_NAME
-    assert hub_files.hub_token() == VALID_TOKEN
-    assert hub_files.token_source() == "portal"
+    assert hub.hub_token() == VALID_TOKEN
+    assert hub.token_source() == "portal"
 
 
 def test_a_token_the_hub_rejects_is_not_stored(hf, admin_client):
     response = admin_client.post(URL, {"action": "save", "token": "hf_wrong_token_123456"})
     assert response.status_code == 400
     assert "Hugging Face rejected this token" in response.content.decode()
-    assert hub_files.hub_token() is None
+    assert hub.hub_token() is None
 
 
 @pytest.mark.parametrize(
@@ -60,7 +60,7 @@ def test_check_and_remove(hf, admin_client):
     assert f"The token works: it belongs to {USER_NAME}" in checked
     removed = admin_client.post(URL, {"action": "remove"}, follow=True).content.decode()
     assert "removed" in removed
-    assert hub_files.hub_token() is None
+    assert hub.hub_token() is None
 
 
 def test_a_gated_model_without_a_token_says_an_admin_must_set_one(hf, member):
@@ -89,7 +89,7 @@ def test_the_environment_token_is_the_fallback(hf, member, settings, admin_clien
     with pytest.raises(DownloadRefused, match="if it is private, an admin must set"):
         downloads.start_download(PRIVATE_REPO, member)
     settings.HF_TOKEN = VALID_TOKEN
-    assert hub_files.token_source() == "environment"
+    assert hub.token_source() == "environment"
     download, _ = downloads.start_download(PRIVATE_REPO, member)
     assert downloads.run_download(download.pk) == Download.State.COMPLETED
     assert "From the environment" in admin_client.get(URL).content.decode()
@@ -100,7 +100,7 @@ def test_a_token_stored_under_an_old_secret_key_is_reported(
 ):
     admin_client.post(URL, {"action": "save", "token": VALID_TOKEN})
     settings.SECRET_KEY = "rotated-" + "x" * 50
-    assert hub_files.hub_token() is None
+    assert hub.hub_token() is None
     admin_client.force_login(admin_member)  # sessions are signed with the old key too
     html = admin_client.get(URL).content.decode()
     assert "cannot be decrypted" in html
