@@ -179,9 +179,15 @@ def test_two_hosts_serve_route_and_go_offline_independently(cluster, member, cli
     assert _ask(client, key, "tiny-alpha") == REPLY
     assert _ask(client, key, "tiny-beta") == REPLY
     assert _ask(client, key, "tiny-beta", stream=True) == REPLY
-    log_lines = cluster["web_log"].read_text().splitlines()
-    hops = [line for line in log_lines if "/internal/hop/" in line]
-    assert len(hops) == 2 and all("/internal/hop/tiny-beta/v1/chat/completions" in h for h in hops)
+
+    def hops() -> list[str]:
+        # gunicorn logs a streamed answer's line once the stream has closed: wait for both.
+        lines = cluster["web_log"].read_text().splitlines()
+        return [line for line in lines if "/internal/hop/" in line]
+
+    wait_for(lambda: len(hops()) >= 2, 30, what="beta's web tier to log both hops")
+    assert len(hops()) == 2
+    assert all("/internal/hop/tiny-beta/v1/chat/completions" in h for h in hops())
     usage = list(UsageRecord.objects.values_list("profile_name", "host__name", "status"))
     assert sorted(usage) == [("tiny alpha", "alpha", "ok"), ("tiny beta", "beta", "ok"),
                              ("tiny beta", "beta", "ok")]  # fmt: skip
