@@ -326,15 +326,20 @@ def take_lease(download_id: int, owner: str) -> tuple[Download, DownloadAttempt]
             return None
         if _lease_is_live(download, now):
             return None
+        lease = {
+            "lease_owner": owner,
+            "lease_expires_at": now + timedelta(seconds=lease_seconds()),
+            "heartbeat_at": now,
+            "attempts": download.attempts + 1,
+            "started_at": download.started_at or now,
+        }
         if download.state == State.QUEUED:
             reason = "Resuming" if download.attempts else "Started"
-            download.transition(State.RUNNING, f"{reason} on {download.host}", save=False)
-        download.lease_owner = owner
-        download.lease_expires_at = now + timedelta(seconds=lease_seconds())
-        download.heartbeat_at = now
-        download.attempts += 1
-        download.started_at = download.started_at or now
-        download.save()
+            download.transition(State.RUNNING, f"{reason} on {download.host}", **lease)
+        else:  # running, its lease expired: this run takes over
+            Download.objects.filter(pk=download.pk).update(**lease)
+            for name, value in lease.items():
+                setattr(download, name, value)
         attempt = DownloadAttempt.objects.create(
             download=download,
             owner=owner,
@@ -615,12 +620,10 @@ class _Run:
                 return "lost"
             if download.state != State.RUNNING:  # paused or cancelled at the last moment
                 return download.state
+            fields: dict[str, object] = {"phase": ""}
             if state == State.COMPLETED:
-                download.bytes_done = download.bytes_total
-                download.files_done = download.files_total
-            download.phase = ""
-            download.transition(state, reason, save=False)
-            download.save()
+                fields.update(bytes_done=download.bytes_total, files_done=download.files_total)
+            download.transition(state, reason, **fields)
         return state
 
 
@@ -672,15 +675,13 @@ def reconcile_downloads() -> dict[str, int]:
             DownloadAttempt.objects.filter(
                 download=download, owner=download.lease_owner, ended_at__isnull=True
             ).update(outcome="worker lost (lease expired)", ended_at=F("last_heartbeat_at"))
-            download.lease_owner = ""
-            download.lease_expires_at = None
             download.transition(
                 State.QUEUED,
                 f"The worker stopped answering (lease expired at {lost:%H:%M:%S}); "
                 "resuming on the next free worker.",
-                save=False,
+                lease_owner="",
+                lease_expires_at=None,
             )
-            download.save()
             _enqueue(download)
             counts["requeued"] += 1
 

@@ -1,12 +1,14 @@
 """The catalog's models: what the portal knows of Hub models, downloads and their runs, the Hub
 token and when a model was last used. `Host` is the hosts room's (models_catalog/hosts/)."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from common.states import StateMachine
 from models_catalog.characteristics import (
     Characteristics,
     estimate_size,
@@ -170,17 +172,14 @@ class CatalogModel(models.Model):
         return self.fit_on_memory(host.memory_total)
 
 
-class InvalidTransition(ValueError):
-    """A download was asked to move to a state its current state does not lead to."""
-
-
 class Download(models.Model):
     """One model repo being (or having been) copied from the Hub into a host's cache.
 
     The state machine lives here: `TRANSITIONS` is the one mapping of allowed moves and
-    `transition()` the one method that makes them, recording the reason and the time. Workers
-    hold a lease (`lease_owner` until `lease_expires_at`) while they run, renewed by a
-    heartbeat; see models_catalog/downloads.py and docs/downloads.md.
+    `transition()` the one method that makes them, through common.states (the row locked, the
+    move checked against the state the database holds, reason, time and side effects written
+    at once). Workers hold a lease (`lease_owner` until `lease_expires_at`) while they run,
+    renewed by a heartbeat; see models_catalog/downloads.py and docs/downloads.md.
     """
 
     class State(models.TextChoices):
@@ -276,43 +275,39 @@ class Download(models.Model):
         return bool(user.is_admin or (self.requested_by_id and self.requested_by_id == user.pk))
 
     def can(self, state: str) -> bool:
-        return state in self.TRANSITIONS[self.state]
+        return DOWNLOAD_MACHINE.can(self.state, state)
 
-    def transition(self, state: str, reason: str = "", *, save: bool = True) -> None:
-        """Move to `state` if the mapping allows it, recording why and when.
-
-        Callers that race with others (web vs. worker) hold the row with select_for_update.
-        """
-        if not self.can(state):
-            raise InvalidTransition(
-                f"A {self.get_state_display().lower()} download cannot become {state}."
-            )
+    def transition(self, state: str, reason: str = "", **fields: Any) -> None:
+        """Move to `state` if the table allows it from the state the database holds now,
+        recording why and when, the side effects of that state (`transition_effects`) and the
+        caller's other `fields`, in one locked write (common.states); raises
+        InvalidTransition otherwise. The instance is up to date afterwards."""
         now = timezone.now()
-        self.state = state
-        self.state_reason = reason[:500]
-        self.state_changed_at = now
-        fields = ["state", "state_reason", "state_changed_at"]
-        if state in (self.State.COMPLETED, self.State.FAILED, self.State.CANCELLED):
-            self.finished_at = now
-            self.speed_bps = 0
-            self.eta_seconds = None
-            fields += ["finished_at", "speed_bps", "eta_seconds"]
-        if state == self.State.FAILED:
-            self.error = reason
-            fields.append("error")
-        elif state in (self.State.QUEUED, self.State.RUNNING):
-            self.error = ""
-            self.finished_at = None
-            fields += ["error", "finished_at"]
-        if state == self.State.QUEUED:
-            self.files_removed = False
-            fields.append("files_removed")
-        if state == self.State.PAUSED:
-            self.speed_bps = 0
-            self.eta_seconds = None
-            fields += ["speed_bps", "eta_seconds"]
-        if save:
-            self.save(update_fields=fields)
+        effects = transition_effects(state, reason, now)
+        DOWNLOAD_MACHINE.move(self, state, reason, state_changed_at=now, **effects, **fields)
+
+
+def transition_effects(state: str, reason: str, now: datetime) -> dict[str, Any]:
+    """What moving a download to `state` changes besides the state and its reason (pure): an
+    end closes it (when, no speed); a failure's reason is its error; queued or running again
+    clears the error and the end; queued again means its files are no longer removed."""
+    State = Download.State
+    fields: dict[str, Any] = {}
+    if state in (State.COMPLETED, State.FAILED, State.CANCELLED):
+        fields.update(finished_at=now, speed_bps=0, eta_seconds=None)
+    if state == State.FAILED:
+        fields["error"] = reason
+    elif state in (State.QUEUED, State.RUNNING):
+        fields.update(error="", finished_at=None)
+    if state == State.QUEUED:
+        fields["files_removed"] = False
+    if state == State.PAUSED:
+        fields.update(speed_bps=0, eta_seconds=None)
+    return fields
+
+
+# The downloads' state machine (common.states: one helper and lock discipline for every row).
+DOWNLOAD_MACHINE = StateMachine(Download.TRANSITIONS, what="download", reason_field="state_reason")
 
 
 class DownloadAttempt(models.Model):

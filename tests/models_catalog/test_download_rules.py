@@ -1,10 +1,12 @@
-"""The pure rules of downloads: state machine, speed and ETA, disk space, formatting, crypto."""
+"""The rules of downloads: state machine (on stored rows), speed and ETA, disk space, formatting,
+crypto."""
 
 import pytest
 
+from common.states import InvalidTransition
 from models_catalog import crypto
 from models_catalog.downloads import disk_shortfall, rate_and_eta, space_message
-from models_catalog.models import Download, InvalidTransition
+from models_catalog.models import Download, Host
 from models_catalog.templatetags.download_tags import duration
 
 S = Download.State
@@ -28,28 +30,60 @@ ALLOWED = {
 }
 
 
+def _row(state: str) -> Download:
+    return Download.objects.create(
+        repo_id="acme/tiny", revision="a" * 40, host=Host.objects.this_machine(), state=state
+    )
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("source", list(S))
 @pytest.mark.parametrize("target", list(S))
 def test_transitions_follow_the_one_mapping(source, target):
-    download = Download(state=source)
+    download = _row(source)
     if (source, target) in ALLOWED:
-        download.transition(target, "because", save=False)
+        download.transition(target, "because")
         assert download.state == target
         assert download.state_reason == "because"
+        download.refresh_from_db()
+        assert (download.state, download.state_reason) == (target, "because")
     else:
         with pytest.raises(InvalidTransition):
-            download.transition(target, save=False)
+            download.transition(target)
+        assert download.state == source
+        download.refresh_from_db()
         assert download.state == source
 
 
+@pytest.mark.django_db
 def test_a_failure_records_its_reason_as_the_error_and_a_retry_clears_it():
-    download = Download(state=S.RUNNING)
-    download.transition(S.FAILED, "Hub said no", save=False)
+    download = _row(S.RUNNING)
+    download.transition(S.FAILED, "Hub said no")
     assert download.error == "Hub said no"
     assert download.finished_at is not None
-    download.transition(S.QUEUED, "Retried", save=False)
+    assert download.finished_at == download.state_changed_at
+    download.transition(S.QUEUED, "Retried")
     assert download.error == ""
     assert download.finished_at is None
+
+
+@pytest.mark.django_db
+def test_a_move_is_checked_against_the_state_the_database_holds_now():
+    """A caller's copy may be stale (a worker or another page moved the row meanwhile)."""
+    download = _row(S.RUNNING)
+    Download.objects.filter(pk=download.pk).update(state=S.CANCELLED, state_reason="Cancelled")
+    with pytest.raises(InvalidTransition, match="A cancelled download cannot become completed"):
+        download.transition(S.COMPLETED, "All files verified")
+    download.refresh_from_db()
+    assert (download.state, download.state_reason) == (S.CANCELLED, "Cancelled")
+
+
+@pytest.mark.django_db
+def test_a_move_writes_the_callers_other_fields_with_it():
+    download = _row(S.QUEUED)
+    download.transition(S.RUNNING, "Started", lease_owner="me", attempts=1)
+    download.refresh_from_db()
+    assert (download.state, download.lease_owner, download.attempts) == (S.RUNNING, "me", 1)
 
 
 @pytest.mark.parametrize(
