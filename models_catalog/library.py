@@ -19,9 +19,9 @@ from django.utils import timezone
 
 from models_catalog import cache, downloads
 from models_catalog.hosts.queue import enqueue
+from models_catalog.last_used import last_used_times, models_in_use
 from models_catalog.local import LocalModel, list_local_models
 from models_catalog.models import Download, Host
-from models_catalog.usage import last_used, models_in_use
 from models_catalog.validators import validate_repo_id
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def _when(value: object) -> datetime | None:
 
 def my_models(host: Host | None = None) -> list[MyModel]:
     host = host or Host.objects.this_machine()
-    used_at = last_used(host)
+    used_at = last_used_times(host)
     in_use = models_in_use(host)
     downloading = set(
         Download.objects.filter(host=host, state__in=Download.ACTIVE_STATES).values_list(

@@ -5,15 +5,15 @@ import pytest
 from huggingface_hub import snapshot_download
 
 from models_catalog import downloads, tasks
-from models_catalog.library import DeleteRefused, delete_local_model, my_models
-from models_catalog.local import local_model_path
-from models_catalog.models import Download, Host
-from models_catalog.usage import (
+from models_catalog.last_used import (
     mark_model_used,
     models_in_use,
     register_in_use_provider,
     unregister_in_use_provider,
 )
+from models_catalog.library import DeleteRefused, delete_local_model, my_models
+from models_catalog.local import local_model_path
+from models_catalog.models import Download, Host
 from tests.models_catalog.download_helpers import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
