@@ -423,9 +423,10 @@ class _GenerationTag(jinja2.ext.Extension):
 
     tags = {"generation"}
 
-    def parse(self, parser: Any) -> list:
+    def parse(self, parser: Any) -> list[Any]:
         next(parser.stream)
-        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        body: list[Any] = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return body
 
 
 # The names a chat template gets from transformers' apply_chat_template (or jinja itself), and

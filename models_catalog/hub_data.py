@@ -100,14 +100,13 @@ def text(value: Any, limit: int | None = None) -> str:
     unpaired surrogates, cut to `limit` characters."""
     if not isinstance(value, str):
         return ""
-    if limit is not None:
-        value = value[:limit]
-    if not value.isascii():
+    string: str = value if limit is None else value[:limit]
+    if not string.isascii():
         try:
-            value.encode("utf-8")
+            string.encode("utf-8")
         except UnicodeEncodeError:  # unpaired surrogates ("\ud800" in JSON)
-            value = value.encode("utf-8", "replace").decode("utf-8")
-    return value.replace("\x00", "") if "\x00" in value else value
+            string = string.encode("utf-8", "replace").decode("utf-8")
+    return string.replace("\x00", "") if "\x00" in string else string
 
 
 def chat_template(value: Any) -> str:

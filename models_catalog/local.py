@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -63,7 +64,12 @@ def list_local_models(root: Path | None = None) -> list[LocalModel]:
                 last_modified=datetime.fromtimestamp(repo.last_modified, tz=UTC),
             )
         )
-    return sorted(models, key=lambda m: m.last_modified, reverse=True)
+    return sorted(models, key=_modified, reverse=True)
+
+
+def _modified(model: LocalModel) -> datetime:
+    """A model's last change, for sorting (always known for a model read from this disk)."""
+    return model.last_modified or datetime.min.replace(tzinfo=UTC)
 
 
 def repos_with_a_folder(repo_ids: Iterable[str], root: Path | None = None) -> set[str]:
@@ -171,7 +177,7 @@ def serving_facts(repo_id: str, root: Path | None = None) -> ServingFacts:
     return facts
 
 
-def _json_file(path: Path) -> dict | None:
+def _json_file(path: Path) -> dict[str, Any] | None:
     try:
         data = hub_data.loads(_head(path))
     except (OSError, ValueError):  # hub_data.HubDataError is a ValueError

@@ -19,7 +19,7 @@ from models_catalog.characteristics import (
     quantization_label,
 )
 from models_catalog.fit import Fit, fit
-from models_catalog.hosts.models import Host  # registered with this app from here
+from models_catalog.hosts.models import Host as Host  # registered with this app from here
 from models_catalog.hub_data import StoredJSONDecoder, chat_template
 from models_catalog.validators import validate_repo_id
 
@@ -270,7 +270,7 @@ class Download(models.Model):
             return 0
         return min(100, int(self.bytes_done * 100 / self.bytes_total))
 
-    def can_be_cancelled_by(self, user) -> bool:
+    def can_be_cancelled_by(self, user: Any) -> bool:
         """Cancelling deletes partial files: the member who started it, or an admin."""
         return bool(user.is_admin or (self.requested_by_id and self.requested_by_id == user.pk))
 

@@ -110,7 +110,7 @@ def detect_platform() -> str:
     return _platform
 
 
-def reported_models(limit: int = MAX_REPORTED_MODELS) -> list[dict]:
+def reported_models(limit: int = MAX_REPORTED_MODELS) -> list[dict[str, Any]]:
     """The models in this machine's cache, as a heartbeat reports them: repo id, size on
     disk, files, revision, and last access and change (seconds since the epoch)."""
     try:
