@@ -9,7 +9,7 @@ class ServersConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, as Django requires: these import models, which the app registry
         # loads only after every app's config.
-        from models_catalog.usage import register_in_use_provider
+        from models_catalog.last_used import register_in_use_provider
         from servers.supervision import lifecycle
 
         # My models refuses to delete what a server on that host holds.
