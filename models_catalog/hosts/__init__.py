@@ -8,10 +8,3 @@
 
 See docs/hosts.md.
 """
-
-# Deprecated aliases: `from models_catalog.hosts import heard_ago, collect_facts` worked when
-# this room was one module (servers/tiles.py and servers/views.py still import them from here);
-# import them from `models_catalog.hosts.facts`.
-from models_catalog.hosts.facts import collect_facts, heard_ago
-
-__all__ = ["collect_facts", "heard_ago"]

@@ -118,16 +118,6 @@ class Host(models.Model):
         """The Celery queue that only this host's workers consume."""
         return f"host.{self.name}"
 
-    @classmethod
-    def local(cls) -> Host:
-        """Deprecated alias of `Host.objects.this_machine()` (for callers not yet switched)."""
-        return cls.objects.this_machine()
-
-    @classmethod
-    def chosen(cls, name: str | None) -> Host:
-        """Deprecated alias of `Host.objects.chosen(name)`."""
-        return cls.objects.chosen(name)
-
     def record_heartbeat(self) -> None:
         """Store this machine's current facts and mark it online; the host's worker calls it
         every few seconds (and once more after a delete it carried out)."""
