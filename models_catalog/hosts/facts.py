@@ -131,7 +131,8 @@ def collect_facts(*, with_models: bool = True) -> dict[str, Any]:
     """Memory, disk, platform and MLX versions of this machine (and its models, web address)."""
     memory = psutil.virtual_memory()
     cache = Path(settings.HF_HUB_CACHE)
-    probe = next((p for p in (cache, cache.parent) if p.exists()), settings.DATA_DIR)
+    # The cache's disk, measured where the cache is or will be (the nearest folder that exists).
+    probe = next(p for p in (cache, *cache.parents) if p.exists())
     disk = shutil.disk_usage(probe)
     facts = {
         "memory_total": memory.total,
