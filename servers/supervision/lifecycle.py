@@ -29,9 +29,9 @@ from django.utils import timezone
 
 from common.states import InvalidTransition
 from models_catalog.hosts.queue import enqueue
+from models_catalog.last_used import mark_model_used
 from models_catalog.local import local_model_path, serving_facts
 from models_catalog.models import Host
-from models_catalog.last_used import mark_model_used
 from servers.models import ACTIVE_STATES, ServerInstance, ServerProfile, State
 from servers.supervision import probes, supervisor
 from servers.supervision.command import ServerOptions, build_server_command
