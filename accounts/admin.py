@@ -13,6 +13,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 from accounts import approval
+from accounts.audit import log as audit
 from accounts.forms import AdminUserChangeForm, AdminUserCreationForm
 from accounts.models import ApiKey, User
 
@@ -79,6 +80,23 @@ class UserAdmin(DjangoUserAdmin):
         # transaction the admin wraps around the whole change view.
         previous_status = form.initial.get("status") if change else None
         approval.save_status(obj, previous_status, by=request.user)
+        if change:
+            before = {name: form.initial.get(name) for name in approval.ACCESS_FIELDS}
+            approval.record_edit(obj, before, by=request.user)
+        else:
+            after = {"status": obj.status, "admin": obj.is_admin, "via": "Django admin"}
+            audit.record(request.user, audit.Action.USER_CREATE, obj, after=after)
+
+    def save_related(self, request, form, formsets, change):
+        groups = form.instance.groups
+        before = sorted(groups.values_list("name", flat=True)) if change else []
+        super().save_related(request, form, formsets, change)
+        after = sorted(groups.values_list("name", flat=True))
+        if before != after:
+            audit.record(
+                request.user, audit.Action.GROUPS, form.instance,
+                before={"groups": before}, after={"groups": after},
+            )  # fmt: skip
 
     def delete_view(self, request, object_id, extra_context=None):
         with transaction.atomic():
@@ -146,3 +164,19 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # Keys are created by their owner, who alone sees the secret once.
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not form.changed_data:
+            return
+        revoked = obj.revoked_at is not None and form.initial.get("revoked_at") is None
+        action = audit.Action.KEY_REVOKE if revoked else audit.Action.KEY_CHANGE
+        audit.record(request.user, action, obj, **audit.form_changes(form))
+
+    def delete_model(self, request, obj):
+        self.delete_queryset(request, ApiKey.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        for key in queryset.filter(revoked_at__isnull=True):  # deleting a live key revokes it
+            audit.record(request.user, audit.Action.KEY_REVOKE, key, detail="Deleted.")
+        super().delete_queryset(request, queryset)

@@ -20,6 +20,7 @@ from django.core.cache import cache
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from accounts.audit import log as audit
 from accounts.models import ApiKey, User
 from common.rows import first_row
 
@@ -57,13 +58,16 @@ def create_api_key(user: User, name: str) -> NewKey:
         prefix=secret[:DISPLAY_PREFIX_LENGTH],
         key_hash=hash_key(secret),
     )
+    audit.record(user, audit.Action.KEY_CREATE, api_key, after={"name": name})
     return NewKey(api_key=api_key, secret=secret)
 
 
-def revoke_api_key(api_key: ApiKey) -> None:
+def revoke_api_key(api_key: ApiKey, *, by: audit.Actor = None) -> None:
+    """Revoke the key (by its owner unless `by` says who)."""
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+        audit.record(by or api_key.user, audit.Action.KEY_REVOKE, api_key)
 
 
 def bearer_token(authorization_header: str | None) -> str | None:

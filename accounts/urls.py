@@ -1,6 +1,7 @@
 from django.urls import path
 
 from accounts import views
+from accounts.audit import views as audit_views
 
 app_name = "accounts"
 
@@ -12,4 +13,6 @@ urlpatterns = [
     path("users/<int:pk>/<slug:action>/", views.user_action, name="user-action"),
     path("api-keys/", views.api_keys, name="api-keys"),
     path("api-keys/<int:pk>/revoke/", views.api_key_revoke, name="api-key-revoke"),
+    path("audit/", audit_views.audit_log, name="audit"),
+    path("audit/export.csv", audit_views.audit_export, name="audit-export"),
 ]

@@ -14,6 +14,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.access import staff_only
+from accounts.audit import log as audit
 from models_catalog import downloads, library, tokens
 from models_catalog.forms import (
     DeleteModelForm,
@@ -172,6 +173,11 @@ def local_model_delete(request: HttpRequest) -> HttpResponse:
         except library.DeleteRefused as exc:
             messages.error(request, exc.message)
         else:
+            audit.record(
+                request.user, audit.Action.MODEL_DELETE,
+                audit.Target("model", f"{host.name}:{repo_id}", f"{repo_id} on {host.name}"),
+                after={"freed_bytes": freed} if freed is not None else {},
+            )  # fmt: skip
             if freed is None:
                 messages.info(
                     request,

@@ -35,6 +35,7 @@ from django.db.models import Case, F, Value, When
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
+from accounts.audit import log as audit
 from models_catalog import cache, hub
 from models_catalog.hosts.queue import enqueue
 from models_catalog.hub import DownloadStopped, HubError, Manifest, RepoFile
@@ -164,6 +165,10 @@ def start_download(
                 files_done=files_present,
             )
             _enqueue(download)
+            audit.record(
+                user, audit.Action.DOWNLOAD_START, download,
+                after={"repo_id": repo_id, "revision": manifest.commit, "host": host.name},
+            )  # fmt: skip
     except IntegrityError:  # another starter won on a database without row locks
         active = _active_for(host, repo_id)
         if active is None:
@@ -240,7 +245,10 @@ def retry_download(download_id: int, user) -> Download:
 
 def cancel_download(download_id: int, user) -> Download:
     """Stop the transfer and remove the partial files (done on the download's host)."""
-    return _control(download_id, State.CANCELLED, f"Cancelled by {user}")
+    with transaction.atomic():
+        download = _control(download_id, State.CANCELLED, f"Cancelled by {user}")
+        audit.record(user, audit.Action.DOWNLOAD_CANCEL, download)
+    return download
 
 
 def record_deletion(repo_id: str, host: Host, by: str = "") -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
+from accounts.audit import log as audit
 from models_catalog import crypto, hub
 from models_catalog.hub import HubError
 from models_catalog.models import HubSettings
@@ -32,6 +33,14 @@ def token_status() -> TokenStatus:
     )
 
 
+# The audit log names the setting and whether a token is set, and for whom: never the token.
+HUB_TOKEN = audit.Target("setting", "hub-token", "Hugging Face token")
+
+
+def _audited(row: HubSettings) -> dict:
+    return {"token": "set" if row.token_encrypted else "not set", "belongs to": row.checked_user}
+
+
 def _hint(token: str) -> str:
     return f"{token[:3]}…{token[-4:]}"
 
@@ -49,12 +58,14 @@ def save_hub_token(token: str, user) -> tuple[HubSettings, str]:
             raise
         warning = f"Saved, but not checked: {exc.message}"
     row = HubSettings.load()
+    before = _audited(row)
     row.token_encrypted = crypto.encrypt(token)
     row.token_hint = _hint(token)
     row.checked_user = checked_user
     row.checked_at = timezone.now() if checked_user else None
     row.updated_by = user
     row.save()
+    audit.record(user, audit.Action.SETTING_CHANGE, HUB_TOKEN, before=before, after=_audited(row))
     return row, warning
 
 
@@ -71,9 +82,11 @@ def check_hub_token() -> str:
 
 def clear_hub_token(user) -> None:
     row = HubSettings.load()
+    before = _audited(row)
     row.token_encrypted = ""
     row.token_hint = ""
     row.checked_user = ""
     row.checked_at = None
     row.updated_by = user
     row.save()
+    audit.record(user, audit.Action.SETTING_CHANGE, HUB_TOKEN, before=before, after=_audited(row))

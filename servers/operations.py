@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Q
 
+from accounts.audit import log as audit
 from models_catalog.models import Host
 from servers.models import ServerProfile, State
 from servers.supervision import lifecycle
@@ -54,6 +55,6 @@ def stop_all(host: Host, *, reason: str) -> list[str]:
         instance = profile.get_instance()
         if instance.state in (State.STOPPED, State.STOPPING):
             continue
-        lifecycle.request_stop(profile, reason=reason)
+        lifecycle.request_stop(profile, reason=reason, actor=audit.OPERATOR)
         stopped.append(profile.slug)
     return stopped

@@ -9,11 +9,13 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.access import staff_only
+from accounts.audit import log as audit
 from models_catalog.hosts.facts import collect_facts
 from servers import tiles
 from servers.forms import ServerProfileForm
@@ -75,6 +77,7 @@ def profile_create(request: HttpRequest) -> HttpResponse:
         profile.owner = request.user
         profile.save()
         profile.get_instance()
+        audit.record(request.user, audit.Action.PROFILE_CREATE, profile, after=form.cleaned_data)
         messages.success(request, f"Profile “{profile.name}” created. Start it when you need it.")
         return redirect("servers:list")
     return render(request, "servers/form.html", {"form": form, "title": "New server profile"})
@@ -86,6 +89,7 @@ def profile_edit(request: HttpRequest, slug: str) -> HttpResponse:
     form = ServerProfileForm(request.POST or None, instance=profile, user=request.user)
     if request.method == "POST" and form.is_valid():
         profile = form.save()
+        audit.record(request.user, audit.Action.PROFILE_EDIT, profile, **audit.form_changes(form))
         note = ""
         if profile.get_instance().is_active:
             note = " Restart the server to apply the changes."
@@ -117,6 +121,10 @@ def profile_duplicate(request: HttpRequest, slug: str) -> HttpResponse:
         profile.owner = request.user
         profile.save()
         profile.get_instance()
+        audit.record(
+            request.user, audit.Action.PROFILE_CREATE, profile, after=form.cleaned_data,
+            detail=f"A copy of “{source.name}”.",
+        )  # fmt: skip
         messages.success(request, f"Profile “{profile.name}” created from “{source.name}”.")
         return redirect("servers:list")
     context = {"form": form, "title": f"Duplicate {source.name}", "source": source}
@@ -131,7 +139,9 @@ def profile_delete(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("servers:list")
     if request.method == "POST":
         name = profile.name
-        profile.delete()
+        with transaction.atomic():
+            audit.record(request.user, audit.Action.PROFILE_DELETE, profile)
+            profile.delete()
         messages.success(request, f"Profile “{name}” deleted.")
         return redirect("servers:list")
     return render(request, "servers/confirm_delete.html", {"profile": profile})

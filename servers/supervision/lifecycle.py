@@ -27,6 +27,7 @@ from django.db.models import Q
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
+from accounts.audit import log as audit
 from common.states import InvalidTransition
 from models_catalog.hosts.queue import enqueue
 from models_catalog.last_used import mark_model_used
@@ -209,9 +210,15 @@ def _who(user) -> str:
 
 
 def request_start(
-    profile: ServerProfile, user=None, *, override_memory: bool = False, reason: str = ""
+    profile: ServerProfile,
+    user=None,
+    *,
+    override_memory: bool = False,
+    reason: str = "",
+    actor: audit.Actor = None,
 ) -> ServerInstance:
-    """Ask for the profile's server to run. A no-op when it already runs or starts.
+    """Ask for the profile's server to run. A no-op when it already runs or starts. The audit
+    log records who asked: `user`, else the system `actor` (auto-start, on-demand start).
 
     On the web tier of the same machine the checks run at once, so the user sees a refusal
     (port busy, model missing, memory) immediately; the worker checks again before spawning.
@@ -231,6 +238,7 @@ def request_start(
             _record_refusal(instance, exc)
             raise
     with transaction.atomic():
+        before = instance.state
         try:
             instance.transition(
                 State.STARTING,
@@ -245,11 +253,22 @@ def request_start(
         except InvalidTransition:
             return instance  # someone else started it a moment ago
         _enqueue("launch_server", instance, override_memory=override_memory)
+        _record(user or actor, audit.Action.SERVER_START, profile, before, instance)
     return instance
 
 
-def request_stop(profile: ServerProfile, user=None, *, reason: str = "") -> ServerInstance:
-    """Ask for the profile's server to stop; it will not be restarted automatically."""
+def _record(actor: audit.Actor, action, profile: ServerProfile, before: str, instance) -> None:
+    audit.record(
+        actor or audit.SYSTEM, action, profile, before={"state": before},
+        after={"state": instance.state}, detail=instance.reason,
+    )  # fmt: skip
+
+
+def request_stop(
+    profile: ServerProfile, user=None, *, reason: str = "", actor: audit.Actor = None
+) -> ServerInstance:
+    """Ask for the profile's server to stop; it will not be restarted automatically. The audit
+    log records `user`, else the system `actor` (the idle stop, an operator's command)."""
     instance = profile.get_instance()
     host = Host.objects.get(pk=profile.host_id)
     if not reason and not host.is_online:
@@ -264,13 +283,15 @@ def request_stop(profile: ServerProfile, user=None, *, reason: str = "") -> Serv
         instance.refresh_from_db()
         if instance.state in (State.STOPPED, State.STOPPING):
             return instance
+        before = instance.state
         if instance.state == State.FAILED and not supervisor.is_alive(
             instance.pid, instance.process_create_time
         ):
             instance.transition(State.STOPPED, reason, next_restart_at=None)
-            return instance
-        instance.transition(State.STOPPING, reason)
-        _enqueue("stop_server", instance)
+        else:
+            instance.transition(State.STOPPING, reason)
+            _enqueue("stop_server", instance)
+        _record(user or actor, audit.Action.SERVER_STOP, profile, before, instance)
     return instance
 
 
@@ -283,6 +304,7 @@ def request_restart(profile: ServerProfile, user=None) -> ServerInstance:
         raise StartRefused("The server is still stopping; start it again in a moment.", "busy")
     check_host_online(profile)
     with transaction.atomic():
+        before = instance.state
         try:
             instance.transition(
                 State.RESTARTING,
@@ -296,6 +318,7 @@ def request_restart(profile: ServerProfile, user=None) -> ServerInstance:
         except InvalidTransition:
             return instance
         _enqueue("launch_server", instance)
+        _record(user, audit.Action.SERVER_RESTART, profile, before, instance)
     return instance
 
 
@@ -542,7 +565,11 @@ def reconcile_instance(instance: ServerInstance) -> None:
         idle = instance.profile.idle_timeout_minutes
         slack = LAST_REQUEST_RESOLUTION.total_seconds()  # last_request_at may lag this much
         if idle and _age(instance.last_request_at or instance.ready_at) > idle * 60 + slack:
-            request_stop(instance.profile, reason=f"Idle for {idle} min: stopped automatically")
+            request_stop(
+                instance.profile,
+                reason=f"Idle for {idle} min: stopped automatically",
+                actor=audit.IDLE_STOP,
+            )
     elif state == State.STARTING:
         if instance.pid is None:
             if _age(instance.state_changed_at) > settings.SERVER_START_TIMEOUT:
@@ -583,6 +610,7 @@ def reconcile_instance(instance: ServerInstance) -> None:
         ):
             attempt = instance.restart_count + 1
             with transaction.atomic():
+                before = instance.state
                 try:
                     instance.transition(
                         State.RESTARTING,
@@ -594,6 +622,13 @@ def reconcile_instance(instance: ServerInstance) -> None:
                 except InvalidTransition:
                     return
                 _enqueue("launch_server", instance)
+                _record(
+                    audit.SUPERVISOR,
+                    audit.Action.SERVER_RESTART,
+                    instance.profile,
+                    before,
+                    instance,
+                )
 
 
 def autostart(host: Host | None = None) -> list[str]:
@@ -607,7 +642,11 @@ def autostart(host: Host | None = None) -> list[str]:
         if instance.state not in (State.STOPPED, State.FAILED):
             continue
         try:
-            request_start(profile, reason=f"Auto-start: the worker of host {host.name} started")
+            request_start(
+                profile,
+                reason=f"Auto-start: the worker of host {host.name} started",
+                actor=audit.AUTOSTART,
+            )
         except StartRefused as exc:
             log.warning("Auto-start of %s refused: %s", profile.slug, exc)
             continue
@@ -666,7 +705,7 @@ def ensure_running(profile: ServerProfile, timeout: float = 120.0) -> str:
             "it on demand. Start it on the Servers page."
         )
     try:
-        request_start(profile, reason="Started on demand by a request")
+        request_start(profile, reason="Started on demand by a request", actor=audit.ON_DEMAND)
     except StartRefused as exc:
         raise ServerUnavailable(str(exc)) from None
     deadline = time.monotonic() + timeout

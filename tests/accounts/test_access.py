@@ -449,3 +449,32 @@ def test_a_superuser_without_staff_flag_has_the_same_admin_rights(make_user, own
     private = _object_walk(client, owned, OWNER)
     assert {r.status_code for *_, r in private} <= {403, 404, 405}
     assert client.get(reverse("accounts:users")).status_code == 200
+
+
+def test_members_read_only_the_audit_entries_about_their_account_and_what_they_own(
+    member, admin_client, admin_member, make_user
+):
+    from accounts.audit import log as audit
+
+    member_client = Client()
+    member_client.force_login(member)
+    other = make_user("other@example.com")
+    about_me = audit.record(admin_member, audit.Action.APPROVE, member)
+    by_me = audit.record(member, audit.Action.KEY_CREATE, member)
+    about_other = audit.record(admin_member, audit.Action.DISABLE, other)
+    by_other = audit.record(other, audit.Action.KEY_CREATE, other)
+    system_about_other = audit.record(
+        audit.SUPERVISOR,
+        audit.Action.SERVER_RESTART,
+        audit.Target("server profile", "1", "Theirs", other.pk),
+    )
+    page = member_client.get(reverse("accounts:audit"))
+    assert {e.pk for e in page.context["page"]} == {about_me.pk, by_me.pk}
+    export = member_client.get(reverse("accounts:audit-export")).content.decode()
+    assert "other@example.com" not in export and "Theirs" not in export
+    # No filter reaches them: a member has no person filter, and the others match nothing.
+    assert "person" not in page.context["form"].fields
+    theirs = member_client.get(reverse("accounts:audit"), {"object": "Theirs", "person": "other"})
+    assert list(theirs.context["page"]) == []
+    everyone = admin_client.get(reverse("accounts:audit")).context["page"]
+    assert {e.pk for e in everyone} >= {about_other.pk, by_other.pk, system_about_other.pk}

@@ -11,6 +11,7 @@ import psutil
 import pytest
 from django.utils import timezone
 
+from accounts.audit.models import AuditEntry
 from servers.models import ServerInstance, State
 from servers.supervision import lifecycle, supervisor
 from tests.servers.helpers import wait_for
@@ -78,6 +79,8 @@ def test_a_started_server_answers_a_chat_and_an_idle_one_stops_leaving_no_proces
     instance = fresh(instance)
     assert instance.state == State.STOPPING
     assert "Idle for 1 min" in instance.reason
+    stop = AuditEntry.objects.get(action="server.stop")  # the audit log names the idle stop
+    assert stop.actor_label == "system: idle stop" and stop.object_label == "Tiny"
     lifecycle.stop(instance.pk)
     instance = fresh(instance)
     assert instance.state == State.STOPPED

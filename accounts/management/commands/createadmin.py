@@ -18,6 +18,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 
 from accounts import approval
+from accounts.audit import log as audit
 from accounts.models import User
 
 
@@ -63,12 +64,13 @@ class Command(BaseCommand):
             elif created:
                 user.set_unusable_password()
             if created:
-                approval.register(user)  # the accounts rules: first user becomes the admin
+                # The accounts rules (the first user becomes the admin), done by the operator.
+                approval.register(user, by=audit.OPERATOR, via="createadmin")
             else:
                 user.is_active = True
                 user.save()
-            approval.approve([user], by=None)
-            approval.make_admin([user], by=None)
+            approval.approve([user], by=audit.OPERATOR)
+            approval.make_admin([user], by=audit.OPERATOR)
             EmailAddress.objects.update_or_create(
                 user=user, email=email, defaults={"primary": True, "verified": True}
             )
