@@ -26,6 +26,9 @@ PUBLIC_URL_NAMES = frozenset(
         "account_reset_password_done",
         "account_reset_password_from_key",
         "account_reset_password_from_key_done",
+        # Where a single sign-on that was cancelled or failed ends (accounts/sso/).
+        "socialaccount_login_cancelled",
+        "socialaccount_login_error",
     }
 )
 

@@ -1,4 +1,5 @@
 from allauth.account.adapter import DefaultAccountAdapter
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 
 from accounts import approval
@@ -8,6 +9,11 @@ from common.client_address import client_address
 class AccountAdapter(DefaultAccountAdapter):
     """Sign-ups go through `approval.register`: the first user becomes the admin, everyone
     after waits for approval (the access middleware shows them the waiting page)."""
+
+    def is_open_for_signup(self, request) -> bool:
+        """Password sign-up, unless MLX_PORTAL_PASSWORD_SIGNUP turned it off (single sign-on is
+        then the way in: accounts/sso/adapter.py keeps its own sign-up open)."""
+        return settings.PASSWORD_SIGNUP
 
     def save_user(self, request, user, form, commit=True):
         user = super().save_user(request, user, form, commit=False)

@@ -6,7 +6,9 @@ Production overrides are grouped at the bottom under "Production".
 
 import ipaddress
 import math
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -46,6 +48,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "allauth",
     "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
     "accounts",
     "accounts.audit",
     "models_catalog",
@@ -151,6 +155,144 @@ LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "home"
 ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
 
+
+def _flag(name: str, default: bool) -> bool:
+    """true/false (or 1/0, yes/no, on/off) from the environment; anything else is refused at
+    start-up (django-environ would read a typo as false)."""
+    raw = env.str(name, default=str(default).lower()).strip().lower()
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off", ""}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r}: use true or false (the default is {default}).")
+
+
+# Password sign-up; false leaves single sign-on as the way in (existing accounts still log in
+# with their password).
+PASSWORD_SIGNUP = _flag("MLX_PORTAL_PASSWORD_SIGNUP", True)
+
+
+def _oidc_apps() -> list[dict]:
+    """The OpenID Connect providers named in MLX_PORTAL_OIDC_PROVIDERS, each from its own
+    MLX_PORTAL_OIDC_<ID>_… variables (docs/accounts.md, "Single sign-on"), checked here so that
+    a mistake stops the portal with what to set rather than failing at someone's sign-in."""
+    listed = env.str("MLX_PORTAL_OIDC_PROVIDERS", default="")
+    apps: list[dict] = []
+    for provider_id in filter(None, (part.strip() for part in listed.split(","))):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", provider_id):
+            raise ImproperlyConfigured(
+                f"MLX_PORTAL_OIDC_PROVIDERS={listed!r}: {provider_id!r} is not a provider id. Use "
+                "lower-case letters, digits and dashes (up to 32, e.g. corp): it becomes part of "
+                "the sign-in address and of the variables that configure it."
+            )
+        if listed.replace(" ", "").split(",").count(provider_id) > 1:
+            raise ImproperlyConfigured(
+                f"MLX_PORTAL_OIDC_PROVIDERS={listed!r} names {provider_id!r} twice."
+            )
+        prefix = f"MLX_PORTAL_OIDC_{provider_id.upper().replace('-', '_')}_"
+
+        def value(suffix: str, example: str, required: bool = True, _id: str = provider_id) -> str:
+            name = f"MLX_PORTAL_OIDC_{_id.upper().replace('-', '_')}_{suffix}"
+            text = env.str(name, default="").strip()
+            if required and not text:
+                raise ImproperlyConfigured(
+                    f"{name} is not set: single sign-on provider {_id!r} needs it ({example})."
+                )
+            return text
+
+        issuer = value("ISSUER", "its issuer URL, e.g. https://login.example.com/realms/team")
+        parts = urlsplit(issuer)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+        ):
+            raise ImproperlyConfigured(
+                f"{prefix}ISSUER={issuer!r}: give the issuer URL the provider publishes (https://"
+                "host/path, no query), the one its /.well-known/openid-configuration is under."
+            )
+        if PRODUCTION and parts.scheme != "https":
+            raise ImproperlyConfigured(
+                f"{prefix}ISSUER={issuer!r}: in production (DJANGO_PRODUCTION) the issuer must be "
+                "reached over https, or tokens would cross the network in clear."
+            )
+        scopes = value("SCOPES", "", required=False).replace(",", " ").split() or [
+            "openid", "profile", "email"
+        ]  # fmt: skip
+        if not {"openid", "email"} <= set(scopes):
+            raise ImproperlyConfigured(
+                f"{prefix}SCOPES={' '.join(scopes)!r}: include openid and email (the portal "
+                "signs people in by their email), e.g. 'openid profile email groups'."
+            )
+        label = value("LABEL", "", required=False) or f"Sign in with {provider_id.title()}"
+        apps.append(
+            {
+                "provider_id": provider_id,
+                "name": label[:80],
+                "client_id": value("CLIENT_ID", "the client id the provider gave the portal"),
+                "secret": value("SECRET", "the client secret the provider gave the portal"),
+                "settings": {"server_url": issuer.rstrip("/"), "scope": scopes},
+            }
+        )
+    return apps
+
+
+def _words(name: str, pattern: str, example: str, lower: bool = False) -> list[str]:
+    words = [w.strip() for w in env.str(name, default="").split(",") if w.strip()]
+    for word in words:
+        if not re.fullmatch(pattern, word):
+            raise ImproperlyConfigured(f"{name}: {word!r} is not {example}.")
+    return [w.lower() for w in words] if lower else words
+
+
+# django-allauth's single sign-on, through its OpenID Connect provider (accounts/sso/): the ID
+# token's signature is always checked, PKCE on, tokens not stored.
+SOCIALACCOUNT_PROVIDERS = {
+    "openid_connect": {
+        "provider_class": "accounts.sso.provider.PortalOpenIDConnectProvider",
+        "OAUTH_PKCE_ENABLED": True,
+        "APPS": _oidc_apps(),
+    }
+}
+# The sign-in form posts to the portal, which redirects to the provider's sign-in page: the
+# Content-Security-Policy's form-action (below) lets the browser follow to the issuers' origins.
+OIDC_ORIGINS = sorted(
+    {
+        "{0.scheme}://{0.netloc}".format(urlsplit(app["settings"]["server_url"]))
+        for app in SOCIALACCOUNT_PROVIDERS["openid_connect"]["APPS"]
+    }
+)
+SOCIALACCOUNT_ADAPTER = "accounts.sso.adapter.SocialAccountAdapter"
+SOCIALACCOUNT_AUTO_SIGNUP = True
+# An account with the same email is linked only when the provider says the email is verified.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+SOCIALACCOUNT_STORE_TOKENS = False
+# Approval on first sign-in through a provider (otherwise pending, as everyone): an email in
+# one of these domains (verified by the provider), or one of these values in the claim.
+OIDC_APPROVE_DOMAINS = _words(
+    "MLX_PORTAL_OIDC_APPROVE_DOMAINS",
+    r"[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
+    "a domain, such as example.com",
+    True,
+)
+OIDC_CLAIM = env.str("MLX_PORTAL_OIDC_CLAIM", default="").strip()
+if OIDC_CLAIM and not re.fullmatch(r"[A-Za-z0-9_:./-]{1,100}", OIDC_CLAIM):
+    raise ImproperlyConfigured(
+        f"MLX_PORTAL_OIDC_CLAIM={OIDC_CLAIM!r}: give the name of one claim, such as groups."
+    )
+OIDC_APPROVE_VALUES = _words(
+    "MLX_PORTAL_OIDC_APPROVE_VALUES", r"[^\s]{1,150}", "a claim value (no spaces)"
+)
+# The claim's values name the user's groups (the teams) on every sign-in through a provider.
+OIDC_GROUPS_FROM_CLAIM = _flag("MLX_PORTAL_OIDC_GROUPS_FROM_CLAIM", False)
+if (OIDC_APPROVE_VALUES or OIDC_GROUPS_FROM_CLAIM) and not OIDC_CLAIM:
+    raise ImproperlyConfigured(
+        "MLX_PORTAL_OIDC_APPROVE_VALUES and MLX_PORTAL_OIDC_GROUPS_FROM_CLAIM read a claim of the "
+        "ID token: name it in MLX_PORTAL_OIDC_CLAIM (e.g. groups)."
+    )
+
 # What the browser may do with the portal's pages (docs/accounts.md, "Browser security").
 # Content-Security-Policy: scripts, styles, fonts and fetches from the portal itself only; no
 # inline script or style, no eval (htmx runs with allowEval off: templates/base.html), no
@@ -166,7 +308,7 @@ SECURE_CSP = {
     "object-src": [CSP.NONE],
     "base-uri": [CSP.NONE],
     "frame-ancestors": [CSP.NONE],
-    "form-action": [CSP.SELF],
+    "form-action": [CSP.SELF, *OIDC_ORIGINS],  # single sign-on's redirect to the provider
 }
 X_FRAME_OPTIONS = "DENY"  # for browsers without frame-ancestors
 # The strictest policy that still lets a POST say where it came from: Django's CSRF check

@@ -212,3 +212,43 @@ def member_client(client, member):
 def admin_client(client, admin_member):
     client.force_login(admin_member)
     return client
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(live_server):
+    """A real OpenID Connect provider (`oidc-provider` from npm, tests/support/oidc_provider.py)
+    with the portal as its client, for the test client (http://testserver) and the browser
+    (the live server)."""
+    from tests.support.oidc_provider import start_oidc_provider
+
+    callback = "/accounts/oidc/corp/login/callback/"
+    provider = start_oidc_provider([f"http://testserver{callback}", f"{live_server.url}{callback}"])
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def sso(settings, oidc_provider):
+    """Single sign-on configured as MLX_PORTAL_OIDC_PROVIDERS=corp would: the provider `corp`
+    ("Sign in with Corp SSO") at `oidc_provider`; no approval rule, no groups from the claim.
+    Tests set `settings.OIDC_*` for the rules and `oidc_provider.set_accounts` for the people."""
+    from django.core.cache import cache
+
+    app = {
+        "provider_id": "corp",
+        "name": "Sign in with Corp SSO",
+        "client_id": oidc_provider.client_id,
+        "secret": oidc_provider.client_secret,
+        "settings": {"server_url": oidc_provider.issuer, "scope": ["openid", "profile", "email"]},
+    }
+    settings.SOCIALACCOUNT_PROVIDERS = {
+        "openid_connect": {**settings.SOCIALACCOUNT_PROVIDERS["openid_connect"], "APPS": [app]}
+    }
+    # What config/settings.py adds for a configured issuer: its origin may receive the form.
+    form_action = [*settings.SECURE_CSP["form-action"], oidc_provider.issuer]
+    settings.SECURE_CSP = {**settings.SECURE_CSP, "form-action": form_action}
+    settings.OIDC_APPROVE_DOMAINS, settings.OIDC_APPROVE_VALUES = [], []
+    settings.OIDC_CLAIM, settings.OIDC_GROUPS_FROM_CLAIM = "", False
+    oidc_provider.set_accounts({})
+    cache.clear()  # allauth's rate limits and used ID tokens (jti)
+    return oidc_provider

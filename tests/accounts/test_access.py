@@ -44,6 +44,9 @@ def test_the_public_allow_list_is_exactly_the_login_and_status_pages():
         "metrics",  # the view checks localhost or its admin token (tests/servers/test_metrics.py)
         "hop",  # the view checks this host's hop token (tests/hosts/test_hop.py)
         "v1:openapi",  # the gateway's OpenAPI description: no secret (docs/gateway.md)
+        # Single sign-on: off to the identity provider, and back with its code (accounts/sso/).
+        "openid_connect_login",
+        "openid_connect_callback",
     }
     expected_allauth = {
         "account_login",
@@ -56,6 +59,8 @@ def test_the_public_allow_list_is_exactly_the_login_and_status_pages():
         "account_reset_password_done",
         "account_reset_password_from_key",
         "account_reset_password_from_key_done",
+        "socialaccount_login_cancelled",
+        "socialaccount_login_error",
     }
     expected_status = {"accounts:pending", "accounts:disabled"}
     # Views that take no session but an API key, checked by the gateway's decorator.
