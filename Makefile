@@ -16,7 +16,7 @@ PYTHON ?= $(shell for c in python3.13 python3.12 python3.14 python3 \
 REDIS_URL ?= redis://127.0.0.1:6379/0
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: help run test lint format check venv redis static browser front clean bench
+.PHONY: help run test lint format check venv redis static browser front node clean bench
 
 help:
 	@echo "make run    start the portal (web, worker, beat) on http://127.0.0.1:8000"
@@ -76,6 +76,19 @@ browser:
 	    echo "The browser tests need Chromium or Chrome: set CHROMIUM=/path/to/chrome."; exit 1; \
 	  fi; }
 
+# The single sign-on tests run a real OpenID provider (the oidc-provider npm package, which
+# tests/support/oidc_provider.py installs into the test cache) on Node.js; install Node and npm
+# when they are missing and apt-get is here.
+node:
+	@command -v npm >/dev/null || { \
+	  if command -v apt-get >/dev/null; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    echo "Installing Node.js and npm for the single sign-on tests (apt-get)."; \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nodejs npm >/dev/null; \
+	  else \
+	    echo "The single sign-on tests need Node.js and npm (macOS: brew install node)."; exit 1; \
+	  fi; }
+
 # The front's tests (tests/ops/test_front.py) run nginx with deploy/nginx/mlx-portal.conf, as the
 # current user on free ports. Install it when it is missing and apt-get is here, and leave no
 # system nginx running on port 80 (Debian's package starts and enables one).
@@ -95,7 +108,7 @@ front:
 # Both can be overridden to run two suites side by side (another Redis database, another folder).
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_DATA_DIR ?= $(CURDIR)/var/test
-test: venv browser front
+test: venv browser front node
 	@REDIS_URL="$(TEST_REDIS_URL)" $(PY) -m config.redis_check || { echo "The tests need Redis at $(TEST_REDIS_URL)."; exit 1; }
 	REDIS_URL="$(TEST_REDIS_URL)" MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" CHROMIUM="$(CHROMIUM)" \
 	  $(PY) -m pytest $(PYTEST_ARGS)
