@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 
@@ -97,3 +98,60 @@ class ApiKey(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class Limits(models.Model):
+    """How much of the shared host one group (a team: Django's `auth.Group`) or one person may
+    use: requests per minute, prompt + completion tokens per day (a day of settings.TIME_ZONE)
+    and requests in flight at once. Blank = no limit. A row belongs to a group or to a user,
+    never both; a user's own value overrides their groups' (`accounts.teams.limits_for`).
+    Counted and enforced by servers.sharing.admission, for /v1 and the chat alike."""
+
+    MAX_REQUESTS_PER_MINUTE = 100_000
+    MAX_TOKENS_PER_DAY = 10_000_000_000
+    MAX_CONCURRENT_REQUESTS = 10_000
+
+    group = models.OneToOneField(
+        "auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="limits"
+    )
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="limits",
+    )
+    requests_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(MAX_REQUESTS_PER_MINUTE)],
+        help_text="Blank: no limit.",
+    )
+    tokens_per_day = models.PositiveBigIntegerField(
+        "tokens per day",
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(MAX_TOKENS_PER_DAY)],
+        help_text="Prompt + completion tokens in a day of the portal's time zone. Blank: no limit.",
+    )
+    concurrent_requests = models.PositiveIntegerField(
+        "requests in flight",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_CONCURRENT_REQUESTS)],
+        help_text="Requests admitted or waiting at once. Blank: no limit.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "limits"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(group__isnull=False, user__isnull=True)
+                | models.Q(group__isnull=True, user__isnull=False),
+                name="accounts_limits_group_or_user",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"limits of {self.group or self.user}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -23,8 +24,24 @@ def _default_host() -> int:
     return Host.objects.this_machine().pk
 
 
+class ProfileQuerySet(models.QuerySet):
+    def visible_to(self, user) -> ProfileQuerySet:
+        """The profiles `user` may see and call: all for an admin; otherwise those without a
+        group rule and those allowed to one of the user's groups (the one rule of who sees
+        what, for the pages, the chat picker and /v1)."""
+        if user.is_admin:
+            return self
+        return self.filter(
+            models.Q(allowed_groups__isnull=True) | models.Q(allowed_groups__user=user)
+        ).distinct()
+
+
 class ServerProfile(models.Model):
     """How to serve one model with `mlx_lm.server` on one host and port."""
+
+    MAX_IN_FLIGHT = 1024
+    MAX_QUEUE_LENGTH = 10_000
+    MAX_QUEUE_WAIT_SECONDS = 3600
 
     name = models.CharField(max_length=80, unique=True)
     slug = models.SlugField(max_length=80, unique=True)
@@ -56,11 +73,49 @@ class ServerProfile(models.Model):
     idle_timeout_minutes = models.PositiveIntegerField(default=0)
     allow_on_demand = models.BooleanField(default=True)
 
+    # Sharing (servers/sharing): who may use it, and the portal's fair queue in front of it.
+    allowed_groups = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="server_profiles",
+        help_text="Only members of these groups see and call it (admins always do). "
+        "None: every member.",
+    )
+    max_in_flight = models.PositiveIntegerField(
+        "requests at once",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_IN_FLIGHT)],
+        help_text="Requests the portal lets through to the server at once; the rest wait in "
+        "its queue. Blank: the decode concurrency.",
+    )
+    reserved_slots = models.PositiveIntegerField(
+        "slots kept for others",
+        default=1,
+        validators=[MaxValueValidator(MAX_IN_FLIGHT)],
+        help_text="One person may hold at most the requests at once minus these, so a "
+        "colleague's request always finds a free slot soon.",
+    )
+    queue_length = models.PositiveIntegerField(
+        default=64,
+        validators=[MaxValueValidator(MAX_QUEUE_LENGTH)],
+        help_text="Requests that may wait for a turn; one person may fill at most half. "
+        "A request beyond it gets 503 server_busy.",
+    )
+    queue_wait_seconds = models.PositiveIntegerField(
+        "longest wait (seconds)",
+        default=120,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_QUEUE_WAIT_SECONDS)],
+        help_text="A request still waiting after this gets 503 server_busy.",
+    )
+
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="server_profiles"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProfileQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -76,6 +131,11 @@ class ServerProfile(models.Model):
 
     def can_edit(self, user) -> bool:
         return may_edit(user, self.owner_id)
+
+    @property
+    def slots(self) -> int:
+        """Requests the portal admits to the server at once."""
+        return self.max_in_flight or self.decode_concurrency or 1
 
     def get_instance(self) -> ServerInstance:
         """This profile's instance row, created (stopped) on first use."""
@@ -273,6 +333,9 @@ class UsageRecord(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices)
     status_code = models.PositiveSmallIntegerField(default=200)
     error_code = models.CharField(max_length=40, blank=True)
+    # Time spent in the portal's fair queue before a turn (servers/sharing), None when admitted
+    # at once.
+    queue_ms = models.FloatField(null=True, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(default=timezone.now)
 
