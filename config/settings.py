@@ -464,6 +464,10 @@ SERVER_BUSY_NOTICE_SECONDS = _bounded(
     "MLX_PORTAL_SERVER_BUSY_NOTICE_SECONDS", 60, 1, 86400, "seconds"
 )
 
+# Fair sharing (servers/sharing/, docs/sharing.md): a web process renews the leases of its
+# requests' slots and queue places; when it dies they come back after this long.
+SHARING_LEASE_SECONDS = _bounded("MLX_PORTAL_SHARING_LEASE_SECONDS", 30, 3, 3600, "seconds")
+
 # OpenAI-compatible gateway, chat and metrics (servers/gateway/, docs/gateway.md).
 GATEWAY_MAX_BODY_BYTES = env.int("MLX_PORTAL_GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 1024)
 GATEWAY_CONNECT_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_CONNECT_TIMEOUT", default=5.0)

@@ -1,5 +1,6 @@
 """Fixtures shared by the whole suite. See tests/README.md."""
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -22,6 +23,17 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     from django.conf import settings
 
     Path(settings.DATA_DIR).mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_sharing_counts():
+    """Every test starts with no request counted and no queue (servers/sharing: Redis)."""
+    import redis
+
+    from servers.sharing import admission
+
+    with contextlib.suppress(redis.RedisError):  # a test without Redis counts nothing either
+        admission.forget_everything()
 
 
 @pytest.fixture
