@@ -24,16 +24,46 @@ def _default_host() -> int:
     return Host.objects.this_machine().pk
 
 
+def slots(max_in_flight: int | None, decode_concurrency: int) -> int:
+    """The rule of how many requests the portal lets through to a server at once: the
+    profile's max_in_flight, else its decode concurrency (`ServerProfile.slots`, and the tiles
+    from plain values)."""
+    return max_in_flight or decode_concurrency or 1
+
+
+def may_see(user, allowed_group_ids, user_group_ids) -> bool:
+    """The rule of who sees and calls a profile: an admin always; anyone when the profile has
+    no group rule (`allowed_group_ids` empty); otherwise a member of one of those groups.
+    `ProfileQuerySet.visible_to` is the same rule in SQL (a test checks they agree)."""
+    if user.is_admin:
+        return True
+    allowed = set(allowed_group_ids)
+    return not allowed or bool(allowed & set(user_group_ids))
+
+
 class ProfileQuerySet(models.QuerySet):
     def visible_to(self, user) -> ProfileQuerySet:
-        """The profiles `user` may see and call: all for an admin; otherwise those without a
-        group rule and those allowed to one of the user's groups (the one rule of who sees
-        what, for the pages, the chat picker and /v1)."""
+        """The profiles `user` may see and call (`may_see`, in SQL): for the pages, the chat
+        picker and /v1/models."""
         if user.is_admin:
             return self
         return self.filter(
             models.Q(allowed_groups__isnull=True) | models.Q(allowed_groups__user=user)
         ).distinct()
+
+    def hidden_from(self, user) -> set[int]:
+        """The ids of the profiles `user` may not see (`may_see`): none for an admin. Two small
+        queries (the group rules, the user's groups), for the tiles' poll to filter its rows."""
+        if user.is_admin:
+            return set()
+        allowed: dict[int, set[int]] = {}
+        through = ServerProfile.allowed_groups.through
+        for profile_id, group_id in through.objects.values_list("serverprofile_id", "group_id"):
+            allowed.setdefault(profile_id, set()).add(group_id)
+        if not allowed:
+            return set()
+        groups = set(user.groups.values_list("id", flat=True))
+        return {pk for pk, ids in allowed.items() if not may_see(user, ids, groups)}
 
 
 class ServerProfile(models.Model):
@@ -135,7 +165,7 @@ class ServerProfile(models.Model):
     @property
     def slots(self) -> int:
         """Requests the portal admits to the server at once."""
-        return self.max_in_flight or self.decode_concurrency or 1
+        return slots(self.max_in_flight, self.decode_concurrency)
 
     def get_instance(self) -> ServerInstance:
         """This profile's instance row, created (stopped) on first use."""

@@ -38,7 +38,15 @@ from django.utils.timesince import timesince
 from common.rows import compiled_rows
 from models_catalog.hosts import facts as host_facts
 from models_catalog.hosts.facts import heard_ago
-from servers.models import ACTIVE_STATES, ServerProfile, State, may_edit, shown_state
+from servers.models import (
+    ACTIVE_STATES,
+    ServerProfile,
+    State,
+    may_edit,
+    shown_state,
+    slots,
+)
+from servers.sharing import admission
 from servers.supervision import lifecycle, monitor
 from servers.usage import records
 
@@ -53,7 +61,7 @@ _COLUMNS = (
     "instance__started_at", "instance__exit_code", "instance__log_tail",
     "instance__restart_count", "instance__next_restart_at", "instance__last_error",
     "instance__last_error_kind", "instance__rss", "instance__cpu_percent", "instance__stats_at",
-    "instance__port", "instance__busy",
+    "instance__port", "instance__busy", "max_in_flight", "decode_concurrency",
 )  # fmt: skip
 
 
@@ -90,6 +98,9 @@ class Tile:
     exit_code: int | None
     can_edit: bool  # the viewer owns the profile or is an admin
     can_override_memory: bool  # an admin, and the last start was refused for memory
+    slots: int  # requests the portal lets through at once (servers/sharing)
+    in_flight: int  # requests let through now
+    waiting: int  # requests waiting in its fair queue
 
 
 def _since(value: datetime | None) -> str:
@@ -108,6 +119,9 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
         rows = compiled_rows(
             ServerProfile, "tiles", lambda: lifecycle.profiles_for_tiles().values_list(*_COLUMNS)
         )
+    hidden = ServerProfile.objects.hidden_from(user)
+    rows = [row for row in rows if row[0] not in hidden]
+    queues = admission.queues(row[0] for row in rows)
     figures = records.shared_tile_stats()
     online: dict[str, bool] = {}
     now = timezone.now()
@@ -170,6 +184,9 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
                 can_override_memory=bool(
                     user.is_admin and r["instance__last_error_kind"] == "memory"
                 ),
+                slots=slots(r["max_in_flight"], r["decode_concurrency"]),
+                in_flight=queue.in_flight if (queue := queues.get(r["pk"])) else 0,
+                waiting=queue.waiting if queue else 0,
             )
         )
     return tiles

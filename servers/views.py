@@ -54,16 +54,20 @@ def server_list(request: HttpRequest) -> HttpResponse:
 def picker(request: HttpRequest) -> HttpResponse:
     """A searchable list of profiles (name or model id) for choosing one, as an HTMX partial."""
     query = _query(request)
-    profiles = lifecycle.profiles_for_tiles(query)[:50]
+    hidden = ServerProfile.objects.hidden_from(request.user)
+    profiles = lifecycle.profiles_for_tiles(query).exclude(pk__in=hidden)[:50]
     return render(request, "servers/picker.html", {"profiles": profiles, "q": query})
 
 
-def _get_profile(slug: str) -> ServerProfile:
-    return get_object_or_404(ServerProfile.objects.select_related("host", "owner"), slug=slug)
+def _get_profile(request: HttpRequest, slug: str) -> ServerProfile:
+    """The profile `slug` if the viewer may see it (servers.models.may_see), else 404: a
+    profile of another team is not there for them."""
+    profiles = ServerProfile.objects.visible_to(request.user).select_related("host", "owner")
+    return get_object_or_404(profiles, slug=slug)
 
 
 def _editable(request: HttpRequest, slug: str) -> ServerProfile:
-    profile = _get_profile(slug)
+    profile = _get_profile(request, slug)
     if not profile.can_edit(request.user):
         raise PermissionDenied("Only the profile's owner or an admin can change it.")
     return profile
@@ -102,7 +106,7 @@ def profile_edit(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def profile_duplicate(request: HttpRequest, slug: str) -> HttpResponse:
     """A new profile prefilled from another one (any member may copy any profile)."""
-    source = _get_profile(slug)
+    source = _get_profile(request, slug)
     initial = {field: getattr(source, field) for field in COPIED_FIELDS}
     initial["host"] = source.host_id
     initial["name"] = f"Copy of {source.name}"[:80]
@@ -158,7 +162,7 @@ def _action_response(request: HttpRequest, profile: ServerProfile, error: str = 
 
 @require_POST
 def server_start(request: HttpRequest, slug: str) -> HttpResponse:
-    profile = _get_profile(slug)
+    profile = _get_profile(request, slug)
     override = request.POST.get("override_memory") == "1"
     if override and not request.user.is_admin:
         raise PermissionDenied("Only an admin can start a server despite the memory check.")
@@ -171,7 +175,7 @@ def server_start(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_POST
 def server_stop(request: HttpRequest, slug: str) -> HttpResponse:
-    profile = _get_profile(slug)
+    profile = _get_profile(request, slug)
     try:
         lifecycle.request_stop(profile, request.user)
     except lifecycle.QueueUnavailable as exc:
@@ -181,7 +185,7 @@ def server_stop(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_POST
 def server_restart(request: HttpRequest, slug: str) -> HttpResponse:
-    profile = _get_profile(slug)
+    profile = _get_profile(request, slug)
     try:
         lifecycle.request_restart(profile, request.user)
     except lifecycle.StartRefused as exc:
@@ -191,7 +195,7 @@ def server_restart(request: HttpRequest, slug: str) -> HttpResponse:
 
 def server_log(request: HttpRequest, slug: str) -> HttpResponse:
     """The server's current log, tailed live (HTMX polls the `lines` partial)."""
-    profile = _get_profile(slug)
+    profile = _get_profile(request, slug)
     instance = profile.get_instance()
     raw = request.GET.get("lines", str(LOG_LINES_DEFAULT))
     try:

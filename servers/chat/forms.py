@@ -45,6 +45,10 @@ class ChatMessageForm(forms.Form):
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
+        if user is not None:  # a profile of another team is not there for them
+            self.fields["profile"].queryset = ServerProfile.objects.visible_to(user).select_related(
+                "host"
+            )
 
     def clean_conversation(self) -> Conversation | None:
         pk = self.cleaned_data.get("conversation")

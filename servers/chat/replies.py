@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from django.template.loader import render_to_string
 
+from accounts.teams import limits_for
 from servers.chat.attachments import with_attachments
 from servers.chat.render import render_markdown, split_thinking
 from servers.gateway import calls
@@ -112,7 +113,8 @@ def stream_reply(
     params: Params,
     client_socket: socket.socket | None = None,
 ) -> Iterator[bytes]:
-    """Server-sent events for the chat page: `meta`, maybe `status` (starting), the model's
+    """Server-sent events for the chat page: `meta`, maybe `status` (starting, or waiting for a
+    turn in the server's fair queue), the model's
     chunks as they come (OpenAI's shape), then `done` with the stored, rendered answer — or
     `error` with a message and a retry. The answer so far is saved even when the browser stops
     reading (the Stop button) or the server dies.
@@ -142,11 +144,25 @@ def stream_reply(
     if params.max_tokens is not None:
         body["max_tokens"] = params.max_tokens
     caller = Caller(user, UsageRecord.Source.CHAT)
+    call = calls.Call(
+        caller,
+        profile,
+        "chat/completions",
+        body,
+        limits=limits_for(user),
+        client_socket=client_socket,
+    )
     try:
-        relay, _ = calls.start(
-            caller, profile, "chat/completions", body, client_socket=client_socket
-        )
+        for waiting in call.turns():
+            # The server is busy: the request waits in its fair queue (servers/sharing).
+            yield sse(
+                {"state": "queued", "waiting": waiting,
+                 "message": f"{profile.name} is busy: waiting for a turn ({waiting} waiting)…"},
+                "status",
+            )  # fmt: skip
+        relay, _ = call.send()
     except GatewayError as error:
+        # A limit reached says which, and when it resets: the same sentence as the API's.
         yield sse({"message": error.message, "retry": True}, "error")
         return
     except ClientGone:

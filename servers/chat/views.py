@@ -20,8 +20,11 @@ from servers.gateway.transport import client_socket
 from servers.models import Conversation, Message, ServerProfile, State
 
 
-def _profiles():
-    return ServerProfile.objects.select_related("instance", "host").order_by("name")
+def _profiles(user):
+    """The servers `user` may talk to (servers.models.may_see)."""
+    return (
+        ServerProfile.objects.visible_to(user).select_related("instance", "host").order_by("name")
+    )
 
 
 def _pick(profiles, slug: str | None, conversation: Conversation | None):
@@ -43,7 +46,7 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     conversation = None
     if pk is not None:
         conversation = get_object_or_404(Conversation, pk=pk, user=request.user)
-    profiles = list(_profiles())
+    profiles = list(_profiles(request.user))
     profile = _pick(profiles, request.GET.get("profile"), conversation)
     context = {
         "conversation": conversation,

@@ -1,36 +1,48 @@
 """One request to a model server, for the gateway (`/v1/`) and the chat page alike.
 
-`find_profile` names the profile a request's `model` means; `start` validates the body
-(`schema`), gets the profile's server running (or says why not: servers.supervision), sends
-the request (`hop`, `transport`) and returns a `relay.Relay`. Once the profile is known,
-every outcome — an answer, an error, a client that went away — ends in exactly one
-UsageRecord.
+`find_profile` names the profile a request's `model` means (if the caller may see it); a
+`Call` validates the body (`schema`), waits for a turn under the caller's limits and the
+server's fair queue (servers/sharing), gets the profile's server running (or says why not:
+servers.supervision), sends the request (`hop`, `transport`) and returns a `relay.Relay`;
+`start` does all of it for a caller that shows nothing while it waits. Once the profile is
+known, every outcome — an answer, a refusal, an error, a client that went away — ends in
+exactly one UsageRecord.
 """
 
 from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
+from typing import NoReturn
 
 from django.conf import settings
 
 from accounts.api_keys import still_allowed
-from common.rows import first_row
+from accounts.models import User
+from accounts.teams import NO_LIMITS, UserLimits, membership
+from common.rows import compiled_rows, first_row
 from models_catalog.local import serving_facts
 from servers.gateway import hop
 from servers.gateway.errors import GatewayError
 from servers.gateway.relay import Relay
 from servers.gateway.schema import build_upstream_body
 from servers.gateway.transport import ClientGone, send
-from servers.models import ServerInstance, ServerProfile, State
+from servers.models import ServerInstance, ServerProfile, State, may_see
+from servers.sharing import admission
 from servers.supervision import lifecycle
+from servers.supervision.mlx_entry import peer_closed
 from servers.usage.records import Caller, Measure, recorder
 
 PROFILE_NAME_MAX: int = ServerProfile._meta.get_field("name").max_length or 80
 
 
-def find_profile(model: object) -> ServerProfile:
-    """The profile a request's `model` names (its slug, or its name), else GatewayError 404."""
+def find_profile(
+    model: object, user: User | None = None, groups: frozenset[int] | None = None
+) -> ServerProfile:
+    """The profile a request's `model` names (its slug, or its name) if `user` (when given, in
+    `groups`: their group ids) may see it, else GatewayError 404: a profile of another team is
+    not there for them, as in /v1/models."""
     if not isinstance(model, str) or not model:
         raise GatewayError(
             "'model' is required: the name of a server profile (see GET /v1/models).",
@@ -55,6 +67,8 @@ def find_profile(model: object) -> ServerProfile:
         # A name instead of the slug (rare: GET /v1/models lists slugs).
         profiles = ServerProfile.objects.select_related("host", "instance")
         profile = profiles.filter(name__iexact=model).first()
+    if profile is not None and user is not None and not _visible(profile, user, groups):
+        profile = None
     if profile is None:
         raise GatewayError(
             f"The model '{model[:80]}' does not exist. Use the id of a server profile from "
@@ -64,6 +78,23 @@ def find_profile(model: object) -> ServerProfile:
             code="model_not_found",
         )
     return profile
+
+
+def _visible(profile: ServerProfile, user: User, groups: frozenset[int] | None) -> bool:
+    """servers.models.may_see for `profile`, reading its allowed groups in one compiled query
+    (the gateway asks on every request)."""
+    if user.is_admin:
+        return True
+    through = ServerProfile.allowed_groups.through
+    allowed = compiled_rows(
+        through,
+        "gateway-profile-groups",
+        lambda: through.objects.filter(serverprofile_id=0).values_list("group_id", flat=True),
+        params=[profile.pk],
+    )
+    if groups is None:
+        groups = membership(user).group_ids
+    return may_see(user, allowed, groups)
 
 
 def _profile_by_slug(slug: str) -> ServerProfile | None:
@@ -120,56 +151,154 @@ def is_ready(profile: ServerProfile) -> bool:
     return ServerInstance.objects.filter(profile=profile, state=State.RUNNING).exists()
 
 
+def _refused(refusal: admission.Refusal) -> GatewayError:
+    """A limit's or the queue's refusal as the gateway answers it: OpenAI's shape, its type, and
+    when to try again."""
+    return GatewayError(
+        refusal.message,
+        refusal.status,
+        code=refusal.code,
+        error_type=refusal.error_type,
+        headers={"Retry-After": str(refusal.retry_after)},
+    )
+
+
+class Call:
+    """One request to a profile's server, from the gateway or the chat page: validated
+    (`schema`), admitted by the limits and the fair queue (servers/sharing), sent (`send`).
+
+    `turns()` validates the body and waits for a turn, yielding the number of requests waiting
+    while this one waits (the chat shows it; the API sends nothing while a request waits, so no
+    OpenAI client reads a byte it could misread). `send()` then reaches the server (starting it
+    on demand) and returns a `relay.Relay`. Every outcome ends in exactly one UsageRecord, and
+    the turn is given back (with the request's tokens) when the relay closes.
+    """
+
+    def __init__(
+        self,
+        caller: Caller,
+        profile: ServerProfile,
+        endpoint: str,
+        body: object,
+        *,
+        limits: UserLimits = NO_LIMITS,
+        client_socket: socket.socket | None = None,
+    ):
+        self.caller, self.profile, self.endpoint, self.body = caller, profile, endpoint, body
+        self.limits = limits
+        self.client_socket = client_socket
+        stream = bool(isinstance(body, dict) and body.get("stream"))
+        self._record = recorder(caller, profile, endpoint, stream)
+        self.measure = Measure()
+        self.ticket: admission.Ticket | None = None
+        self.upstream_body: dict = {}
+
+    def turns(self) -> Iterator[int]:
+        """Validate the body, then wait for a turn: yields the number of requests waiting for
+        this server while this one waits. Raises GatewayError or ClientGone (recorded)."""
+        try:
+            self.upstream_body = build_upstream_body(
+                self.body,
+                endpoint=self.endpoint,
+                max_tokens_cap=self.profile.max_tokens,
+                # Another host's hop checks with its own copy of the model (hop_views.py).
+                **request_limits(self.profile),
+            )
+            self.ticket = admission.enter(self.caller.user, self.profile, self.limits)
+            yield from self.ticket.wait(self._client_still_there)
+        except admission.Refusal as refusal:
+            self._fail(_refused(refusal))
+        except GatewayError as error:
+            self._fail(error)
+        except admission.ClientLeft:
+            self._cancel()
+            raise ClientGone from None
+        except GeneratorExit:  # the chat's reader left while the request waited
+            self._cancel()
+            raise
+
+    def wait_turn(self) -> None:
+        """`turns()` without looking at the queue."""
+        for _waiting in self.turns():
+            pass
+
+    def send(self, start_timeout: float | None = None) -> tuple[Relay, dict]:
+        """Reach the profile's server (starting it on demand) and send the request; returns
+        (relay, upstream body). Call after `turns()`. The caller closes the relay (which
+        records and gives the turn back)."""
+        queued_ms = self.ticket.queued_ms if self.ticket is not None else None
+        try:
+            profile = self.profile
+            url, headers = hop.route(profile.host, server_url(profile, start_timeout), profile.slug)
+            # Times start when the request leaves for the server.
+            self.measure = Measure(queued_ms=queued_ms)
+            response = send(
+                url, self.endpoint, self.upstream_body, profile.slug, headers, self.client_socket
+            )
+        except GatewayError as error:
+            self.measure.queued_ms = queued_ms
+            self._fail(error)
+        except ClientGone:
+            self._cancel()
+            raise
+        lifecycle.touch_last_request(self.profile)
+        api_key_id = getattr(self.caller.api_key, "pk", None)
+
+        def between_events() -> bool:
+            # A reply longer than the idle time-out keeps its server busy, not idle (written at
+            # most every LAST_REQUEST_RESOLUTION); then: is the caller still allowed?
+            lifecycle.touch_last_request(self.profile)
+            return still_allowed(self.caller.user.pk, api_key_id)
+
+        relay = Relay(
+            response, self.measure, self.profile.slug, self._finish, still_allowed=between_events
+        )
+        return relay, self.upstream_body
+
+    def _client_still_there(self) -> bool:
+        return self.client_socket is None or not peer_closed(self.client_socket)
+
+    def _finish(self, measure: Measure) -> None:
+        """Record the request and give its turn back with its tokens (the relay calls it once)."""
+        record = None
+        try:
+            record = self._record(measure)
+        finally:
+            if self.ticket is not None:
+                tokens = measure.prompt_tokens + measure.completion_tokens
+                self.ticket.release(tokens, record.pk if record is not None else None)
+
+    def _fail(self, error: GatewayError) -> NoReturn:
+        self.measure.fail(error)
+        self.measure.finished_at = time.monotonic()
+        self._finish(self.measure)
+        raise error
+
+    def _cancel(self) -> None:
+        self.measure.status = "cancelled"
+        self.measure.finished_at = time.monotonic()
+        self._finish(self.measure)
+
+
 def start(
     caller: Caller,
     profile: ServerProfile,
     endpoint: str,
     body: object,
     *,
+    limits: UserLimits = NO_LIMITS,
     start_timeout: float | None = None,
     client_socket: socket.socket | None = None,
 ) -> tuple[Relay, dict]:
-    """Validate `body`, reach the profile's server and send it; returns (relay, upstream body).
+    """Validate `body`, wait for a turn, reach the profile's server and send it: `Call` for a
+    caller that shows nothing while it waits. Returns (relay, upstream body).
 
     `client_socket` (the web server's socket of the client's request, when it gives one) is
-    watched while the server is silent: a client that leaves ends the request (ClientGone),
-    and the server stops working on it.
+    watched while the request waits and while the server is silent: a client that leaves ends
+    the request (ClientGone), and the server stops working on it.
     Raises GatewayError or ClientGone after recording it. The caller closes the relay (which
     records).
     """
-    finish = recorder(
-        caller, profile, endpoint, bool(isinstance(body, dict) and body.get("stream"))
-    )
-    measure = Measure()
-    try:
-        upstream_body = build_upstream_body(
-            body,
-            endpoint=endpoint,
-            max_tokens_cap=profile.max_tokens,
-            # Another host's hop checks with its own copy of the model (hop_views.py).
-            **request_limits(profile),
-        )
-        url, headers = hop.route(profile.host, server_url(profile, start_timeout), profile.slug)
-        measure = Measure()  # times start when the request leaves for the server
-        response = send(url, endpoint, upstream_body, profile.slug, headers, client_socket)
-    except GatewayError as error:
-        measure.fail(error)
-        measure.finished_at = time.monotonic()
-        finish(measure)
-        raise
-    except ClientGone:
-        measure.status = "cancelled"
-        measure.finished_at = time.monotonic()
-        finish(measure)
-        raise
-    lifecycle.touch_last_request(profile)
-    api_key_id = getattr(caller.api_key, "pk", None)
-
-    def between_events() -> bool:
-        # A reply longer than the idle time-out keeps its server busy, not idle (written at
-        # most every LAST_REQUEST_RESOLUTION); then: is the caller still allowed?
-        lifecycle.touch_last_request(profile)
-        return still_allowed(caller.user.pk, api_key_id)
-
-    relay = Relay(response, measure, profile.slug, finish, still_allowed=between_events)
-    return relay, upstream_body
+    call = Call(caller, profile, endpoint, body, limits=limits, client_socket=client_socket)
+    call.wait_turn()
+    return call.send(start_timeout)

@@ -13,8 +13,9 @@ class GatewayError(Exception):
     `/v1` boundary (refused bodies, keys, unreachable servers, a stream that broke, the hop).
 
     `type` is OpenAI's for the status (a refused key is an `invalid_request_error`, a rate
-    limit `requests`, as OpenAI answers them); `headers` go with the response
-    (`Retry-After`, …).
+    limit `requests`, as OpenAI answers them) unless `error_type` says it (the limits of
+    servers/sharing: `rate_limit_exceeded`, `insufficient_quota`, `server_busy`); `headers` go
+    with the response (`Retry-After`, …).
     """
 
     def __init__(
@@ -25,8 +26,10 @@ class GatewayError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        error_type: str | None = None,
     ):
         super().__init__(message)
+        self.error_type = error_type
         self.message = message
         self.status = status
         self.param = param
@@ -35,6 +38,8 @@ class GatewayError(Exception):
 
     @property
     def type(self) -> str:
+        if self.error_type:  # said by the error (a limit: rate_limit_exceeded, server_busy, …)
+            return self.error_type
         if self.status == 403:
             return "permission_error"
         if self.status == 429:

@@ -110,7 +110,7 @@ class Relay:
         response: httpx.Response,
         measure: Measure,
         name: str,
-        on_finish: Callable[[Measure], None] | None = None,
+        on_finish: Callable[[Measure], object] | None = None,
         still_allowed: Callable[[], bool] | None = None,
     ):
         self.response = response

@@ -18,6 +18,7 @@ from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.access import public
+from accounts.teams import membership
 from servers.gateway import calls, hop, openapi
 from servers.gateway.auth import api_key_required, request_key
 from servers.gateway.errors import GatewayError
@@ -68,10 +69,15 @@ def _method_not_allowed(allowed: str) -> JsonResponse:
 
 @api_key_required
 def models(request: HttpRequest) -> JsonResponse:
-    """Every profile (any member may call any), in OpenAI's list shape; id = profile slug."""
+    """Every profile the key's owner may call (servers.models.may_see), in OpenAI's list shape;
+    id = profile slug."""
     if request.method != "GET":
         return _method_not_allowed("GET")
-    profiles = ServerProfile.objects.select_related("instance", "owner", "host").order_by("slug")
+    profiles = (
+        ServerProfile.objects.visible_to(request_key(request).user)
+        .select_related("instance", "owner", "host")
+        .order_by("slug")
+    )
     data = []
     for profile in profiles:
         data.append(
@@ -142,16 +148,24 @@ class ApiStream:
 def _complete(request: HttpRequest, endpoint: str) -> HttpResponseBase:
     if request.method != "POST":
         return _method_not_allowed("POST")
+    api_key = request_key(request)
+    # The caller's groups (which profiles they see) and limits, in one query.
+    member = membership(api_key.user)
     try:
         body = read_json(request)
-        profile = calls.find_profile(body.get("model") if isinstance(body, dict) else None)
+        model = body.get("model") if isinstance(body, dict) else None
+        profile = calls.find_profile(model, api_key.user, member.group_ids)
     except GatewayError as error:
         return error.response()
-    api_key = request_key(request)
     caller = Caller(api_key.user, UsageRecord.Source.API, api_key)
     try:
         relay, upstream_body = calls.start(
-            caller, profile, endpoint, body, client_socket=client_socket(request)
+            caller,
+            profile,
+            endpoint,
+            body,
+            limits=member.limits,
+            client_socket=client_socket(request),
         )
     except GatewayError as error:
         return error.response()

@@ -45,6 +45,7 @@ class Measure:
     status: str = "ok"
     status_code: int = 200
     error_code: str = ""
+    queued_ms: float | None = None  # time in the fair queue before the request was sent
 
     def token(self) -> None:
         if self.first_token_at is None:
@@ -121,6 +122,7 @@ def record(
         status=status,
         status_code=code,
         error_code=measure.error_code[:40],
+        queue_ms=measure.queued_ms,
         started_at=started_at,
         finished_at=timezone.now(),
     )
@@ -128,12 +130,12 @@ def record(
 
 def recorder(
     caller: Caller, profile: ServerProfile, endpoint: str, stream: bool
-) -> Callable[[Measure], None]:
-    """The `on_finish` callback for one request, started now."""
+) -> Callable[[Measure], UsageRecord]:
+    """The `on_finish` callback for one request, started now; it returns the record."""
     started_at = timezone.now()
 
-    def finish(measure: Measure) -> None:
-        record(caller, profile, endpoint, stream, started_at, measure)
+    def finish(measure: Measure) -> UsageRecord:
+        return record(caller, profile, endpoint, stream, started_at, measure)
 
     return finish
 

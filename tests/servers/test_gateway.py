@@ -168,13 +168,14 @@ def test_stream_is_not_buffered_and_a_client_that_leaves_frees_the_upstream(
     assert answer["choices"][0]["message"]["content"] == REPLY
 
 
-def test_a_stream_makes_two_indexed_reads_before_its_first_byte_and_touches_the_server_rarely(
+def test_a_stream_makes_four_indexed_reads_before_its_first_byte_and_touches_the_server_rarely(
     mlx_server, serve_profile, api_key
 ):
-    """The work between a request and its first token is small: two reads by unique key (the
-    API key with its user; the profile with its host and instance), each one plain query
-    that the ORM does not compile (config/rows.py), no write, and last_request_at written
-    at most once per LAST_REQUEST_RESOLUTION (not by every request)."""
+    """The work between a request and its first token is small: four indexed reads (the API
+    key with its user; the user's groups and limits; the profile with its host and instance;
+    the profile's group rule), each one plain query that the ORM does not compile
+    (common/rows.py), no write, and last_request_at written at most once per
+    LAST_REQUEST_RESOLUTION (not by every request). The limits and the queue are Redis's."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -190,8 +191,11 @@ def test_a_stream_makes_two_indexed_reads_before_its_first_byte_and_touches_the_
     events = sse_events(b"".join(response.streaming_content))
     assert streamed_text(events) == REPLY
     sql = [" ".join(q["sql"].split()) for q in before_first_byte.captured_queries]
-    assert len(sql) == 2, sql
-    key_read, profile_read = sql
+    assert len(sql) == 4, sql
+    key_read, membership_read, profile_read, groups_read = sql
+    assert 'FROM "accounts_limits" WHERE "accounts_limits"."user_id" = ' in membership_read
+    assert "UNION ALL" in membership_read and 'INNER JOIN "accounts_user_groups"' in membership_read
+    assert 'FROM "servers_serverprofile_allowed_groups" WHERE' in groups_read
     assert 'FROM "accounts_apikey" LEFT JOIN "accounts_user"' in key_read
     assert 'WHERE "accounts_apikey"."key_hash" IN' in key_read
     assert 'FROM "servers_serverprofile" LEFT JOIN "models_catalog_host"' in profile_read
