@@ -86,12 +86,13 @@ def _visible(profile: ServerProfile, user: User, groups: frozenset[int] | None) 
     if user.is_admin:
         return True
     through = ServerProfile.allowed_groups.through
-    allowed = compiled_rows(
+    rows = compiled_rows(
         through,
         "gateway-profile-groups",
-        lambda: through.objects.filter(serverprofile_id=0).values_list("group_id", flat=True),
+        lambda: through.objects.filter(serverprofile_id=0).values_list("group_id"),
         params=[profile.pk],
     )
+    allowed = [row[0] for row in rows]
     if groups is None:
         groups = membership(user).group_ids
     return may_see(user, allowed, groups)
@@ -236,7 +237,6 @@ class Call:
                 url, self.endpoint, self.upstream_body, profile.slug, headers, self.client_socket
             )
         except GatewayError as error:
-            self.measure.queued_ms = queued_ms
             self._fail(error)
         except ClientGone:
             self._cancel()
@@ -261,6 +261,8 @@ class Call:
     def _finish(self, measure: Measure) -> None:
         """Record the request and give its turn back with its tokens (the relay calls it once)."""
         record = None
+        if measure.queued_ms is None and self.ticket is not None:
+            measure.queued_ms = self.ticket.queued_ms  # also for one that never left the queue
         try:
             record = self._record(measure)
         finally:
