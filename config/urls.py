@@ -5,13 +5,15 @@ from django.urls import include, path
 
 from servers.gateway.views import hop_view
 from servers.health import healthz
+from servers.sharing.metrics import QueueCollector
 from servers.usage.views import metrics_view
 from servers.views import home
 
 urlpatterns = [
     path("", home, name="home"),
     path("healthz", healthz, name="healthz"),
-    path("metrics", metrics_view, name="metrics"),
+    # The usage records' metrics, and the fair queues' (servers/sharing) read live.
+    path("metrics", metrics_view, {"collectors": [QueueCollector()]}, name="metrics"),
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
     path("models/", include("models_catalog.urls")),

@@ -324,6 +324,18 @@ class ServerInstance(models.Model):
         MACHINE.move(self, new_state, reason, **fields)
 
 
+# The error codes of a request the portal refused for a person's limit or a busy server's
+# queue (servers/sharing), as usage records and /metrics name them.
+REFUSAL_CODES = (
+    "requests_per_minute",
+    "tokens_per_day",
+    "concurrent_requests",
+    "queue_full",
+    "queue_share",
+    "queue_wait",
+)
+
+
 class UsageRecord(models.Model):
     """One request that went through the portal to a model server (chat page or `/v1/`).
 

@@ -2,6 +2,7 @@ from django.urls import path
 
 from servers import views
 from servers.chat import views as chat_views
+from servers.sharing import views as sharing_views
 from servers.usage import views as usage_views
 
 app_name = "servers"
@@ -14,6 +15,8 @@ urlpatterns = [
     path("chat/<int:pk>/rename/", chat_views.conversation_rename, name="chat-rename"),
     path("chat/<int:pk>/delete/", chat_views.conversation_delete, name="chat-delete"),
     path("usage/", usage_views.usage_page, name="usage"),
+    path("usage/standing/", sharing_views.standing, name="standing"),
+    path("usage/today/", sharing_views.today, name="sharing-today"),
     path("hosts/", views.host_list, name="hosts"),
     path("picker/", views.picker, name="picker"),
     path("new/", views.profile_create, name="profile-create"),

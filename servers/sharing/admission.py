@@ -37,7 +37,7 @@ from django.utils import timezone
 from redis.commands.core import Script
 
 from accounts.teams import LIMIT_NAMES, UserLimits, describe
-from servers.models import ServerProfile, UsageRecord
+from servers.models import REFUSAL_CODES, ServerProfile, UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +56,14 @@ class Refusal(Exception):
     message: str
     status: int
     error_type: str
-    code: str
+    code: str  # one of servers.models.REFUSAL_CODES
     retry_after: int  # seconds
+
+    def __post_init__(self) -> None:
+        assert self.code in REFUSAL_CODES, self.code
 
     def __str__(self) -> str:
         return self.message
-
-
-# Each refusal's reason, as /metrics and the usage records name it.
-REFUSAL_CODES = (
-    "requests_per_minute",
-    "tokens_per_day",
-    "concurrent_requests",
-    "queue_full",
-    "queue_share",
-    "queue_wait",
-)
 
 
 # --- Redis and the scripts ------------------------------------------------------------------
@@ -133,7 +125,8 @@ def _lease_ms() -> int:
 # --- tokens per day ---------------------------------------------------------------------------
 
 
-def _day_start(now: datetime | None = None) -> datetime:
+def day_start(now: datetime | None = None) -> datetime:
+    """The start of today (or of `now`'s day) in settings.TIME_ZONE: when tokens per day reset."""
     local = timezone.localtime(now)
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
@@ -145,12 +138,12 @@ def _tokens_key(user_id: int, day: datetime) -> str:
 def tokens_today(user_id: int) -> int:
     """Prompt + completion tokens `user_id` used today (TIME_ZONE's day): Redis's count, rebuilt
     from the usage records when it is missing. Raises redis.RedisError."""
-    key = _tokens_key(user_id, _day_start())
+    key = _tokens_key(user_id, day_start())
     client = _redis.client()
     counted = client.hget(key, "n")
     if counted is not None:
         return int(counted)
-    totals = UsageRecord.objects.filter(user_id=user_id, finished_at__gte=_day_start()).aggregate(
+    totals = UsageRecord.objects.filter(user_id=user_id, finished_at__gte=day_start()).aggregate(
         n=Sum(F("prompt_tokens") + F("completion_tokens")), upto=Max("pk")
     )
     n, upto = totals["n"] or 0, totals["upto"] or 0
@@ -162,7 +155,7 @@ def tokens_today(user_id: int) -> int:
 
 
 def _until_tomorrow() -> int:
-    tomorrow = _day_start() + timedelta(days=1)
+    tomorrow = day_start() + timedelta(days=1)
     return max(1, math.ceil((tomorrow - timezone.localtime()).total_seconds()))
 
 
@@ -301,7 +294,7 @@ class Ticket:
                 self.user_id,
                 tokens,
                 record_id or 0,
-                _tokens_key(self.user_id, _day_start()),
+                _tokens_key(self.user_id, day_start()),
             )
         except redis.RedisError as error:
             _redis.failed(error)  # its lease runs out instead

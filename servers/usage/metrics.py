@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -30,7 +31,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from accounts.api_keys import bearer_token
 from common.client_address import is_local_client
-from servers.models import UNKNOWN, ServerInstance, State, UsageRecord, UsageTotals, shown_state
+from servers.models import (
+    REFUSAL_CODES,
+    UNKNOWN,
+    ServerInstance,
+    State,
+    UsageRecord,
+    UsageTotals,
+    shown_state,
+)
 from servers.usage import days
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)  # seconds
@@ -49,7 +58,12 @@ def allowed(request: HttpRequest) -> bool:
 
 # --- the counters: a checkpoint row plus the records after it -------------------------------
 
-_HISTOGRAMS = {"ttft_ms": TTFT_BUCKETS, "duration_ms": DURATION_BUCKETS}
+QUEUE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_HISTOGRAMS = {
+    "ttft_ms": TTFT_BUCKETS,
+    "duration_ms": DURATION_BUCKETS,
+    "queue_ms": QUEUE_BUCKETS,
+}
 TOTALS_SETTLE_SECONDS = 60.0  # a record this old has committed: the checkpoint may pass it
 
 
@@ -62,6 +76,8 @@ class Totals:
 
     requests: dict[tuple[str, str, str], int] = field(default_factory=lambda: defaultdict(int))
     tokens: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    # Requests refused for a limit or a busy server's queue, per (profile, reason).
+    refusals: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     histograms: dict[str, dict[str, list]] = field(
         default_factory=lambda: {name: {} for name in _HISTOGRAMS}
     )
@@ -72,6 +88,8 @@ class Totals:
         for name, (prompt, completion) in other.tokens.items():
             self.tokens[name][0] += prompt
             self.tokens[name][1] += completion
+        for key, n in other.refusals.items():
+            self.refusals[key] += n
         for field_name, per_profile in other.histograms.items():
             mine = self.histograms.setdefault(field_name, {})
             for name, (n, total, buckets) in per_profile.items():
@@ -85,6 +103,7 @@ class Totals:
         return {
             "requests": [[*key, n] for key, n in sorted(self.requests.items())],
             "tokens": [[name, *pair] for name, pair in sorted(self.tokens.items())],
+            "refusals": [[*key, n] for key, n in sorted(self.refusals.items())],
             "histograms": self.histograms,
             "bounds": {name: list(bounds) for name, bounds in _HISTOGRAMS.items()},
         }
@@ -96,6 +115,8 @@ class Totals:
             totals.requests[(profile, source, status)] = n
         for name, prompt, completion in data.get("tokens", ()):
             totals.tokens[name] = [prompt, completion]
+        for profile, reason, n in data.get("refusals", ()):
+            totals.refusals[(profile, reason)] = n
         bounds = data.get("bounds") or {}
         for field_name, per_profile in (data.get("histograms") or {}).items():
             # Buckets of another release's bounds cannot be added to these: that histogram
@@ -106,8 +127,8 @@ class Totals:
 
 
 def grouped_totals(records: QuerySet) -> Totals:
-    """The counters of `records`, in three grouped queries (one per profile and status, one
-    per histogram)."""
+    """The counters of `records`, in grouped queries (one per profile and status, one for the
+    refusals, one per histogram)."""
     totals = Totals()
     rows = (
         records.values_list("profile_name", "source", "status")
@@ -118,6 +139,14 @@ def grouped_totals(records: QuerySet) -> Totals:
         totals.requests[(profile, source, status)] += n
         totals.tokens[profile][0] += prompt or 0
         totals.tokens[profile][1] += completion or 0
+    refused = (
+        records.filter(error_code__in=REFUSAL_CODES)
+        .values_list("profile_name", "error_code")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for profile, reason, n in refused:
+        totals.refusals[(profile, reason)] += n
     for field_name, bounds in _HISTOGRAMS.items():
         # One conditional count per bucket, each bucket on its own (lower < value <= upper).
         edges = [None, *(bound * 1000 for bound in bounds)]
@@ -240,9 +269,26 @@ class UsageCollector:
                 states.add_metric(labels, 1 if shown == state else 0)
         yield states
         yield GaugeMetricFamily("mlxportal_servers_running", "Servers running.", value=running)
+        yield _histogram(
+            "mlxportal_queue_wait_seconds",
+            "Time a request waited in a server's fair queue before its turn (servers/sharing).",
+            totals.histograms["queue_ms"],
+            QUEUE_BUCKETS,
+        )
+        refusals = CounterMetricFamily(
+            "mlxportal_refusals",
+            "Requests refused for a person's limit or a busy server's queue, by reason.",
+            labels=["profile", "reason"],
+        )
+        for (name, reason), n in sorted(totals.refusals.items()):
+            refusals.add_metric([name, reason], n)
+        yield refusals
 
 
-def exposition() -> tuple[bytes, str]:
+def exposition(collectors: Iterable = ()) -> tuple[bytes, str]:
+    """The metrics of the usage records, and of `collectors` (the URLs add the fair queues')."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(UsageCollector())
+    for collector in collectors:
+        registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST

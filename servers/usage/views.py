@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, timedelta
 
 from django import forms
@@ -80,13 +81,14 @@ def usage_page(request: HttpRequest) -> HttpResponse:
 
 
 @public  # Prometheus: the view itself allows a client on this machine or the metrics token
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus metrics: from localhost, or with `Authorization: Bearer <METRICS_TOKEN>`."""
+def metrics_view(request: HttpRequest, collectors: Iterable = ()) -> HttpResponse:
+    """Prometheus metrics: from localhost, or with `Authorization: Bearer <METRICS_TOKEN>`.
+    `collectors` (from the URL's wiring) add their metrics: the fair queues'."""
     if not metrics.allowed(request):
         return HttpResponse(
             "Metrics are served to localhost, or with Authorization: Bearer <METRICS_TOKEN>.\n",
             status=403,
             content_type="text/plain",
         )
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(collectors)
     return HttpResponse(body, content_type=content_type)
