@@ -176,6 +176,45 @@ def portal_profile(server) -> tuple[str, str]:
     return profile.slug, create_api_key(user, "bench").secret
 
 
+def limited_profile(server) -> tuple[str, str]:
+    """Another profile on `server`, limited to a group, and the key of a member (not an admin)
+    of that group with limits none of the runs reaches (docs/sharing.md): the gateway reads the
+    member's groups and limits, the profile's group rule, and counts every request in Redis."""
+    import psutil
+    from django.contrib.auth.models import Group
+    from django.utils import timezone
+
+    from accounts.api_keys import create_api_key
+    from accounts.models import Limits, User
+    from models_catalog.models import Host
+    from servers.models import ServerInstance, ServerProfile, State
+
+    member = User.objects.create_user(
+        username="bench-member", email="bench-member@example.com", password=None,
+        status="approved",
+    )  # fmt: skip
+    team = Group.objects.create(name="Bench team")
+    Limits.objects.create(
+        group=team, requests_per_minute=Limits.MAX_REQUESTS_PER_MINUTE,
+        tokens_per_day=Limits.MAX_TOKENS_PER_DAY, concurrent_requests=1000,
+    )  # fmt: skip
+    member.groups.add(team)
+    profile = ServerProfile.objects.create(
+        name="Bench tiny limited", slug="bench-tiny-limited", model_id=MODEL,
+        port=server.port + 1, owner=admin_user(), host=Host.objects.this_machine(),
+        max_tokens=4096,
+    )  # fmt: skip
+    profile.allowed_groups.add(team)
+    now = timezone.now()
+    ServerInstance.objects.update_or_create(
+        profile=profile,
+        defaults={"state": State.RUNNING, "desired_state": "running", "port": server.port,
+                  "pid": server.pid, "started_at": now, "ready_at": now,
+                  "process_create_time": psutil.Process(server.pid).create_time()},
+    )  # fmt: skip
+    return profile.slug, create_api_key(member, "bench").secret
+
+
 def install_litellm() -> str:
     """Create LiteLLM's own venv and `pip install 'litellm[proxy]'` into it when missing
     (never into the portal's venv); returns why it could not, else ""."""
@@ -306,6 +345,13 @@ def main() -> None:
         "not go idle between tokens: on a VM slow to wake an idle CPU, this shows how much of "
         "a c = 1 figure is the wake-up (docs/benchmarks.md 1h); it slows c >= 4",
     )
+    parser.add_argument(
+        "--with-limits",
+        action="store_true",
+        help="add a 'portal+limits' target: a member (not an admin) of a group with limits "
+        "that no run reaches, calling a profile limited to that group: the cost of fair "
+        "sharing's checks and counts (docs/sharing.md)",
+    )
     args = parser.parse_args()
     print_machine()
     # Before anything runs: the first run installs LiteLLM into its own venv (minutes).
@@ -331,6 +377,9 @@ def main() -> None:
             Target("direct", f"{server.url}/v1", "default_model"),
             Target("portal", f"{portal}/v1", slug, key),
         ]
+        if args.with_limits:
+            limited_slug, limited_key = limited_profile(server)
+            targets.append(Target("portal+limits", f"{portal}/v1", limited_slug, limited_key))
         for interval in args.stream_intervals:
             url = bench.start_web(MLX_PORTAL_GATEWAY_STREAM_INTERVAL_MS=str(interval))
             targets.append(Target(f"portal {interval}ms", f"{url}/v1", slug, key))

@@ -310,34 +310,40 @@ def enter(user, profile: ServerProfile, limits: UserLimits) -> Ticket:
     ticket = Ticket(profile, user.pk, uuid.uuid4().hex, "open")
     if _redis.down:
         return ticket
+    tokens_key = _tokens_key(user.pk, day_start())
+    slots = profile.slots
+    args = (
+        profile.pk,
+        user.pk,
+        ticket.id,
+        _now_ms(),
+        _lease_ms(),
+        slots,
+        max(1, slots - profile.reserved_slots),
+        profile.queue_length,
+        max(1, profile.queue_length // 2),
+        -1 if limits.requests_per_minute is None else limits.requests_per_minute,
+        -1 if limits.concurrent_requests is None else limits.concurrent_requests,
+        -1 if limits.tokens_per_day is None else limits.tokens_per_day,
+        tokens_key,
+    )
     try:
-        if limits.tokens_per_day is not None:
-            used = tokens_today(user.pk)
-            if used >= limits.tokens_per_day:
-                raise _limit_refusal("tokens_per_day", limits, _until_tomorrow() * 1000, used=used)
-        slots = profile.slots
-        answer = _redis.run(
-            "acquire",
-            profile.pk,
-            user.pk,
-            ticket.id,
-            _now_ms(),
-            _lease_ms(),
-            slots,
-            max(1, slots - profile.reserved_slots),
-            profile.queue_length,
-            max(1, profile.queue_length // 2),
-            -1 if limits.requests_per_minute is None else limits.requests_per_minute,
-            -1 if limits.concurrent_requests is None else limits.concurrent_requests,
-        )
+        answer = _redis.run("acquire", *args)
+        if answer[0] == b"count":  # today's tokens not counted in Redis yet (or any more)
+            tokens_today(user.pk)
+            answer = _redis.run("acquire", *args)
     except redis.RedisError as error:
         _redis.failed(error)
         return ticket
     state = answer[0].decode()
+    if state == "count":  # the count vanished again at once (a FLUSHDB): not counted now
+        return ticket
     if state == "refused":
         code = answer[1].decode()
         if code.startswith("queue_"):
             raise _queue_refusal(code, profile)
+        if code == "tokens_per_day":
+            raise _limit_refusal(code, limits, _until_tomorrow() * 1000, used=int(answer[3]))
         raise _limit_refusal(code, limits, int(answer[2]))
     ticket.state = state
     if state == "queued":

@@ -1,13 +1,22 @@
 -- A request asks for a turn. ARGV: prefix, profile, user, ticket, now (ms), lease (ms),
 -- slots, cap (slots one user may hold), queue length, the user's share of the queue,
--- requests per minute (-1: none), requests in flight (-1: none).
--- Returns {"admitted"}, {"queued", waiting} or {"refused", reason, retry after (ms)}.
+-- requests per minute (-1: none), requests in flight (-1: none), tokens per day (-1: none),
+-- today's tokens key.
+-- Returns {"admitted"}, {"queued", waiting}, {"refused", reason, retry after (ms), used} or
+-- {"count"} (today's tokens are not counted in Redis: rebuild the count, then ask again).
 local uid, ticket = ARGV[3], ARGV[4]
 local now, lease = tonumber(ARGV[5]), tonumber(ARGV[6])
 local slots, cap = tonumber(ARGV[7]), tonumber(ARGV[8])
 local queue_length, share = tonumber(ARGV[9]), tonumber(ARGV[10])
 local rpm, concurrent = tonumber(ARGV[11]), tonumber(ARGV[12])
+local tokens_limit, tokens_key = tonumber(ARGV[13]), ARGV[14]
 local until_ = now + lease
+
+if tokens_limit >= 0 then
+  local used = redis.call('HGET', tokens_key, 'n')
+  if not used then return {'count'} end
+  if tonumber(used) >= tokens_limit then return {'refused', 'tokens_per_day', 0, tonumber(used)} end
+end
 
 redis.call('HSET', CONF, 'slots', slots, 'cap', cap)
 tidy(now)
