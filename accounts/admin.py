@@ -1,21 +1,26 @@
-"""The Django admin for users: status filter, approval and admin-rights bulk actions.
+"""The Django admin for users: status filter, approval and admin-rights bulk actions; groups
+and limits (an inline on the group and on the user, and a page of their own).
 
 Every change goes through `accounts.approval`, so the last active admin cannot be demoted,
-disabled or deleted here either (change form, bulk actions, delete view, bulk delete).
+disabled or deleted here either (change form, bulk actions, delete view, bulk delete). A
+change of a group or of limits is one audit entry, as on the Groups page (`accounts.groups`).
 """
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from accounts import approval
+from accounts import approval, groups
 from accounts.audit import log as audit
-from accounts.forms import AdminUserChangeForm, AdminUserCreationForm
-from accounts.models import ApiKey, User
+from accounts.forms import AdminGroupForm, AdminUserChangeForm, AdminUserCreationForm
+from accounts.models import ApiKey, Limits, User
+from accounts.teams import LIMIT_FIELDS
 
 
 def _report(modeladmin, request, changed, verb: str) -> None:
@@ -26,8 +31,92 @@ def _report(modeladmin, request, changed, verb: str) -> None:
         modeladmin.message_user(request, "Nothing to change.", messages.INFO)
 
 
+class GroupLimitsInline(admin.StackedInline):
+    model = Limits
+    fk_name = "group"
+    fields = LIMIT_FIELDS
+    max_num = 1
+    verbose_name_plural = "limits (blank: no limit)"
+
+
+class UserLimitsInline(GroupLimitsInline):
+    fk_name = "user"
+    verbose_name_plural = "own limits, overriding the groups' (blank: the groups')"
+
+
+class LimitsRecorded:
+    """Records a change of the limits inline as one audit entry (`accounts.groups`)."""
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not Limits:
+            return super().save_formset(request, form, formset, change)
+        owner = form.instance
+        before = groups.limits_of(owner) if change else dict.fromkeys(LIMIT_FIELDS)
+        super().save_formset(request, form, formset, change)
+        groups.record_limits(owner, before, by=request.user)
+        return None
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(LimitsRecorded, DjangoGroupAdmin):
+    form = AdminGroupForm
+    inlines = [GroupLimitsInline]
+    list_display = ("name", "member_count")
+
+    @admin.display(description="members")
+    def member_count(self, group: Group) -> int:
+        return group.user_set.count()
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            audit.record(request.user, audit.Action.GROUP_CREATE, obj, after={"name": obj.name})
+        elif "name" in form.changed_data:
+            audit.record(
+                request.user, audit.Action.GROUP_RENAME, obj,
+                before={"name": form.initial["name"]}, after={"name": obj.name},
+            )  # fmt: skip
+
+    def delete_model(self, request, obj):
+        groups.delete_group(obj, by=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for group in queryset:
+            groups.delete_group(group, by=request.user)
+
+
+@admin.register(Limits)
+class LimitsAdmin(admin.ModelAdmin):
+    list_display = ("__str__", *LIMIT_FIELDS, "updated_at")
+    list_filter = (("group", admin.EmptyFieldListFilter),)
+    search_fields = ("group__name", "user__email")
+    fields = ("group", "user", *LIMIT_FIELDS)
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("group", "user") if obj is not None else ()
+
+    def save_model(self, request, obj, form, change):
+        owner = obj.group or obj.user
+        before = groups.limits_of(owner) if change else dict.fromkeys(LIMIT_FIELDS)
+        super().save_model(request, obj, form, change)
+        groups.record_limits(owner, before, by=request.user)
+
+    def delete_model(self, request, obj):
+        self.delete_queryset(request, Limits.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        for row in queryset.select_related("group", "user"):
+            owner = row.group or row.user
+            before = groups.limits_of(owner)
+            row.delete()
+            groups.record_limits(owner, before, by=request.user)
+
+
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(LimitsRecorded, DjangoUserAdmin):
     form = AdminUserChangeForm
     add_form = AdminUserCreationForm
     list_display = (
@@ -72,6 +161,9 @@ class UserAdmin(DjangoUserAdmin):
         ),
     )
     actions = ["approve", "disable", "make_admin", "remove_admin", "delete_selected"]
+
+    def get_inlines(self, request, obj):
+        return [UserLimitsInline] if obj is not None else []
 
     # Single-object paths -------------------------------------------------------------------
 

@@ -1,10 +1,13 @@
 from django import forms
 from django.contrib.auth.forms import AdminUserCreationForm as DjangoAdminUserCreationForm
 from django.contrib.auth.forms import UserChangeForm
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 
-from accounts import approval
-from accounts.models import ApiKey, User
+from accounts import approval, groups
+from accounts.models import ApiKey, Limits, User
+from accounts.teams import LIMIT_FIELDS, LIMIT_NAMES
+from common.bounds import bounds
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -82,9 +85,96 @@ class AdminUserChangeForm(UserChangeForm):
         return cleaned
 
 
+class AdminGroupForm(forms.ModelForm):
+    """The Django admin's group form: the name checked as on the Groups page."""
+
+    class Meta:
+        model = Group
+        fields = ["name", "permissions"]
+
+    def clean_name(self) -> str:
+        return groups.checked_name(self.cleaned_data["name"], other_than=self.instance)
+
+
 class AdminUserCreationForm(DjangoAdminUserCreationForm):
     """The Django admin's add-user form, asking for the email too (it signs in with it)."""
 
     class Meta(DjangoAdminUserCreationForm.Meta):
         model = User
         fields = ("username", "email")
+
+
+# Groups and limits (the Groups and Users pages) ----------------------------------------------
+
+
+class GroupForm(forms.Form):
+    """A group's name: required, stored without spaces at the ends, unique whatever its case."""
+
+    name = forms.CharField(
+        max_length=groups.NAME_MAX_LENGTH,
+        error_messages={
+            "required": "Give the group a name, e.g. “Research”.",
+            "max_length": f"Keep the name to {groups.NAME_MAX_LENGTH} characters or fewer.",
+        },
+        widget=forms.TextInput(attrs={"placeholder": "e.g. Research", "autocomplete": "off"}),
+    )
+
+    def __init__(self, *args, group: Group | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.group = group
+
+    def clean_name(self) -> str:
+        return groups.checked_name(self.cleaned_data["name"], other_than=self.group)
+
+
+class GroupMembersForm(forms.Form):
+    members = forms.ModelMultipleChoiceField(
+        queryset=User.objects.order_by("email"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"invalid_choice": "Pick members from the list; reload the page and retry."},
+    )
+
+
+def _limit_field(name: str) -> forms.IntegerField:
+    model_field = Limits._meta.get_field(name)
+    low, high = bounds(model_field)
+    message = (
+        f"{LIMIT_NAMES[name].capitalize()}: use a whole number from {low:,} to {high:,}, or "
+        "leave it blank for no limit."
+    )
+    return forms.IntegerField(
+        label=str(model_field.verbose_name).capitalize(),
+        required=False,
+        min_value=low,
+        max_value=high,
+        help_text=model_field.help_text,
+        error_messages={"invalid": message, "min_value": message, "max_value": message},
+    )
+
+
+class LimitsForm(forms.Form):
+    """The limits of a group or a person's own (`accounts.groups.set_limits`): each blank = no
+    limit, bounded as `accounts.models.Limits` says."""
+
+    requests_per_minute = _limit_field("requests_per_minute")
+    tokens_per_day = _limit_field("tokens_per_day")
+    concurrent_requests = _limit_field("concurrent_requests")
+
+    def limits(self) -> dict[str, int | None]:
+        return {name: self.cleaned_data.get(name) for name in LIMIT_FIELDS}
+
+
+class UserSharingForm(LimitsForm):
+    """A person's groups and their own limits, which override their groups' (the Users page)."""
+
+    groups = forms.ModelMultipleChoiceField(
+        queryset=Group.objects.order_by("name"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"invalid_choice": "Pick groups from the list; reload the page and retry."},
+    )
+    field_order = ["groups", *LIMIT_FIELDS]
+
+    def group_names(self) -> list[str]:
+        return [group.name for group in self.cleaned_data["groups"]]

@@ -113,6 +113,9 @@ def _change_form_data(user: User, **changes) -> dict:
         "last_login_1": "",
         "date_joined_0": "2026-01-01",
         "date_joined_1": "00:00:00",
+        # The management form of the limits inline, as a browser sends it (no limits row).
+        "limits-TOTAL_FORMS": "0",
+        "limits-INITIAL_FORMS": "0",
     }
     data.update(changes)
     return {key: value for key, value in data.items() if value != ""}
