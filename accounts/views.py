@@ -2,15 +2,23 @@
 `accounts.api_keys`, render a page or its named partial."""
 
 from django.contrib import messages
-from django.db.models import Count
+from django.contrib.auth.models import Group
+from django.db.models import Count, Prefetch
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts import approval
+from accounts import approval, groups
 from accounts.access import staff_only
 from accounts.api_keys import create_api_key, revoke_api_key
-from accounts.forms import ApiKeyForm, UserFilterForm
+from accounts.forms import (
+    ApiKeyForm,
+    GroupForm,
+    GroupMembersForm,
+    LimitsForm,
+    UserFilterForm,
+    UserSharingForm,
+)
 from accounts.models import ApiKey, User
 
 
@@ -54,7 +62,11 @@ def users(request: HttpRequest) -> HttpResponse:
     form = UserFilterForm(request.GET)
     context = {
         "form": form,
-        "users": form.filter(User.objects.select_related("approved_by").order_by("-date_joined")),
+        "users": form.filter(
+            User.objects.select_related("approved_by", "limits")
+            .prefetch_related(Prefetch("groups", Group.objects.order_by("name")))
+            .order_by("-date_joined")
+        ),
         "status_options": _status_options(),
         "selected_status": form["status"].value() or "",
     }
@@ -94,9 +106,118 @@ def user_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 
 
 @staff_only
+@require_http_methods(["GET", "POST"])
+def user_sharing(request: HttpRequest, pk: int) -> HttpResponse:
+    """A person's groups and their own limits (overriding their groups')."""
+    person = get_object_or_404(User, pk=pk)
+    if request.method == "POST":
+        form = UserSharingForm(request.POST)
+        if form.is_valid():
+            changed = approval.set_groups(person, form.group_names(), by=request.user)
+            changed |= groups.set_limits(person, form.limits(), by=request.user)
+            done = "saved" if changed else "unchanged"
+            messages.success(request, f"Groups and limits of {person} {done}.")
+            return redirect("accounts:user-sharing", pk=person.pk)
+    else:
+        initial = {"groups": list(person.groups.all()), **groups.limits_of(person)}
+        form = UserSharingForm(initial=initial)
+    context = {"person": person, "form": form, "applying": groups.applying(person)}
+    return render(request, "accounts/user_sharing.html", context)
+
+
+@staff_only
 @require_GET
 def pending_badge(request: HttpRequest) -> HttpResponse:
     return render(request, "base.html#pending-badge", {"pending_count": approval.pending_count()})
+
+
+# Groups page (admins) ---------------------------------------------------------------------
+
+
+@staff_only
+@require_http_methods(["GET", "POST"])
+def group_list(request: HttpRequest) -> HttpResponse:
+    """The groups with their members and limits; a new group made here."""
+    form = GroupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        group = groups.create_group(form.cleaned_data["name"], by=request.user)
+        messages.success(request, f"Group “{group.name}” created: add its members and limits.")
+        return redirect("accounts:group", pk=group.pk)
+    rows = (
+        Group.objects.select_related("limits")
+        .annotate(member_count=Count("user", distinct=True))
+        .prefetch_related("server_profiles")
+        .order_by("name")
+    )
+    return render(request, "accounts/groups.html", {"form": form, "groups": rows})
+
+
+def _group_page(request: HttpRequest, group: Group, **forms) -> HttpResponse:
+    context = {
+        "group": group,
+        "name_form": forms.get("name_form") or GroupForm(initial={"name": group.name}),
+        "members_form": forms.get("members_form")
+        or GroupMembersForm(initial={"members": list(group.user_set.all())}),
+        "limits_form": forms.get("limits_form") or LimitsForm(initial=groups.limits_of(group)),
+        "profiles": group.server_profiles.order_by("name"),
+    }
+    return render(request, "accounts/group.html", context)
+
+
+@staff_only
+@require_GET
+def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _group_page(request, get_object_or_404(Group, pk=pk))
+
+
+@staff_only
+@require_POST
+def group_rename(request: HttpRequest, pk: int) -> HttpResponse:
+    group = get_object_or_404(Group, pk=pk)
+    old = group.name
+    form = GroupForm(request.POST, group=group)
+    if not form.is_valid():
+        return _group_page(request, group, name_form=form)
+    if groups.rename_group(group, form.cleaned_data["name"], by=request.user):
+        messages.success(request, f"Group “{old}” renamed “{group.name}”.")
+    return redirect("accounts:group", pk=group.pk)
+
+
+@staff_only
+@require_POST
+def group_members(request: HttpRequest, pk: int) -> HttpResponse:
+    group = get_object_or_404(Group, pk=pk)
+    form = GroupMembersForm(request.POST)
+    if not form.is_valid():
+        return _group_page(request, group, members_form=form)
+    changed = groups.set_members(group, form.cleaned_data["members"], by=request.user)
+    messages.success(request, f"Members of “{group.name}” {'saved' if changed else 'unchanged'}.")
+    return redirect("accounts:group", pk=group.pk)
+
+
+@staff_only
+@require_POST
+def group_limits(request: HttpRequest, pk: int) -> HttpResponse:
+    group = get_object_or_404(Group, pk=pk)
+    form = LimitsForm(request.POST)
+    if not form.is_valid():
+        return _group_page(request, group, limits_form=form)
+    changed = groups.set_limits(group, form.limits(), by=request.user)
+    messages.success(request, f"Limits of “{group.name}” {'saved' if changed else 'unchanged'}.")
+    return redirect("accounts:group", pk=group.pk)
+
+
+@staff_only
+@require_http_methods(["GET", "POST"])
+def group_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Asks first, saying what the deletion touches; deletes on POST."""
+    group = get_object_or_404(Group, pk=pk)
+    if request.method == "POST":
+        groups.delete_group(group, by=request.user)
+        messages.success(request, f"Group “{group.name}” deleted.")
+        return redirect("accounts:groups")
+    context = {"group": group, "reach": groups.reach(group)}
+    return render(request, "accounts/group_confirm_delete.html", context)
 
 
 # API keys ---------------------------------------------------------------------------------

@@ -40,7 +40,10 @@ def log_in():
 def stored(member, make_user, hub, settings, tmp_path):
     """Objects of `member`, with markers in their text, and a model in the Hugging Face cache;
     pages that ask the Hub ask the local fake one. Returns {token: what holds its marker}."""
+    from django.contrib.auth.models import Group
+
     from accounts.api_keys import create_api_key
+    from accounts.models import Limits
     from models_catalog.models import Download, Host
     from servers.chat.render import render_markdown
     from servers.models import Conversation, Message, ServerProfile, State, UsageRecord
@@ -66,6 +69,7 @@ def stored(member, make_user, hub, settings, tmp_path):
         "sm": "a download's state reason",
         "sn": "a user's email",
         "so": "a usage record's profile name",
+        "sp": "a group's name",
     }
     m = {token: marker(token) for token in where}
     profile = ServerProfile.objects.create(
@@ -87,6 +91,11 @@ def stored(member, make_user, hub, settings, tmp_path):
         state=Download.State.FAILED, error=m["sl"], state_reason=m["sm"],
     )  # fmt: skip
     make_user(f"{m['sn']}@example.com", status="pending")
+    group = Group.objects.create(name=m["sp"])
+    group.user_set.add(member)
+    Limits.objects.create(group=group, requests_per_minute=60)
+    Limits.objects.create(user=member, tokens_per_day=1000)
+    profile.allowed_groups.add(group)
     UsageRecord.objects.create(
         user=member, profile=profile, profile_name=m["so"], host=host, source="chat",
         endpoint="chat/completions", status="ok",

@@ -149,6 +149,9 @@ STAFF_ONLY = [url for url in URLS if _staff_only(url)]
 def test_admin_pages_are_found_by_their_marking_not_a_list():
     names = {url.name for url in STAFF_ONLY}
     assert {"accounts:users", "accounts:user-action", "accounts:pending-badge"} <= names
+    assert {"accounts:user-sharing", "accounts:groups", "accounts:group"} <= names
+    assert {"accounts:group-rename", "accounts:group-members", "accounts:group-limits"} <= names
+    assert "accounts:group-delete" in names
     assert "catalog:hub-token" in names  # the portal's Hugging Face token
     assert all(url.name not in OPEN_TO_SIGNED_IN for url in STAFF_ONLY)
 
@@ -268,6 +271,7 @@ def test_approved_members_and_admins_reach_their_pages(member_client, admin_memb
     admin = Client()
     admin.force_login(admin_member)
     assert admin.get("/users/").status_code == 200
+    assert admin.get("/groups/").status_code == 200
     assert admin.get("/admin/").status_code == 200
 
 
@@ -454,6 +458,7 @@ def test_a_superuser_without_staff_flag_has_the_same_admin_rights(make_user, own
     private = _object_walk(client, owned, OWNER)
     assert {r.status_code for *_, r in private} <= {403, 404, 405}
     assert client.get(reverse("accounts:users")).status_code == 200
+    assert client.get(reverse("accounts:groups")).status_code == 200
 
 
 def test_members_read_only_the_audit_entries_about_their_account_and_what_they_own(

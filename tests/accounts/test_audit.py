@@ -20,7 +20,7 @@ from accounts import approval
 from accounts.api_keys import create_api_key
 from accounts.audit import log as audit
 from accounts.audit.models import AppendOnlyError, AuditEntry
-from accounts.models import User
+from accounts.models import Limits, User
 from models_catalog.models import Download, Host
 from servers import operations
 from servers.models import ServerInstance, State
@@ -82,6 +82,45 @@ def someone_admin(w: World) -> User:
 def someone_and_a_group(w: World) -> User:
     Group.objects.create(name="interns")
     return someone(w)
+
+
+def a_group(w: World) -> Group:
+    group = Group.objects.create(name="Research")
+    group.user_set.add(w.member)
+    return group
+
+
+def a_group_with_limits(w: World) -> Group:
+    group = a_group(w)
+    Limits.objects.create(group=group, requests_per_minute=60)
+    return group
+
+
+def own_limits(w: World) -> User:
+    Limits.objects.create(user=w.member, tokens_per_day=1000)
+    return w.member
+
+
+NO_LIMITS = {"requests_per_minute": "", "tokens_per_day": "", "concurrent_requests": ""}
+
+
+def limits_page(name: str, **values):
+    return lambda w, obj: post(w.admin_client, name, obj.pk, data={**NO_LIMITS, **values})
+
+
+def limits_inline(row: Limits | None = None, **values) -> dict:
+    """The Django admin's limits inline as a browser posts it."""
+    data = {"limits-TOTAL_FORMS": "1", "limits-INITIAL_FORMS": "1" if row else "0",
+            "limits-0-id": row.pk if row else ""}  # fmt: skip
+    for name in NO_LIMITS:
+        data[f"limits-0-{name}"] = values.get(name, getattr(row, name, None) or "")
+    return data
+
+
+def group_admin(w: World, group: Group | None, **data):
+    url = f"/admin/auth/group/{group.pk}/change/" if group else "/admin/auth/group/add/"
+    response = w.admin_client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:3000]
 
 
 def a_key(w: World):
@@ -166,6 +205,45 @@ ACTIONS = [
      lambda w, u: admin_change(w, u, groups=[Group.objects.get().pk])),
     ("account deleted in the Django admin", A.USER_DELETE, "admin", someone,
      lambda w, u: w.admin_client.post(f"/admin/accounts/user/{u.pk}/delete/", {"post": "yes"})),
+    ("groups set on the Users page", A.GROUPS, "admin", someone_and_a_group,
+     lambda w, u: post(w.admin_client, "accounts:user-sharing", u.pk,
+                       data={**NO_LIMITS, "groups": [Group.objects.get().pk]})),
+    ("own limits set on the Users page", A.LIMITS, "admin", None,
+     lambda w, _: limits_page("accounts:user-sharing", tokens_per_day="5")(w, w.member)),
+    ("own limits removed on the Users page", A.LIMITS, "admin", own_limits,
+     limits_page("accounts:user-sharing")),
+    ("group created", A.GROUP_CREATE, "admin", None,
+     lambda w, _: post(w.admin_client, "accounts:groups", data={"name": "Research"})),
+    ("group renamed", A.GROUP_RENAME, "admin", a_group,
+     lambda w, g: post(w.admin_client, "accounts:group-rename", g.pk, data={"name": "Lab"})),
+    ("group members set", A.GROUP_MEMBERS, "admin", a_group,
+     lambda w, g: post(w.admin_client, "accounts:group-members", g.pk,
+                       data={"members": [w.admin.pk]})),
+    ("group limits set", A.LIMITS, "admin", a_group, limits_page("accounts:group-limits",
+                                                                 concurrent_requests="2")),
+    ("group limits changed", A.LIMITS, "admin", a_group_with_limits,
+     limits_page("accounts:group-limits", requests_per_minute="30")),
+    ("group limits removed", A.LIMITS, "admin", a_group_with_limits,
+     limits_page("accounts:group-limits")),
+    ("group deleted", A.GROUP_DELETE, "admin", a_group_with_limits,
+     lambda w, g: post(w.admin_client, "accounts:group-delete", g.pk)),
+    ("group created in the Django admin", A.GROUP_CREATE, "admin", None,
+     lambda w, _: group_admin(w, None, name="Research", **limits_inline())),
+    ("group renamed in the Django admin", A.GROUP_RENAME, "admin", a_group,
+     lambda w, g: group_admin(w, g, name="Lab", **limits_inline())),
+    ("group limits set in the Django admin", A.LIMITS, "admin", a_group,
+     lambda w, g: group_admin(w, g, name=g.name, **limits_inline(requests_per_minute="9"))),
+    ("group deleted in the Django admin", A.GROUP_DELETE, "admin", a_group_with_limits,
+     lambda w, g: w.admin_client.post(f"/admin/auth/group/{g.pk}/delete/", {"post": "yes"})),
+    ("own limits changed in the Django admin's user", A.LIMITS, "admin", own_limits,
+     lambda w, u: admin_change(w, u, **limits_inline(Limits.objects.get(user=u),
+                                                     tokens_per_day="7"))),
+    ("limits changed on their Django admin page", A.LIMITS, "admin", a_group_with_limits,
+     lambda w, g: w.admin_client.post(f"/admin/accounts/limits/{g.limits.pk}/change/",
+                                      {**NO_LIMITS, "requests_per_minute": "1"})),
+    ("limits deleted on their Django admin page", A.LIMITS, "admin", a_group_with_limits,
+     lambda w, g: w.admin_client.post(f"/admin/accounts/limits/{g.limits.pk}/delete/",
+                                      {"post": "yes"})),
     ("API key created", A.KEY_CREATE, "member", None,
      lambda w, _: post(w.member_client, "accounts:api-keys", data={"name": "laptop"})),
     ("API key revoked", A.KEY_REVOKE, "member", a_key,

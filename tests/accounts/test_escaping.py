@@ -325,6 +325,8 @@ def walk(walker: Walker, targets: list[str]) -> None:
 def test_no_text_html_answer_pastes_a_marker_unescaped(
     role, stored, member, admin_member, make_user
 ):
+    from django.contrib.auth.models import Group
+
     from models_catalog.models import Download
     from servers.models import Conversation, ServerProfile
 
@@ -332,6 +334,7 @@ def test_no_text_html_answer_pastes_a_marker_unescaped(
     in_path = walker.token("a path parameter")
     pks = {obj.pk for model in (Download, Conversation) for obj in model.objects.all()}
     pks |= {member.pk, admin_member.pk}
+    pks |= set(Group.objects.values_list("pk", flat=True))  # the stored group's pages
     targets = [url.path for url in all_urls()]
     targets += [url.path for url in urls_with_text(path_marker(in_path))]
     targets.append(f"/no-such-page/{path_marker(in_path)}/")
