@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 from django import forms
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.utils.text import slugify
 
+from common.bounds import bounds
 from models_catalog.models import Host
 from models_catalog.validators import validate_repo_id
 from servers.models import ServerProfile
@@ -22,8 +24,28 @@ from servers.validation import (
 
 RESERVED_SLUGS = {"new", "picker", "hosts", "usage", "chat"}
 
+# The fair queue's fields (servers/sharing), bounded by the model's validators; what a blank
+# means where it may be blank.
+SHARING_FIELDS = {
+    "max_in_flight": "or leave it blank for the decode concurrency",
+    "reserved_slots": "",
+    "queue_length": "",
+    "queue_wait_seconds": "",
+}
+
 
 class ServerProfileForm(forms.ModelForm):
+    # Only an admin sees and sets it, when editing (a new profile is open to everyone until an
+    # admin limits it); a member's form keeps the profile's groups whatever is posted.
+    allowed_groups = forms.ModelMultipleChoiceField(
+        queryset=Group.objects.order_by("name"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Only for these groups",
+        help_text=ServerProfile._meta.get_field("allowed_groups").help_text,
+        error_messages={"invalid_choice": "Pick groups from the list; reload the page and retry."},
+    )
+
     chat_template_args = forms.CharField(
         label="Chat-template args",
         required=False,
@@ -47,6 +69,7 @@ class ServerProfileForm(forms.ModelForm):
             "draft_model_id", "num_draft_tokens", "prompt_cache_size", "decode_concurrency",
             "prompt_concurrency", "kv_bits", "adapter_path", "trust_remote_code",
             "auto_start", "idle_timeout_minutes", "allow_on_demand",
+            "max_in_flight", "reserved_slots", "queue_length", "queue_wait_seconds",
         ]  # fmt: skip
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
@@ -130,6 +153,11 @@ class ServerProfileForm(forms.ModelForm):
                 field.widget.attrs["step"] = "0.01"
             if not field.help_text:
                 field.help_text = f"{low:g} to {high:g}: {meaning}."
+        self._bound_sharing_fields()
+        if user is not None and user.is_admin and self.instance.pk:
+            self.initial["allowed_groups"] = list(self.instance.allowed_groups.order_by("name"))
+        else:
+            del self.fields["allowed_groups"]
         if user is not None and not user.is_admin:
             # A member may turn it off (their profile, turned on by an admin), never on.
             if self.instance.pk and self.instance.trust_remote_code:
@@ -139,6 +167,31 @@ class ServerProfileForm(forms.ModelForm):
                 )
             else:
                 self.fields["trust_remote_code"].disabled = True
+
+    def _bound_sharing_fields(self) -> None:
+        """The fair queue's fields with the model's bounds and one message saying them."""
+        for name, blank in SHARING_FIELDS.items():
+            old = self.fields[name]
+            low, high = bounds(ServerProfile._meta.get_field(name))
+            message = f"{old.label}: use a whole number from {low:,} to {high:,}"
+            message += f", {blank}." if blank else "."
+            self.fields[name] = forms.IntegerField(
+                label=old.label,
+                required=old.required,
+                initial=old.initial,
+                help_text=old.help_text,
+                min_value=low,
+                max_value=high,
+                error_messages={"invalid": message, "min_value": message, "max_value": message},
+            )
+
+    def _save_m2m(self) -> None:
+        super()._save_m2m()
+        if "allowed_groups" in self.fields:
+            self.instance.allowed_groups.set(self.cleaned_data["allowed_groups"])
+
+    def clean_allowed_groups(self) -> list[Group]:
+        return sorted(self.cleaned_data["allowed_groups"], key=lambda group: group.name)
 
     def suggested_port(self) -> int | None:
         host = Host.objects.this_machine()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
@@ -166,6 +167,22 @@ class ServerProfile(models.Model):
     def slots(self) -> int:
         """Requests the portal admits to the server at once."""
         return slots(self.max_in_flight, self.decode_concurrency)
+
+    def clean(self) -> None:
+        """The rule between the fair-queue fields (the portal's form and the Django admin)."""
+        super().clean()
+        if message := self.reserved_slots_error():
+            raise ValidationError({"reserved_slots": message})
+
+    def reserved_slots_error(self) -> str | None:
+        """One person may hold the requests at once minus the slots kept for others, so at
+        least one slot must be left for them (servers/sharing)."""
+        if self.reserved_slots is None or self.reserved_slots < self.slots:
+            return None
+        return (
+            "Keep at least one slot for the person using it: slots kept for others must be "
+            f"fewer than requests at once ({self.slots})."
+        )
 
     def get_instance(self) -> ServerInstance:
         """This profile's instance row, created (stopped) on first use."""

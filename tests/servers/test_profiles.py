@@ -3,8 +3,12 @@
 import socket
 
 import pytest
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.test import Client
 from django.urls import reverse
 
+from accounts.audit.models import AuditEntry
 from models_catalog.models import Host
 from servers.forms import ServerProfileForm
 from servers.models import ServerInstance, ServerProfile, State
@@ -35,6 +39,10 @@ def valid_data(**overrides) -> dict:
         "adapter_path": "",
         "idle_timeout_minutes": "0",
         "allow_on_demand": "on",
+        "max_in_flight": "",
+        "reserved_slots": "1",
+        "queue_length": "64",
+        "queue_wait_seconds": "120",
     }
     data.update(overrides)
     return data
@@ -73,6 +81,41 @@ INVALID = [
     ("adapter missing config", {"adapter_path": "missing"}, "adapter_config.json"),
     ("idle timeout negative", {"idle_timeout_minutes": "-1"}, "greater than or equal to 0"),
     ("idle timeout too long", {"idle_timeout_minutes": "999999"}, "0 to 10080"),
+    (
+        "requests at once zero",
+        {"max_in_flight": "0"},
+        "Requests at once: use a whole number "
+        "from 1 to 1,024, or leave it blank for the decode concurrency.",
+    ),
+    ("requests at once huge", {"max_in_flight": "1025"}, "from 1 to 1,024"),
+    (
+        "slots kept negative",
+        {"reserved_slots": "-1"},
+        "Slots kept for others: use a whole number from 0 to 1,024.",
+    ),
+    ("slots kept blank", {"reserved_slots": ""}, "This field is required"),
+    (
+        "queue too long",
+        {"queue_length": "10001"},
+        "Queue length: use a whole number from 0 to 10,000.",
+    ),
+    (
+        "wait zero",
+        {"queue_wait_seconds": "0"},
+        "Longest wait (seconds): use a whole number from 1 to 3,600.",
+    ),
+    ("wait not a number", {"queue_wait_seconds": "soon"}, "from 1 to 3,600"),
+    (
+        "slots kept equal to requests at once",
+        {"max_in_flight": "4", "reserved_slots": "4"},
+        "Keep at least one slot for the person using it: slots kept for others must be fewer "
+        "than requests at once (4).",
+    ),
+    (
+        "slots kept equal to decode concurrency",
+        {"decode_concurrency": "2", "reserved_slots": "3"},
+        "fewer than requests at once (2).",
+    ),
     ("reserved slug", {"slug": "new"}, "reserved"),
     ("bad slug", {"slug": "a b!"}, "slug"),
 ]
@@ -95,6 +138,16 @@ VALID = [
     ("kv bits", {"kv_bits": "8"}),
     ("adapter relative", {"adapter_path": "my-lora"}),
     ("idle and auto-start", {"idle_timeout_minutes": "30", "auto_start": "on"}),
+    (
+        "fair queue",
+        {
+            "max_in_flight": "2",
+            "reserved_slots": "1",
+            "queue_length": "0",
+            "queue_wait_seconds": "3600",
+        },
+    ),
+    ("nothing kept for others", {"decode_concurrency": "1", "reserved_slots": "0"}),
 ]
 
 
@@ -277,3 +330,80 @@ def test_servers_page_search_filters_tiles(member_client, make_profile):
         reverse("servers:list"), {"q": "coder"}, headers={"HX-Request": "true"}
     ).content.decode()
     assert "Coder" in html and "Qwen chat" not in html
+
+
+# --- Sharing: the fair queue's settings, and the groups a profile is limited to -------------
+
+
+def test_the_sharing_fieldset_shows_the_queue_fields_and_groups_to_admins_only(
+    local_models, member_client, admin_member, make_profile
+):
+    profile = make_profile("Shared")
+    edit = reverse("servers:profile-edit", args=[profile.slug])
+    Group.objects.create(name="Research")
+
+    mine = member_client.get(edit).content.decode()
+    assert "<legend><strong>Sharing</strong></legend>" in mine
+    for name in ("max_in_flight", "reserved_slots", "queue_length", "queue_wait_seconds"):
+        assert f'name="{name}"' in mine
+    assert 'name="allowed_groups"' not in mine
+
+    admin = Client()
+    admin.force_login(admin_member)
+    assert 'name="allowed_groups"' in admin.get(edit).content.decode()
+    new = admin.get(reverse("servers:profile-create")).content.decode()
+    assert 'name="allowed_groups"' not in new  # set once the profile exists
+
+
+def test_an_admin_limits_a_profile_to_groups_and_the_edit_is_audited(
+    local_models, admin_member, make_profile
+):
+    profile = make_profile("Shared")
+    research, interns = Group.objects.create(name="Research"), Group.objects.create(name="Interns")
+    client = Client()
+    client.force_login(admin_member)
+    edit = reverse("servers:profile-edit", args=[profile.slug])
+    data = valid_data(name="Shared", slug="shared", port=profile.port, max_in_flight="4")
+
+    response = client.post(edit, {**data, "allowed_groups": [research.pk, interns.pk]})
+
+    assert response.status_code == 302, response.context["form"].errors
+    profile.refresh_from_db()
+    assert sorted(g.name for g in profile.allowed_groups.all()) == ["Interns", "Research"]
+    assert profile.max_in_flight == 4 and profile.slots == 4
+    entry = AuditEntry.objects.get(action="profile.edit")
+    assert (entry.before["max_in_flight"], entry.after["max_in_flight"]) == (None, 4)
+    assert entry.before["allowed_groups"] == []
+    assert entry.after["allowed_groups"] == ["Interns", "Research"]
+
+    client.post(edit, {**data, "allowed_groups": []})  # none: everyone again
+    assert not profile.allowed_groups.exists()
+
+
+def test_an_owner_who_is_not_admin_keeps_the_profiles_groups_whatever_is_posted(
+    local_models, member, member_client, make_profile
+):
+    profile = make_profile("Mine", owner=member)
+    research, interns = Group.objects.create(name="Research"), Group.objects.create(name="Interns")
+    profile.allowed_groups.add(research)
+    research.user_set.add(member)  # so the owner still sees it
+    edit = reverse("servers:profile-edit", args=[profile.slug])
+    data = valid_data(name="Mine", slug="mine", port=profile.port, queue_length="8")
+
+    response = member_client.post(edit, {**data, "allowed_groups": [interns.pk]})
+
+    assert response.status_code == 302, response.context["form"].errors
+    profile.refresh_from_db()
+    assert profile.queue_length == 8
+    assert list(profile.allowed_groups.all()) == [research]
+    member_client.post(edit, data)  # posting none does not open it either
+    assert list(profile.allowed_groups.all()) == [research]
+
+
+def test_the_django_admin_applies_the_slots_rule_too(local_models, make_profile):
+    profile = make_profile("Shared", decode_concurrency=2, reserved_slots=2)
+    with pytest.raises(ValidationError) as refused:
+        profile.full_clean()
+    assert "fewer than requests at once (2)" in str(refused.value.message_dict["reserved_slots"])
+    profile.max_in_flight = 3
+    profile.full_clean()  # 2 kept of 3: one left for the person using it
