@@ -41,7 +41,7 @@ class ServerProfileForm(forms.ModelForm):
         queryset=Group.objects.order_by("name"),
         required=False,
         widget=forms.CheckboxSelectMultiple,
-        label="Only for these groups",
+        label="Who may use it",
         help_text=ServerProfile._meta.get_field("allowed_groups").help_text,
         error_messages={"invalid_choice": "Pick groups from the list; reload the page and retry."},
     )
