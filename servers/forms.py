@@ -154,8 +154,9 @@ class ServerProfileForm(forms.ModelForm):
             if not field.help_text:
                 field.help_text = f"{low:g} to {high:g}: {meaning}."
         self._bound_sharing_fields()
-        if user is not None and user.is_admin and self.instance.pk:
-            self.initial["allowed_groups"] = list(self.instance.allowed_groups.order_by("name"))
+        if user is not None and user.is_admin:
+            if self.instance.pk:
+                self.initial["allowed_groups"] = list(self.instance.allowed_groups.order_by("name"))
         else:
             del self.fields["allowed_groups"]
         if user is not None and not user.is_admin:

@@ -80,6 +80,7 @@ def profile_create(request: HttpRequest) -> HttpResponse:
         profile = form.save(commit=False)
         profile.owner = request.user
         profile.save()
+        form.save_m2m()  # the group rule, when an admin set one
         profile.get_instance()
         audit.record(request.user, audit.Action.PROFILE_CREATE, profile, after=form.cleaned_data)
         messages.success(request, f"Profile “{profile.name}” created. Start it when you need it.")
@@ -110,6 +111,7 @@ def profile_duplicate(request: HttpRequest, slug: str) -> HttpResponse:
     initial = {field: getattr(source, field) for field in COPIED_FIELDS}
     initial["host"] = source.host_id
     initial["name"] = f"Copy of {source.name}"[:80]
+    initial["allowed_groups"] = list(source.allowed_groups.all())
     if not request.user.is_admin:
         # Only an admin turns on trust-remote-code (a copy may serve another model): a
         # member's copy starts without it, and says so.
@@ -124,6 +126,9 @@ def profile_duplicate(request: HttpRequest, slug: str) -> HttpResponse:
         profile = form.save(commit=False)
         profile.owner = request.user
         profile.save()
+        form.save_m2m()  # the group rule an admin chose
+        if "allowed_groups" not in form.fields:  # a member's copy keeps the source's rule
+            profile.allowed_groups.set(source.allowed_groups.all())
         profile.get_instance()
         audit.record(
             request.user, audit.Action.PROFILE_CREATE, profile, after=form.cleaned_data,

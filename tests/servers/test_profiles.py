@@ -352,7 +352,35 @@ def test_the_sharing_fieldset_shows_the_queue_fields_and_groups_to_admins_only(
     admin.force_login(admin_member)
     assert 'name="allowed_groups"' in admin.get(edit).content.decode()
     new = admin.get(reverse("servers:profile-create")).content.decode()
-    assert 'name="allowed_groups"' not in new  # set once the profile exists
+    assert 'name="allowed_groups"' in new
+    assert (
+        'name="allowed_groups"'
+        not in member_client.get(reverse("servers:profile-create")).content.decode()
+    )
+
+
+def test_a_new_profile_or_a_copy_gets_its_group_rule(
+    local_models, member, member_client, admin_member, make_profile
+):
+    research = Group.objects.create(name="Research")
+    research.user_set.add(member)
+    admin = Client()
+    admin.force_login(admin_member)
+    data = valid_data(name="Fresh", slug="fresh")
+    response = admin.post(
+        reverse("servers:profile-create"), {**data, "allowed_groups": [research.pk]}
+    )
+    assert response.status_code == 302, response.context["form"].errors
+    fresh = ServerProfile.objects.get(slug="fresh")
+    assert list(fresh.allowed_groups.all()) == [research]
+
+    # A member's copy keeps the source's rule (they cannot set one, nor drop it by copying).
+    copy = valid_data(name="Copy", slug="copy")
+    response = member_client.post(
+        reverse("servers:profile-duplicate", args=["fresh"]), {**copy, "allowed_groups": []}
+    )
+    assert response.status_code == 302, response.context["form"].errors
+    assert list(ServerProfile.objects.get(slug="copy").allowed_groups.all()) == [research]
 
 
 def test_an_admin_limits_a_profile_to_groups_and_the_edit_is_audited(
