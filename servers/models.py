@@ -341,6 +341,58 @@ class ServerInstance(models.Model):
         MACHINE.move(self, new_state, reason, **fields)
 
 
+class Route(models.Model):
+    """A public model name ("qwen3-8b") that clients call instead of a profile: one or more
+    profiles (members, on one or several hosts) serve it, picked by the route's policy
+    (servers/gateway/routing.py). Its owner or an admin edits it; every member may call it
+    (the members their groups let them see: servers.models.may_see)."""
+
+    NAME_MAX_LENGTH = 64
+    MAX_MEMBERS = 8
+
+    class Policy(models.TextChoices):
+        LEAST_BUSY = "least-busy", "Least busy (fewest requests in flight and waiting)"
+        ORDERED = "ordered", "Ordered (the first one running; the others are fall-backs)"
+
+    name = models.CharField(
+        max_length=NAME_MAX_LENGTH,
+        unique=True,
+        help_text="The model name clients send: letters, digits and . - _ : / (at most 64).",
+    )
+    policy = models.CharField(max_length=16, choices=Policy.choices, default=Policy.LEAST_BUSY)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="routes"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def can_edit(self, user) -> bool:
+        return may_edit(user, self.owner_id)
+
+
+class RouteMember(models.Model):
+    """One profile serving a route, at its place in the route's order."""
+
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="members")
+    profile = models.ForeignKey(ServerProfile, on_delete=models.CASCADE, related_name="routes")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["route", "position", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["route", "profile"], name="servers_route_member_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.route_id} #{self.position}: {self.profile_id}"
+
+
 # The error codes of a request the portal refused for a person's limit or a busy server's
 # queue (servers/sharing), as usage records and /metrics name them.
 REFUSAL_CODES = (
@@ -392,6 +444,8 @@ class UsageRecord(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices)
     status_code = models.PositiveSmallIntegerField(default=200)
     error_code = models.CharField(max_length=40, blank=True)
+    # The route the client called ("" when it named the profile itself); `profile` served it.
+    route_name = models.CharField(max_length=64, blank=True)
     # Time spent in the portal's fair queue before a turn (servers/sharing), None when admitted
     # at once.
     queue_ms = models.FloatField(null=True, blank=True)

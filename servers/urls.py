@@ -1,6 +1,6 @@
 from django.urls import path
 
-from servers import views
+from servers import route_views, views
 from servers.chat import views as chat_views
 from servers.sharing import views as sharing_views
 from servers.usage import views as usage_views
@@ -18,6 +18,10 @@ urlpatterns = [
     path("usage/standing/", sharing_views.standing, name="standing"),
     path("usage/today/", sharing_views.today, name="sharing-today"),
     path("hosts/", views.host_list, name="hosts"),
+    path("routes/", route_views.route_list, name="routes"),
+    path("routes/new/", route_views.route_create, name="route-create"),
+    path("routes/<int:pk>/edit/", route_views.route_edit, name="route-edit"),
+    path("routes/<int:pk>/delete/", route_views.route_delete, name="route-delete"),
     path("picker/", views.picker, name="picker"),
     path("new/", views.profile_create, name="profile-create"),
     path("<slug:slug>/edit/", views.profile_edit, name="profile-edit"),

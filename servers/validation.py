@@ -136,3 +136,26 @@ def range_error(field: str, value: float) -> str | None:
     if low <= value <= high:
         return None
     return f"Use a value from {low:g} to {high:g} ({meaning}); {value:g} is out of range."
+
+
+ROUTE_NAME = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
+
+
+def check_route_name(value: str) -> str:
+    """A route's public model name: letters, digits and `.-_:/`, at most 64 characters, with a
+    letter or digit in it; raise ValueError saying what to change."""
+    name = (value or "").strip()
+    if not name:
+        raise ValueError("Give the route a name, e.g. “qwen3-8b”: the model name clients send.")
+    if len(name) > 64:
+        raise ValueError("Keep the route's name to 64 characters or fewer.")
+    if not ROUTE_NAME.fullmatch(name):
+        bad = next((c for c in name if not ROUTE_NAME.fullmatch(c)), "")
+        shown = repr(bad) if bad.isprintable() else f"U+{ord(bad):04X}"
+        raise ValueError(
+            f"A route's name may hold only letters, digits and . - _ : / (not {shown}), "
+            "e.g. “qwen3-8b” or “team/coder:latest”."
+        )
+    if not any(c.isalnum() for c in name):
+        raise ValueError("A route's name needs at least one letter or digit.")
+    return name

@@ -9,7 +9,9 @@ itself). Views parse, call `calls`, and pass the answer on.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 from django.conf import settings
@@ -19,15 +21,19 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts.access import public
 from accounts.teams import membership
-from servers.gateway import calls, hop, openapi
+from servers.gateway import calls, hop, openapi, routing
 from servers.gateway.auth import api_key_required, request_key
 from servers.gateway.errors import GatewayError
 from servers.gateway.relay import STREAM_HEADERS, Relay, sse
 from servers.gateway.schema import build_upstream_body
 from servers.gateway.transport import ClientGone, client_socket, send
-from servers.models import ServerProfile, UsageRecord
+from servers.models import Route, ServerProfile, UsageRecord
 from servers.supervision import lifecycle
 from servers.usage.records import Caller
+
+# A route's stream holds back the keep-alives before its first event this long at most: until
+# then, a member that fails can still be replaced by another (servers/gateway/routing.py).
+PRIME_SECONDS = 10.0
 
 # What a request whose client left gets (nobody reads it): nginx's "client closed request".
 CLIENT_CLOSED_REQUEST = 499
@@ -69,12 +75,13 @@ def _method_not_allowed(allowed: str) -> JsonResponse:
 
 @api_key_required
 def models(request: HttpRequest) -> JsonResponse:
-    """Every profile the key's owner may call (servers.models.may_see), in OpenAI's list shape;
-    id = profile slug."""
+    """Every profile the key's owner may call (servers.models.may_see), in OpenAI's list shape
+    (id = profile slug), then the routes (id = the route's name) with a member they may call."""
     if request.method != "GET":
         return _method_not_allowed("GET")
+    user = request_key(request).user
     profiles = (
-        ServerProfile.objects.visible_to(request_key(request).user)
+        ServerProfile.objects.visible_to(user)
         .select_related("instance", "owner", "host")
         .order_by("slug")
     )
@@ -94,6 +101,25 @@ def models(request: HttpRequest) -> JsonResponse:
                 "on_demand": profile.allow_on_demand,
                 "max_tokens": profile.max_tokens,
                 "chat_template_kwargs": template_kwargs(profile),
+            }
+        )
+    visible = {profile.pk: profile for profile in profiles}
+    routes = Route.objects.select_related("owner").prefetch_related("members").order_by("name")
+    for route in routes:
+        members = [visible[m.profile_id] for m in route.members.all() if m.profile_id in visible]
+        if not members:
+            continue
+        running = any(p.shown_state == "running" for p in members)
+        data.append(
+            {
+                "id": route.name,
+                "object": "model",
+                "created": int(route.created_at.timestamp()),
+                "owned_by": route.owner.email,
+                "name": route.name,
+                "status": "running" if running else members[0].shown_state,
+                "route": {"policy": route.policy, "members": [p.slug for p in members]},
+                "on_demand": any(p.allow_on_demand for p in members),
             }
         )
     return JsonResponse({"object": "list", "data": data})
@@ -129,10 +155,33 @@ class ApiStream:
         self.include_usage = include_usage
         self.chunk_object = chunk_object
         self.status = UsageRecord.Status.CANCELLED  # unless the stream ends: the client left
+        self._events: Iterator[bytes] | None = None  # once primed
+        self._first = b""
+
+    def prime(self) -> None:
+        """Read the upstream stream up to its first event for the client (keep-alives before it
+        are held back, for at most PRIME_SECONDS), before the response starts: GatewayError
+        (recorded by the caller's close) means the server failed before a byte could reach the
+        client, so a route may send the request to another member."""
+        self._events = self.relay.openai_stream(self.model, self.include_usage, self.chunk_object)
+        held = []
+        deadline = time.monotonic() + PRIME_SECONDS
+        for piece in self._events:
+            held.append(piece)
+            if b"data:" in piece or time.monotonic() > deadline:
+                break
+        self._first = b"".join(held)
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            yield from self.relay.openai_stream(self.model, self.include_usage, self.chunk_object)
+            if self._events is None:
+                yield from self.relay.openai_stream(
+                    self.model, self.include_usage, self.chunk_object
+                )
+            else:
+                if self._first:
+                    yield self._first
+                yield from self._events
             self.status = UsageRecord.Status.OK
         except ClientGone:
             return  # cancelled: the client left while the server was silent
@@ -154,46 +203,66 @@ def _complete(request: HttpRequest, endpoint: str) -> HttpResponseBase:
     try:
         body = read_json(request)
         model = body.get("model") if isinstance(body, dict) else None
-        profile = calls.find_profile(model, api_key.user, member.group_ids)
+        target = routing.resolve(model, api_key.user, member.group_ids)
     except GatewayError as error:
         return error.response()
     caller = Caller(api_key.user, UsageRecord.Source.API, api_key)
-    try:
-        relay, upstream_body = calls.start(
-            caller,
-            profile,
-            endpoint,
-            body,
-            limits=member.limits,
-            client_socket=client_socket(request),
-        )
-    except GatewayError as error:
-        return error.response()
-    except ClientGone:
-        return HttpResponse(status=CLIENT_CLOSED_REQUEST)
-    if upstream_body["stream"]:
-        options = (body.get("stream_options") if isinstance(body, dict) else None) or {}
-        include_usage = bool(options.get("include_usage"))
-        chunk_object = (
-            "chat.completion.chunk" if endpoint == "chat/completions" else ("text_completion")
-        )
-        stream = ApiStream(relay, profile.slug, include_usage, chunk_object)
+    if target.route is not None:
+        caller = replace(caller, route=target.route.name)
+    last = len(target.profiles) - 1
+    options = (body.get("stream_options") if isinstance(body, dict) else None) or {}
+    chunk_object = "chat.completion.chunk" if endpoint == "chat/completions" else "text_completion"
+    model_name = target.route.name if target.route is not None else target.profiles[0].slug
+    for index, profile in enumerate(target.profiles):
+        retry = index < last  # a route's member that fails before any byte: the next one
+        try:
+            relay, upstream_body = calls.start(
+                caller,
+                profile,
+                endpoint,
+                body,
+                limits=member.limits,
+                client_socket=client_socket(request),
+            )
+        except GatewayError as error:
+            if retry and error.code in routing.RETRY_CODES:
+                continue
+            return error.response()
+        except ClientGone:
+            return HttpResponse(status=CLIENT_CLOSED_REQUEST)
+        if not upstream_body["stream"]:
+            status = UsageRecord.Status.ERROR
+            try:
+                data = relay.json()
+                status = UsageRecord.Status.OK
+                break
+            except GatewayError as error:
+                relay.measure.fail(error)
+                if retry and error.code in routing.RETRY_CODES:
+                    continue
+                return error.response()
+            except ClientGone:
+                status = UsageRecord.Status.CANCELLED
+                return HttpResponse(status=CLIENT_CLOSED_REQUEST)
+            finally:
+                relay.close(status)
+        stream = ApiStream(relay, model_name, bool(options.get("include_usage")), chunk_object)
+        if retry:
+            try:
+                stream.prime()
+            except GatewayError as error:
+                relay.measure.fail(error)
+                relay.close(UsageRecord.Status.ERROR)
+                if error.code in routing.RETRY_CODES:
+                    continue
+                return error.response()
+            except ClientGone:
+                relay.close(UsageRecord.Status.CANCELLED)
+                return HttpResponse(status=CLIENT_CLOSED_REQUEST)
         return StreamingHttpResponse(
             stream, content_type="text/event-stream", headers=STREAM_HEADERS
         )
-    status = UsageRecord.Status.ERROR
-    try:
-        data = relay.json()
-        status = UsageRecord.Status.OK
-    except GatewayError as error:
-        relay.measure.fail(error)
-        return error.response()
-    except ClientGone:
-        status = UsageRecord.Status.CANCELLED
-        return HttpResponse(status=CLIENT_CLOSED_REQUEST)
-    finally:
-        relay.close(status)
-    data["model"] = profile.slug
+    data["model"] = model_name
     return JsonResponse(data)
 
 

@@ -507,3 +507,15 @@ def forget_everything() -> None:
     if keys:
         client.delete(*keys)
     _redis._down_until = 0.0
+
+
+def next_turn(key: str) -> int:
+    """A counter that goes up by one at each call, shared by every web process (0 when Redis
+    is down): a route's least-busy pick takes turns among members equally busy with it."""
+    if _redis.down:
+        return 0
+    try:
+        return int(_redis.client().incr(f"{PREFIX}turn:{key}"))
+    except redis.RedisError as error:
+        _redis.failed(error)
+        return 0

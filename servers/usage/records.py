@@ -83,6 +83,7 @@ class Caller:
     user: User
     source: str = UsageRecord.Source.API
     api_key: ApiKey | None = None
+    route: str = ""  # the route the client called, if it called one (servers/gateway/routing)
 
 
 def record(
@@ -122,6 +123,7 @@ def record(
         status=status,
         status_code=code,
         error_code=measure.error_code[:40],
+        route_name=caller.route,
         queue_ms=measure.queued_ms,
         started_at=started_at,
         finished_at=timezone.now(),

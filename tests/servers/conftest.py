@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import openai
 import pytest
 
 from tests.servers.helpers import TINY_REPO, install_model
+from tests.support.front import _free_port, start_gunicorn, wait_listening
+from tests.support.workers import process_env
 
 
 @pytest.fixture
@@ -147,3 +152,54 @@ def thinking_server(tmp_path_factory):
         yield server
     finally:
         stop_mlx_server(server)
+
+
+# --- the web tier as its own processes ----------------------------------------------------------
+
+
+class Portal:
+    """gunicorn as the Procfile starts it (its own processes: the counts are not this test
+    process's), on a free port; `restart()` stops it and starts it again."""
+
+    def __init__(self, directory, **procfile: str):
+        self.directory, self.procfile = directory, procfile
+        self.env = process_env()
+        self.port = _free_port()
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Portal:
+        self.process = start_gunicorn(self.directory, self.port, self.env, **self.procfile)
+        wait_listening(self.process, "127.0.0.1", self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def openai(self, key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=60)
+
+
+@pytest.fixture
+def portals(tmp_path) -> Iterator:
+    """`portals(name, **procfile)` starts gunicorn as the Procfile does (e.g. WEB_WORKERS=\"1\"),
+    stopped at the end of the test."""
+    started: list[Portal] = []
+
+    def start(name: str = "web", **procfile: str) -> Portal:
+        directory = tmp_path / name
+        directory.mkdir()
+        started.append(Portal(directory, **procfile).start())
+        return started[-1]
+
+    yield start
+    for portal in started:
+        portal.stop()

@@ -1,0 +1,197 @@
+"""Routes: one public model name served by several profiles (servers/gateway/routing.py).
+Real model servers, gunicorn from the Procfile and the official `openai` client where requests
+run in parallel; the form's rules and the group rule in process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import openai
+import pytest
+from django.contrib.auth.models import Group
+from django.test import Client
+from django.urls import reverse
+
+from accounts.api_keys import create_api_key
+from servers.models import Route, ServerInstance, State, UsageRecord
+from servers.route_forms import RouteForm
+from servers.sharing import admission
+from tests.servers.helpers import wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def make_route(name, profiles, owner, policy=Route.Policy.LEAST_BUSY) -> Route:
+    route = Route.objects.create(name=name, policy=policy, owner=owner)
+    for position, profile in enumerate(profiles):
+        route.members.create(profile=profile, position=position)
+    return route
+
+
+def served_by(route: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in UsageRecord.objects.filter(route_name=route, status="ok"):
+        counts[record.profile_name] = counts.get(record.profile_name, 0) + 1
+    return counts
+
+
+# --- names --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("", "Give the route a name"),
+        ("x" * 65, "64 characters or fewer"),
+        ("qwen 3", "not ' '"),
+        ("qwen<script>", "not '<'"),
+        ("ﬁne", "letters, digits and"),
+        ("caf\u00e9", "letters, digits and"),
+        ("-:/", "at least one letter or digit"),
+        ("bad\x00name", "not U+0000"),
+        ("Tiny", "A server profile is already called “Tiny” (tiny)"),
+        ("TINY", "A server profile is already called"),
+        ("Taken", "There is already a route called “taken”"),
+    ],
+)
+def test_hostile_and_clashing_route_names_are_refused_saying_why(name, says, make_profile, member):
+    profile = make_profile("Tiny")
+    Route.objects.create(name="taken", owner=member)
+    form = RouteForm({"name": name, "policy": "least-busy", "member_1": profile.slug}, user=member)
+    assert not form.is_valid()
+    assert says in " ".join(form.errors["name"])
+
+
+def test_a_route_needs_a_member_once_each_from_the_profiles_its_editor_sees(
+    make_profile, member, make_user
+):
+    a, b = make_profile("A"), make_profile("B")
+    lab = Group.objects.create(name="Lab")
+    hidden = make_profile("Hidden")
+    hidden.allowed_groups.add(lab)
+    data = {"name": "team/coder:latest", "policy": "ordered"}
+    assert "Pick at least one" in str(RouteForm(data, user=member).errors)
+    twice = RouteForm({**data, "member_1": a.slug, "member_2": a.slug}, user=member)
+    assert "once" in str(twice.errors)
+    assert "not yours to see" in str(RouteForm({**data, "member_1": "hidden"}, user=member).errors)
+    form = RouteForm({**data, "member_1": b.slug, "member_2": a.slug}, user=member)
+    assert form.is_valid(), form.errors
+    route = form.save(commit=False)
+    route.owner = member
+    route.save()
+    form.save_members(route)
+    assert [m.profile.slug for m in route.members.all()] == ["b", "a"]
+
+
+def test_the_owner_or_an_admin_edits_a_route_and_every_member_sees_it(
+    make_profile, member, member_client, make_user, admin_member
+):
+    profile = make_profile("Tiny")
+    route = make_route("qwen3-8b", [profile], owner=make_user("owner@example.com"))
+    assert "qwen3-8b" in member_client.get(reverse("servers:routes")).content.decode()
+    edit = reverse("servers:route-edit", args=[route.pk])
+    assert member_client.get(edit).status_code == 403
+    assert member_client.post(reverse("servers:route-delete", args=[route.pk])).status_code == 403
+    admin = Client()
+    admin.force_login(admin_member)
+    response = admin.post(edit, {"name": "qwen3-8b", "policy": "ordered", "member_1": "tiny"})
+    assert response.status_code == 302
+    assert Route.objects.get(pk=route.pk).policy == "ordered"
+
+
+# --- serving ------------------------------------------------------------------------------------
+
+
+def test_ordered_falls_back_when_the_first_member_is_stopped_and_may_not_start(
+    mlx_server, serve_profile, make_profile, member, api_key
+):
+    first = make_profile("First", allow_on_demand=False)  # stopped, and not started on demand
+    second = serve_profile(mlx_server, "Second")
+    make_route("tiny", [first, second], owner=member, policy=Route.Policy.ORDERED)
+    api = Client(headers={"Authorization": f"Bearer {api_key}"})
+    body = {"model": "tiny", "messages": HI, "max_tokens": 4}
+    answer = api.post("/v1/chat/completions", body, content_type="application/json")
+    assert answer.status_code == 200 and answer.json()["model"] == "tiny"
+    (record,) = UsageRecord.objects.all()
+    assert (record.route_name, record.profile_id) == ("tiny", second.pk)
+
+    listed = {m["id"]: m for m in api.get("/v1/models").json()["data"]}
+    assert listed["tiny"]["route"] == {"policy": "ordered", "members": ["first", "second"]}
+    assert listed["tiny"]["status"] == "running"
+
+
+def test_a_route_to_profiles_a_member_s_groups_do_not_allow_is_not_there_for_them(
+    mlx_server, serve_profile, member, make_user, api_key
+):
+    lab = Group.objects.create(name="Lab")
+    secret = serve_profile(mlx_server, "Secret")
+    secret.allowed_groups.add(lab)
+    make_route("lab-model", [secret], owner=member)
+    insider = make_user("insider@example.com")
+    insider.groups.add(lab)
+    body = {"model": "lab-model", "messages": HI, "max_tokens": 4}
+    for key, allowed in ((api_key, False), (create_api_key(insider, "k").secret, True)):
+        api = Client(headers={"Authorization": f"Bearer {key}"})
+        answer = api.post("/v1/chat/completions", body, content_type="application/json")
+        assert answer.status_code == (200 if allowed else 404)
+        if not allowed:
+            assert answer.json()["error"]["code"] == "model_not_found"
+        listed = {m["id"] for m in api.get("/v1/models").json()["data"]}
+        assert ("lab-model" in listed) is allowed
+
+
+@pytest.mark.slow
+def test_least_busy_spreads_requests_and_a_killed_member_fails_no_request_not_yet_streaming(
+    mlx_server_factory, serve_profile, member, api_key, portals
+):
+    server_a, server_b = mlx_server_factory("text"), mlx_server_factory("text")
+    a = serve_profile(server_a, "Alpha")
+    b = serve_profile(server_b, "Beta")
+    make_route("tiny", [a, b], owner=member)
+    portal = portals(WEB_THREADS="32")
+    client = portal.openai(api_key)
+
+    for _ in range(20):  # one after another: the members take turns
+        client.chat.completions.create(model="tiny", messages=HI, max_tokens=4)
+    assert served_by("tiny") == {"Alpha": 10, "Beta": 10}
+
+    # Many streams at once; Alpha's server is killed while some of them stream from it.
+    outcomes: list[tuple[int, Exception | None]] = []
+
+    def stream() -> None:
+        chunks = 0
+        try:
+            for _chunk in client.chat.completions.create(
+                model="tiny", messages=HI, max_tokens=48, stream=True
+            ):
+                chunks += 1
+            outcomes.append((chunks, None))
+        except openai.APIError as error:
+            outcomes.append((chunks, error))
+
+    threads = [threading.Thread(target=stream) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: admission.queues([a.pk])[a.pk].in_flight >= 1, timeout=60)
+    os.kill(server_a.pid, signal.SIGKILL)
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(outcomes) == 16
+    failed_before_streaming = [error for chunks, error in outcomes if error and not chunks]
+    assert failed_before_streaming == []
+    # The kill did hit Alpha's requests (they are recorded as failed there, and retried).
+    assert UsageRecord.objects.filter(route_name="tiny", profile=a, status="error").exists()
+
+    finished = sum(1 for _, error in outcomes if error is None)
+    ok_streams = UsageRecord.objects.filter(route_name="tiny", stream=True, status="ok")
+    wait_for(lambda: ok_streams.count() == finished, timeout=30, what="the streams' records")
+    before = served_by("tiny").get("Beta", 0)
+    for _ in range(6):  # later requests go to the member still alive
+        answer = client.chat.completions.create(model="tiny", messages=HI, max_tokens=4)
+        assert answer.model == "tiny"
+    assert served_by("tiny")["Beta"] == before + 6
+    ServerInstance.objects.filter(profile=a).update(state=State.FAILED)  # as the supervisor would
