@@ -513,6 +513,9 @@ class UsageDay(models.Model):
         return f"{self.day} {self.profile_name}: {self.requests} requests"
 
 
+CONVERSATION_SYSTEM_PROMPT_MAX_CHARS = 20_000
+
+
 class Conversation(models.Model):
     """A chat saved for its owner (only they see it)."""
 
@@ -524,7 +527,17 @@ class Conversation(models.Model):
         related_name="conversations",
     )  # fmt: skip
     title = models.CharField(max_length=120)
+    # The conversation's own settings (servers/chat/forms.py); empty: the profile's.
+    system_prompt = models.TextField(blank=True, max_length=CONVERSATION_SYSTEM_PROMPT_MAX_CHARS)
+    temperature = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
+    )
+    max_tokens = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(131072)]
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the conversation last had a message: the sidebar's order. A rename or new settings
+    # leave it (they are saved with update_fields that omit it).
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -562,6 +575,13 @@ class Message(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OK)
     temperature = models.FloatField(null=True, blank=True)
     max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # A user message edited and sent again: when, and how many later messages it replaced.
+    edited_at = models.DateTimeField(null=True, blank=True)
+    replaced = models.PositiveIntegerField(default=0)
+    # An answer's speed as the portal measured it: time to first token, then tokens a second.
+    ttft_ms = models.FloatField("time to first token (ms)", null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_second = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
