@@ -1,13 +1,21 @@
-"""Forms of the chat page: a message to send (with its parameters and text attachments)."""
+"""Forms of the chat page: a message to send (new, a regenerated answer, or an edit of an
+earlier one, with text attachments), a conversation's settings, its title, and the search."""
 
 from __future__ import annotations
 
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxLengthValidator
 
+from common.bounds import bounds
 from servers.chat.attachments import read_attachment
-from servers.models import Conversation, ServerProfile
+from servers.models import (
+    CONVERSATION_SYSTEM_PROMPT_MAX_CHARS,
+    Conversation,
+    Message,
+    ServerProfile,
+)
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -26,7 +34,9 @@ class MultipleFileField(forms.FileField):
 
 
 class ChatMessageForm(forms.Form):
-    """One message to send. `retry` sends the conversation again without a new message."""
+    """One message to send. `retry` answers the last question again (after an error, or to
+    regenerate the last reply); `edit` (a message of the conversation) replaces that message
+    with `message` and drops everything after it."""
 
     profile = forms.ModelChoiceField(
         queryset=ServerProfile.objects.select_related("host"),
@@ -36,11 +46,10 @@ class ChatMessageForm(forms.Form):
     conversation = forms.IntegerField(required=False, widget=forms.HiddenInput)
     message = forms.CharField(required=False, strip=True, max_length=200_000,
                               widget=forms.Textarea(attrs={"rows": 3}))  # fmt: skip
-    temperature = forms.FloatField(required=False, min_value=0.0, max_value=2.0)
-    max_tokens = forms.IntegerField(required=False, min_value=1)
     # An empty file gets read_attachment's message, which names it.
     files = MultipleFileField(required=False, allow_empty_file=True)
     retry = forms.BooleanField(required=False)
+    edit = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -69,27 +78,106 @@ class ChatMessageForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        profile = data.get("profile")
-        max_tokens = data.get("max_tokens")
-        if profile and max_tokens and max_tokens > profile.max_tokens:
-            self.add_error(
-                "max_tokens",
-                f"{profile.name} allows at most {profile.max_tokens} tokens per reply.",
-            )
+        conversation = data.get("conversation")
         if data.get("retry"):
-            if not data.get("conversation"):
+            if not conversation:
                 raise ValidationError("There is nothing to retry yet: send a message.")
-        elif not data.get("message") and not data.get("files"):
+            return data
+        if data.get("edit") is not None:
+            edited = (
+                Message.objects.filter(conversation=conversation, pk=data["edit"],
+                                       role=Message.Role.USER).first()
+                if conversation else None
+            )  # fmt: skip
+            if edited is None:
+                raise ValidationError("That message is not in this conversation (any more).")
+            data["edit"] = edited
+            if not data.get("message") and not edited.attachments:
+                raise ValidationError("An edited message cannot be empty: write something.")
+            return data
+        if not data.get("message") and not data.get("files"):
             raise ValidationError("Write a message (or attach a text file) first.")
         return data
 
-    def first_error(self) -> str:
-        """The first error, after the field's label where the error does not name its subject
-        (an attachment's error names the file)."""
-        for field, errors in self.errors.items():
-            label = "" if field in ("__all__", "files") else f"{self[field].label}: "
+
+def first_error(*forms_: forms.BaseForm) -> str:
+    """The first error of the forms, after the field's label where the error does not name its
+    subject (an attachment's error names the file)."""
+    for form in forms_:
+        for field, errors in form.errors.items():
+            label = "" if field in ("__all__", "files") else f"{form[field].label}: "
             return label + errors[0]
-        return "The message could not be sent."
+    return "The message could not be sent."
+
+
+_TEMPERATURE = Conversation._meta.get_field("temperature")
+_MAX_TOKENS = Conversation._meta.get_field("max_tokens")
+
+
+class ConversationSettingsForm(forms.ModelForm):
+    """A conversation's own system prompt, temperature and max tokens (empty: the profile's).
+    Sent with every message, and saved on their own from the settings panel."""
+
+    class Meta:
+        model = Conversation
+        fields = ["system_prompt", "temperature", "max_tokens"]
+        labels = {"system_prompt": "System prompt", "max_tokens": "Max tokens"}
+        widgets = {
+            "system_prompt": forms.Textarea(attrs={"rows": 3}),
+            "temperature": forms.NumberInput(attrs={"step": "0.1", "inputmode": "decimal"}),
+        }
+
+    def __init__(self, *args, profile: ServerProfile | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.profile = profile
+        low, high = 0.0, 2.0
+        self.fields["temperature"].error_messages.update(
+            min_value=f"Use a value from {low:g} to {high:g} (0 picks the likeliest word; 0.7 "
+            "is usual for chat).",
+            max_value=f"Use a value from {low:g} to {high:g} (0 picks the likeliest word; 0.7 "
+            "is usual for chat).",
+        )
+        self.fields["max_tokens"].error_messages.update(
+            min_value="A reply needs at least 1 token.",
+            max_value=f"At most {bounds(_MAX_TOKENS)[1]} tokens.",
+        )
+        prompt = self.fields["system_prompt"]
+        prompt.validators = [
+            *(v for v in prompt.validators if not isinstance(v, MaxLengthValidator)),
+            MaxLengthValidator(
+                CONVERSATION_SYSTEM_PROMPT_MAX_CHARS,
+                f"Keep it under {CONVERSATION_SYSTEM_PROMPT_MAX_CHARS:,} characters (it has "
+                "%(show_value)s): it is sent with every message and takes room from the reply.",
+            ),
+        ]
+        if profile is not None:
+            self.fields["system_prompt"].widget.attrs["placeholder"] = (
+                profile.system_prompt or "None: the model's default behaviour."
+            )
+            self.fields["temperature"].widget.attrs["placeholder"] = f"{profile.temperature:g}"
+            self.fields["max_tokens"].widget.attrs.update(
+                placeholder=str(profile.max_tokens), max=str(profile.max_tokens)
+            )
+
+    def clean(self):
+        data = super().clean()
+        max_tokens = data.get("max_tokens")
+        if self.profile is not None and max_tokens and max_tokens > self.profile.max_tokens:
+            self.add_error(
+                "max_tokens",
+                f"{self.profile.name} allows at most {self.profile.max_tokens} tokens per reply.",
+            )
+        return data
+
+    @property
+    def values(self) -> dict:
+        """The cleaned settings sent, as Conversation fields (one not sent stays as it is)."""
+        return {name: self.cleaned_data[name] for name in self.Meta.fields if name in self.data}
+
+    def save_settings(self) -> Conversation:
+        """Store the settings without moving the conversation in the list (updated_at stays)."""
+        Conversation.objects.filter(pk=self.instance.pk).update(**self.values)
+        return self.instance
 
 
 class RenameForm(forms.ModelForm):
@@ -102,3 +190,17 @@ class RenameForm(forms.ModelForm):
         if not title:
             raise ValidationError("A conversation needs a title.")
         return title
+
+    def rename(self) -> Conversation:
+        """The new title, the conversation keeping its place in the list (updated_at stays)."""
+        Conversation.objects.filter(pk=self.instance.pk).update(title=self.instance.title)
+        return self.instance
+
+
+SEARCH_MAX_CHARS = 200
+
+
+class SearchForm(forms.Form):
+    q = forms.CharField(required=False, strip=True, max_length=SEARCH_MAX_CHARS,
+                        error_messages={"max_length": f"Search for at most {SEARCH_MAX_CHARS} "
+                                        "characters."})  # fmt: skip

@@ -10,33 +10,34 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.template.loader import render_to_string
 
 from accounts.teams import limits_for
 from servers.chat.attachments import with_attachments
+from servers.chat.conversations import Turn
 from servers.chat.render import render_markdown, split_thinking
 from servers.gateway import calls
 from servers.gateway.errors import GatewayError
 from servers.gateway.relay import has_token, sse
 from servers.gateway.transport import ClientGone
-from servers.models import Conversation, Message, ServerProfile, UsageRecord
-from servers.usage.records import Caller
+from servers.models import Conversation, Message, ServerInstance, ServerProfile, State, UsageRecord
+from servers.supervision import lifecycle
+from servers.supervision.mlx_entry import peer_closed
+from servers.usage.records import Caller, Measure
 
 
-def title_from(text: str, limit: int = 60) -> str:
-    """A conversation title from its first message (pure)."""
-    line = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
-    if not line:
-        return "New chat"
-    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+def system_prompt(conversation: Conversation, profile: ServerProfile) -> str:
+    """The conversation's own system prompt, else the profile's."""
+    return conversation.system_prompt.strip() or profile.system_prompt.strip()
 
 
 def build_messages(conversation: Conversation, profile: ServerProfile) -> list[dict]:
-    """The profile's system prompt, then every user turn and every answer (without its
-    reasoning, as chat templates expect)."""
+    """The system prompt, then every user turn and every answer (without its reasoning, as
+    chat templates expect)."""
     messages = []
-    if profile.system_prompt.strip():
-        messages.append({"role": "system", "content": profile.system_prompt})
+    if prompt := system_prompt(conversation, profile):
+        messages.append({"role": "system", "content": prompt})
     for message in conversation.messages.all():
         if message.role == Message.Role.USER:
             content = with_attachments(message.content, message.attachments)
@@ -51,18 +52,24 @@ class Params:
     temperature: float | None = None
     max_tokens: int | None = None
 
+    @classmethod
+    def of(cls, conversation: Conversation) -> Params:
+        return cls(conversation.temperature, conversation.max_tokens)
+
 
 @dataclass
 class Reply:
-    """An answer as it streams in, with the timing of its thinking."""
+    """An answer as it streams in, with the timing of its thinking, and its speed."""
 
     content: str = ""
     reasoning: str = ""
     thinking_started: float | None = None
     thinking_ended: float | None = None
+    chunks: int = 0  # chunks with text: the tokens, when no usage says (a stopped reply)
 
     def add(self, chunk: dict) -> None:
         now = time.monotonic()
+        self.chunks += 1
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             thought = delta.get("reasoning") or delta.get("reasoning_content") or ""
@@ -89,7 +96,24 @@ class Reply:
         return answer, reasoning, seconds
 
 
-def _save_answer(conversation: Conversation, reply: Reply, status: str, params: Params) -> Message:
+def speed(measure: Measure, chunks: int, now: float) -> dict:
+    """An answer's time to first token (ms), tokens and tokens a second, from what the relay
+    measured: the usage's completion tokens (else the chunks counted) over the time from the
+    first token to `now` (pure)."""
+    tokens = measure.completion_tokens or chunks
+    out: dict = {"ttft_ms": measure.ttft_ms, "completion_tokens": tokens or None,
+                 "tokens_per_second": None}  # fmt: skip
+    if measure.first_token_at is not None and tokens > 1:
+        seconds = now - measure.first_token_at
+        if seconds > 0:
+            # The first token's time is the TTFT: the rate is of the tokens after it.
+            out["tokens_per_second"] = (tokens - 1) / seconds
+    return out
+
+
+def _save_answer(
+    conversation: Conversation, reply: Reply, status: str, params: Params, measure: Measure
+) -> Message:
     answer, reasoning, seconds = reply.finished()
     message = Message.objects.create(
         conversation=conversation,
@@ -101,32 +125,61 @@ def _save_answer(conversation: Conversation, reply: Reply, status: str, params: 
         status=status,
         temperature=params.temperature,
         max_tokens=params.max_tokens,
+        **speed(measure, reply.chunks, time.monotonic()),
     )
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=message.created_at)
     return message
 
 
+# How long one wait for a starting server lasts before the chat looks at the browser again.
+START_SLICE = 0.5
+STARTING_STATES = {State.STARTING, State.RESTARTING}
+
+
+def _wait_for_start(profile: ServerProfile, client_socket: socket.socket | None) -> Iterator[int]:
+    """Start the profile's server on demand and wait until it runs, yielding the seconds waited
+    about every START_SLICE seconds: each yield writes to the browser, and the browser's socket
+    is watched, so Stop (or a closed tab) ends the wait at once — nothing is sent to the model
+    and nothing saved. Raises GatewayError when the server cannot start."""
+    started = time.monotonic()
+    deadline = started + settings.GATEWAY_START_TIMEOUT
+    while True:
+        try:
+            lifecycle.ensure_running(profile, timeout=START_SLICE)
+            return
+        except lifecycle.ServerUnavailable as exc:
+            state = ServerInstance.objects.filter(profile=profile).values_list("state", flat=True)
+            if state.first() not in STARTING_STATES or time.monotonic() > deadline:
+                raise GatewayError(str(exc), 503, code="server_unavailable") from None
+        if client_socket is not None and peer_closed(client_socket):
+            raise ClientGone
+        yield round(time.monotonic() - started)
+
+
 def stream_reply(
     user,
-    conversation: Conversation,
+    turn: Turn,
     profile: ServerProfile,
-    params: Params,
     client_socket: socket.socket | None = None,
 ) -> Iterator[bytes]:
-    """Server-sent events for the chat page: `meta`, maybe `status` (starting, or waiting for a
-    turn in the server's fair queue), the model's
-    chunks as they come (OpenAI's shape), then `done` with the stored, rendered answer — or
-    `error` with a message and a retry. The answer so far is saved even when the browser stops
-    reading (the Stop button) or the server dies.
+    """Server-sent events for the chat page: `meta` (the conversation, and the question as
+    shown: rendered, and how many later messages an edit or a regenerate replaced), maybe
+    `status` (starting, or waiting for a turn in the server's fair queue), the model's chunks as
+    they come (OpenAI's shape), then `done` with the stored, rendered answer — or `error` with a
+    message and a retry. The answer so far is saved even when the browser stops reading (the
+    Stop button) or the server dies; Stop while the server starts saves nothing.
 
     `client_socket` (the browser's connection, when the web server gives it) is watched while
     the server is silent — reading a long prompt sends the browser nothing — so Stop or a
     closed tab ends the request upstream at once, as on the API."""
+    conversation, question = turn.conversation, turn.question
     yield sse(
         {"conversation": conversation.pk, "url": conversation.get_absolute_url(),
-         "title": conversation.title},
+         "title": conversation.title, "question": question.pk, "replaced": turn.replaced,
+         "html": render_to_string("servers/chat.html#message", {"message": question})},
         "meta",
     )  # fmt: skip
+    params = Params.of(conversation)
     if not calls.is_ready(profile):
         if not profile.allow_on_demand:
             state = profile.get_instance().state
@@ -134,6 +187,15 @@ def stream_reply(
                        "page.", "retry": True}, "error")  # fmt: skip
             return
         yield sse({"state": "starting", "message": f"Starting {profile.name}…"}, "status")
+        try:
+            for seconds in _wait_for_start(profile, client_socket):
+                message = f"Starting {profile.name}… {seconds} s"
+                yield sse({"state": "starting", "message": message}, "status")
+        except GatewayError as error:
+            yield sse({"message": error.message, "retry": True}, "error")
+            return
+        except ClientGone:
+            return
     body = {
         "model": profile.slug,
         "messages": build_messages(conversation, profile),
@@ -178,18 +240,18 @@ def stream_reply(
                 reply.add(event.data)
                 yield event.raw
         status = UsageRecord.Status.OK
-        saved = _save_answer(conversation, reply, Message.Status.OK, params)
+        saved = _save_answer(conversation, reply, Message.Status.OK, params, relay.measure)
         html = render_to_string("servers/chat.html#message", {"message": saved})
         yield sse({"message": saved.pk, "html": html}, "done")
     except GatewayError as error:
         relay.measure.fail(error)
         status = UsageRecord.Status.ERROR
         if reply.content or reply.reasoning:
-            saved = _save_answer(conversation, reply, Message.Status.ERROR, params)
+            saved = _save_answer(conversation, reply, Message.Status.ERROR, params, relay.measure)
         yield sse({"message": error.message, "retry": True}, "error")
     except ClientGone:
         pass  # Stop, or a closed tab: cancelled; what came so far is saved below
     finally:
         relay.close(status)
         if saved is None and (reply.content or reply.reasoning):
-            _save_answer(conversation, reply, Message.Status.STOPPED, params)
+            _save_answer(conversation, reply, Message.Status.STOPPED, params, relay.measure)

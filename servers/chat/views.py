@@ -2,22 +2,30 @@
 
 Only the owner sees a conversation (others get 404). The reply streams from `chat-stream`
 (a session-authenticated, CSRF-protected POST read by static/js/chat.js), through the
-gateway's calls as any `/v1` request (servers/chat/replies.py).
+gateway's calls as any `/v1` request (servers/chat/replies.py); what a send stores, the
+search and the exports are servers/chat/conversations.py.
 """
 
 from __future__ import annotations
 
 from django.contrib import messages
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from servers.chat.forms import ChatMessageForm, RenameForm
-from servers.chat.replies import Params, stream_reply, title_from
+from servers.chat import conversations
+from servers.chat.forms import (
+    ChatMessageForm,
+    ConversationSettingsForm,
+    RenameForm,
+    SearchForm,
+    first_error,
+)
+from servers.chat.render import render_markdown
+from servers.chat.replies import stream_reply
 from servers.gateway.relay import STREAM_HEADERS
 from servers.gateway.transport import client_socket
-from servers.models import Conversation, Message, ServerProfile, State
+from servers.models import Conversation, ServerProfile, State
 
 
 def _profiles(user):
@@ -42,19 +50,33 @@ def _pick(profiles, slug: str | None, conversation: Conversation | None):
 
 
 def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
-    """The chat page (a new chat, or conversation `pk`); HTMX asks for the server panel."""
+    """The chat page (a new chat, or conversation `pk`); HTMX asks for the server panel (a
+    server picked) or the conversation list (a search)."""
     conversation = None
     if pk is not None:
         conversation = get_object_or_404(Conversation, pk=pk, user=request.user)
-    profiles = list(_profiles(request.user))
-    profile = _pick(profiles, request.GET.get("profile"), conversation)
+    search = SearchForm(request.GET)
+    query = search.cleaned_data["q"] if search.is_valid() else ""
     context = {
         "conversation": conversation,
-        "conversations": Conversation.objects.filter(user=request.user)[:100],
-        "chat_messages": conversation.messages.all() if conversation else [],
+        "conversations": conversations.listed(request.user, query),
+        "search": search,
+        "query": query,
+    }
+    if request.htmx and request.htmx.target == "conversation-list":
+        return render(request, "servers/chat.html#conversation-list", context)
+    profiles = list(_profiles(request.user))
+    profile = _pick(profiles, request.GET.get("profile"), conversation)
+    chat_messages = list(conversation.messages.all()) if conversation else []
+    for message in chat_messages:  # a user message stored before they were rendered
+        if not message.html and message.content:
+            message.html = render_markdown(message.content)
+    context |= {
+        "chat_messages": chat_messages,
         "profiles": profiles,
         "profile": profile,
         "instance": getattr(profile, "instance", None) if profile else None,
+        "settings_form": ConversationSettingsForm(instance=conversation, profile=profile),
     }
     if request.htmx and request.htmx.target == "server-panel":
         return render(request, "servers/chat.html#server-panel", context)
@@ -63,44 +85,41 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
 
 @require_POST
 def chat_stream(request: HttpRequest) -> HttpResponse:
-    """Send a message (or retry) and stream the reply as server-sent events."""
+    """Send a message (or retry, regenerate, edit) and stream the reply as server-sent events."""
     form = ChatMessageForm(request.POST, request.FILES, user=request.user)
-    if not form.is_valid():
-        return JsonResponse({"error": form.first_error()}, status=400)
-    data = form.cleaned_data
-    profile = data["profile"]
-    with transaction.atomic():
-        conversation = data["conversation"]
-        if conversation is None:
-            conversation = Conversation.objects.create(
-                user=request.user, profile=profile, title=title_from(data["message"] or
-                                                                    data["files"][0]["name"])
-            )  # fmt: skip
-        elif conversation.profile_id != profile.pk:
-            conversation.profile = profile
-            conversation.save(update_fields=["profile", "updated_at"])
-        if data["retry"]:
-            # Drop the interrupted answer (if any); the conversation must end with the question.
-            last = conversation.messages.last()
-            while last and last.role == Message.Role.ASSISTANT and last.status != Message.Status.OK:
-                last.delete()
-                last = conversation.messages.last()
-            if last is None or last.role != Message.Role.USER:
-                return JsonResponse(
-                    {"error": "There is no unanswered message to retry."}, status=400
-                )
-        else:
-            Message.objects.create(
-                conversation=conversation,
-                role=Message.Role.USER,
-                content=data["message"],
-                attachments=data["files"],
-                temperature=data["temperature"],
-                max_tokens=data["max_tokens"],
-            )
-    params = Params(temperature=data["temperature"], max_tokens=data["max_tokens"])
-    stream = stream_reply(request.user, conversation, profile, params, client_socket(request))
+    valid = form.is_valid()
+    profile = form.cleaned_data.get("profile") if valid else None
+    settings_form = ConversationSettingsForm(request.POST, profile=profile)
+    if not (valid and settings_form.is_valid()):
+        return JsonResponse({"error": first_error(form, settings_form)}, status=400)
+    try:
+        turn = conversations.begin_turn(
+            request.user, profile, form.cleaned_data, settings_form.values
+        )
+    except conversations.NothingToAnswer as refusal:
+        return JsonResponse({"error": str(refusal)}, status=400)
+    stream = stream_reply(request.user, turn, profile, client_socket(request))
     return StreamingHttpResponse(stream, content_type="text/event-stream", headers=STREAM_HEADERS)
+
+
+@require_POST
+def conversation_settings(request: HttpRequest, pk: int) -> HttpResponse:
+    """Save a conversation's settings (the settings panel's Save), in place."""
+    conversation = get_object_or_404(Conversation, pk=pk, user=request.user)
+    profile = conversation.profile
+    form = ConversationSettingsForm(request.POST, instance=conversation, profile=profile)
+    saved = form.is_valid()
+    if saved:
+        form.save_settings()
+    context = {"settings_form": form, "conversation": conversation, "profile": profile,
+               "settings_saved": saved}  # fmt: skip
+    if request.htmx:
+        return render(request, "servers/chat.html#settings", context, status=200 if saved else 400)
+    if saved:
+        messages.success(request, "Settings saved.")
+    else:
+        messages.error(request, first_error(form))
+    return redirect(conversation)
 
 
 @require_POST
@@ -108,7 +127,7 @@ def conversation_rename(request: HttpRequest, pk: int) -> HttpResponse:
     conversation = get_object_or_404(Conversation, pk=pk, user=request.user)
     form = RenameForm(request.POST, instance=conversation)
     if form.is_valid():
-        form.save()
+        form.rename()
         messages.success(request, f"Renamed to “{conversation.title}”.")
     else:
         messages.error(request, form.errors["title"][0])
@@ -122,3 +141,21 @@ def conversation_delete(request: HttpRequest, pk: int) -> HttpResponse:
     conversation.delete()
     messages.success(request, f"Deleted “{title}”.")
     return redirect("servers:chat")
+
+
+EXPORTS = {
+    "md": (conversations.as_markdown, "text/markdown; charset=utf-8"),
+    "json": (conversations.as_json, "application/json"),
+}
+
+
+def conversation_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+    """The conversation as a Markdown or JSON download (the owner's only)."""
+    conversation = get_object_or_404(Conversation, pk=pk, user=request.user)
+    write, content_type = EXPORTS[fmt]
+    name = conversations.export_filename(conversation, fmt)
+    return HttpResponse(
+        write(conversation),
+        content_type=content_type,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

@@ -1,6 +1,7 @@
 // The chat page: send a message, read the streamed reply (server-sent events over a fetch()
-// POST), stop it, retry after an error. Model output is only ever inserted as text while it
-// streams; the finished answer is replaced by the HTML the server rendered and sanitised.
+// POST), stop it, retry or regenerate it, edit an earlier message and send it again, copy a
+// message or a code block. Model output is only ever inserted as text while it streams; a
+// finished message is replaced by the HTML the server rendered and sanitised.
 (function () {
   "use strict";
 
@@ -21,12 +22,22 @@
     return node;
   }
 
+  // HTML the server rendered (and sanitised: servers/chat/render.py) as a node.
+  function fromServer(html) {
+    var wrapper = document.createElement("div");
+    wrapper.innerHTML = html;
+    var node = wrapper.firstElementChild;
+    if (node) enhance(node);
+    return node;
+  }
+
   function scrollDown() { window.scrollTo(0, document.body.scrollHeight); }
 
   function busy(on) {
     send.disabled = on;
     send.setAttribute("aria-busy", on ? "true" : "false");
     stop.hidden = !on;
+    list.classList.toggle("is-busy", on);
   }
 
   function showFormError(message) {
@@ -34,20 +45,57 @@
     formError.hidden = !message;
   }
 
-  function addUserMessage(text, fileList) {
-    var empty = list.querySelector(".chat-empty");
-    if (empty) empty.remove();
-    var article = el("article", "msg msg-user");
-    article.appendChild(el("div", "msg-body user-text", text));
-    if (fileList && fileList.length) {
-      var p = el("p", "attachments small");
-      Array.prototype.forEach.call(fileList, function (f) { p.appendChild(el("span", "badge", "📄 " + f.name)); });
-      article.appendChild(p);
+  // --- copying ---------------------------------------------------------------------------------
+
+  function copyText(text, button) {
+    function done() {
+      var label = button.textContent;
+      button.textContent = "Copied";
+      setTimeout(function () { button.textContent = label; }, 1500);
     }
-    list.appendChild(article);
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { copyByCommand(text); done(); });
+    } else {
+      copyByCommand(text); // plain http on a LAN address: no Clipboard API
+      done();
+    }
   }
 
-  // One assistant answer as it streams in.
+  function copyByCommand(text) {
+    var area = el("textarea", "offscreen");
+    area.value = text;
+    document.body.appendChild(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+
+  // A message's own text (markdown as written), kept in its <template class="msg-source">.
+  function sourceOf(article) {
+    var source = article.querySelector("template.msg-source");
+    return source ? source.content.textContent : "";
+  }
+
+  // A copy button on each code block, with the block's language.
+  function enhance(root) {
+    root.querySelectorAll(".markdown pre").forEach(function (pre) {
+      if (pre.parentNode.classList.contains("code-block")) return;
+      var block = el("div", "code-block");
+      var head = el("div", "code-head small");
+      var code = pre.querySelector("code");
+      var lang = code && /(?:^| )language-(\S+)/.exec(code.className);
+      head.appendChild(el("span", "muted", lang ? lang[1] : "text"));
+      var button = el("button", "small outline secondary copy-code", "Copy code");
+      button.type = "button";
+      head.appendChild(button);
+      pre.parentNode.insertBefore(block, pre);
+      block.appendChild(head);
+      block.appendChild(pre);
+    });
+  }
+
+  // --- one answer as it streams in -------------------------------------------------------------
+
   function Answer() {
     this.article = el("article", "msg msg-assistant");
     this.article.setAttribute("data-status", "streaming");
@@ -100,9 +148,7 @@
     this.status.hidden = !text;
   };
   Answer.prototype.finish = function (html) {
-    var wrapper = document.createElement("div");
-    wrapper.innerHTML = html; // rendered and sanitised by the server (servers/chat.py)
-    var replacement = wrapper.firstElementChild;
+    var replacement = fromServer(html);
     if (replacement) this.article.replaceWith(replacement);
   };
   Answer.prototype.fail = function (message, stopped) {
@@ -110,7 +156,8 @@
     this.endThinking();
     this.article.setAttribute("data-status", stopped ? "stopped" : "error");
     if (stopped) {
-      this.article.appendChild(el("p", "muted small", "Stopped."));
+      if (!this.content && !this.thinking) this.body.remove();
+      this.article.appendChild(el("p", "muted small", this.content || this.thinking ? "Stopped." : "Stopped before the model answered: nothing was kept."));
       return;
     }
     var box = el("div", "chat-error");
@@ -118,12 +165,14 @@
     box.appendChild(el("p", "", message));
     var retry = el("button", "small", "Retry");
     retry.type = "button";
-    retry.addEventListener("click", function () { submit(true); });
+    retry.addEventListener("click", function () { submit({ retry: true }); });
     box.appendChild(retry);
     if (!this.content && !this.thinking) this.body.remove();
     this.article.classList.add("chat-error-host");
     this.article.appendChild(box);
   };
+
+  // --- the conversation --------------------------------------------------------------------------
 
   function remember(meta) {
     var sidebar = document.getElementById("conversation-list");
@@ -137,6 +186,15 @@
       item.appendChild(link);
       item.appendChild(el("small", "muted", "just now"));
       sidebar.insertBefore(item, sidebar.firstChild);
+      // The settings can now be saved on their own.
+      var settings = document.getElementById("settings-form");
+      var save = document.getElementById("settings-save");
+      if (settings && save) {
+        settings.setAttribute("action", meta.url + "settings/");
+        settings.setAttribute("hx-post", meta.url + "settings/");
+        save.hidden = false;
+        if (window.htmx) htmx.process(settings);
+      }
     }
     form.setAttribute("data-conversation", meta.conversation);
     if (window.location.pathname !== meta.url) {
@@ -145,8 +203,22 @@
     }
   }
 
-  // Parse server-sent events from a stream of text chunks.
-  function handleEvent(block, answer) {
+  // The question as stored: a new one goes at the end; an edited or re-asked one replaces its
+  // old self, and every message after it goes (the server deleted them).
+  function showQuestion(meta) {
+    var empty = list.querySelector(".chat-empty");
+    if (empty) empty.remove();
+    var node = fromServer(meta.html);
+    var old = document.getElementById("message-" + meta.question);
+    if (old) {
+      while (old.nextElementSibling) old.nextElementSibling.remove();
+      if (node) old.replaceWith(node);
+    } else if (node) {
+      list.appendChild(node);
+    }
+  }
+
+  function handleEvent(block, state) {
     var name = "message", data = [];
     block.split("\n").forEach(function (line) {
       if (line.indexOf("event:") === 0) name = line.slice(6).trim();
@@ -155,8 +227,15 @@
     if (!data.length) return; // a comment (keep-alive)
     var payload;
     try { payload = JSON.parse(data.join("\n")); } catch (e) { return; }
-    if (name === "meta") remember(payload);
-    else if (name === "status") answer.setStatus(payload.message || "Starting the server…");
+    if (name === "meta") {
+      remember(payload);
+      showQuestion(payload);
+      state.answer = new Answer();
+      scrollDown();
+      return;
+    }
+    var answer = state.answer || (state.answer = new Answer());
+    if (name === "status") answer.setStatus(payload.message || "Starting the server…");
     else if (name === "error") { answer.fail(payload.message); answer.failed = true; }
     else if (name === "done") { answer.done = true; answer.finish(payload.html); }
     else if (payload.choices) {
@@ -171,28 +250,35 @@
     }
   }
 
-  function submit(retry) {
+  // Send: a new message ({}), the last question again ({retry: true}: after an error, or to
+  // regenerate the last reply), or an earlier message edited ({edit: id, text: "…"}).
+  function submit(how) {
     if (controller) return;
     showFormError("");
     var data = new FormData(form);
-    data.set("conversation", form.getAttribute("data-conversation") || "");
-    if (retry) {
-      data.set("retry", "1");
-      data.delete("message");
-      data.delete("files");
-      list.querySelectorAll('.msg-assistant[data-status="error"], .msg-assistant[data-status="stopped"]').forEach(function (a) {
-        if (a === list.lastElementChild) a.remove();
+    var settings = document.getElementById("settings-form");
+    if (settings) {
+      new FormData(settings).forEach(function (value, key) {
+        if (key !== "csrfmiddlewaretoken") data.set(key, value);
       });
-    } else {
-      if (!input.value.trim() && !(files && files.files.length)) {
-        showFormError("Write a message (or attach a text file) first.");
-        return;
+    }
+    data.set("conversation", form.getAttribute("data-conversation") || "");
+    if (how.retry || how.edit) {
+      data.delete("files");
+      if (how.retry) {
+        data.set("retry", "1");
+        data.delete("message");
+      } else {
+        data.set("edit", how.edit);
+        data.set("message", how.text);
       }
+    } else if (!input.value.trim() && !(files && files.files.length)) {
+      showFormError("Write a message (or attach a text file) first.");
+      return;
     }
     controller = new AbortController();
     busy(true);
-    var text = input.value, sentFiles = files ? Array.prototype.slice.call(files.files) : [];
-    var answer = null;
+    var state = { answer: null };
     fetch(form.action, {
       method: "POST",
       body: data,
@@ -208,46 +294,102 @@
           showFormError(body.error || "The message could not be sent (HTTP " + response.status + ").");
         });
       }
-      if (!retry) {
-        addUserMessage(text, sentFiles);
+      if (!how.retry && !how.edit) {
         input.value = "";
         if (files) files.value = "";
       }
-      answer = new Answer();
-      scrollDown();
       var reader = response.body.getReader();
       var decoder = new TextDecoder();
       var buffer = "";
       function pump() {
         return reader.read().then(function (step) {
           if (step.done) {
-            if (buffer.trim()) handleEvent(buffer, answer);
+            if (buffer.trim()) handleEvent(buffer, state);
+            var answer = state.answer || (state.answer = new Answer());
             if (!answer.done && !answer.failed) answer.fail("The reply ended early. The server may have stopped.");
             return;
           }
           buffer += decoder.decode(step.value, { stream: true }).replace(/\r\n/g, "\n");
           var parts = buffer.split("\n\n");
           buffer = parts.pop();
-          parts.forEach(function (block) { handleEvent(block, answer); });
+          parts.forEach(function (block) { handleEvent(block, state); });
           return pump();
         });
       }
       return pump();
     }).catch(function (error) {
       if (error.name === "AbortError") {
-        if (answer) answer.fail("", true);
-      } else if (answer) {
-        answer.fail("The connection to the portal broke: " + error.message);
+        if (state.answer) state.answer.fail("", true);
+      } else if (state.answer) {
+        state.answer.fail("The connection to the portal broke: " + error.message);
       } else {
         showFormError("The portal could not be reached: " + error.message);
       }
     }).finally(function () {
       controller = null;
       busy(false);
-      input.focus();
+      if (!how.edit) input.focus();
       refreshServer();
     });
   }
+
+  // --- editing an earlier message ----------------------------------------------------------------
+
+  function startEdit(article) {
+    if (controller || article.querySelector(".edit-box")) return;
+    var body = article.querySelector(".msg-body");
+    var foot = article.querySelector(".msg-foot");
+    var box = el("div", "edit-box");
+    var area = el("textarea");
+    area.rows = 4;
+    area.value = sourceOf(article);
+    area.setAttribute("aria-label", "Edit message");
+    var later = 0;
+    for (var next = article.nextElementSibling; next; next = next.nextElementSibling) later++;
+    var note = el("p", "muted small", later
+      ? "Sending replaces the " + later + " later message" + (later === 1 ? "" : "s") + " of this conversation."
+      : "");
+    var row = el("div", "edit-actions");
+    var go = el("button", "small", "Save and send");
+    go.type = "button";
+    var cancel = el("button", "small secondary outline", "Cancel");
+    cancel.type = "button";
+    row.appendChild(go);
+    row.appendChild(cancel);
+    box.appendChild(area);
+    if (later) box.appendChild(note);
+    box.appendChild(row);
+    body.hidden = true;
+    if (foot) foot.hidden = true;
+    article.insertBefore(box, body);
+    area.focus();
+    function close() { box.remove(); body.hidden = false; if (foot) foot.hidden = false; }
+    cancel.addEventListener("click", close);
+    go.addEventListener("click", function () {
+      if (!area.value.trim()) { showFormError("An edited message cannot be empty: write something."); return; }
+      submit({ edit: article.getAttribute("data-id"), text: area.value });
+    });
+    area.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); go.click(); }
+      if (event.key === "Escape") close();
+    });
+  }
+
+  list.addEventListener("click", function (event) {
+    var button = event.target.closest("button");
+    if (!button) return;
+    var article = button.closest("article.msg");
+    if (button.classList.contains("copy-code")) {
+      var code = button.closest(".code-block").querySelector("pre");
+      copyText(code.textContent, button);
+    } else if (button.getAttribute("data-action") === "copy" && article) {
+      copyText(sourceOf(article), button);
+    } else if (button.getAttribute("data-action") === "regenerate") {
+      submit({ retry: true });
+    } else if (button.getAttribute("data-action") === "edit" && article) {
+      startEdit(article);
+    }
+  });
 
   // A message may have started the server (on demand): show its state as it is now, in the
   // panel and in the picker, instead of the "stopped" the page was drawn with.
@@ -264,14 +406,15 @@
     });
   }
 
+  enhance(list);
   form.addEventListener("submit", function (event) {
     event.preventDefault();
-    submit(false);
+    submit({});
   });
   input.addEventListener("keydown", function (event) {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
-      submit(false);
+      submit({});
     }
   });
   stop.addEventListener("click", function () { if (controller) controller.abort(); });

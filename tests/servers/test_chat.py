@@ -10,8 +10,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from servers.chat.attachments import read_attachment
+from servers.chat.conversations import title_from
 from servers.chat.render import render_markdown, split_thinking
-from servers.chat.replies import title_from
 from servers.models import Conversation, Message, UsageRecord
 from tests.support.tiny_models import REPLY
 
