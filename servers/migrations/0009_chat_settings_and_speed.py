@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("servers", "0007_sharing"),
+        ("servers", "0008_routes"),
     ]
 
     operations = [
