@@ -453,6 +453,11 @@ SERVER_MAX_RESTARTS = env.int("MLX_PORTAL_SERVER_MAX_RESTARTS", default=3)
 SERVER_RESTART_BACKOFF = env.float("MLX_PORTAL_SERVER_RESTART_BACKOFF", default=5.0)
 SERVER_RESTART_RESET_AFTER = env.float("MLX_PORTAL_SERVER_RESTART_RESET_AFTER", default=600.0)
 SERVER_MEMORY_HEADROOM = env.float("MLX_PORTAL_SERVER_MEMORY_HEADROOM", default=1.2)
+# What a server needs besides its weights and KV cache (Python, MLX, the tokenizer), counted in
+# its host's memory plan (servers/memory_plan.py, docs/servers.md "The memory plan").
+SERVER_MEMORY_OVERHEAD_MB = int(
+    _bounded("MLX_PORTAL_SERVER_MEMORY_OVERHEAD_MB", 512, 0, 1_048_576, "MB", whole=True)
+)
 SERVER_ADAPTER_DIRS = [
     Path(p).expanduser().resolve()
     for p in env.list("MLX_PORTAL_ADAPTER_DIRS", default=[str(DATA_DIR / "adapters")])

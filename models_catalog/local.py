@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from huggingface_hub import scan_cache_dir
 from huggingface_hub.errors import CacheNotFound
 
-from models_catalog import characteristics, hub_data
+from models_catalog import characteristics, hub_data, memory
 from models_catalog.validators import path_inside, validate_repo_id
 
 #: Larger vocabularies than any model has (the largest are ~260K tokens) are not believed.
@@ -175,6 +175,41 @@ def serving_facts(repo_id: str, root: Path | None = None) -> ServingFacts:
     )
     _serving_facts[(repo_id, root)] = facts
     return facts
+
+
+#: The files whose bytes count as a model's weights.
+WEIGHT_SUFFIXES = frozenset({".safetensors", ".npz", ".gguf", ".bin"})
+
+
+def weight_bytes(snapshot: Path) -> int:
+    """Bytes of weights in a model snapshot (what loading it puts in memory, roughly)."""
+    total = 0
+    for file in snapshot.iterdir():
+        if file.suffix in WEIGHT_SUFFIXES:
+            try:
+                total += file.stat().st_size
+            except OSError:
+                continue
+    return total
+
+
+_memory: dict[Path, memory.ModelMemory] = {}
+
+
+def model_memory(repo_id: str, root: Path | None = None) -> memory.ModelMemory | None:
+    """The model's weights and KV shape (models_catalog/memory.py) from its snapshot on this
+    host's disk; None when it is not there. Remembered per snapshot directory and process (a
+    snapshot's files do not change; the heartbeat reports every model every few seconds)."""
+    try:
+        path = local_model_path(repo_id, root)
+    except ValidationError:
+        return None
+    if path is None:
+        return None
+    if (known := _memory.get(path)) is None:
+        known = memory.model_memory(_json_file(path / "config.json"), weight_bytes(path))
+        _memory[path] = known
+    return known
 
 
 def _json_file(path: Path) -> dict[str, Any] | None:

@@ -12,8 +12,9 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, models
 from django.utils import timezone
 
+from models_catalog import memory
 from models_catalog.hosts import facts
-from models_catalog.local import list_local_models
+from models_catalog.local import list_local_models, model_memory
 
 
 class HostManager(models.Manager["Host"]):
@@ -49,6 +50,10 @@ class Host(models.Model):
     platform = models.CharField(max_length=32, blank=True)
     memory_total = models.BigIntegerField(default=0)
     memory_available = models.BigIntegerField(default=0)
+    # The memory its model servers may use together, as its worker measured it, and which rule
+    # said so (facts.memory_limit: the GPU wired limit on macOS, available memory elsewhere).
+    memory_limit = models.BigIntegerField(default=0)
+    memory_limit_kind = models.CharField(max_length=16, blank=True)
     disk_free = models.BigIntegerField(default=0)
     disk_total = models.BigIntegerField(default=0)
     mlx_version = models.CharField(max_length=32, blank=True)
@@ -65,6 +70,29 @@ class Host(models.Model):
     last_delete = models.JSONField(default=dict, blank=True)
     last_delete_at = models.DateTimeField(null=True, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
+
+    # The memory plan, as an admin set it on the Hosts page (servers/memory_plan.py).
+    class MemoryPolicy(models.TextChoices):
+        REFUSE = "refuse", "Refuse the start"
+        EVICT_IDLE = "evict-idle", "Stop idle servers to make room"
+
+    memory_policy = models.CharField(
+        "when a start does not fit",
+        max_length=16,
+        choices=MemoryPolicy.choices,
+        default=MemoryPolicy.REFUSE,
+    )
+    evict_idle_minutes = models.PositiveIntegerField(
+        "idle for at least (minutes)",
+        default=10,
+        help_text="Only a server without a request for this long is stopped to make room.",
+    )
+    memory_cap_mb = models.PositiveBigIntegerField(
+        "plan with at most (MB)",
+        null=True,
+        blank=True,
+        help_text="Keep memory for other work on the machine. Blank: what its worker measures.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     DELETE_NOTICE_SECONDS = 600  # how long My models shows what the worker did with a delete
@@ -112,6 +140,17 @@ class Host(models.Model):
         if self.is_this_machine:
             return [m.repo_id for m in list_local_models()]
         return [m["repo_id"] for m in self.local_models or [] if isinstance(m, dict)]
+
+    def model_memory(self, repo_id: str) -> memory.ModelMemory | None:
+        """What a model on this host's disk brings to a server's memory need: read from this
+        machine's cache, else as the host's worker reported it in its last heartbeat."""
+        if self.is_this_machine:
+            return model_memory(repo_id)
+        for model in self.local_models or []:
+            if isinstance(model, dict) and model.get("repo_id") == repo_id:
+                report = model.get("memory")
+                return memory.ModelMemory.from_report(report) if isinstance(report, dict) else None
+        return None
 
     @property
     def queue(self) -> str:
