@@ -14,6 +14,7 @@ from django.conf import settings
 
 from accounts import locks
 from models_catalog.models import Host
+from servers import memory_plan
 from servers.supervision import lifecycle, monitor
 from servers.usage import metrics, records
 
@@ -23,7 +24,7 @@ RECONCILE_LEASE_SECONDS = 120
 
 @shared_task(name="servers.tasks.launch_server")
 def launch_server(instance_id: int, override_memory: bool = False) -> None:
-    lifecycle.launch(instance_id, override_memory=override_memory)
+    lifecycle.launch(instance_id, override_memory=override_memory, room=memory_plan.make_room)
 
 
 @shared_task(name="servers.tasks.stop_server")

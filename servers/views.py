@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.access import staff_only
 from accounts.audit import log as audit
 from models_catalog.hosts.facts import collect_facts
-from servers import tiles
+from servers import memory_plan, tiles
 from servers.forms import ServerProfileForm
 from servers.models import ServerProfile
 from servers.operations import host_rows
@@ -172,7 +172,9 @@ def server_start(request: HttpRequest, slug: str) -> HttpResponse:
     if override and not request.user.is_admin:
         raise PermissionDenied("Only an admin can start a server despite the memory check.")
     try:
-        lifecycle.request_start(profile, request.user, override_memory=override)
+        lifecycle.request_start(
+            profile, request.user, override_memory=override, room=memory_plan.make_room
+        )
     except lifecycle.StartRefused as exc:
         return _action_response(request, profile, str(exc))
     return _action_response(request, profile)

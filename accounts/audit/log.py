@@ -48,6 +48,7 @@ IDLE_STOP = SystemActor("idle stop")
 ON_DEMAND = SystemActor("on-demand start")
 AUTOSTART = SystemActor("auto-start")
 OPERATOR = SystemActor("operator command")
+MEMORY_PLAN = SystemActor("memory plan")  # a server stopped to make room (servers/memory_plan)
 
 
 def sso(provider: str) -> SystemActor:

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ from accounts.audit import log as audit
 from common.states import InvalidTransition
 from models_catalog.hosts.queue import enqueue
 from models_catalog.last_used import mark_model_used
-from models_catalog.local import local_model_path, serving_facts
+from models_catalog.local import local_model_path, serving_facts, weight_bytes
 from models_catalog.models import Host
 from servers.models import ACTIVE_STATES, ServerInstance, ServerProfile, State
 from servers.supervision import probes, supervisor
@@ -60,6 +61,11 @@ class QueueUnavailable(StartRefused):
 
     def __init__(self, message: str):
         super().__init__(message, "queue")
+
+
+#: The host's memory plan (servers/memory_plan.make_room), which the callers above supervision
+#: pass in: `room(profile, evict=…)` raises StartRefused when the start does not fit.
+Room = Callable[..., None]
 
 
 class ServerUnavailable(Exception):
@@ -94,18 +100,6 @@ def check_host_online(profile: ServerProfile) -> None:
 # --- checks before a start --------------------------------------------------------------------
 
 
-def model_weight_bytes(path: Path) -> int:
-    """Bytes of weights in a model snapshot (what loading it puts in memory, roughly)."""
-    total = 0
-    for file in path.iterdir():
-        if file.suffix in {".safetensors", ".npz", ".gguf", ".bin"}:
-            try:
-                total += file.stat().st_size
-            except OSError:
-                continue
-    return total
-
-
 def preflight(profile: ServerProfile, *, override_memory: bool = False) -> LaunchPlan:
     """Check, on the profile's host, that the server can start; raise StartRefused if not."""
     model_path = local_model_path(profile.model_id)
@@ -138,7 +132,7 @@ def preflight(profile: ServerProfile, *, override_memory: bool = False) -> Launc
             "profile another port.",
             "port",
         )
-    need = model_weight_bytes(model_path) + (model_weight_bytes(draft_path) if draft_path else 0)
+    need = weight_bytes(model_path) + (weight_bytes(draft_path) if draft_path else 0)
     available = psutil.virtual_memory().available
     if need * settings.SERVER_MEMORY_HEADROOM > available and not override_memory:
         raise StartRefused(
@@ -216,12 +210,15 @@ def request_start(
     override_memory: bool = False,
     reason: str = "",
     actor: audit.Actor = None,
+    room: Room | None = None,
 ) -> ServerInstance:
     """Ask for the profile's server to run. A no-op when it already runs or starts. The audit
     log records who asked: `user`, else the system `actor` (auto-start, on-demand start).
 
     On the web tier of the same machine the checks run at once, so the user sees a refusal
     (port busy, model missing, memory) immediately; the worker checks again before spawning.
+    With `room`, the host's memory plan is checked too (nothing is stopped here: the worker
+    makes the room, servers/memory_plan.py), unless an admin overrides the memory checks.
     """
     instance = profile.get_instance()
     if instance.state in (State.STARTING, State.RUNNING, State.RESTARTING):
@@ -231,12 +228,14 @@ def request_start(
     if instance.state == State.STOPPING:
         raise StartRefused("The server is still stopping; start it again in a moment.", "busy")
     check_host_online(profile)
-    if is_local(profile.host):
-        try:
+    try:
+        if is_local(profile.host):
             preflight(profile, override_memory=override_memory)
-        except StartRefused as exc:
-            _record_refusal(instance, exc)
-            raise
+        if room is not None and not override_memory:
+            room(profile, evict=False)
+    except StartRefused as exc:
+        _record_refusal(instance, exc)
+        raise
     with transaction.atomic():
         before = instance.state
         try:
@@ -388,8 +387,9 @@ def _mark_dead(instance: ServerInstance, when: str) -> None:
     _fail(instance, f"The server {supervisor.describe_exit(code)} {when}.")
 
 
-def launch(instance_id: int, *, override_memory: bool = False) -> None:
+def launch(instance_id: int, *, override_memory: bool = False, room: Room | None = None) -> None:
     """Spawn the server of a `starting` (or `restarting`) instance and wait until it answers.
+    With `room`, the host's memory plan makes room first (or refuses the start).
 
     Idempotent: a redelivered task finds the live process and only waits for it.
     """
@@ -408,6 +408,8 @@ def launch(instance_id: int, *, override_memory: bool = False) -> None:
     if not supervisor.is_alive(instance.pid, instance.process_create_time):
         try:
             plan = preflight(profile, override_memory=override_memory)
+            if room is not None and not override_memory:
+                room(profile, evict=True)
         except StartRefused as exc:
             _record_refusal(instance, exc)
             with contextlib.suppress(InvalidTransition):
@@ -515,6 +517,18 @@ def stop(instance_id: int) -> None:
     )
     with contextlib.suppress(InvalidTransition):
         instance.transition(State.STOPPED, instance.reason or "Stopped", exit_code=code)
+
+
+def evict(profile_id: int, reason: str) -> None:
+    """Stop a server to make room for another (the memory plan, on the host's worker): the
+    reason goes to its tile, the audit log (the system actor "memory plan") and its log file;
+    returns once its process is gone."""
+    profile = ServerProfile.objects.select_related("host").get(pk=profile_id)
+    instance = request_stop(profile, reason=reason[:500], actor=audit.MEMORY_PLAN)
+    if instance.log_path:
+        with contextlib.suppress(OSError), open(instance.log_path, "a") as log_file:
+            log_file.write(f"# MLX Portal: {reason} ({timezone.now().isoformat()})\n")
+    stop(instance.pk)
 
 
 # --- supervision ------------------------------------------------------------------------------
