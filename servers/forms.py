@@ -22,7 +22,7 @@ from servers.validation import (
     resolve_adapter_path,
 )
 
-RESERVED_SLUGS = {"new", "picker", "hosts", "usage", "chat"}
+RESERVED_SLUGS = {"new", "picker", "hosts", "usage", "chat", "need"}
 
 # The fair queue's fields (servers/sharing), bounded by the model's validators; what a blank
 # means where it may be blank.
@@ -341,3 +341,28 @@ class ServerProfileForm(forms.ModelForm):
             )
         except LookupError:
             return "another port"
+
+
+class HostPlanForm(forms.ModelForm):
+    """A host's memory plan as an admin sets it on the Hosts page (servers/memory_plan.py)."""
+
+    class Meta:
+        model = Host
+        fields = ["memory_policy", "evict_idle_minutes", "memory_cap_mb"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["evict_idle_minutes"].widget.attrs.update({"min": 0, "max": 10080})
+        self.fields["memory_cap_mb"].widget.attrs.update({"min": 1})
+
+    def clean_evict_idle_minutes(self) -> int:
+        value = self.cleaned_data["evict_idle_minutes"]
+        if value > 10080:
+            raise ValidationError("Use a whole number of minutes from 0 to 10,080 (a week).")
+        return value
+
+    def clean_memory_cap_mb(self) -> int | None:
+        value = self.cleaned_data.get("memory_cap_mb")
+        if value is not None and not 1 <= value <= 1_048_576 * 16:
+            raise ValidationError("Give the cap in MB (e.g. 49152 for 48 GB), or leave it blank.")
+        return value

@@ -77,13 +77,17 @@ _memo: dict[tuple, tuple[float, memory.Need | None]] = {}
 
 
 def remembered_need(
-    host: Host, model_id: str, draft_model_id: str, kv_bits: int | None
+    host_id: int, host_name: str, model_id: str, draft_model_id: str, kv_bits: int | None
 ) -> memory.Need | None:
-    key = (host.pk, model_id, draft_model_id, kv_bits, settings.SERVER_MEMORY_OVERHEAD_MB)
+    key = (host_id, model_id, draft_model_id, kv_bits, settings.SERVER_MEMORY_OVERHEAD_MB)
     now = time.monotonic()
     known = _memo.get(key)
     if known is None or now - known[0] > NEED_MEMO_SECONDS:
-        known = (now, need_for(host, model_id, draft_model_id, kv_bits))
+        # This machine's models are read from its disk: no need for its row.
+        here = host_name == settings.HOST_NAME
+        host = Host(pk=host_id, name=host_name) if here else Host.objects.filter(pk=host_id).first()
+        need = need_for(host, model_id, draft_model_id, kv_bits) if host else None
+        known = (now, need)
         if len(_memo) > 4096:
             _memo.clear()
         _memo[key] = known
@@ -142,6 +146,20 @@ class Plan:
     @property
     def free(self) -> int:
         return max(0, self.limit - self.used)
+
+    def bar(self) -> list[dict]:
+        """The bar's parts, left to right: each server's need, then what is free; `x` and
+        `width` in percent of the bar."""
+        parts, x = [], 0.0
+        for use in self.uses:
+            width = self.percent(use.bytes)
+            parts.append({"name": use.name, "bytes": use.bytes, "state": use.state, "x": x,
+                          "width": width, "free": False})  # fmt: skip
+            x += width
+        if self.free:
+            parts.append({"name": "free", "bytes": self.free, "state": "", "x": x,
+                          "width": self.percent(self.free), "free": True})  # fmt: skip
+        return parts
 
     def percent(self, part: int) -> float:
         """`part` as a percentage of the bar (the limit, or what is used when it is more)."""

@@ -9,6 +9,7 @@ from django.db.models import Count, Q
 
 from accounts.audit import log as audit
 from models_catalog.models import Host
+from servers import memory_plan
 from servers.models import ServerProfile, State
 from servers.supervision import lifecycle
 
@@ -18,6 +19,7 @@ class HostRow:
     host: Host
     servers: int  # profiles on the host
     running: int  # of which running (as last known)
+    plan: memory_plan.Plan  # its memory plan now
 
     @property
     def state(self) -> str:
@@ -25,14 +27,14 @@ class HostRow:
 
 
 def host_rows() -> list[HostRow]:
-    """Every host with its number of servers and running servers, by name."""
+    """Every host with its number of servers and running servers and its memory plan."""
     hosts = Host.objects.annotate(
         n_servers=Count("server_profiles", distinct=True),
         n_running=Count(
             "server_profiles", filter=Q(server_profiles__instance__state=State.RUNNING)
         ),
     ).order_by("name")
-    return [HostRow(h, h.n_servers, h.n_running) for h in hosts]
+    return [HostRow(h, h.n_servers, h.n_running, memory_plan.host_plan(h)) for h in hosts]
 
 
 def profiles_on(host: Host | None = None):

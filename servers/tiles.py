@@ -38,6 +38,7 @@ from django.utils.timesince import timesince
 from common.rows import compiled_rows
 from models_catalog.hosts import facts as host_facts
 from models_catalog.hosts.facts import heard_ago
+from servers import memory_plan
 from servers.models import (
     ACTIVE_STATES,
     ServerProfile,
@@ -62,6 +63,7 @@ _COLUMNS = (
     "instance__restart_count", "instance__next_restart_at", "instance__last_error",
     "instance__last_error_kind", "instance__rss", "instance__cpu_percent", "instance__stats_at",
     "instance__port", "instance__busy", "max_in_flight", "decode_concurrency",
+    "host_id", "draft_model_id", "kv_bits",
 )  # fmt: skip
 
 
@@ -101,6 +103,7 @@ class Tile:
     slots: int  # requests the portal lets through at once (servers/sharing)
     in_flight: int  # requests let through now
     waiting: int  # requests waiting in its fair queue
+    need: str  # its memory need in the host's plan, "about 5.2 GB: weights …" ("" unknown)
 
 
 def _since(value: datetime | None) -> str:
@@ -187,9 +190,17 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
                 slots=slots(r["max_in_flight"], r["decode_concurrency"]),
                 in_flight=queue.in_flight if (queue := queues.get(r["pk"])) else 0,
                 waiting=queue.waiting if queue else 0,
+                need=_need_text(r),
             )
         )
     return tiles
+
+
+def _need_text(row: dict) -> str:
+    need = memory_plan.remembered_need(
+        row["host_id"], row["host__name"], row["model_id"], row["draft_model_id"], row["kv_bits"]
+    )
+    return memory_plan.describe(need) if need is not None else ""
 
 
 def version(tiles: list[Tile], query: str) -> str:

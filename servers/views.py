@@ -17,11 +17,13 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.access import staff_only
 from accounts.audit import log as audit
 from models_catalog.hosts.facts import collect_facts
+from models_catalog.models import Host
 from servers import memory_plan, tiles
-from servers.forms import ServerProfileForm
+from servers.forms import HostPlanForm, ServerProfileForm
 from servers.models import ServerProfile
 from servers.operations import host_rows
 from servers.supervision import lifecycle, supervisor
+from servers.validation import KV_BITS_CHOICES
 
 LOG_LINES_DEFAULT = 200
 LOG_LINES_MAX = 2000
@@ -238,3 +240,33 @@ def host_list(request: HttpRequest) -> HttpResponse:
     }
     template = "servers/hosts.html#rows" if request.htmx else "servers/hosts.html"
     return render(request, template, context)
+
+
+@staff_only
+@require_POST
+def host_plan(request: HttpRequest, name: str) -> HttpResponse:
+    """An admin sets a host's memory plan (policy, idle minutes, cap) on the Hosts page."""
+    host = get_object_or_404(Host, name=name)
+    form = HostPlanForm(request.POST, instance=host)
+    if form.is_valid():
+        form.save()
+        audit.record(request.user, audit.Action.SETTING_CHANGE, host, **audit.form_changes(form))
+        messages.success(request, f"The memory plan of {host.name} is saved.")
+    else:
+        errors = " ".join(" ".join(e) for e in form.errors.values())
+        messages.error(request, f"The memory plan of {host.name} was not saved: {errors}")
+    return redirect("servers:hosts")
+
+
+def profile_need(request: HttpRequest) -> HttpResponse:
+    """The memory need of the profile form's model, draft model and KV-cache bits on its host,
+    as the form changes (an HTMX fragment of the profile form, servers/memory_plan.py)."""
+    host = Host.objects.filter(pk=request.GET.get("host") or 0).first()
+    host = host or Host.objects.this_machine()
+    raw_bits = request.GET.get("kv_bits") or ""
+    kv_bits = int(raw_bits) if raw_bits.isdigit() and int(raw_bits) in KV_BITS_CHOICES else None
+    model_id = (request.GET.get("model_id") or "")[:96]
+    draft_id = (request.GET.get("draft_model_id") or "")[:96]
+    need = memory_plan.need_for(host, model_id, draft_id, kv_bits) if model_id else None
+    context = {"need": need, "text": memory_plan.describe(need) if need else "", "host": host}
+    return render(request, "servers/_need.html", context)
