@@ -305,6 +305,8 @@ OBJECT_URLS: dict[str, tuple[str, str]] = {
     "servers:chat-export-json": ("conversation", OWNER),
     "servers:profile-edit": ("profile", OWNER_OR_ADMIN),
     "servers:profile-delete": ("profile", OWNER_OR_ADMIN),
+    "servers:route-edit": ("route", OWNER_OR_ADMIN),
+    "servers:route-delete": ("route", OWNER_OR_ADMIN),
     "catalog:download-cancel": ("download", OWNER_OR_ADMIN),
     # Shared on purpose (SPEC §3 to §5): any member runs any server and copies any profile, and
     # any member may pause, resume or retry a download everyone waits for.
@@ -341,14 +343,17 @@ def owned(member, hub, settings, tmp_path):
     settings.HF_TOKEN = ""
     from accounts.api_keys import create_api_key
     from models_catalog.models import Download, Host
-    from servers.models import Conversation, ServerProfile
+    from servers.models import Conversation, Route, ServerProfile
 
     host = Host.objects.this_machine()
     profile = ServerProfile.objects.create(
         name="Owned", slug="owned", model_id="acme/tiny", host=host, port=18123, owner=member
     )
+    route = Route.objects.create(name="owned-route", owner=member)
+    route.members.create(profile=profile)
     return {
         "profile": profile,
+        "route": route,
         "conversation": Conversation.objects.create(user=member, profile=profile, title="Mine"),
         "download": Download.objects.create(
             repo_id="acme/tiny", revision="a" * 40, host=host, requested_by=member
