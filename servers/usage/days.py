@@ -100,22 +100,28 @@ def add(checkpoint: UsageTotals, new: QuerySet, up_to_id: int) -> None:
     UsageDay.objects.bulk_update(changed, SUMS, batch_size=500)
 
 
-def rows_between(start: date, end: date, user=None) -> list[dict]:
+def rows_between(start: date, end: date, user=None, model: str = "", route: str = "") -> list[dict]:
     """Every day row from `start` to `end` (inclusive) and every record after the checkpoint
-    started in those days, as `grouped` gives them; one user's only when `user` is given.
-    Where the day rows count another time zone's days (not rebuilt yet), every record."""
+    started in those days, as `grouped` gives them; one user's only when `user` is given, one
+    model's (a profile's name) with `model`. Where the day rows count another time zone's days
+    (not rebuilt yet), or for one `route` (the day rows do not keep routes), every record: a
+    route's usage goes back as far as the records are kept."""
     tz = zone()
     since = datetime.combine(start, datetime.min.time(), tzinfo=tz)
     until = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=tz)
     records = UsageRecord.objects.filter(started_at__gte=since, started_at__lt=until)
     if user is not None:
         records = records.filter(user=user)
+    if model:
+        records = records.filter(profile_name=model)
     checkpoint = UsageTotals.objects.filter(pk=1).first()
-    if checkpoint is None or checkpoint.days_time_zone != settings.TIME_ZONE:
-        return grouped(records, tz)
+    if route or checkpoint is None or checkpoint.days_time_zone != settings.TIME_ZONE:
+        return grouped(records.filter(route_name=route) if route else records, tz)
     days = UsageDay.objects.filter(day__gte=start, day__lte=end)
     if user is not None:
         days = days.filter(user=user)
+    if model:
+        days = days.filter(profile_name=model)
     kept = list(
         days.values("day", "user_id", "profile_name", *SUMS).annotate(email=F("user__email"))
     )

@@ -477,11 +477,12 @@ def _groups(rows: list[dict], key: str) -> list[dict]:
     return sorted(groups, key=lambda row: (-row["requests"], row["label"] or ""))
 
 
-def summary(start: date, end: date, user=None) -> Summary:
+def summary(start: date, end: date, user=None, model: str = "", route: str = "") -> Summary:
     """Usage from `start` to `end` (inclusive days of settings.TIME_ZONE, the days the page
-    shows); one user's only when `user` is given, everyone's otherwise. Read from the day sums
-    plus the records after the checkpoint (servers/usage/days.py)."""
-    rows = days.rows_between(start, end, user=user)
+    shows); one user's only when `user` is given, everyone's otherwise; one model's (a
+    profile's name) or one route's when given. Read from the day sums plus the records after
+    the checkpoint (servers/usage/days.py)."""
+    rows = days.rows_between(start, end, user=user, model=model, route=route)
     everything = days.add_up(rows, None) or [dict.fromkeys(days.SUMS, 0)]
     return Summary(
         totals=_finish(everything[0]),

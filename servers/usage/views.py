@@ -13,6 +13,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from accounts.access import public
+from servers.models import Route, ServerProfile, UsageDay, UsageRecord
 from servers.usage import metrics, records
 
 MAX_RANGE_DAYS = 366
@@ -29,6 +30,26 @@ class UsageFilterForm(forms.Form):
         empty_label="Everyone",
         error_messages={"invalid_choice": "No user has that email address."},
     )
+
+    model = forms.ChoiceField(required=False, label="Model")
+    route = forms.ChoiceField(required=False, label="Route")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The names usage was recorded under (kept when a profile or route is gone), and today's.
+        models = set(UsageDay.objects.values_list("profile_name", flat=True).distinct()[:500])
+        models |= set(ServerProfile.objects.values_list("name", flat=True)[:500])
+        routes = set(
+            UsageRecord.objects.exclude(route_name="")
+            .values_list("route_name", flat=True)
+            .distinct()[:500]
+        )
+        routes |= set(Route.objects.values_list("name", flat=True)[:500])
+        invalid = "No usage is recorded under that name: pick one from the list."
+        self.fields["model"].choices = [("", "Every model"), *((m, m) for m in sorted(models))]
+        self.fields["model"].error_messages["invalid_choice"] = invalid
+        self.fields["route"].choices = [("", "Any route"), *((r, r) for r in sorted(routes))]
+        self.fields["route"].error_messages["invalid_choice"] = invalid
 
     def clean(self):
         data = super().clean()
@@ -59,11 +80,13 @@ def usage_page(request: HttpRequest) -> HttpResponse:
     today = timezone.localdate()
     start, end = today - timedelta(days=29), today
     who = None if is_admin else request.user
+    model = route = ""
     if form.is_valid():
         start, end = form.cleaned_data["start"], form.cleaned_data["end"]
+        model, route = form.cleaned_data["model"], form.cleaned_data["route"]
         if is_admin:
             who = form.cleaned_data.get("user")
-    summary = records.summary(start, end, user=who)
+    summary = records.summary(start, end, user=who, model=model, route=route)
     series = records.daily_series(summary.by_day, start, end)
     peak = max((n for _, n in series), default=0)
     context = {
@@ -76,6 +99,8 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         "end": end,
         "who": who,
         "everyone": who is None,
+        "model": model,
+        "route": route,
     }
     return render(request, "servers/usage.html", context)
 

@@ -195,3 +195,24 @@ def test_least_busy_spreads_requests_and_a_killed_member_fails_no_request_not_ye
         assert answer.model == "tiny"
     assert served_by("tiny")["Beta"] == before + 6
     ServerInstance.objects.filter(profile=a).update(state=State.FAILED)  # as the supervisor would
+
+
+def test_the_usage_page_filters_by_route_or_by_model(make_profile, member, member_client):
+    alpha, beta = make_profile("Alpha"), make_profile("Beta")
+    for profile, route in ((alpha, "tiny"), (beta, "tiny"), (beta, ""), (alpha, "other")):
+        UsageRecord.objects.create(
+            user=member, profile=profile, profile_name=profile.name, source="api",
+            endpoint="chat/completions", status="ok", route_name=route,
+        )  # fmt: skip
+    usage = reverse("servers:usage")
+
+    def total(**query) -> str:
+        html = member_client.get(usage, query).content.decode()
+        return html.split('data-testid="total-requests">')[1].split("<")[0]
+
+    assert total() == "4"
+    assert total(route="tiny") == "2"
+    assert total(model="Beta") == "2"
+    assert total(route="tiny", model="Beta") == "1"
+    refused = member_client.get(usage, {"route": "<script>"}).content.decode()
+    assert "No usage is recorded under that name" in refused and total(route="nope") == "4"
