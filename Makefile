@@ -16,10 +16,10 @@ PYTHON ?= $(shell for c in python3.13 python3.12 python3.14 python3 \
 REDIS_URL ?= redis://127.0.0.1:6379/0
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: help run test lint format check venv redis static browser front node clean bench
+.PHONY: help run address test lint format check venv redis static browser front node clean bench
 
 help:
-	@echo "make run    start the portal (web, worker, beat) on http://127.0.0.1:8000"
+	@echo "make run    start the portal (web, worker, beat) on PORTAL_BIND (default $(PORTAL_BIND_DEFAULT))"
 	@echo "make test   run the whole test suite"
 	@echo "make lint   ruff (lint + format), import contracts, mypy, Django checks (make test runs it too)"
 	@echo "make bench  the benchmarks of docs/benchmarks.md (a few minutes each; not part of test)"
@@ -62,8 +62,14 @@ run: venv redis
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py createcachetable
 	$(PY) manage.py collectstatic --noinput --verbosity 0
-	@echo "MLX Portal: http://127.0.0.1:8000  (the first account to sign up becomes the admin)"
+	@$(MAKE) --no-print-directory address
 	REDIS_URL="$(REDIS_URL)" PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile
+
+# Where `make run` serves: PORTAL_BIND as honcho gives it to the Procfile (the environment, .env
+# over it), else the Procfile's own default.
+PORTAL_BIND_DEFAULT := $(shell sed -nE 's/^web:.*\$$\{PORTAL_BIND:-([^}]*)\}.*/\1/p' Procfile)
+address:
+	@$(VENV)/bin/honcho run sh -c 'echo "MLX Portal: http://$${PORTAL_BIND:-$(PORTAL_BIND_DEFAULT)}  (the first account to sign up becomes the admin)"'
 
 # The browser tests drive Debian's Chromium; install it when it is missing and apt-get is here.
 browser:

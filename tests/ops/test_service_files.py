@@ -41,3 +41,12 @@ def test_the_web_tier_binds_where_the_front_passes_in_every_service_file():
     assert _bind(systemd.split()) == UPSTREAM
     assert _bind(procfile_web_command()) == UPSTREAM  # make run, and PORTAL_BIND's default
     assert "nginx.service" in unit  # starting the web tier starts the front
+
+
+def test_every_service_file_keeps_gunicorns_control_socket_in_the_data_directory():
+    with (DEPLOY / "launchd" / "com.mlxportal.web.plist").open("rb") as handle:
+        launchd = plistlib.load(handle)["ProgramArguments"]
+    unit = (DEPLOY / "systemd" / "mlx-portal-web.service").read_text()
+    systemd = re.search(r"^ExecStart=(.*?)(?<!\\)$", unit, re.M | re.S)[1].replace("\\\n", " ")
+    for words in (launchd, systemd.split()):
+        assert words[words.index("--control-socket") + 1] == "/opt/mlx-portal/var/gunicorn.ctl"

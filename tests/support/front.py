@@ -157,7 +157,10 @@ def collect_static(env: dict[str, str]) -> None:
 
 
 def start_gunicorn(directory: Path, port: int, env: dict[str, str], **variables: str) -> Process:
-    """gunicorn as the Procfile starts it, on 127.0.0.1:`port`."""
+    """gunicorn as the Procfile starts it, on 127.0.0.1:`port`; its `${MLX_PORTAL_DATA_DIR}`
+    (the control socket's folder) from `env`, as the shell honcho runs it in expands it."""
+    if "MLX_PORTAL_DATA_DIR" in env:
+        variables.setdefault("MLX_PORTAL_DATA_DIR", env["MLX_PORTAL_DATA_DIR"])
     command = procfile_web_command(PORTAL_BIND=f"127.0.0.1:{port}", **variables)
     return _spawn(command, directory / "gunicorn.log", env)
 
