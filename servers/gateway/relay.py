@@ -67,11 +67,15 @@ class Event:
     raw: bytes
     data: dict | None = None
     done: bool = False
+    token: bool = False  # it carries generated text (has_token)
 
 
 # How mlx_lm.server (json.dumps) writes the model every upstream body names (see
 # build_upstream_body); an event without it exactly so is parsed and rewritten instead.
 _UPSTREAM_MODEL = b'"model": "default_model"'
+# How it writes a chunk of an unfinished reply: it sends one only when a token gave text, so
+# an unparsed event with this is (at least) one token; the last chunk is not counted.
+_UNFINISHED = b'"finish_reason": null'
 
 
 def has_token(chunk: dict) -> bool:
@@ -175,7 +179,9 @@ class Relay:
         in one write: a relayed token costs a few bytes operations instead of a JSON round
         trip and a write each (docs/benchmarks.md §1). After the first token, writes are at
         least `stream_interval` apart: what arrived meanwhile leaves in one write (§1e, §1f).
-        Raises GatewayError like `events()`.
+        The tokens of a write are counted (`Measure.relayed`, one a chunk) once the WSGI
+        server comes back for more, that is once it has written them: a client that hangs up
+        is recorded with the tokens it was sent. Raises GatewayError like `events()`.
         """
         model_field = b'"model": ' + json.dumps(model).encode()
         base, most = settings.GATEWAY_STREAM_INTERVAL_MS, settings.GATEWAY_STREAM_INTERVAL_MAX_MS
@@ -195,11 +201,14 @@ class Relay:
                 complete, buffer = buffer[:end], buffer[end + 2 :]
                 out: list[bytes] = []
                 done = False
+                tokens = 0
                 for raw in complete.split(b"\n\n"):
                     if not raw.strip(b"\n"):
                         continue
-                    chunk, done = self._openai_event(raw, model, model_field, include_usage,
-                                                     chunk_object)  # fmt: skip
+                    chunk, done, token = self._openai_event(
+                        raw, model, model_field, include_usage, chunk_object
+                    )
+                    tokens += token
                     if chunk:
                         out.append(chunk)
                     if done:
@@ -207,6 +216,7 @@ class Relay:
                 if out:
                     written_at = time.monotonic()
                     yield b"".join(out)
+                    self.measure.relayed(tokens)  # written: the server asks for more
                 if done:
                     return
                 self._check_access()
@@ -216,11 +226,12 @@ class Relay:
                     interval = stream_interval(base, most, _streams.open)
                     pause(written_at + interval - time.monotonic())
             if buffer.strip(b"\n"):
-                chunk, done = self._openai_event(
+                chunk, done, token = self._openai_event(
                     buffer, model, model_field, include_usage, chunk_object
                 )
                 if chunk:
                     yield chunk
+                    self.measure.relayed(token)
                 if done:
                     return
         except httpx.TimeoutException:
@@ -231,9 +242,9 @@ class Relay:
 
     def _openai_event(
         self, raw: bytes, model: str, model_field: bytes, include_usage: bool, chunk_object: str
-    ) -> tuple[bytes, bool]:
-        """One upstream event (without its blank line) as the client gets it; and whether
-        it ends the stream."""
+    ) -> tuple[bytes, bool, bool]:
+        """One upstream event (without its blank line) as the client gets it; whether it
+        ends the stream; and whether it carries a token."""
         if (
             self.measure.first_token_at is not None
             and raw.startswith(b"data: {")
@@ -241,17 +252,17 @@ class Relay:
             and b'"usage"' not in raw
             and _UPSTREAM_MODEL in raw
         ):
-            return raw.replace(_UPSTREAM_MODEL, model_field, 1) + b"\n\n", False
+            return raw.replace(_UPSTREAM_MODEL, model_field, 1) + b"\n\n", False, _UNFINISHED in raw
         event = self._event(raw.decode("utf-8", errors="replace").split("\n"))
         data = event.data
         if data is None:
-            return event.raw, event.done  # keep-alive comments and [DONE]
+            return event.raw, event.done, False  # keep-alive comments and [DONE]
         if "usage" in data and not data.get("choices"):
             if not include_usage:
-                return b"", False
+                return b"", False, False
             data["object"] = chunk_object
         data["model"] = model
-        return sse(data), False
+        return sse(data), False, event.token
 
     def _timeout(self) -> GatewayError:
         return GatewayError(
@@ -284,11 +295,12 @@ class Relay:
             return Event(raw)
         if not isinstance(data, dict):
             return Event(raw)
-        if has_token(data):
+        token = has_token(data)
+        if token:
             self.measure.token()
         if data.get("usage"):
             self.measure.usage(data["usage"])
-        return Event(raw, data)
+        return Event(raw, data, token=token)
 
     def json(self) -> dict:
         try:

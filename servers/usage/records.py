@@ -46,6 +46,7 @@ class Measure:
     status_code: int = 200
     error_code: str = ""
     queued_ms: float | None = None  # time in the fair queue before the request was sent
+    usage_reported: bool = False  # the server's usage counts arrived (else: relayed())
 
     def token(self) -> None:
         if self.first_token_at is None:
@@ -55,6 +56,14 @@ class Measure:
         if isinstance(usage, dict):
             self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             self.completion_tokens = int(usage.get("completion_tokens") or 0)
+            self.usage_reported = True
+
+    def relayed(self, tokens: int) -> None:
+        """`tokens` more reached the client. Until the server's usage says how many it made,
+        they are the completion tokens: a client that hangs up mid-stream (no usage chunk
+        ever comes) is recorded with what it got, not 0."""
+        if not self.usage_reported:
+            self.completion_tokens += tokens
 
     def fail(self, error: Failure, status: str = "error") -> None:
         self.status, self.status_code, self.error_code = status, error.status, error.code or ""

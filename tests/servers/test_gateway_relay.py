@@ -143,3 +143,22 @@ def test_a_stream_that_ends_without_done_is_an_error():
             out.append(data)
     assert error.value.code == "upstream_died"
     assert client_events(b"".join(out))[0]["choices"][0]["delta"]["content"] == "Hel"
+
+
+def test_a_client_that_hangs_up_is_counted_the_tokens_it_was_sent():
+    """No usage chunk comes when the client leaves: the tokens are those of the writes the
+    WSGI server came back from (it asks for the next write only once one is written)."""
+    relay_, finished = relay([upstream_bytes(chunk(text)) for text in ("Hel", "lo", "!", "?")])
+    writes = relay_.openai_stream("m", include_usage=True)
+    sent = [next(writes) for _ in range(3)]
+    writes.close()  # the third write failed: the client is gone (GeneratorExit)
+    relay_.close("cancelled")
+    assert len(client_events(b"".join(sent))) == 3
+    assert finished[0].completion_tokens == 2
+
+
+def test_the_servers_usage_wins_over_the_tokens_counted_on_the_way():
+    relay_, finished = relay(cut(STREAM, 1))
+    b"".join(relay_.openai_stream("m", include_usage=False))
+    relay_.close("ok")
+    assert finished[0].completion_tokens == 3  # USAGE's, not 3 chunks + the finishing one

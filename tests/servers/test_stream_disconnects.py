@@ -92,3 +92,64 @@ def test_a_hundred_clients_leaving_mid_stream_leak_no_connection_thread_or_file(
                 f"disconnects={DISCONNECTS} seconds={elapsed:.1f} threads={threads_before}->"
                 f"{threading.active_count()} fds={fds_before}->{fds_after}\n"
             )
+
+
+def _tokens(writes: list[bytes]) -> int:
+    """The chunks with generated text in what the client got (mlx_lm.server sends one a
+    token that gave text)."""
+    count = 0
+    for block in b"".join(writes).decode().split("\n\n"):
+        if block.startswith("data: {"):
+            choices = json.loads(block[6:]).get("choices") or [{}]
+            count += bool((choices[0].get("delta") or {}).get("content"))
+    return count
+
+
+def test_a_stream_the_client_leaves_is_recorded_with_the_tokens_it_was_sent(
+    mlx_server, serve_profile, api_key
+):
+    from django.test import Client
+
+    serve_profile(mlx_server, "Tiny", max_tokens=4000)
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "stream": True,
+            "max_tokens": 4000, **ENDLESS}  # fmt: skip
+    client = Client(headers={"Authorization": f"Bearer {api_key}"})
+    response = client.post("/v1/chat/completions", json.dumps(body), "application/json")
+    assert response.status_code == 200
+    writes = iter(response.streaming_content)
+    sent = [next(writes) for _ in range(6)]
+    response.close()  # the WSGI server closes the response of a client that went away
+
+    record = wait_for(lambda: UsageRecord.objects.first(), 10, what="the usage record")
+    assert record.status == "cancelled"
+    # Every write the server came back from (all but the last) was written; the last may not.
+    assert 0 < _tokens(sent[:-1]) <= record.completion_tokens <= _tokens(sent)
+
+
+def test_a_client_hanging_up_over_http_is_recorded_with_tokens(
+    mlx_server, serve_profile, api_key, live_server
+):
+    serve_profile(mlx_server, "Tiny", max_tokens=4000)
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "stream": True,
+            "max_tokens": 4000, **ENDLESS}  # fmt: skip
+    read = []
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST",
+            f"{live_server.url}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {api_key}"},
+        ) as response,  # fmt: skip
+    ):
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                read.append(f"{line}\n\n".encode())
+            if _tokens(read) >= 5:
+                break  # hang up
+
+    record = wait_for(
+        lambda: UsageRecord.objects.filter(status="cancelled").first(), 30, what="the record"
+    )
+    # At least what this client read; far from what the request allowed.
+    assert 5 <= record.completion_tokens < 4000
