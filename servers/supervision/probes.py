@@ -8,6 +8,7 @@ transport (servers/gateway/transport.py), not here.
 from __future__ import annotations
 
 import math
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -21,6 +22,18 @@ from servers.supervision.mlx_entry import STATUS_PATH
 # One client (a pool) per process: a bare httpx.post() builds a client, and its TLS context,
 # each time (~20 ms of CPU, taken from the model server that is starting on the same cores).
 _client = httpx.Client(timeout=httpx.Timeout(30.0), limits=httpx.Limits(max_connections=64))
+
+
+# The access-log line a server writes for each of the portal's own checks (`/health`, every
+# few seconds, and `GET /portal/status`): a log view hides them, or they bury what matters.
+_PROBE_LINE = re.compile(
+    r'"GET (?:/health|' + re.escape(STATUS_PATH) + r')(?:\?\S*)? HTTP/[\d.]+" \d{3}'
+)
+
+
+def is_probe_line(line: str) -> bool:
+    """Whether a server's log line is only the record of one of the portal's probes."""
+    return _PROBE_LINE.search(line) is not None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from servers.supervision.probes import is_probe_line
+
 # Children this process spawned, so it can reap them (no zombies) and read their exit code.
 _children: dict[int, subprocess.Popen] = {}
 _children_lock = threading.Lock()
@@ -256,17 +258,36 @@ def stats(
     return ProcessStats(rss=rss, cpu_percent=round(cpu, 1), num_processes=len(tree))
 
 
+# How much further back than `max_bytes` read_log_tail may read when probe lines took the room.
+LOG_PROBE_READ_FACTOR = 8
+
+
 def read_log_tail(path: str | Path, lines: int = 40, max_bytes: int = 64 * 1024) -> str:
-    """The last `lines` lines of a log file (reading at most `max_bytes` from its end)."""
+    """The last `lines` lines of a server's log file, without the lines of the portal's own
+    probes (`probes.is_probe_line`: one every few seconds, 200 in 10 minutes). Reads at most
+    `max_bytes` from its end, or up to LOG_PROBE_READ_FACTOR times that while the probes'
+    lines leave fewer than `lines`."""
     if not path:
         return ""
+    window = max_bytes
     try:
         with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read()
+            size = handle.seek(0, os.SEEK_END)
+            while True:
+                handle.seek(max(0, size - window))
+                data = handle.read(window)
+                kept = [
+                    line
+                    for line in data.decode("utf-8", errors="replace").splitlines()
+                    if not is_probe_line(line)
+                ]
+                if (
+                    len(kept) > lines
+                    or window >= size
+                    or window >= max_bytes * LOG_PROBE_READ_FACTOR
+                ):
+                    break
+                window *= 2
     except OSError:
         return ""
-    text = data.decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(kept[-lines:])
