@@ -96,6 +96,30 @@ def test_metrics_refuse_remote_and_proxied_requests_without_the_token(recorded, 
     assert Client().get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
 
 
+def test_metrics_allow_only_the_token_or_this_machine_as_docs_accounts_says(
+    recorded, settings, admin_member
+):
+    """docs/accounts.md, "/metrics": no token is set by default, so a bearer token opens
+    nothing; a session, even an admin's, does not count; headers the portal does not read
+    make a client not local; the token works from this machine too."""
+    remote = Client(REMOTE_ADDR="203.0.113.5")
+    assert settings.METRICS_TOKEN == ""
+    assert remote.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 403
+    remote.force_login(admin_member)
+    assert remote.get("/metrics").status_code == 403
+    for header in ("HTTP_FORWARDED", "HTTP_X_REAL_IP"):
+        local = Client().get("/metrics", REMOTE_ADDR="127.0.0.1", **{header: "127.0.0.1"})
+        assert local.status_code == 403, header
+    through_front = Client().get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="::1")
+    assert through_front.status_code == 200  # a client of this machine, through the front
+    settings.METRICS_TOKEN = "s3cret-token"
+    settings.METRICS_ALLOW_LOCALHOST = False
+    local = Client().get(
+        "/metrics", REMOTE_ADDR="127.0.0.1", headers={"Authorization": "Bearer s3cret-token"}
+    )
+    assert local.status_code == 200
+
+
 def scrape() -> dict:
     response = Client().get("/metrics", REMOTE_ADDR="127.0.0.1")
     assert response.status_code == 200
