@@ -1,5 +1,7 @@
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.core import context as allauth_context
 from django.conf import settings
+from django.contrib.sites.requests import RequestSite
 from django.core.exceptions import PermissionDenied
 
 from accounts import approval
@@ -20,6 +22,14 @@ class AccountAdapter(DefaultAccountAdapter):
         if commit:
             approval.register(user)
         return user
+
+    def send_mail(self, template_prefix: str, email: str, context: dict) -> None:
+        """allauth's emails (password reset, notices) greet and sign as the portal
+        (PORTAL_NAME), not as the host and port the request came to: without the sites
+        framework, allauth's `current_site` is a RequestSite named after the host."""
+        site = RequestSite(allauth_context.request)
+        site.name = settings.PORTAL_NAME
+        super().send_mail(template_prefix, email, {"current_site": site, **context})
 
     def get_client_ip(self, request):
         """The address allauth throttles logins and sign-ups by: the client's, read through

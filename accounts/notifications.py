@@ -30,12 +30,12 @@ def notify_admins_of_signup(user: User, request: HttpRequest | None = None) -> i
     if request is not None:
         users_url = request.build_absolute_uri(users_url)
     body = (
-        f"{user.email} signed up for MLX Portal and is waiting for approval.\n\n"
+        f"{user.email} signed up for {settings.PORTAL_NAME} and is waiting for approval.\n\n"
         f"Approve or disable them here: {users_url}\n"
     )
     try:
         send_mail(
-            f"[MLX Portal] New sign-up awaiting approval: {user.email}",
+            f"[{settings.PORTAL_NAME}] New sign-up awaiting approval: {user.email}",
             body,
             settings.DEFAULT_FROM_EMAIL,
             recipients,

@@ -151,6 +151,10 @@ API_KEY_FAILURES_PER_MINUTE = env.int("MLX_PORTAL_API_KEY_FAILURES_PER_MINUTE", 
 ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key", "signup": "20/m/ip", "login": "30/m/ip"}
 # The first sign-up becomes the admin; later ones wait for approval (accounts/approval.py).
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+# What emails (subject and greeting: accounts/adapter.py) and the Django admin call the portal;
+# without the sites framework allauth would name it after the host and port it was reached at.
+PORTAL_NAME = "MLX Portal"
+ACCOUNT_EMAIL_SUBJECT_PREFIX = f"[{PORTAL_NAME}] "
 LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "home"
 ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
