@@ -1,5 +1,6 @@
 """The project's URLs: each app's, and the few that live at the top."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
@@ -8,6 +9,11 @@ from servers.health import healthz
 from servers.sharing.metrics import QueueCollector
 from servers.usage.views import metrics_view
 from servers.views import home
+
+# The Django admin calls itself by the portal's name, not "Django administration".
+admin.site.site_header = f"{settings.PORTAL_NAME} administration"
+admin.site.site_title = settings.PORTAL_NAME
+admin.site.index_title = "Administration"
 
 urlpatterns = [
     path("", home, name="home"),

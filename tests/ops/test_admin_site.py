@@ -49,3 +49,11 @@ def test_the_admin_index_has_one_accounts_section(admin_client):
     index = admin_client.get("/admin/").text
     assert "Users and API keys" in index
     assert index.count(">Accounts</a>") <= 1  # allauth's email addresses keep that name
+
+
+def test_the_admin_is_branded_as_the_portal(admin_client):
+    for path in ("/admin/", "/admin/accounts/user/"):
+        page = admin_client.get(path).text
+        assert "MLX Portal administration" in page, path
+        assert "Django administration" not in page and "Django site admin" not in page, path
+    assert "<title>Administration | MLX Portal</title>" in admin_client.get("/admin/").text
