@@ -58,3 +58,30 @@ def test_search_filter_and_open_a_model(member_page, hub_settings, screenshot):
     assert page.locator("[data-fit]").first.get_attribute("title").startswith("The model takes")
     assert page.locator(".readme").is_visible()
     screenshot("model-detail")
+
+
+def test_a_pasted_query_searches_and_clear_filters_keeps_it(member_page, hub_settings):
+    page = member_page
+    page.goto("/models/")
+    page.get_by_role("heading", name="Models").wait_for()
+
+    # Text that arrives without a key-up (a paste, autofill, dictation) searches too.
+    page.get_by_placeholder("Search MLX models").focus()
+    page.keyboard.insert_text("qwen")
+    page.wait_for_url(re.compile(r"q=qwen"))
+
+    page.locator("label.chip", has_text="Thinking").click()
+    page.wait_for_url(re.compile(r"cap=thinking"))
+    page.locator("input[name=fit][value=fits]").check()
+    page.wait_for_url(re.compile(r"fit=fits"))
+
+    page.get_by_test_id("clear-filters").click()
+    page.wait_for_url(lambda url: "q=qwen" in url and "cap=" not in url and "fit=fits" not in url)
+    assert not page.locator("input[name=cap][value=thinking]").is_checked()
+    assert page.locator("input[name=fit][value='']").is_checked()
+    assert page.get_by_placeholder("Search MLX models").input_value() == "qwen"
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#results tbody tr')].length > 0 &&"
+        " [...document.querySelectorAll('#results tbody tr')]"
+        ".some(r => !r.textContent.includes('thinking'))"
+    )
