@@ -127,8 +127,9 @@ class SearchResults:
 # --- search -------------------------------------------------------------------------------------
 
 
-def search(query: SearchQuery, memory_total: int) -> SearchResults:
-    """One page of results for `query`; filters apply to the Hub pages fetched for it."""
+def search(query: SearchQuery, memory_total: int, *, macos_gpu: bool = False) -> SearchResults:
+    """One page of results for `query`, each judged for a host with `memory_total` bytes
+    (`macos_gpu`: models_catalog.fit); filters apply to the Hub pages fetched for it."""
     limit = settings.CATALOG_PAGE_SIZE
     max_pages = settings.CATALOG_MAX_HUB_PAGES if query.filters.active else 1
     results = SearchResults(models=[])
@@ -165,7 +166,7 @@ def search(query: SearchQuery, memory_total: int) -> SearchResults:
     else:
         results.stopped_at_bound = query.filters.active and len(results.models) < target
     for model in results.models:
-        model.fit = model.fit_on_memory(memory_total)
+        model.fit = model.fit_on_memory(memory_total, macos_gpu=macos_gpu)
     return results
 
 

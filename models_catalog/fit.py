@@ -7,6 +7,9 @@ wire only about three quarters of memory by default (`iogpu.wired_limit_mb`), so
 * fits   — weights take at most 60% of memory: room left for a long context and the OS;
 * tight  — up to 75%: it loads, but long contexts or other apps may push it into swap;
 * won't fit — beyond 75%: the GPU cannot wire it by default.
+
+The same shares hold elsewhere (MLX on the CPU: the weights, the KV cache and the OS share the
+memory), but the rule names the GPU's share only for a host on macOS with Metal.
 """
 
 from __future__ import annotations
@@ -37,22 +40,35 @@ class Fit:
         return self.verdict in (FITS, TIGHT)
 
 
-def rule_text(memory_total: int) -> str:
+def rule_text(memory_total: int, *, macos_gpu: bool = False) -> str:
+    """The rule for a host with `memory_total` bytes; `macos_gpu` for a host on macOS with
+    Metal (Host.uses_macos_gpu), the only one where the GPU's share of memory decides "tight"."""
     if not memory_total:
         return "This host has not reported its memory yet."
     fits = filesizeformat(int(memory_total * FITS_SHARE))
     tight = filesizeformat(int(memory_total * TIGHT_SHARE))
+    if macos_gpu:
+        why_tight = "the share macOS lets the GPU use by default"
+    else:
+        why_tight = "it loads, but a long context or other programs may push it into swap"
     return (
         f"Fits when the model takes at most {FITS_SHARE:.0%} of this host's "
         f"{filesizeformat(memory_total)} of memory ({fits}), leaving room for the KV cache "
-        f"and the OS; tight up to {TIGHT_SHARE:.0%} ({tight}), the share macOS lets the GPU "
-        "use by default; beyond that it won't fit."
+        f"and the OS; tight up to {TIGHT_SHARE:.0%} ({tight}), {why_tight}; beyond that it "
+        "won't fit."
     )
 
 
-def fit(size_bytes: int | None, memory_total: int | None, *, estimated: bool = False) -> Fit:
-    """The verdict for a model of `size_bytes` on a host with `memory_total` bytes."""
-    rule = rule_text(memory_total or 0)
+def fit(
+    size_bytes: int | None,
+    memory_total: int | None,
+    *,
+    estimated: bool = False,
+    macos_gpu: bool = False,
+) -> Fit:
+    """The verdict for a model of `size_bytes` on a host with `memory_total` bytes
+    (`macos_gpu`, see rule_text, changes only the rule's wording)."""
+    rule = rule_text(memory_total or 0, macos_gpu=macos_gpu)
     if not size_bytes or not memory_total:
         reason = "The model's size is unknown. " if not size_bytes else ""
         return Fit(UNKNOWN, "fit unknown", "", reason + rule)

@@ -164,12 +164,14 @@ class CatalogModel(models.Model):
     def family_known(self) -> bool:
         return is_known_family(self.family)
 
-    def fit_on_memory(self, memory_total: int) -> Fit:
+    def fit_on_memory(self, memory_total: int, *, macos_gpu: bool = False) -> Fit:
         """Whether this model fits in `memory_total` bytes (see models_catalog.fit)."""
-        return fit(self.size_bytes, memory_total, estimated=self.size_estimated)
+        return fit(
+            self.size_bytes, memory_total, estimated=self.size_estimated, macos_gpu=macos_gpu
+        )
 
     def fit_on(self, host: Host) -> Fit:
-        return self.fit_on_memory(host.memory_total)
+        return self.fit_on_memory(host.memory_total, macos_gpu=host.uses_macos_gpu)
 
 
 class Download(models.Model):

@@ -41,7 +41,7 @@ def search(request: HttpRequest) -> HttpResponse:
             form.is_valid()
             context["form"] = form
         query = form.query()
-        results = catalog.search(query, host.memory_total)
+        results = catalog.search(query, host.memory_total, macos_gpu=host.uses_macos_gpu)
         context.update(
             results=results,
             query=query,

@@ -131,6 +131,12 @@ class Host(models.Model):
         return notice
 
     @property
+    def uses_macos_gpu(self) -> bool:
+        """MLX computes on the GPU of macOS here (Metal): the GPU's share of memory then
+        decides which models fit (models_catalog.fit)."""
+        return self.platform == facts.MACOS_METAL
+
+    @property
     def is_this_machine(self) -> bool:
         return bool(self.name == settings.HOST_NAME)
 

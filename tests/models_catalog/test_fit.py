@@ -48,3 +48,26 @@ def test_runs_means_fits_or_tight():
 
 def test_unknown_size_says_so():
     assert "size is unknown" in fit(None, 24 * GB).rule
+
+
+@pytest.mark.parametrize(
+    ("macos_gpu", "says_gpu"),
+    [(True, True), (False, False)],
+    ids=["macOS with Metal", "elsewhere"],
+)
+def test_the_rule_speaks_of_the_gpus_share_only_on_macos(macos_gpu, says_gpu):
+    result = fit(15 * GB, 24 * GB, macos_gpu=macos_gpu)
+    assert ("the share macOS lets the GPU use" in result.rule) is says_gpu
+    assert ("GPU" in result.rule or "macOS" in result.rule) is says_gpu
+    assert "75%" in result.rule and result.verdict == TIGHT  # the same shares everywhere
+
+
+@pytest.mark.parametrize(
+    ("platform", "macos_gpu"),
+    [("macOS Metal", True), ("macOS CPU", False), ("Linux CPU", False), ("Linux CUDA", False),
+     ("", False)],
+)  # fmt: skip
+def test_a_host_uses_the_gpu_of_macos_only_with_metal(platform, macos_gpu):
+    from models_catalog.models import Host
+
+    assert Host(name="h", platform=platform).uses_macos_gpu is macos_gpu

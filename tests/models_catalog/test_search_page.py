@@ -129,3 +129,16 @@ def test_bad_query_parameters_get_a_clear_message(
 def test_no_results_says_so(catalog_hub, member_client, host):
     html = member_client.get("/models/", {"q": "no-such-model-anywhere"}).text
     assert "No MLX model matches “no-such-model-anywhere”" in html
+
+
+@pytest.mark.parametrize(("platform", "says_gpu"), [("macOS Metal", True), ("Linux CPU", False)])
+def test_the_fit_rule_speaks_of_the_gpus_share_only_for_a_mac(
+    catalog_hub, member_client, host, platform, says_gpu
+):
+    host.platform = platform
+    host.save(update_fields=["platform"])
+    titles = re.findall(
+        r'class="badge [a-z]* ?fit" title="([^"]+)"', member_client.get("/models/").text
+    )
+    assert titles
+    assert all(("the share macOS lets the GPU use" in t) is says_gpu for t in titles)
