@@ -87,3 +87,29 @@ def test_first_admin_approves_a_second_user_who_then_gets_in(page, browser, live
         assert grace.get_by_text("No keys yet.").is_visible()
     finally:
         other.close()
+
+
+def test_the_last_admin_message_wraps_in_its_row(page, live_server, admin_member):
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(admin_member)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    page.context.add_cookies(
+        [{"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}]
+    )
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto("/users/")
+    row = page.locator("tr", has_text=admin_member.email)
+    row.get_by_role("button", name="Remove admin").click()
+    error = page.locator("tr", has_text=admin_member.email).locator(".row-error")
+    error.wait_for()
+    assert "must keep at least one active admin" in error.inner_text()
+    lines = error.evaluate(
+        "e => Math.round(e.getBoundingClientRect().height"
+        " / parseFloat(getComputedStyle(e).lineHeight))"
+    )
+    assert lines >= 2  # wrapped, not one long line
+    right = error.evaluate("e => e.getBoundingClientRect().right")
+    assert right <= page.viewport_size["width"]  # and the page does not scroll sideways
