@@ -195,3 +195,21 @@ def test_a_hosts_worker_deleting_a_model_records_who_asked(two_models, celery_wo
     wait_until(deleted, timeout=30, what=f"the worker's delete\n{celery_worker.log_tail()}")
     assert completed.state_reason == "Deleted from local's cache by admin@example.com"
     assert local_model_path(TINY) is None
+
+
+def test_the_page_says_the_cache_is_shared_and_any_member_may_delete_as_they_can(
+    two_models, make_user
+):
+    """What My models states is the rule the delete applies: the host's one cache, and a
+    model no server uses and no download writes may be deleted by any member - here one who
+    did not download it."""
+    from django.test import Client
+
+    other = Client()
+    other.force_login(make_user("other@example.com"))
+    html = other.get("/models/local/").content.decode()
+    assert "shared Hugging Face cache" in html
+    assert "any member may delete one that no server is using" in html
+    response = other.post("/models/local/delete/", {"repo_id": TINY}, follow=True)
+    assert f"Deleted {TINY}" in response.content.decode()
+    assert local_model_path(TINY) is None
