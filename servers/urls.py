@@ -1,6 +1,6 @@
 from django.urls import path
 
-from servers import route_views, views
+from servers import hosts_guide, route_views, views
 from servers.chat import views as chat_views
 from servers.sharing import views as sharing_views
 from servers.usage import views as usage_views
@@ -36,6 +36,7 @@ urlpatterns = [
     path("routes/<int:pk>/edit/", route_views.route_edit, name="route-edit"),
     path("routes/<int:pk>/delete/", route_views.route_delete, name="route-delete"),
     path("hosts/<slug:name>/plan/", views.host_plan, name="host-plan"),
+    path("hosts/guide/", hosts_guide.hosts_guide, name="hosts-guide"),
     path("picker/", views.picker, name="picker"),
     path("need/", views.profile_need, name="profile-need"),
     path("new/", views.profile_create, name="profile-create"),
