@@ -141,7 +141,8 @@ def download_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _my_models(request: HttpRequest, host: Host) -> HttpResponse:
     Host.objects.this_machine()  # one of the hosts to pick, even before its worker starts
-    context = {"models": library.my_models(host), "host": host, "hosts": list(Host.objects.all())}
+    models = library.my_models(host, viewer=request.user)
+    context = {"models": models, "host": host, "hosts": list(Host.objects.all())}
     template = f"{MY_MODELS}#models" if request.htmx else MY_MODELS
     return render(request, template, context)
 
@@ -169,6 +170,11 @@ def local_model_delete(request: HttpRequest) -> HttpResponse:
     else:
         repo_id = form.cleaned_data["repo_id"]
         try:
+            if not library.may_delete(request.user, repo_id, host):
+                raise library.DeleteRefused(
+                    f"Only an admin or whoever downloaded {repo_id} here may delete it: the "
+                    "cache is shared by the whole team. Nothing was deleted."
+                )
             freed = library.delete_model(repo_id, host, by=str(request.user))
         except library.DeleteRefused as exc:
             messages.error(request, exc.message)

@@ -43,10 +43,29 @@ class MyModel:
     last_used_recorded: bool
     in_use: bool
     downloading: bool
+    may_delete: bool = True  # the viewer is an admin or downloaded it (`may_delete`)
 
     @property
     def repo_id(self) -> str:
         return self.local.repo_id
+
+
+def downloaders(host: Host) -> dict[str, set[int]]:
+    """Who downloaded each model on `host` through the portal: repo id → user ids."""
+    found: dict[str, set[int]] = {}
+    rows = Download.objects.filter(host=host, requested_by__isnull=False)
+    for repo_id, user_id in rows.values_list("repo_id", "requested_by_id").distinct():
+        found.setdefault(repo_id, set()).add(user_id)
+    return found
+
+
+def may_delete(user, repo_id: str, host: Host, known: dict[str, set[int]] | None = None) -> bool:
+    """The rule of who may delete a model from a host's shared cache: an admin, or a member who
+    downloaded it there through the portal (a model put there by other means: admins only)."""
+    if user.is_admin:
+        return True
+    known = downloaders(host) if known is None else known
+    return user.pk in known.get(repo_id, set())
 
 
 def reported_local_models(host: Host) -> list[LocalModel]:
@@ -83,8 +102,10 @@ def _when(value: object) -> datetime | None:
     return datetime.fromtimestamp(value, tz=UTC) if isinstance(value, int | float) else None
 
 
-def my_models(host: Host | None = None) -> list[MyModel]:
+def my_models(host: Host | None = None, viewer=None) -> list[MyModel]:
+    """The models on `host`'s disk, each saying whether `viewer` (when given) may delete it."""
     host = host or Host.objects.this_machine()
+    known = downloaders(host) if viewer is not None else {}
     used_at = last_used_times(host)
     in_use = models_in_use(host)
     downloading = set(
@@ -103,6 +124,7 @@ def my_models(host: Host | None = None) -> list[MyModel]:
                 last_used_recorded=recorded is not None,
                 in_use=model.repo_id in in_use,
                 downloading=model.repo_id in downloading,
+                may_delete=viewer is None or may_delete(viewer, model.repo_id, host, known),
             )
         )
     return rows

@@ -61,14 +61,14 @@ def test_a_download_progresses_live_and_lands_in_my_models(
 
 
 def test_another_hosts_models_follow_its_reports_and_a_delete_goes_to_its_worker(
-    member_page, settings
+    member_page, member, settings
 ):
     """My models for a second Mac: its list as its worker reported it, refreshed by the page's
     poll; Delete (confirmed) sends the task to that host's queue, and the row leaves once the
     host reports its models without it (here written as its worker's heartbeat would)."""
     from django.utils import timezone
 
-    from models_catalog.models import Host
+    from models_catalog.models import Download, Host
     from tests.hosts.conftest import Queues
 
     queues = Queues(settings.REDIS_URL)
@@ -77,6 +77,10 @@ def test_another_hosts_models_follow_its_reports_and_a_delete_goes_to_its_worker
     beta = Host.objects.create(
         name="beta", last_heartbeat=timezone.now(), hf_cache_dir="/Volumes/models/hub",
         local_models=[{"repo_id": kept, "size": 2**30}, {"repo_id": gone, "size": 3 * 2**30}],
+    )  # fmt: skip
+    Download.objects.create(  # the member downloaded it there: theirs to delete
+        repo_id=gone, revision="b" * 40, host=beta, requested_by=member,
+        state=Download.State.COMPLETED,
     )  # fmt: skip
     page = member_page
     page.goto("/models/local/")

@@ -60,8 +60,8 @@ def test_last_used_is_what_a_server_start_recorded(two_models, member_client):
     assert not repos[OUTSIDE].last_used_recorded
 
 
-def test_delete_removes_the_model_from_the_disk(two_models, member_client):
-    response = member_client.post("/models/local/delete/", {"repo_id": OUTSIDE}, follow=True)
+def test_delete_removes_the_model_from_the_disk(two_models, admin_client):
+    response = admin_client.post("/models/local/delete/", {"repo_id": OUTSIDE}, follow=True)
     assert response.status_code == 200
     assert f"Deleted {OUTSIDE}" in response.content.decode()
     assert local_model_path(OUTSIDE) is None
@@ -69,8 +69,8 @@ def test_delete_removes_the_model_from_the_disk(two_models, member_client):
     assert local_model_path(TINY) is not None
 
 
-def test_delete_over_htmx_answers_with_the_refreshed_list(two_models, member_client):
-    response = member_client.post(
+def test_delete_over_htmx_answers_with_the_refreshed_list(two_models, admin_client):
+    response = admin_client.post(
         "/models/local/delete/", {"repo_id": OUTSIDE}, headers={"HX-Request": "true"}
     )
     html = response.content.decode()
@@ -100,8 +100,8 @@ def test_delete_is_refused_while_the_model_is_being_downloaded(two_models, membe
         ("test-org/not-on-disk", "is not on this host's disk"),
     ],
 )
-def test_bad_delete_requests_get_a_clear_message(hf, member_client, repo_id, message):
-    response = member_client.post("/models/local/delete/", {"repo_id": repo_id}, follow=True)
+def test_bad_delete_requests_get_a_clear_message(hf, admin_client, repo_id, message):
+    response = admin_client.post("/models/local/delete/", {"repo_id": repo_id}, follow=True)
     assert message in response.content.decode().replace("&#x27;", "'")
 
 
@@ -197,19 +197,26 @@ def test_a_hosts_worker_deleting_a_model_records_who_asked(two_models, celery_wo
     assert local_model_path(TINY) is None
 
 
-def test_the_page_says_the_cache_is_shared_and_any_member_may_delete_as_they_can(
-    two_models, make_user
+def test_an_admin_or_whoever_downloaded_a_model_may_delete_it_as_the_page_says(
+    two_models, make_user, member_client
 ):
-    """What My models states is the rule the delete applies: the host's one cache, and a
-    model no server uses and no download writes may be deleted by any member - here one who
-    did not download it."""
+    """What My models states is the rule the delete applies: the host's one cache, whose
+    models an admin or the member who downloaded them here may delete."""
     from django.test import Client
 
     other = Client()
     other.force_login(make_user("other@example.com"))
     html = other.get("/models/local/").content.decode()
     assert "shared Hugging Face cache" in html
-    assert "any member may delete one that no server is using" in html
+    assert "An admin, or the member who downloaded a model here, may delete it" in html
+    assert "Only an admin or whoever downloaded it may delete it" in html  # its button says why
     response = other.post("/models/local/delete/", {"repo_id": TINY}, follow=True)
-    assert f"Deleted {TINY}" in response.content.decode()
+    assert f"Only an admin or whoever downloaded {TINY} here may delete it" in response.text
+    assert local_model_path(TINY) is not None
+    # A model fetched outside the portal: admins only, even for the member who downloaded TINY.
+    response = member_client.post("/models/local/delete/", {"repo_id": OUTSIDE}, follow=True)
+    assert "Only an admin or whoever downloaded" in response.text
+    assert local_model_path(OUTSIDE) is not None
+    response = member_client.post("/models/local/delete/", {"repo_id": TINY}, follow=True)
+    assert f"Deleted {TINY}" in response.text
     assert local_model_path(TINY) is None

@@ -89,10 +89,16 @@ def test_a_cancel_while_redis_is_down_says_its_files_go_once_the_queue_is_back(c
     assert "its partial files are removed once the task queue is back" in _page(response)
 
 
-def test_a_delete_on_another_host_while_redis_is_down_says_it_was_not_sent(redis_down, client):
+def test_a_delete_on_another_host_while_redis_is_down_says_it_was_not_sent(
+    redis_down, client, member
+):
     beta = Host.objects.create(
         name="beta", last_heartbeat=timezone.now(), local_models=[{"repo_id": "acme/m", "size": 1}]
     )
+    Download.objects.create(  # the member downloaded it there: theirs to delete
+        repo_id="acme/m", revision="a" * 40, host=beta, requested_by=member,
+        state=Download.State.COMPLETED,
+    )  # fmt: skip
     response = client.post(
         reverse("catalog:local-model-delete"), {"repo_id": "acme/m", "host": "beta"}, follow=True
     )
