@@ -90,6 +90,14 @@ class ServerProfile(models.Model):
     top_k = models.PositiveIntegerField("top-k", default=0)
     min_p = models.FloatField("min-p", default=0.0)
     max_tokens = models.PositiveIntegerField(default=512)
+    # The most a request may ask for (servers/validation.max_tokens_cap); blank: the context.
+    max_tokens_cap = models.PositiveIntegerField(
+        "max tokens a request may ask",
+        null=True,
+        blank=True,
+        help_text="A request asking for more gets 400 max_tokens_too_large. Blank: the model's "
+        "context.",
+    )
     chat_template_args = models.JSONField(default=dict, blank=True)
     draft_model_id = models.CharField("draft model", max_length=96, blank=True)
     num_draft_tokens = models.PositiveSmallIntegerField(default=3)
@@ -101,7 +109,8 @@ class ServerProfile(models.Model):
     trust_remote_code = models.BooleanField(default=False)
 
     auto_start = models.BooleanField(default=False)
-    idle_timeout_minutes = models.PositiveIntegerField(default=0)
+    # New profiles stop when idle, so members need not stop each other's servers.
+    idle_timeout_minutes = models.PositiveIntegerField(default=30)
     allow_on_demand = models.BooleanField(default=True)
 
     # Sharing (servers/sharing): who may use it, and the portal's fair queue in front of it.

@@ -119,7 +119,8 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "top_p": (0.01, 1.0, "1 disables nucleus sampling"),
     "top_k": (0, 1000, "0 disables top-k"),
     "min_p": (0.0, 1.0, "0 disables min-p"),
-    "max_tokens": (1, 131072, "the default reply length limit in tokens"),
+    "max_tokens": (1, 131072, "the reply length of a request that asks for none"),
+    "max_tokens_cap": (1, 10_000_000, "the most a request may ask for; blank: the context"),
     "num_draft_tokens": (1, 16, "tokens the draft model proposes per step"),
     "prompt_cache_size": (0, 1000, "distinct prompt KV caches kept"),
     "decode_concurrency": (1, 256, "requests decoded in parallel"),
@@ -159,3 +160,25 @@ def check_route_name(value: str) -> str:
     if not any(c.isalnum() for c in name):
         raise ValueError("A route's name needs at least one letter or digit.")
     return name
+
+
+# --- max tokens: the profile's default, and the cap on what a request may ask ----------------
+
+
+def max_tokens_cap(setting: int | None, context_length: int | None) -> int | None:
+    """The most `max_tokens` a request may ask for: the profile's cap when it has one, else the
+    model's context (None: not known here, e.g. another host's model)."""
+    return setting or context_length or None
+
+
+def max_tokens_refusal(
+    requested: int, cap: int | None, profile_name: str, param: str = "max_tokens"
+) -> str | None:
+    """Why a request's `max_tokens` is refused (it asks more than the cap), else None: the
+    gateway's 400 and the chat page's message say the same."""
+    if cap is None or requested <= cap:
+        return None
+    return (
+        f"'{param}' is {requested:,}, but {profile_name} allows at most {cap:,} tokens per "
+        f"reply: ask for {cap:,} or fewer (or leave '{param}' out for its default)."
+    )

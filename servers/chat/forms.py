@@ -16,6 +16,7 @@ from servers.models import (
     Message,
     ServerProfile,
 )
+from servers.validation import max_tokens_refusal
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -155,18 +156,21 @@ class ConversationSettingsForm(forms.ModelForm):
                 profile.system_prompt or "None: the model's default behaviour."
             )
             self.fields["temperature"].widget.attrs["placeholder"] = f"{profile.temperature:g}"
-            self.fields["max_tokens"].widget.attrs.update(
-                placeholder=str(profile.max_tokens), max=str(profile.max_tokens)
-            )
+            self.fields["max_tokens"].widget.attrs["placeholder"] = str(profile.max_tokens)
+            if profile.max_tokens_cap:
+                self.fields["max_tokens"].widget.attrs["max"] = str(profile.max_tokens_cap)
 
     def clean(self):
         data = super().clean()
         max_tokens = data.get("max_tokens")
-        if self.profile is not None and max_tokens and max_tokens > self.profile.max_tokens:
-            self.add_error(
-                "max_tokens",
-                f"{self.profile.name} allows at most {self.profile.max_tokens} tokens per reply.",
-            )
+        # The profile's own cap here; one from the model's context is the gateway's (schema).
+        if (
+            self.profile is not None
+            and max_tokens
+            and (message := max_tokens_refusal(max_tokens, self.profile.max_tokens_cap,
+                                               self.profile.name))
+        ):  # fmt: skip
+            self.add_error("max_tokens", message)
         return data
 
     @property

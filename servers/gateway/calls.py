@@ -201,7 +201,9 @@ class Call:
             self.upstream_body = build_upstream_body(
                 self.body,
                 endpoint=self.endpoint,
-                max_tokens_cap=self.profile.max_tokens,
+                max_tokens=self.profile.max_tokens,
+                max_tokens_cap=self.profile.max_tokens_cap,
+                profile_name=self.profile.name,
                 # Another host's hop checks with its own copy of the model (hop_views.py).
                 **request_limits(self.profile),
             )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from servers.gateway.errors import GatewayError
-from servers.validation import check_chat_template_args
+from servers.validation import check_chat_template_args, max_tokens_cap, max_tokens_refusal
 
 CHAT, TEXT = "chat/completions", "completions"
 BOTH = frozenset({CHAT, TEXT})
@@ -45,14 +45,17 @@ MAX_CHARS_PER_TOKEN = 32
 
 @dataclass(frozen=True)
 class Limits:
-    """What a request is checked against: the profile's max tokens, and what is known of its
-    model on this host (None: not known here)."""
+    """What a request is checked against: the profile's max tokens (the default), its cap on
+    what a request may ask (None: the context), and what is known of its model on this host
+    (None: not known here)."""
 
     max_tokens: int
+    max_tokens_cap: int | None = None
     vocab_size: int | None = None
     context_length: int | None = None
     # The variables the model's chat template reads (None: any, its own host checks).
     template_variables: frozenset[str] | None = None
+    profile_name: str = "this server"
 
 
 def _invalid(message: str, param: str, code: str = "invalid_value") -> GatewayError:
@@ -214,20 +217,28 @@ class StreamOptions(Field):
 
 
 class MaxTokens(Field):
-    """`max_completion_tokens` or `max_tokens` (the first given), capped by the profile's max
-    tokens and defaulting to it."""
+    """`max_completion_tokens` or `max_tokens` (the first given), defaulting to the profile's max
+    tokens; a request asking more than the profile's cap (servers/validation.max_tokens_cap:
+    its setting, else the model's context) is refused with 400 `max_tokens_too_large`, never
+    cut silently."""
 
     def __init__(self) -> None:
         super().__init__("max_tokens")
         self.names = (Integer("max_completion_tokens", 1), Integer("max_tokens", 1))
 
     def apply(self, body: dict, out: dict, limits: Limits) -> None:
-        requested = None
+        requested, param = None, self.name
         for field in self.names:
             value = field.read(body)
             if value is not None and requested is None:
-                requested = value
-        out["max_tokens"] = min(requested or limits.max_tokens, limits.max_tokens)
+                requested, param = value, field.name
+        cap = max_tokens_cap(limits.max_tokens_cap, limits.context_length)
+        if requested is None:
+            out["max_tokens"] = min(limits.max_tokens, cap) if cap else limits.max_tokens
+            return
+        if message := max_tokens_refusal(requested, cap, limits.profile_name, param):
+            raise _invalid(message, param, "max_tokens_too_large")
+        out["max_tokens"] = requested
 
 
 class Stop(Field):
@@ -352,16 +363,20 @@ def build_upstream_body(
     body: Any,
     *,
     endpoint: str,
-    max_tokens_cap: int,
+    max_tokens: int,
+    max_tokens_cap: int | None = None,
     vocab_size: int | None = None,
     context_length: int | None = None,
     template_variables: frozenset[str] | None = None,
+    profile_name: str = "this server",
 ) -> dict:
     """The body sent to mlx_lm.server for a client's `body` (the fields of `FIELDS`, in its
     order), or GatewayError (400) naming the first field that is wrong."""
     if not isinstance(body, dict):
         raise GatewayError("The request body must be a JSON object.", code="invalid_body")
-    limits = Limits(max_tokens_cap, vocab_size, context_length, template_variables)
+    limits = Limits(
+        max_tokens, max_tokens_cap, vocab_size, context_length, template_variables, profile_name
+    )
     out: dict[str, Any] = {"model": "default_model"}
     for field in FIELDS:
         if endpoint in field.endpoints:

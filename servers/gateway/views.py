@@ -100,6 +100,7 @@ def models(request: HttpRequest) -> JsonResponse:
                 "host": profile.host.name,
                 "on_demand": profile.allow_on_demand,
                 "max_tokens": profile.max_tokens,
+                "max_tokens_cap": profile.max_tokens_cap,  # None: the model's context
                 "chat_template_kwargs": template_kwargs(profile),
             }
         )
@@ -333,7 +334,9 @@ def hop_view(request: HttpRequest, slug: str, endpoint: str) -> HttpResponseBase
         body = build_upstream_body(
             read_json(request),
             endpoint=endpoint,
-            max_tokens_cap=profile.max_tokens,
+            max_tokens=profile.max_tokens,
+            max_tokens_cap=profile.max_tokens_cap,
+            profile_name=profile.name,
             **calls.request_limits(profile),
         )
         url = lifecycle.upstream_for(profile)

@@ -206,7 +206,7 @@ def test_a_stopped_server_is_an_inline_error_with_retry(make_profile, member_cli
 
 
 def test_bad_messages_are_refused_with_a_clear_reason(make_profile, member_client):
-    make_profile("Off", allow_on_demand=False, max_tokens=100)
+    make_profile("Off", allow_on_demand=False, max_tokens_cap=100)
     cases = [
         ({"profile": "off", "message": ""}, "Write a message"),
         ({"profile": "nope", "message": "x"}, "Pick a server"),

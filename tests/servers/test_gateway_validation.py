@@ -135,7 +135,7 @@ def test_only_allowed_fields_reach_the_server_and_model_is_the_servers_own():
         "temperature": 0.5, "top_p": 0.9, "seed": 7, "stop": "END",
         "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "auto",
     }  # fmt: skip
-    out = build_upstream_body(body, endpoint="chat/completions", max_tokens_cap=100)
+    out = build_upstream_body(body, endpoint="chat/completions", max_tokens=100)
     assert out == {
         "model": "default_model",
         "messages": [{"role": "system", "content": "be brief"}, *HI],
@@ -149,21 +149,65 @@ def test_only_allowed_fields_reach_the_server_and_model_is_the_servers_own():
     }
 
 
+# (what the request asks, the profile's max tokens, its cap, the model's context) → sent.
+MAX_TOKENS_SENT = [
+    ("none asked: the profile's default", {}, 512, None, None, 512),
+    ("asked below the default", {"max_tokens": 10}, 512, None, None, 10),
+    ("asked above the default: allowed, not cut", {"max_tokens": 9999}, 512, None, None, 9999),
+    ("up to the cap", {"max_tokens": 2000}, 512, 2000, None, 2000),
+    ("no cap: up to the context", {"max_tokens": 4096}, 512, None, 4096, 4096),
+    ("the first name given wins", {"max_completion_tokens": 20, "max_tokens": 30}, 512, None,
+     None, 20),
+    ("a default above the cap is bounded by it", {}, 8192, None, 2048, 2048),
+]  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    "asked,cap,sent",
-    [({}, 512, 512), ({"max_tokens": 10}, 512, 10), ({"max_tokens": 9999}, 512, 512),
-     ({"max_completion_tokens": 20, "max_tokens": 30}, 512, 20)],
-)  # fmt: skip
-def test_max_tokens_is_capped_by_the_profile(asked, cap, sent):
-    out = build_upstream_body({"prompt": "x", **asked}, endpoint="completions", max_tokens_cap=cap)
+    "asked,default,cap,context,sent",
+    [case[1:] for case in MAX_TOKENS_SENT],
+    ids=[case[0] for case in MAX_TOKENS_SENT],
+)
+def test_max_tokens_defaults_to_the_profiles_and_passes_up_to_the_cap(
+    asked, default, cap, context, sent
+):
+    out = build_upstream_body(
+        {"prompt": "x", **asked}, endpoint="completions", max_tokens=default,
+        max_tokens_cap=cap, context_length=context,
+    )  # fmt: skip
     assert out["max_tokens"] == sent
+
+
+# (what the request asks, the cap, the model's context) → refused, naming the cap.
+MAX_TOKENS_REFUSED = [
+    ("over the cap", {"max_tokens": 2001}, 2000, None, "max_tokens", "2,000"),
+    ("over the cap, by its other name", {"max_completion_tokens": 300}, 256, None,
+     "max_completion_tokens", "256"),
+    ("no cap: over the context", {"max_tokens": 5000}, None, 4096, "max_tokens", "4,096"),
+    ("the cap wins over the context", {"max_tokens": 3000}, 2000, 4096, "max_tokens", "2,000"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "asked,cap,context,param,named",
+    [case[1:] for case in MAX_TOKENS_REFUSED],
+    ids=[case[0] for case in MAX_TOKENS_REFUSED],
+)
+def test_max_tokens_over_the_cap_is_refused_naming_it_not_cut(asked, cap, context, param, named):
+    with pytest.raises(GatewayError) as refused:
+        build_upstream_body(
+            {"prompt": "x", **asked}, endpoint="completions", max_tokens=100,
+            max_tokens_cap=cap, context_length=context, profile_name="Tiny",
+        )  # fmt: skip
+    error = refused.value
+    assert (error.status, error.code, error.param) == (400, "max_tokens_too_large", param)
+    assert f"Tiny allows at most {named} tokens per reply" in error.message
 
 
 def test_streams_always_ask_for_usage_and_tool_choice_none_drops_tools():
     out = build_upstream_body(
         {"messages": HI, "stream": True, "tools": [{"type": "function"}], "tool_choice": "none"},
         endpoint="chat/completions",
-        max_tokens_cap=5,
+        max_tokens=5,
     )
     assert out["stream_options"] == {"include_usage": True}
     assert "tools" not in out
@@ -190,7 +234,7 @@ def test_upstream_errors_map_to_clean_messages(status, text, mapped, code):
 
 def _refusal(body: dict, endpoint: str = "chat/completions") -> GatewayError:
     with pytest.raises(GatewayError) as raised:
-        build_upstream_body(body, endpoint=endpoint, max_tokens_cap=8)
+        build_upstream_body(body, endpoint=endpoint, max_tokens=8)
     assert raised.value.status == 400 and raised.value.code == "invalid_value"
     return raised.value
 
@@ -199,7 +243,7 @@ def test_a_negative_seed_is_refused_since_mlx_takes_an_unsigned_one():
     # mlx.random.seed(-1) made mlx_lm.server drop the connection without an answer.
     assert _refusal({"messages": HI, "seed": -1}).param == "seed"
     out = build_upstream_body(
-        {"messages": HI, "seed": 2**64 - 1}, endpoint="chat/completions", max_tokens_cap=8
+        {"messages": HI, "seed": 2**64 - 1}, endpoint="chat/completions", max_tokens=8
     )
     assert out["seed"] == 2**64 - 1
 
@@ -233,7 +277,7 @@ def test_tool_call_arguments_that_are_not_a_json_object_reach_the_template_as_te
     out = build_upstream_body(
         {"messages": [{"role": "assistant", "tool_calls": calls}, *HI]},
         endpoint="chat/completions",
-        max_tokens_cap=8,
+        max_tokens=8,
     )
     sent = out["messages"][0]["tool_calls"][0]["function"]["arguments"]
     assert json.loads(sent) == arguments
@@ -246,7 +290,7 @@ def test_tool_calls_as_openai_returns_them_pass():
     out = build_upstream_body(
         {"messages": [{"role": "assistant", "tool_calls": calls}, *HI]},
         endpoint="chat/completions",
-        max_tokens_cap=8,
+        max_tokens=8,
     )
     assert out["messages"][0]["tool_calls"] == calls
 
@@ -255,7 +299,7 @@ def test_a_top_k_past_the_vocabulary_keeps_every_token_instead_of_killing_the_se
     def top_k(value, vocab):
         body = {"messages": HI, "top_k": value}
         out = build_upstream_body(
-            body, endpoint="chat/completions", max_tokens_cap=8, vocab_size=vocab
+            body, endpoint="chat/completions", max_tokens=8, vocab_size=vocab
         )
         return out["top_k"]
 
@@ -269,12 +313,12 @@ def test_logit_bias_for_tokens_the_model_lacks_is_left_out():
     out = build_upstream_body(
         {"messages": HI, "logit_bias": bias},
         endpoint="chat/completions",
-        max_tokens_cap=8,
+        max_tokens=8,
         vocab_size=448,
     )
     assert out["logit_bias"] == {"1": 5.0, "447": -5.0}
     unknown = build_upstream_body(
-        {"messages": HI, "logit_bias": bias}, endpoint="chat/completions", max_tokens_cap=8
+        {"messages": HI, "logit_bias": bias}, endpoint="chat/completions", max_tokens=8
     )
     assert set(unknown["logit_bias"]) == {"1", "447", "448"}  # below int32 without a vocab
     assert _refusal({"messages": HI, "logit_bias": {"-1": 1}}).param == "logit_bias"
@@ -286,12 +330,12 @@ def test_integral_floats_count_as_integers_and_n_must_be_the_number_one():
     out = build_upstream_body(
         {"messages": HI, "max_tokens": 4.0, "top_k": 3.0, "n": 1.0},
         endpoint="chat/completions",
-        max_tokens_cap=8,
+        max_tokens=8,
     )
     assert (out["max_tokens"], out["top_k"]) == (4, 3) and isinstance(out["top_k"], int)
     assert _refusal({"messages": HI, "max_tokens": 4.5}).param == "max_tokens"
     with pytest.raises(GatewayError, match="'n' must be 1"):
-        build_upstream_body({"prompt": "x", "n": True}, endpoint="completions", max_tokens_cap=8)
+        build_upstream_body({"prompt": "x", "n": True}, endpoint="completions", max_tokens=8)
 
 
 def test_the_vocabulary_size_comes_from_the_models_config(hf_cache):
