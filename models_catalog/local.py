@@ -212,6 +212,16 @@ def model_memory(repo_id: str, root: Path | None = None) -> memory.ModelMemory |
     return known
 
 
+def generation_config(repo_id: str, root: Path | None = None) -> dict[str, Any] | None:
+    """The model's `generation_config.json` on this host's disk, read through hub_data (its
+    author wrote it), or None when the model or the file is not there or is unusable."""
+    try:
+        path = local_model_path(repo_id, root)
+    except ValidationError:
+        return None
+    return _json_file(path / "generation_config.json") if path is not None else None
+
+
 def _json_file(path: Path) -> dict[str, Any] | None:
     try:
         data = hub_data.loads(_head(path))

@@ -182,3 +182,53 @@ def max_tokens_refusal(
         f"'{param}' is {requested:,}, but {profile_name} allows at most {cap:,} tokens per "
         f"reply: ask for {cap:,} or fewer (or leave '{param}' out for its default)."
     )
+
+
+# --- a new profile's defaults, from the model's generation_config.json -----------------------
+
+#: Without a generation_config.json saying otherwise: the usual chat sampling.
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_TOP_P = 0.95
+#: Room for a thinking model's reasoning and its answer.
+DEFAULT_MAX_TOKENS = 8192
+#: The fields a generation_config.json may set, as the profile names them.
+_GENERATION_FIELDS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
+                      "min_p": "min_p"}  # fmt: skip
+
+
+def _usable(field: str, value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if not math.isfinite(value) or range_error(field, value) is not None:
+        return False
+    return field != "top_k" or float(value).is_integer()
+
+
+def profile_defaults(
+    generation_config: dict[str, Any] | None, context_length: int | None
+) -> dict[str, Any]:
+    """Temperature, top-p, top-k, min-p and max tokens for a new profile of a model.
+
+    What the model's `generation_config.json` says wins (values out of the fields' ranges are
+    ignored); `do_sample: false` means greedy decoding (temperature 0). Otherwise temperature
+    0.7 and top-p 0.95. Max tokens leaves room for a thinking model (8,192), but at most half
+    the context, so a prompt fits beside the reply."""
+    config = generation_config if isinstance(generation_config, dict) else {}
+    out: dict[str, Any] = {
+        "temperature": DEFAULT_TEMPERATURE,
+        "top_p": DEFAULT_TOP_P,
+        "top_k": 0,
+        "min_p": 0.0,
+    }
+    if config.get("do_sample") is False:
+        out.update(temperature=0.0, top_p=1.0)
+    else:
+        for key, field in _GENERATION_FIELDS.items():
+            value = config.get(key)
+            if _usable(field, value):
+                out[field] = int(value) if field == "top_k" else float(value)
+    max_tokens = DEFAULT_MAX_TOKENS
+    if context_length and context_length > 0:
+        max_tokens = max(1, min(max_tokens, context_length // 2))
+    out["max_tokens"] = max_tokens
+    return out
