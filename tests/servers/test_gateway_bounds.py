@@ -39,7 +39,7 @@ TINY_CONTEXT = 2048  # the tiny models' max_position_embeddings
 
 def _refusal(body: dict, **limits) -> GatewayError:
     with pytest.raises(GatewayError) as raised:
-        build_upstream_body(body, endpoint="chat/completions", max_tokens_cap=64, **limits)
+        build_upstream_body(body, endpoint="chat/completions", max_tokens=64, **limits)
     return raised.value
 
 
@@ -84,7 +84,7 @@ def test_only_what_the_models_template_reads_may_be_set():
     for kwargs in ({"reasoning_effort": "high"}, {"enable_thinking": False}):
         body = {"messages": HI, "chat_template_kwargs": kwargs}
         out = build_upstream_body(
-            body, endpoint="chat/completions", max_tokens_cap=8, template_variables=reads
+            body, endpoint="chat/completions", max_tokens=8, template_variables=reads
         )
         assert out["chat_template_kwargs"] == kwargs
 
@@ -183,13 +183,13 @@ def test_a_prompt_far_longer_than_the_context_is_refused_before_any_server_sees_
         build_upstream_body(
             {"messages": HI, "tools": tools},
             endpoint="chat/completions",
-            max_tokens_cap=8,
+            max_tokens=8,
             context_length=TINY_CONTEXT,
         )
     out = build_upstream_body(
         {"messages": [{"role": "user", "content": "x" * 60_000}]},
         endpoint="chat/completions",
-        max_tokens_cap=8,
+        max_tokens=8,
         context_length=TINY_CONTEXT,
     )  # within the bound: the server counts the tokens exactly
     assert len(out["messages"][0]["content"]) == 60_000
