@@ -18,11 +18,17 @@ from servers.validation import (
     KV_BITS_CHOICES,
     RANGES,
     check_chat_template_args,
+    profile_defaults,
     range_error,
     resolve_adapter_path,
 )
 
-RESERVED_SLUGS = {"new", "picker", "hosts", "usage", "chat", "need"}
+RESERVED_SLUGS = {"new", "picker", "hosts", "usage", "chat", "need", "serve", "api"}
+
+# What the form shows first; the rest is under "Advanced" (templates/servers/form.html).
+BASIC_FIELDS = frozenset(
+    {"model_id", "name", "temperature", "max_tokens", "max_tokens_cap", "idle_timeout_minutes"}
+)
 
 # The fair queue's fields (servers/sharing), bounded by the model's validators; what a blank
 # means where it may be blank.
@@ -65,7 +71,8 @@ class ServerProfileForm(forms.ModelForm):
         model = ServerProfile
         fields = [
             "name", "slug", "model_id", "host", "port", "description", "system_prompt",
-            "temperature", "top_p", "top_k", "min_p", "max_tokens", "chat_template_args",
+            "temperature", "top_p", "top_k", "min_p", "max_tokens", "max_tokens_cap",
+            "chat_template_args",
             "draft_model_id", "num_draft_tokens", "prompt_cache_size", "decode_concurrency",
             "prompt_concurrency", "kv_bits", "adapter_path", "trust_remote_code",
             "auto_start", "idle_timeout_minutes", "allow_on_demand",
@@ -84,7 +91,9 @@ class ServerProfileForm(forms.ModelForm):
             "trust_remote_code": "Runs code shipped with the tokenizer. Only admins can turn "
             "it on.",
             "auto_start": "Start when the host's worker starts.",
-            "idle_timeout_minutes": "Stop after this many minutes without requests; 0 = never.",
+            "idle_timeout_minutes": "Stop after this many minutes without requests (so nobody "
+            "has to stop a colleague's server); 0 = never.",
+            "max_tokens": "The reply length a request gets when it asks for none.",
             "allow_on_demand": "Let an API call or the chat start it when it is not running.",
         }
 
@@ -137,6 +146,11 @@ class ServerProfileForm(forms.ModelForm):
             self.fields["host"].initial = Host.objects.this_machine().pk
             if not self.is_bound and not self.initial.get("port"):
                 self.initial["port"] = self.suggested_port()
+            if not self.is_bound and "temperature" not in self.initial:
+                # A new profile's sampling as for a model without generation_config.json
+                # (Serve reads the model's own: servers/serving.py).
+                for name, value in profile_defaults(None, None).items():
+                    self.initial.setdefault(name, value)
         if self.instance.pk and isinstance(self.instance.chat_template_args, dict):
             self.initial["chat_template_args"] = (
                 json.dumps(self.instance.chat_template_args)
@@ -190,6 +204,11 @@ class ServerProfileForm(forms.ModelForm):
         super()._save_m2m()
         if "allowed_groups" in self.fields:
             self.instance.allowed_groups.set(self.cleaned_data["allowed_groups"])
+
+    @property
+    def advanced_has_errors(self) -> bool:
+        """Whether a field under "Advanced" has an error (the section then opens)."""
+        return any(name not in BASIC_FIELDS for name in self.errors if name != "__all__")
 
     def clean_allowed_groups(self) -> list[Group]:
         return sorted(self.cleaned_data["allowed_groups"], key=lambda group: group.name)
@@ -271,6 +290,13 @@ class ServerProfileForm(forms.ModelForm):
             value = data.get(name)
             if value is not None and (message := range_error(name, value)):
                 self.add_error(name, message)
+        cap, max_tokens = data.get("max_tokens_cap"), data.get("max_tokens")
+        if cap and max_tokens and max_tokens > cap and "max_tokens" not in self.errors:
+            self.add_error(
+                "max_tokens",
+                f"The default reply length ({max_tokens:,}) must not exceed what a request may "
+                f"ask for ({cap:,}): lower it, or raise the cap.",
+            )
         draft = data.get("draft_model_id")
         if draft and draft == data.get("model_id"):
             self.add_error("draft_model_id", "The draft model must differ from the model.")
