@@ -20,7 +20,12 @@ from django.utils import timezone
 from models_catalog import cache, downloads
 from models_catalog.hosts.queue import enqueue
 from models_catalog.last_used import last_used_times, models_in_use
-from models_catalog.local import LocalModel, list_local_models
+from models_catalog.local import (
+    LocalModel,
+    list_local_models,
+    local_model_path,
+    repos_with_a_folder,
+)
 from models_catalog.models import Download, Host
 from models_catalog.validators import validate_repo_id
 
@@ -96,6 +101,21 @@ def local_model_on(host: Host, repo_id: str, here: LocalModel | None = None) -> 
     if host.is_this_machine:
         return here
     return next((m for m in reported_local_models(host) if m.repo_id == repo_id), None)
+
+
+def models_on(host: Host, repo_ids: list[str]) -> set[str]:
+    """Which of `repo_ids` are on `host`'s disk: for this machine one directory listing, then
+    a look at the few repos that have a folder; another host's from its worker's report."""
+    if not host.is_this_machine:
+        return set(repo_ids) & set(host.model_ids())
+    found = set()
+    for repo_id in repos_with_a_folder(repo_ids):
+        try:
+            if local_model_path(repo_id) is not None:
+                found.add(repo_id)
+        except ValidationError:
+            continue
+    return found
 
 
 def _when(value: object) -> datetime | None:

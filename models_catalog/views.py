@@ -44,6 +44,7 @@ def search(request: HttpRequest) -> HttpResponse:
         results = catalog.search(query, host.memory_total, macos_gpu=host.uses_macos_gpu)
         context.update(
             results=results,
+            on_disk=library.models_on(host, [m.repo_id for m in results.models]),
             query=query,
             next_url=_page_url(request, results.next_cursor, query.page + 1),
             first_url=_page_url(request, "", 1),

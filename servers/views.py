@@ -12,13 +12,15 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.access import staff_only
 from accounts.audit import log as audit
 from models_catalog.hosts.facts import collect_facts
 from models_catalog.models import Host
-from servers import memory_plan, tiles
+from servers import memory_plan, serving, tiles
 from servers.forms import HostPlanForm, ServerProfileForm
 from servers.models import ServerProfile
 from servers.operations import host_rows
@@ -156,6 +158,45 @@ def profile_delete(request: HttpRequest, slug: str) -> HttpResponse:
         messages.success(request, f"Profile “{name}” deleted.")
         return redirect("servers:list")
     return render(request, "servers/confirm_delete.html", {"profile": profile})
+
+
+@require_POST
+def serve(request: HttpRequest) -> HttpResponse:
+    """Serve a model on disk (the catalog's, My models' and a finished download's button): its
+    profile (found or created), started, and the chat opened on it (servers/serving.py)."""
+    repo_id = request.POST.get("repo_id", "")[:200]
+    host = Host.objects.chosen(request.POST.get("host"))
+    try:
+        served = serving.serve_model(repo_id, request.user, host)
+    except serving.ServeRefused as exc:
+        messages.error(request, exc.message)
+        return redirect("catalog:my-models")
+    profile = served.profile
+    made = "Created the profile" if served.created else "Using the profile"
+    if served.start_error:
+        messages.error(request, f"{made} “{profile.name}”, but it cannot start: "
+                       f"{served.start_error}")  # fmt: skip
+    else:
+        messages.success(
+            request, f"{made} “{profile.name}”; its server is starting. Ask away: the reply "
+            "comes once the model is loaded.",
+        )  # fmt: skip
+    return redirect(reverse("servers:chat") + "?" + urlencode({"profile": profile.slug}))
+
+
+def api_snippets(request: HttpRequest) -> HttpResponse:
+    """How to call the profiles the viewer may use from code (curl and Python's openai): a
+    fragment the API keys page and a server tile load (`?profile=<slug>`: that one only)."""
+    profiles = ServerProfile.objects.visible_to(request.user).order_by("name")
+    slug = request.GET.get("profile")
+    if slug is not None:
+        profiles = profiles.filter(slug=slug[:80])
+    context = {
+        "profiles": profiles[:50],
+        "one": slug is not None,
+        "base_url": request.build_absolute_uri("/v1"),
+    }
+    return render(request, "servers/_api_snippets.html", context)
 
 
 def _action_response(request: HttpRequest, profile: ServerProfile, error: str = "") -> HttpResponse:
