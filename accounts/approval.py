@@ -14,6 +14,7 @@ from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q, QuerySet
+from django.dispatch import Signal
 from django.utils import timezone
 
 from accounts import locks
@@ -23,6 +24,10 @@ from accounts.models import ApiKey, User
 logger = logging.getLogger(__name__)
 
 FIRST_USER_LOCK = "accounts.first-user"
+
+#: Sent (after the commit) when an admin approves a person: `user`, `by`. accounts/signals.py
+#: tells them by email (accounts/notifications.py).
+approved_by_admin = Signal()
 
 
 class LastAdminError(ValidationError):
@@ -124,6 +129,10 @@ def save_status(user: User, previous_status: str | None, *, by: audit.Actor) -> 
     if user.status == User.Status.APPROVED and previous_status != User.Status.APPROVED:
         user.approved_by = by if isinstance(by, User) else None
         user.approved_at = timezone.now()
+        if isinstance(by, User):
+            transaction.on_commit(
+                lambda: approved_by_admin.send(sender=User, user=user, by=by), robust=True
+            )
     user.save()
     if user.status == User.Status.DISABLED and previous_status != User.Status.DISABLED:
         end_access(user)

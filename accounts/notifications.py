@@ -1,4 +1,6 @@
-"""Emails to admins. Sent through Django's mailers (console backend unless EMAIL_URL)."""
+"""Emails to admins (a sign-up waits) and to a person an admin approved. Sent through Django's
+mailers (console backend unless EMAIL_URL); a mail server that fails is logged, never turned
+into a failed sign-up or approval."""
 
 import logging
 
@@ -44,3 +46,31 @@ def notify_admins_of_signup(user: User, request: HttpRequest | None = None) -> i
         logger.exception("Could not tell the admins about the sign-up of %s", user)
         return 0
     return len(recipients)
+
+
+def notify_approved(user: User, request: HttpRequest | None = None) -> bool:
+    """Tell `user` that an admin approved their account, with where to start. True when sent."""
+    if not user.email:
+        return False
+    # The portal's address: the request's, else this host's web tier when it is configured.
+    if request is not None:
+        home = request.build_absolute_uri(reverse("home"))
+    else:
+        home = f"{settings.HOST_WEB_URL}/" if settings.HOST_WEB_URL else ""
+    body = (
+        "An admin approved your MLX Portal account: you can sign in now.\n\n"
+        + (f"Start here: {home}\n" if home else "")
+        + "Pick a model under Models (or My models) and press Serve to chat with it; create an "
+        "API key under API keys to call it from your own tools.\n"
+    )
+    try:
+        send_mail(
+            "[MLX Portal] Your account is approved",
+            body,
+            settings.DEFAULT_FROM_EMAIL,
+            [user.email],
+        )
+    except Exception:  # mail trouble must not undo an approval
+        logger.exception("Could not tell %s that they were approved", user)
+        return False
+    return True

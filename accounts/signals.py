@@ -2,9 +2,10 @@ from allauth.account.signals import user_logged_in, user_signed_up
 from allauth.socialaccount.signals import social_account_added, social_account_removed
 from django.dispatch import receiver
 
+from accounts.approval import approved_by_admin
 from accounts.audit import log as audit
 from accounts.models import User
-from accounts.notifications import notify_admins_of_signup
+from accounts.notifications import notify_admins_of_signup, notify_approved
 from accounts.sso.adapter import sync_groups
 
 
@@ -12,6 +13,11 @@ from accounts.sso.adapter import sync_groups
 def _tell_admins(sender, request, user, **kwargs):
     if user.status == User.Status.PENDING:
         notify_admins_of_signup(user, request)
+
+
+@receiver(approved_by_admin, dispatch_uid="accounts.notify_approved")
+def _tell_the_approved(sender, user, by, **kwargs):
+    notify_approved(user)
 
 
 @receiver(user_logged_in, dispatch_uid="accounts.groups_from_sso_claim")

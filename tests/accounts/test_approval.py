@@ -101,3 +101,27 @@ def test_the_django_admin_user_list_filters_by_status(admin_client, make_user):
     page = admin_client.get("/admin/accounts/user/?status__exact=pending").content.decode()
     assert "waiting@example.com" in page
     assert "By status" in page
+
+
+def test_an_approved_member_is_told_by_email(
+    admin_member, make_user, mailoutbox, django_capture_on_commit_callbacks
+):
+    waiting = make_user("waiting@example.com", status="pending")
+    mailoutbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        approval.approve([waiting], by=admin_member)
+    assert [m.to for m in mailoutbox] == [["waiting@example.com"]]
+    assert "approved" in mailoutbox[0].subject and "Serve" in mailoutbox[0].body
+    with django_capture_on_commit_callbacks(execute=True):
+        approval.approve([waiting], by=admin_member)  # already approved: no second email
+    assert len(mailoutbox) == 1
+
+
+def test_an_approval_by_a_rule_sends_no_email(
+    make_user, mailoutbox, django_capture_on_commit_callbacks
+):
+    waiting = make_user("ruled@example.com", status="pending")
+    mailoutbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        approval.approve([waiting], by=None, why="approved by the email domain rule")
+    assert mailoutbox == []
