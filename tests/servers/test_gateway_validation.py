@@ -298,9 +298,7 @@ def test_tool_calls_as_openai_returns_them_pass():
 def test_a_top_k_past_the_vocabulary_keeps_every_token_instead_of_killing_the_server():
     def top_k(value, vocab):
         body = {"messages": HI, "top_k": value}
-        out = build_upstream_body(
-            body, endpoint="chat/completions", max_tokens=8, vocab_size=vocab
-        )
+        out = build_upstream_body(body, endpoint="chat/completions", max_tokens=8, vocab_size=vocab)
         return out["top_k"]
 
     assert [top_k(447, 448), top_k(448, 448), top_k(10**30, 448), top_k(10**6, None)] == [
