@@ -17,11 +17,12 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from accounts.audit import log as audit
-from models_catalog.local import generation_config, serving_facts
-from models_catalog.models import CatalogModel, Host
+from accounts.models import User
+from models_catalog.local import generation_config, list_local_models, serving_facts
+from models_catalog.models import CatalogModel, Download, Host
 from models_catalog.validators import validate_repo_id
 from servers.forms import RESERVED_SLUGS
-from servers.models import ServerProfile, State
+from servers.models import ServerInstance, ServerProfile, State
 from servers.supervision import lifecycle, ports
 from servers.validation import profile_defaults
 
@@ -135,3 +136,26 @@ def serve_model(repo_id: str, user, host: Host | None = None) -> Served:
     except lifecycle.StartRefused as exc:
         return Served(profile, created, start_error=str(exc))
     return Served(profile, created)
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str
+    done: bool
+
+
+def first_steps() -> list[Step]:
+    """An admin's first steps on a new portal, each checked from what is: people approved
+    (someone besides the first admin, and nobody waiting), a model downloaded (on this host's
+    disk, or a finished download on any host), and a model served (a server has answered)."""
+    approved = User.objects.filter(status=User.Status.APPROVED).count()
+    waiting = User.objects.filter(status=User.Status.PENDING).exists()
+    downloaded = Download.objects.filter(state=Download.State.COMPLETED).exists() or bool(
+        list_local_models()
+    )
+    served = ServerInstance.objects.exclude(ready_at=None).exists()
+    return [
+        Step("approve", approved > 1 and not waiting),
+        Step("download", downloaded),
+        Step("serve", served),
+    ]

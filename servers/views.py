@@ -267,6 +267,10 @@ def home(request: HttpRequest) -> HttpResponse:
     host facts; the worker's heartbeat does) and how many servers run."""
     host = {"name": settings.HOST_NAME, **collect_facts(with_models=False)}
     context = {"host": host, "running_servers": lifecycle.running_count()}
+    if request.user.is_admin:
+        steps = serving.first_steps()
+        if not all(step.done for step in steps):
+            context["first_steps"] = {step.key: step.done for step in steps}
     return render(request, "home.html", context)
 
 
