@@ -133,7 +133,7 @@ def test_regenerate_edit_and_settings_with_a_real_server(
 def test_a_send_is_refused_for_bad_settings_or_a_foreign_edit(
     make_profile, member_client, member, make_user
 ):
-    make_profile("Off", allow_on_demand=False, max_tokens=100)
+    make_profile("Off", allow_on_demand=False, max_tokens=100, max_tokens_cap=100)
     mine = conversation_of(member)
     theirs = conversation_of(make_user("o@example.com"))
     foreign = theirs.messages.filter(role="user").first()
@@ -141,7 +141,8 @@ def test_a_send_is_refused_for_bad_settings_or_a_foreign_edit(
     cases = [
         ({"temperature": "2.5"}, "Temperature: Use a value from 0 to 2"),
         ({"temperature": "-1"}, "Temperature: Use a value from 0 to 2"),
-        ({"max_tokens": "101"}, "Max tokens: Off allows at most 100 tokens per reply."),
+        ({"max_tokens": "101"}, "Max tokens: 'max_tokens' is 101, but Off allows at most 100 "
+         "tokens per reply"),
         ({"max_tokens": "0"}, "Max tokens: A reply needs at least 1 token."),
         ({"system_prompt": "x" * 20_001}, "System prompt: Keep it under 20,000 characters"),
         ({"edit": foreign.pk, "conversation": mine.pk}, "not in this conversation"),
