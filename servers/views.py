@@ -306,8 +306,9 @@ def host_plan(request: HttpRequest, name: str) -> HttpResponse:
 def profile_need(request: HttpRequest) -> HttpResponse:
     """The memory need of the profile form's model, draft model and KV-cache bits on its host,
     as the form changes (an HTMX fragment of the profile form, servers/memory_plan.py)."""
-    host = Host.objects.filter(pk=request.GET.get("host") or 0).first()
-    host = host or Host.objects.this_machine()
+    raw_host = request.GET.get("host") or ""
+    host = Host.objects.filter(pk=int(raw_host)).first() if raw_host.isdigit() else None
+    host = host or Host.objects.this_machine()  # a value that names no host: this machine
     raw_bits = request.GET.get("kv_bits") or ""
     kv_bits = int(raw_bits) if raw_bits.isdigit() and int(raw_bits) in KV_BITS_CHOICES else None
     model_id = (request.GET.get("model_id") or "")[:96]

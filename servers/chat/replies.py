@@ -149,7 +149,9 @@ def _wait_for_start(profile: ServerProfile, client_socket: socket.socket | None)
             return
         except lifecycle.ServerUnavailable as exc:
             state = ServerInstance.objects.filter(profile=profile).values_list("state", flat=True)
-            if state.first() not in STARTING_STATES or time.monotonic() > deadline:
+            # Running since ensure_running gave up on its slice: the next turn returns at once.
+            going = STARTING_STATES | {State.RUNNING}
+            if state.first() not in going or time.monotonic() > deadline:
                 raise GatewayError(str(exc), 503, code="server_unavailable") from None
         if client_socket is not None and peer_closed(client_socket):
             raise ClientGone

@@ -23,6 +23,7 @@ from servers.gateway.calls import find_profile
 from servers.gateway.errors import GatewayError
 from servers.models import Route, RouteMember, ServerProfile, State, may_see
 from servers.sharing import admission
+from servers.validation import check_route_name
 
 # What a member answers that sends the request on to the next member, when no byte has reached
 # the client yet: it could not be reached, failed or died before its first byte, is not running,
@@ -61,7 +62,11 @@ def resolve(model: object, user: User, groups: frozenset[int]) -> Target:
     except GatewayError as error:
         if error.code != "model_not_found" or not isinstance(model, str):
             raise
-        route = Route.objects.filter(name=model.strip()).first()
+        try:
+            name = check_route_name(model)
+        except ValueError:
+            raise error from None  # no route is named so (nor may be: NUL, surrogates, …)
+        route = Route.objects.filter(name=name).first()
         if route is None:
             raise
         profiles = members_for(route, user, groups)
