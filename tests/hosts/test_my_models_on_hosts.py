@@ -66,21 +66,21 @@ def test_another_hosts_models_are_listed_as_its_worker_reported_them(member_clie
     assert 'hx-trigger="every 5s"' not in here  # read from the disk at each view
 
 
-def test_deleting_on_another_host_is_a_task_on_its_queue(member_client, beta, queues):
-    html = _delete(member_client, ON_BETA, "beta")
+def test_deleting_on_another_host_is_a_task_on_its_queue(admin_client, beta, queues):
+    html = _delete(admin_client, ON_BETA, "beta")
     assert f"Deleting {ON_BETA} on beta" in html
     assert only_on(queues, "host.beta") == [("models_catalog.delete_model", [ON_BETA])]
 
 
 def test_a_server_on_that_host_refuses_the_delete_one_elsewhere_does_not(
-    member_client, member, beta, queues
+    admin_client, member, beta, queues
 ):
     this_machine = Host.objects.this_machine()
     _running_on(this_machine, ON_BETA, member)  # this machine serves a copy of its own
-    assert f"Deleting {ON_BETA} on beta" in _delete(member_client, ON_BETA, "beta")
+    assert f"Deleting {ON_BETA} on beta" in _delete(admin_client, ON_BETA, "beta")
     queues.purge()
     _running_on(beta, ON_BETA, member)
-    assert "in use by a running server" in _delete(member_client, ON_BETA, "beta")
+    assert "in use by a running server" in _delete(admin_client, ON_BETA, "beta")
     assert queues.tasks("host.beta") == []
 
 
@@ -94,10 +94,10 @@ def test_a_server_on_that_host_refuses_the_delete_one_elsewhere_does_not(
     ],
 )  # fmt: skip
 def test_a_delete_elsewhere_that_cannot_be_done_says_why(
-    member_client, beta, queues, change, repo_id, says
+    admin_client, beta, queues, change, repo_id, says
 ):
     Host.objects.filter(pk=beta.pk).update(**change)
-    assert says in _delete(member_client, repo_id, "beta")
+    assert says in _delete(admin_client, repo_id, "beta")
     assert queues.tasks("host.beta") == []
 
 

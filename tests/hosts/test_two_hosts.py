@@ -123,7 +123,7 @@ def _ask(client, key: str, slug: str, stream: bool = False) -> str:
     return text
 
 
-def test_two_hosts_serve_route_and_go_offline_independently(cluster, member, client):
+def test_two_hosts_serve_route_and_go_offline_independently(cluster, member, admin_member, client):
     caches, workers = cluster["caches"], cluster["workers"]
 
     # Each worker registered its host with its own cache, its models and (beta) its web tier.
@@ -193,8 +193,9 @@ def test_two_hosts_serve_route_and_go_offline_independently(cluster, member, cli
                              ("tiny beta", "beta", "ok")]  # fmt: skip
 
     # My models on alpha's web tier lists beta's disk, and a delete there is done by beta's
-    # worker: the files go from beta's cache and its next report no longer has the model.
-    client.force_login(member)
+    # worker: the files go from beta's cache and its next report no longer has the model (an
+    # admin's delete: the models were put there by its worker, not downloaded by a member).
+    client.force_login(admin_member)
     page = client.get("/models/local/", {"host": "beta"}).content.decode()
     assert f'data-repo="{EXTRA_REPO}"' in page and f'data-repo="{TINY_REPO}"' in page
     refused = client.post("/models/local/delete/", {"repo_id": TINY_REPO, "host": "beta"},
