@@ -95,7 +95,10 @@ def resolve_adapter_path(value: str) -> Path:
     allowed = ", ".join(str(r) for r in roots)
     if not value or "\x00" in value or len(value) > 512:
         raise ValueError(f"Give an adapter directory inside {allowed}.")
-    candidate = Path(value).expanduser()
+    try:
+        candidate = Path(value).expanduser()
+    except RuntimeError:  # "~someone" naming no user of this machine
+        raise ValueError(f"Give an adapter directory inside {allowed}.") from None
     if not candidate.is_absolute():
         candidate = roots[0] / candidate
     resolved = candidate.resolve()

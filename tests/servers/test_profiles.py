@@ -78,6 +78,7 @@ INVALID = [
     ),
     ("adapter outside allowed dirs", {"adapter_path": "/etc"}, "outside the allowed"),
     ("adapter traversal", {"adapter_path": "../../../etc"}, "outside the allowed"),
+    ("adapter under an unknown user's home", {"adapter_path": "~0"}, "Give an adapter directory"),
     ("adapter missing config", {"adapter_path": "missing"}, "adapter_config.json"),
     ("idle timeout negative", {"idle_timeout_minutes": "-1"}, "greater than or equal to 0"),
     ("idle timeout too long", {"idle_timeout_minutes": "999999"}, "0 to 10080"),
