@@ -15,6 +15,7 @@ urlpatterns = [
     path("chat/<int:pk>/rename/", chat_views.conversation_rename, name="chat-rename"),
     path("chat/<int:pk>/delete/", chat_views.conversation_delete, name="chat-delete"),
     path("chat/<int:pk>/settings/", chat_views.conversation_settings, name="chat-settings"),
+    path("chat/<int:pk>/stopped/", chat_views.conversation_stopped, name="chat-stopped"),
     path(
         "chat/<int:pk>/export.md",
         chat_views.conversation_export,

@@ -8,8 +8,11 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxLengthValidator
 
+from accounts.teams import membership
 from common.bounds import bounds
 from servers.chat.attachments import read_attachment
+from servers.gateway import routing
+from servers.gateway.errors import GatewayError
 from servers.models import (
     CONVERSATION_SYSTEM_PROMPT_MAX_CHARS,
     Conversation,
@@ -34,6 +37,19 @@ class MultipleFileField(forms.FileField):
         return [super(MultipleFileField, self).clean(item, initial) for item in data]
 
 
+ROUTE_PREFIX = "route:"
+
+
+def route_target(value: str, user) -> routing.Target | None:
+    """The route a picker's value "route:<name>" names for `user`, its members in the order to
+    try them; None when it names none they may use."""
+    try:
+        target = routing.resolve(value[len(ROUTE_PREFIX) :], user, membership(user).group_ids)
+    except GatewayError:
+        return None
+    return target if target.route is not None else None
+
+
 class ChatMessageForm(forms.Form):
     """One message to send. `retry` answers the last question again (after an error, or to
     regenerate the last reply); `edit` (a message of the conversation) replaces that message
@@ -53,6 +69,19 @@ class ChatMessageForm(forms.Form):
     edit = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, user=None, **kwargs):
+        # A route ("route:<name>" in the picker) is sent to the member it picks now
+        # (servers/gateway/routing.py); `route` names it for the usage record.
+        self.route = None
+        data = args[0] if args else kwargs.get("data")
+        picked = data.get("profile", "") if data is not None and user is not None else ""
+        if picked.startswith(ROUTE_PREFIX):
+            target = route_target(picked, user)
+            if target is not None:
+                data = data.copy()
+                data["profile"] = target.profiles[0].slug
+                self.route = target.route
+                args = (data, *args[1:]) if args else args
+                kwargs = kwargs if args else {**kwargs, "data": data}
         super().__init__(*args, **kwargs)
         self.user = user
         if user is not None:  # a profile of another team is not there for them
@@ -208,3 +237,10 @@ class SearchForm(forms.Form):
     q = forms.CharField(required=False, strip=True, max_length=SEARCH_MAX_CHARS,
                         error_messages={"max_length": f"Search for at most {SEARCH_MAX_CHARS} "
                                         "characters."})  # fmt: skip
+
+
+class ShownForm(forms.Form):
+    """How much of a stopped reply the page had shown (characters: code points)."""
+
+    content_chars = forms.IntegerField(min_value=0, max_value=10_000_000)
+    reasoning_chars = forms.IntegerField(min_value=0, max_value=10_000_000)

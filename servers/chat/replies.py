@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.cache import cache
 from django.template.loader import render_to_string
 
 from accounts.teams import limits_for
@@ -128,7 +129,54 @@ def _save_answer(
         **speed(measure, reply.chunks, time.monotonic()),
     )
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=message.created_at)
+    if status == Message.Status.STOPPED:
+        # Keep no more than the page showed: the browser says how much (keep_only_shown),
+        # before or after this save. The raw texts first, then a look for its word.
+        raw = (message.pk, reply.content, reply.reasoning)
+        cache.set(_stopped_key(conversation.pk), raw, SHOWN_SECONDS)
+        shown = cache.get(_shown_key(conversation.pk))
+        if shown is not None:
+            _trim(*raw, *shown)
+            _forget_stops(conversation)  # done: the next Stop says its own
     return message
+
+
+# A stopped reply keeps what the page had shown when Stop was pressed: what was already on its
+# way is dropped (static/js/chat.js posts the lengths shown; servers/chat/views.py).
+SHOWN_SECONDS = 300
+
+
+def _shown_key(conversation_pk: int) -> str:
+    return f"chat-shown:{conversation_pk}"
+
+
+def _stopped_key(conversation_pk: int) -> str:
+    return f"chat-stopped:{conversation_pk}"
+
+
+def _trim(message_pk: int, content: str, reasoning: str, content_chars: int, reasoning_chars: int):
+    reply = Reply(content=content[:content_chars], reasoning=reasoning[:reasoning_chars])
+    answer, thought, _seconds = reply.finished()
+    Message.objects.filter(pk=message_pk, status=Message.Status.STOPPED).update(
+        content=answer, reasoning=thought, html=render_markdown(answer)
+    )
+
+
+def keep_only_shown(conversation: Conversation, content_chars: int, reasoning_chars: int) -> None:
+    """The page stopped the reply having shown `content_chars` characters of its content and
+    `reasoning_chars` of its reasoning: the stopped answer keeps no more, whether it is saved
+    already or is about to be (its word first, then a look for the save)."""
+    shown = (content_chars, reasoning_chars)
+    cache.set(_shown_key(conversation.pk), shown, SHOWN_SECONDS)
+    raw = cache.get(_stopped_key(conversation.pk))
+    if raw is not None:
+        _trim(*raw, *shown)
+        _forget_stops(conversation)  # done: the next Stop says its own
+
+
+def _forget_stops(conversation: Conversation) -> None:
+    """A new reply starts: an earlier Stop's word and texts are not its own."""
+    cache.delete_many([_shown_key(conversation.pk), _stopped_key(conversation.pk)])
 
 
 # How long one wait for a starting server lasts before the chat looks at the browser again.
@@ -163,6 +211,7 @@ def stream_reply(
     turn: Turn,
     profile: ServerProfile,
     client_socket: socket.socket | None = None,
+    route: str = "",
 ) -> Iterator[bytes]:
     """Server-sent events for the chat page: `meta` (the conversation, and the question as
     shown: rendered, and how many later messages an edit or a regenerate replaced), maybe
@@ -175,6 +224,7 @@ def stream_reply(
     the server is silent — reading a long prompt sends the browser nothing — so Stop or a
     closed tab ends the request upstream at once, as on the API."""
     conversation, question = turn.conversation, turn.question
+    _forget_stops(conversation)
     yield sse(
         {"conversation": conversation.pk, "url": conversation.get_absolute_url(),
          "title": conversation.title, "question": question.pk, "replaced": turn.replaced,
@@ -207,7 +257,7 @@ def stream_reply(
         body["temperature"] = params.temperature
     if params.max_tokens is not None:
         body["max_tokens"] = params.max_tokens
-    caller = Caller(user, UsageRecord.Source.CHAT)
+    caller = Caller(user, UsageRecord.Source.CHAT, route=route)  # a route: the member it picked
     call = calls.Call(
         caller,
         profile,

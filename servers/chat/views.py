@@ -13,19 +13,24 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts.teams import membership
 from servers.chat import conversations
 from servers.chat.forms import (
+    ROUTE_PREFIX,
     ChatMessageForm,
     ConversationSettingsForm,
     RenameForm,
     SearchForm,
+    ShownForm,
     first_error,
+    route_target,
 )
 from servers.chat.render import render_markdown
-from servers.chat.replies import stream_reply
+from servers.chat.replies import keep_only_shown, stream_reply
+from servers.gateway import routing
 from servers.gateway.relay import STREAM_HEADERS
 from servers.gateway.transport import client_socket
-from servers.models import Conversation, ServerProfile, State
+from servers.models import Conversation, Route, ServerProfile, State
 
 
 def _profiles(user):
@@ -33,6 +38,12 @@ def _profiles(user):
     return (
         ServerProfile.objects.visible_to(user).select_related("instance", "host").order_by("name")
     )
+
+
+def _routes(user) -> list[Route]:
+    """The routes with a member `user` may talk to, for the picker."""
+    groups = membership(user).group_ids
+    return [r for r in Route.objects.order_by("name") if routing.members_for(r, user, groups)]
 
 
 def _pick(profiles, slug: str | None, conversation: Conversation | None):
@@ -66,7 +77,10 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     if request.htmx and request.htmx.target == "conversation-list":
         return render(request, "servers/chat.html#conversation-list", context)
     profiles = list(_profiles(request.user))
-    profile = _pick(profiles, request.GET.get("profile"), conversation)
+    picked = request.GET.get("profile") or ""
+    route = route_target(picked, request.user) if picked.startswith(ROUTE_PREFIX) else None
+    # A route: the member it would send a message to now.
+    profile = route.profiles[0] if route is not None else _pick(profiles, picked, conversation)
     chat_messages = list(conversation.messages.all()) if conversation else []
     for message in chat_messages:  # a user message stored before they were rendered
         if not message.html and message.content:
@@ -75,6 +89,8 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         "chat_messages": chat_messages,
         "profiles": profiles,
         "profile": profile,
+        "routes": _routes(request.user),
+        "route": route.route if route is not None else None,
         "instance": getattr(profile, "instance", None) if profile else None,
         "settings_form": ConversationSettingsForm(instance=conversation, profile=profile),
     }
@@ -98,7 +114,8 @@ def chat_stream(request: HttpRequest) -> HttpResponse:
         )
     except conversations.NothingToAnswer as refusal:
         return JsonResponse({"error": str(refusal)}, status=400)
-    stream = stream_reply(request.user, turn, profile, client_socket(request))
+    route = form.route.name if form.route is not None else ""
+    stream = stream_reply(request.user, turn, profile, client_socket(request), route=route)
     return StreamingHttpResponse(stream, content_type="text/event-stream", headers=STREAM_HEADERS)
 
 
@@ -159,3 +176,16 @@ def conversation_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse
         content_type=content_type,
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+@require_POST
+def conversation_stopped(request: HttpRequest, pk: int) -> HttpResponse:
+    """Stop: the page says how much of the reply it showed; the stopped answer keeps no more."""
+    conversation = get_object_or_404(Conversation, pk=pk, user=request.user)
+    form = ShownForm(request.POST)
+    if not form.is_valid():
+        return JsonResponse({"error": "Send content_chars and reasoning_chars as whole numbers."},
+                            status=400)  # fmt: skip
+    keep_only_shown(conversation, form.cleaned_data["content_chars"],
+                    form.cleaned_data["reasoning_chars"])  # fmt: skip
+    return HttpResponse(status=204)

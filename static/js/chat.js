@@ -104,6 +104,7 @@
     this.article.appendChild(this.status);
     this.article.appendChild(this.body);
     this.content = "";
+    this.reasoning = ""; // the reasoning deltas shown (a model that thinks in a field of its own)
     this.thinking = null;
     this.thinkingStarted = null;
     list.appendChild(this.article);
@@ -120,6 +121,7 @@
       this.thinkingStarted = Date.now();
     }
     this.thinkingText.textContent += text;
+    this.reasoning += text;
   };
   Answer.prototype.endThinking = function () {
     if (this.thinking && !this.thinkingEnded) {
@@ -197,6 +199,7 @@
       }
     }
     form.setAttribute("data-conversation", meta.conversation);
+    form.setAttribute("data-conversation-url", meta.url);
     if (window.location.pathname !== meta.url) {
       window.history.replaceState(null, "", meta.url);
       document.title = meta.title + " · Chat · MLX Portal";
@@ -248,6 +251,20 @@
       });
       scrollDown();
     }
+  }
+
+  // Stop: the portal keeps no more of the reply than the page showed (what was on its way when
+  // the page stopped reading is dropped). Lengths in code points, as Python counts them.
+  function keepOnlyShown(answer) {
+    var url = form.getAttribute("data-conversation-url");
+    if (!url) return;
+    var data = new FormData();
+    data.set("content_chars", String(Array.from(answer.content).length));
+    data.set("reasoning_chars", String(Array.from(answer.reasoning).length));
+    fetch(url + "stopped/", {
+      method: "POST", body: data, credentials: "same-origin",
+      headers: { "X-CSRFToken": form.querySelector("[name=csrfmiddlewaretoken]").value },
+    }).catch(function () {});
   }
 
   // Send: a new message ({}), the last question again ({retry: true}: after an error, or to
@@ -319,7 +336,10 @@
       return pump();
     }).catch(function (error) {
       if (error.name === "AbortError") {
-        if (state.answer) state.answer.fail("", true);
+        if (state.answer) {
+          keepOnlyShown(state.answer);
+          state.answer.fail("", true);
+        }
       } else if (state.answer) {
         state.answer.fail("The connection to the portal broke: " + error.message);
       } else {

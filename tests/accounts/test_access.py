@@ -301,6 +301,7 @@ OBJECT_URLS: dict[str, tuple[str, str]] = {
     "servers:chat-rename": ("conversation", OWNER),
     "servers:chat-delete": ("conversation", OWNER),
     "servers:chat-settings": ("conversation", OWNER),
+    "servers:chat-stopped": ("conversation", OWNER),
     "servers:chat-export-md": ("conversation", OWNER),
     "servers:chat-export-json": ("conversation", OWNER),
     "servers:profile-edit": ("profile", OWNER_OR_ADMIN),

@@ -258,3 +258,39 @@ def test_stop_while_the_server_starts_sends_and_saves_nothing(
     conversation = Conversation.objects.get()
     assert [m.role for m in conversation.messages.all()] == ["user"]
     assert not UsageRecord.objects.exists()
+
+
+# --- Stop keeps what the page showed ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page_first", [True, False], ids=["page-first", "save-first"])
+def test_a_stopped_reply_keeps_no_more_than_the_page_showed(
+    page_first, member, member_client, make_profile
+):
+    """The page posts how much it had shown when Stop was pressed; what was already on its way
+    (written by the portal, unread by the page) is not kept, whichever comes first: the page's
+    word or the stream's save."""
+    from django.core.cache import cache
+
+    from servers.chat.replies import Params, Reply, _save_answer
+
+    conversation = Conversation.objects.create(user=member, profile=make_profile(), title="t")
+    # The cache outlives the test database's rows: nothing of an earlier test's conversation
+    # of the same id (a new reply clears them, as stream_reply does).
+    cache.delete_many([f"chat-shown:{conversation.pk}", f"chat-stopped:{conversation.pk}"])
+    stopped = reverse("servers:chat-stopped", args=[conversation.pk])
+    shown = {"content_chars": "11", "reasoning_chars": "4"}
+    reply = Reply(content="Hello there, and the rest 🙂 unseen", reasoning="Hmm, more unseen")
+    if page_first:
+        assert member_client.post(stopped, shown).status_code == 204
+    message = _save_answer(conversation, reply, Message.Status.STOPPED, Params(), Measure())
+    if not page_first:
+        assert member_client.post(stopped, shown).status_code == 204
+    message.refresh_from_db()
+    assert (message.content, message.reasoning) == ("Hello there", "Hmm,")
+    assert "unseen" not in message.html
+    bad = member_client.post(stopped, {"content_chars": "-1", "reasoning_chars": "x"})
+    assert bad.status_code == 400 and "whole numbers" in bad.json()["error"]
+    # Each word is used once: a later Stop of this conversation is trimmed by its own.
+    assert cache.get(f"chat-shown:{conversation.pk}") is None
+    assert cache.get(f"chat-stopped:{conversation.pk}") is None

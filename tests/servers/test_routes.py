@@ -23,6 +23,7 @@ from tests.servers.helpers import wait_for
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
 HI = [{"role": "user", "content": "hi"}]
+ENDLESS = {"logit_bias": {"0": -100, "2": -100}}  # the tiny model never ends its reply
 
 
 def make_route(name, profiles, owner, policy=Route.Policy.LEAST_BUSY) -> Route:
@@ -165,8 +166,8 @@ def test_least_busy_spreads_requests_and_a_killed_member_fails_no_request_not_ye
     def stream() -> None:
         chunks = 0
         try:
-            for _chunk in client.chat.completions.create(
-                model="tiny", messages=HI, max_tokens=48, stream=True
+            for _chunk in client.chat.completions.create(  # long enough to be killed in
+                model="tiny", messages=HI, max_tokens=400, stream=True, extra_body=ENDLESS
             ):
                 chunks += 1
             outcomes.append((chunks, None))
@@ -176,7 +177,7 @@ def test_least_busy_spreads_requests_and_a_killed_member_fails_no_request_not_ye
     threads = [threading.Thread(target=stream) for _ in range(16)]
     for thread in threads:
         thread.start()
-    wait_for(lambda: admission.queues([a.pk])[a.pk].in_flight >= 1, timeout=60)
+    wait_for(lambda: admission.queues([a.pk])[a.pk].in_flight >= 1, timeout=60, every=0.02)
     os.kill(server_a.pid, signal.SIGKILL)
     for thread in threads:
         thread.join(timeout=120)
@@ -216,3 +217,25 @@ def test_the_usage_page_filters_by_route_or_by_model(make_profile, member, membe
     assert total(route="tiny", model="Beta") == "1"
     refused = member_client.get(usage, {"route": "<script>"}).content.decode()
     assert "No usage is recorded under that name" in refused and total(route="nope") == "4"
+
+
+def test_the_chat_offers_routes_and_sends_to_the_member_the_route_picks(
+    mlx_server, serve_profile, make_profile, member, member_client
+):
+    first = make_profile("First", allow_on_demand=False)  # stopped: the route skips it
+    second = serve_profile(mlx_server, "Second")
+    make_route("tiny-chat", [first, second], owner=member, policy=Route.Policy.ORDERED)
+    page = member_client.get(reverse("servers:chat")).content.decode()
+    assert '<optgroup label="Routes">' in page and 'value="route:tiny-chat"' in page
+    panel = member_client.get(reverse("servers:chat"), {"profile": "route:tiny-chat"})
+    assert 'value="route:tiny-chat" selected' in panel.content.decode()
+
+    stream = reverse("servers:chat-stream")
+    response = member_client.post(
+        stream, {"profile": "route:tiny-chat", "message": "Hi", "max_tokens": "8"}
+    )
+    assert b"event: done" in b"".join(response.streaming_content)
+    (record,) = UsageRecord.objects.filter(source="chat")
+    assert (record.route_name, record.profile_id) == ("tiny-chat", second.pk)
+    unknown = member_client.post(stream, {"profile": "route:nope", "message": "Hi"})
+    assert unknown.status_code == 400
