@@ -114,10 +114,28 @@ front:
 # Both can be overridden to run two suites side by side (another Redis database, another folder).
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_DATA_DIR ?= $(CURDIR)/var/test
+# The whole suite runs as two processes side by side: the escaping walk (rendering every page
+# thousands of times: ~3 minutes of CPU) and everything else (mostly waiting on real servers,
+# browsers and workers), each with its own Redis database, data directory and test database.
+# With PYTEST_ARGS (the fast path), one process runs what it names.
+TEST_WALK_REDIS_URL ?= redis://127.0.0.1:6379/13
+WALK := tests/accounts/test_escaping.py
 test: venv browser front node
 	@REDIS_URL="$(TEST_REDIS_URL)" $(PY) -m config.redis_check || { echo "The tests need Redis at $(TEST_REDIS_URL)."; exit 1; }
-	REDIS_URL="$(TEST_REDIS_URL)" MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" CHROMIUM="$(CHROMIUM)" \
-	  $(PY) -m pytest $(PYTEST_ARGS)
+	@if [ -n "$(PYTEST_ARGS)" ]; then \
+	  REDIS_URL="$(TEST_REDIS_URL)" MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" CHROMIUM="$(CHROMIUM)" \
+	    $(PY) -m pytest $(PYTEST_ARGS); \
+	else \
+	  mkdir -p "$(TEST_DATA_DIR)"; \
+	  REDIS_URL="$(TEST_WALK_REDIS_URL)" MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)-walk" \
+	    MLX_PORTAL_TEST_DB_SUFFIX=walk $(PY) -m pytest -p no:cacheprovider $(WALK) \
+	    > "$(TEST_DATA_DIR)/walk.log" 2>&1 & walk=$$!; \
+	  REDIS_URL="$(TEST_REDIS_URL)" MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" CHROMIUM="$(CHROMIUM)" \
+	    $(PY) -m pytest --ignore=$(WALK); rest=$$?; \
+	  wait $$walk; walked=$$?; \
+	  echo "--- $(WALK), run beside the rest:"; tail -n 25 "$(TEST_DATA_DIR)/walk.log"; \
+	  [ $$rest -eq 0 ] && [ $$walked -eq 0 ]; \
+	fi
 	@$(MAKE) --no-print-directory lint
 
 # Seconds once mypy's cache is warm. The layering contracts are in .importlinter, mypy's files in

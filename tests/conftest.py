@@ -23,6 +23,12 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     from django.conf import settings
 
     Path(settings.DATA_DIR).mkdir(parents=True, exist_ok=True)
+    # A second suite beside this one (`make test` runs the escaping walk so) needs a test
+    # database of its own: on PostgreSQL the default name would be the same.
+    if suffix := os.environ.get("MLX_PORTAL_TEST_DB_SUFFIX"):
+        db = settings.DATABASES["default"]
+        test = db.setdefault("TEST", {})
+        test["NAME"] = f"{test.get('NAME') or 'test_' + db['NAME']}_{suffix}"
 
 
 @pytest.fixture(autouse=True)
