@@ -72,6 +72,7 @@ class ChatMessageForm(forms.Form):
         # A route ("route:<name>" in the picker) is sent to the member it picks now
         # (servers/gateway/routing.py); `route` names it for the usage record.
         self.route = None
+        self.others: list[ServerProfile] = []  # a route's other members, to try after
         data = args[0] if args else kwargs.get("data")
         picked = data.get("profile", "") if data is not None and user is not None else ""
         if picked.startswith(ROUTE_PREFIX):
@@ -80,6 +81,7 @@ class ChatMessageForm(forms.Form):
                 data = data.copy()
                 data["profile"] = target.profiles[0].slug
                 self.route = target.route
+                self.others = target.profiles[1:]
                 args = (data, *args[1:]) if args else args
                 kwargs = kwargs if args else {**kwargs, "data": data}
         super().__init__(*args, **kwargs)

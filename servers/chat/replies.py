@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -18,7 +18,7 @@ from accounts.teams import limits_for
 from servers.chat.attachments import with_attachments
 from servers.chat.conversations import Turn
 from servers.chat.render import render_markdown, split_thinking
-from servers.gateway import calls
+from servers.gateway import calls, routing
 from servers.gateway.errors import GatewayError
 from servers.gateway.relay import has_token, sse
 from servers.gateway.transport import ClientGone
@@ -212,6 +212,7 @@ def stream_reply(
     profile: ServerProfile,
     client_socket: socket.socket | None = None,
     route: str = "",
+    others: Sequence[ServerProfile] = (),
 ) -> Iterator[bytes]:
     """Server-sent events for the chat page: `meta` (the conversation, and the question as
     shown: rendered, and how many later messages an edit or a regenerate replaced), maybe
@@ -258,29 +259,35 @@ def stream_reply(
     if params.max_tokens is not None:
         body["max_tokens"] = params.max_tokens
     caller = Caller(user, UsageRecord.Source.CHAT, route=route)  # a route: the member it picked
-    call = calls.Call(
-        caller,
-        profile,
-        "chat/completions",
-        body,
-        limits=limits_for(user),
-        client_socket=client_socket,
-    )
-    try:
-        for waiting in call.turns():
-            # The server is busy: the request waits in its fair queue (servers/sharing).
-            yield sse(
-                {"state": "queued", "waiting": waiting,
-                 "message": f"{profile.name} is busy: waiting for a turn ({waiting} waiting)…"},
-                "status",
-            )  # fmt: skip
-        relay, _ = call.send()
-    except GatewayError as error:
-        # A limit reached says which, and when it resets: the same sentence as the API's.
-        yield sse({"message": error.message, "retry": True}, "error")
-        return
-    except ClientGone:
-        return
+    limits = limits_for(user)
+    candidates = [profile, *others]  # a route's other members, in the order to try them
+    for index, member in enumerate(candidates):
+        call = calls.Call(
+            caller,
+            member,
+            "chat/completions",
+            {**body, "model": member.slug},
+            limits=limits,
+            client_socket=client_socket,
+        )
+        try:
+            for waiting in call.turns():
+                # The server is busy: the request waits in its fair queue (servers/sharing).
+                yield sse(
+                    {"state": "queued", "waiting": waiting,
+                     "message": f"{member.name} is busy: waiting for a turn ({waiting} waiting)…"},
+                    "status",
+                )  # fmt: skip
+            relay, _ = call.send()
+            break
+        except GatewayError as error:
+            if index < len(candidates) - 1 and error.code in routing.RETRY_CODES:
+                continue  # a route's member failed before any byte: the next one
+            # A limit reached says which, and when it resets: the same sentence as the API's.
+            yield sse({"message": error.message, "retry": True}, "error")
+            return
+        except ClientGone:
+            return
     reply = Reply()
     status = UsageRecord.Status.CANCELLED
     saved = None

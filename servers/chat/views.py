@@ -115,7 +115,9 @@ def chat_stream(request: HttpRequest) -> HttpResponse:
     except conversations.NothingToAnswer as refusal:
         return JsonResponse({"error": str(refusal)}, status=400)
     route = form.route.name if form.route is not None else ""
-    stream = stream_reply(request.user, turn, profile, client_socket(request), route=route)
+    stream = stream_reply(
+        request.user, turn, profile, client_socket(request), route=route, others=form.others
+    )
     return StreamingHttpResponse(stream, content_type="text/event-stream", headers=STREAM_HEADERS)
 
 

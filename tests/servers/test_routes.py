@@ -239,3 +239,16 @@ def test_the_chat_offers_routes_and_sends_to_the_member_the_route_picks(
     assert (record.route_name, record.profile_id) == ("tiny-chat", second.pk)
     unknown = member_client.post(stream, {"profile": "route:nope", "message": "Hi"})
     assert unknown.status_code == 400
+
+    # A member that says it runs but does not answer is skipped for the next one.
+    dead = make_profile("Dead")
+    ServerInstance.objects.update_or_create(
+        profile=dead, defaults={"state": State.RUNNING, "port": dead.port}
+    )  # nothing listens on its port
+    make_route("fallback", [dead, second], owner=member, policy=Route.Policy.ORDERED)
+    response = member_client.post(
+        stream, {"profile": "route:fallback", "message": "Hi", "max_tokens": "8"}
+    )
+    assert b"event: done" in b"".join(response.streaming_content)
+    served = UsageRecord.objects.filter(route_name="fallback").values_list("profile_id", "status")
+    assert sorted(served) == sorted([(dead.pk, "error"), (second.pk, "ok")])
