@@ -154,17 +154,24 @@ def run(target: Target, concurrency: int, requests: int) -> Result:
 
 def portal_profile(server) -> tuple[str, str]:
     """A profile whose running instance is `server`; returns (slug, API key secret)."""
+    from accounts.api_keys import create_api_key
+
+    user = admin_user()
+    profile = _served_profile(server, "Bench tiny", "bench-tiny", server.port, user)
+    return profile.slug, create_api_key(user, "bench").secret
+
+
+def _served_profile(server, name: str, slug: str, port: int, owner):
+    """A profile whose instance is the running `server`, as the supervisor records one."""
     import psutil
     from django.utils import timezone
 
-    from accounts.api_keys import create_api_key
     from models_catalog.models import Host
     from servers.models import ServerInstance, ServerProfile, State
 
-    user = admin_user()
     profile = ServerProfile.objects.create(
-        name="Bench tiny", slug="bench-tiny", model_id=MODEL, port=server.port,
-        owner=user, host=Host.objects.this_machine(), max_tokens=4096,
+        name=name, slug=slug, model_id=MODEL, port=port, owner=owner,
+        host=Host.objects.this_machine(), max_tokens=4096,
     )  # fmt: skip
     now = timezone.now()
     ServerInstance.objects.update_or_create(
@@ -173,21 +180,17 @@ def portal_profile(server) -> tuple[str, str]:
                   "pid": server.pid, "started_at": now, "ready_at": now,
                   "process_create_time": psutil.Process(server.pid).create_time()},
     )  # fmt: skip
-    return profile.slug, create_api_key(user, "bench").secret
+    return profile
 
 
 def limited_profile(server) -> tuple[str, str]:
     """Another profile on `server`, limited to a group, and the key of a member (not an admin)
     of that group with limits none of the runs reaches (docs/sharing.md): the gateway reads the
     member's groups and limits, the profile's group rule, and counts every request in Redis."""
-    import psutil
     from django.contrib.auth.models import Group
-    from django.utils import timezone
 
     from accounts.api_keys import create_api_key
     from accounts.models import Limits, User
-    from models_catalog.models import Host
-    from servers.models import ServerInstance, ServerProfile, State
 
     member = User.objects.create_user(
         username="bench-member", email="bench-member@example.com", password=None,
@@ -199,19 +202,10 @@ def limited_profile(server) -> tuple[str, str]:
         tokens_per_day=Limits.MAX_TOKENS_PER_DAY, concurrent_requests=1000,
     )  # fmt: skip
     member.groups.add(team)
-    profile = ServerProfile.objects.create(
-        name="Bench tiny limited", slug="bench-tiny-limited", model_id=MODEL,
-        port=server.port + 1, owner=admin_user(), host=Host.objects.this_machine(),
-        max_tokens=4096,
-    )  # fmt: skip
+    profile = _served_profile(
+        server, "Bench tiny limited", "bench-tiny-limited", server.port + 1, admin_user()
+    )
     profile.allowed_groups.add(team)
-    now = timezone.now()
-    ServerInstance.objects.update_or_create(
-        profile=profile,
-        defaults={"state": State.RUNNING, "desired_state": "running", "port": server.port,
-                  "pid": server.pid, "started_at": now, "ready_at": now,
-                  "process_create_time": psutil.Process(server.pid).create_time()},
-    )  # fmt: skip
     return profile.slug, create_api_key(member, "bench").secret
 
 
