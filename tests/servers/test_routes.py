@@ -252,3 +252,26 @@ def test_the_chat_offers_routes_and_sends_to_the_member_the_route_picks(
     assert b"event: done" in b"".join(response.streaming_content)
     served = UsageRecord.objects.filter(route_name="fallback").values_list("profile_id", "status")
     assert sorted(served) == sorted([(dead.pk, "error"), (second.pk, "ok")])
+
+
+def test_with_no_member_running_the_route_starts_the_one_whose_host_has_most_free_memory(
+    make_profile, member
+):
+    from django.utils import timezone
+
+    from models_catalog.models import Host
+    from servers.gateway import routing
+
+    roomy = Host.objects.create(name="roomy", memory_available=64 * 2**30,
+                                last_heartbeat=timezone.now())  # fmt: skip
+    tight = Host.objects.create(name="tight", memory_available=8 * 2**30,
+                                last_heartbeat=timezone.now())  # fmt: skip
+    small = make_profile("Small", host=tight)
+    big = make_profile("Big", host=roomy)
+    manual = make_profile("Manual", host=roomy, allow_on_demand=False)
+    route = make_route("spread", [small, manual, big], owner=member)
+    target = routing.resolve("spread", member, frozenset())
+    # Stopped members that may start on demand, the roomiest host first; the one that may not
+    # start comes last (its refusal is the answer only when every other member failed).
+    assert [p.slug for p in target.profiles] == ["big", "small", "manual"]
+    assert target.route == route
