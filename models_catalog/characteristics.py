@@ -88,6 +88,21 @@ _VISION_TAGS = frozenset(
     {"vision", "image-text-to-text", "visual-question-answering", "multimodal", "vlm",
      "video-text-to-text", "any-to-any"}
 )  # fmt: skip
+#: The engines a model may be served with (servers.models.Engine holds the same values).
+ENGINE_TEXT, ENGINE_VISION, ENGINE_EMBEDDINGS, ENGINE_SPEECH = (
+    "text", "vision", "embeddings", "speech-to-text",
+)  # fmt: skip
+_SPEECH_MODEL_TYPES = frozenset(
+    {"whisper", "parakeet", "wav2vec2", "hubert", "moonshine", "voxtral", "granite_speech"}
+)
+_SPEECH_ARCHITECTURE = re.compile(r"Whisper|SpeechSeq2Seq|ForCTC|Parakeet|Moonshine|Voxtral")
+_SPEECH_TAGS = frozenset({"automatic-speech-recognition", "speech-recognition", "whisper"})
+#: Encoder-only model types: served for their vectors, never to chat.
+_EMBEDDING_MODEL_TYPES = frozenset(
+    {"bert", "roberta", "xlm-roberta", "modernbert", "nomic_bert", "distilbert", "mpnet",
+     "electra", "deberta-v2"}
+)  # fmt: skip
+_EMBEDDING_TAGS = frozenset({"sentence-transformers", "feature-extraction", "sentence-similarity"})
 _TOOL_TAGS = frozenset({"tool-use", "tools", "function-calling", "function_calling", "tool_use"})
 _TOOL_TEMPLATE = re.compile(r"\btools\b|tool_call|\[AVAILABLE_TOOLS\]|<\|tool\|>")
 _THINKING_TAGS = frozenset({"reasoning", "thinking", "chain-of-thought"})
@@ -136,6 +151,7 @@ class Characteristics:
     vision: bool = False
     tools: bool = False
     thinking: bool = False
+    engine: str = ENGINE_TEXT
 
     @property
     def quantization_label(self) -> str:
@@ -222,6 +238,27 @@ def is_multimodal(config: Mapping[str, Any], tags: Iterable[str] = ()) -> bool:
     if any(_VISION_ARCHITECTURE.search(a) for a in _architectures(config)):
         return True
     return bool(_tag_set(tags) & _VISION_TAGS)
+
+
+def engine_of(config: Mapping[str, Any], tags: Iterable[str] = ()) -> str:
+    """The engine that serves a model: speech-to-text (a Whisper-like model_type, architecture
+    or tag), embeddings (an encoder-only model_type or a sentence-transformers tag), vision
+    (`is_multimodal`), else text."""
+    tag_set = _tag_set(tags)
+    model_type = config.get("model_type")
+    model_type = model_type.lower() if isinstance(model_type, str) else ""
+    architectures = _architectures(config)
+    if (
+        model_type in _SPEECH_MODEL_TYPES
+        or tag_set & _SPEECH_TAGS
+        or any(_SPEECH_ARCHITECTURE.search(a) for a in architectures)
+    ):
+        return ENGINE_SPEECH
+    if model_type in _EMBEDDING_MODEL_TYPES or tag_set & _EMBEDDING_TAGS:
+        return ENGINE_EMBEDDINGS
+    if is_multimodal(config, tags):
+        return ENGINE_VISION
+    return ENGINE_TEXT
 
 
 def supports_tools(chat_template: str, tags: Iterable[str] = ()) -> bool:
@@ -323,6 +360,7 @@ def extract(
         vision=is_multimodal(config, tags),
         tools=supports_tools(chat_template, tags),
         thinking=supports_thinking(chat_template, tags),
+        engine=engine_of(config, tags),
     )
 
 

@@ -42,6 +42,16 @@ def may_see(user, allowed_group_ids, user_group_ids) -> bool:
     return not allowed or bool(allowed & set(user_group_ids))
 
 
+class Engine(models.TextChoices):
+    """What serves a profile's model (the values of models_catalog.characteristics.engine_of,
+    which picks the default for a model)."""
+
+    TEXT = "text", "Text (mlx-lm)"
+    VISION = "vision", "Vision (mlx-vlm)"
+    EMBEDDINGS = "embeddings", "Embeddings"
+    SPEECH = "speech-to-text", "Speech to text"
+
+
 class ProfileQuerySet(models.QuerySet):
     def visible_to(self, user) -> ProfileQuerySet:
         """The profiles `user` may see and call (`may_see`, in SQL): for the pages, the chat
@@ -77,6 +87,13 @@ class ServerProfile(models.Model):
     name = models.CharField(max_length=80, unique=True)
     slug = models.SlugField(max_length=80, unique=True)
     model_id = models.CharField("model", max_length=96)
+    engine = models.CharField(
+        max_length=16,
+        choices=Engine,
+        default=Engine.TEXT,
+        help_text="What serves the model: text chat, chat with images, embeddings or speech "
+        "to text. The default fits the model.",
+    )
     host = models.ForeignKey(
         Host, on_delete=models.PROTECT, related_name="server_profiles", default=_default_host
     )

@@ -9,6 +9,7 @@ from models_catalog.characteristics import (
     FAMILIES,
     KNOWN_FAMILIES,
     context_length,
+    engine_of,
     estimate_size,
     extract,
     family_of,
@@ -21,6 +22,7 @@ from models_catalog.characteristics import (
     supports_thinking,
     supports_tools,
 )
+from servers.models import Engine
 
 # --- realistic configs (trimmed copies of real mlx-community config.json files) ------------------
 
@@ -237,6 +239,39 @@ def test_context_length(config, tokens):
 )
 def test_multimodal(config, tags, vision):
     assert is_multimodal(config, tags) is vision
+
+
+@pytest.mark.parametrize(
+    ("config", "tags", "engine"),
+    [
+        (QWEN3_4B_4BIT, ["text-generation"], "text"),
+        ({}, [], "text"),
+        (QWEN25_VL_7B, [], "vision"),
+        (GEMMA3_4B, [], "vision"),
+        ({"model_type": "llama"}, ["image-text-to-text"], "vision"),
+        ({"model_type": "whisper", "architectures": ["WhisperForConditionalGeneration"]}, [],
+         "speech-to-text"),
+        ({"architectures": ["WhisperForConditionalGeneration"]}, [], "speech-to-text"),
+        ({"model_type": "parakeet"}, [], "speech-to-text"),
+        ({}, ["automatic-speech-recognition"], "speech-to-text"),
+        ({"model_type": "bert", "architectures": ["BertModel"]}, [], "embeddings"),
+        ({"model_type": "xlm-roberta"}, [], "embeddings"),
+        ({"model_type": "modernbert"}, [], "embeddings"),
+        # A decoder fine-tuned for embeddings says so with its tags.
+        ({"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"]},
+         ["sentence-transformers", "feature-extraction"], "embeddings"),
+        ({"model_type": "Whisper"}, [], "speech-to-text"),  # any case
+    ],
+)  # fmt: skip
+def test_engine_fits_the_model(config, tags, engine):
+    assert engine_of(config, tags) == engine
+    assert extract(config, tags=tags).engine == engine
+
+
+def test_engine_values_are_the_profile_choices():
+    engines = {engine_of({}), engine_of({"model_type": "qwen2_vl"}), engine_of({"model_type": "bert"}),
+               engine_of({"model_type": "whisper"})}  # fmt: skip
+    assert engines == set(Engine.values)
 
 
 @pytest.mark.parametrize(
