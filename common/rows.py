@@ -251,6 +251,7 @@ def _linked(plan: _Plan, instances: list[Model | None]) -> Model | None:
     """The main instance, with the related ones cached on it as `select_related` caches them
     (a missing one-to-one row reads as DoesNotExist, a null foreign key as None)."""
     instance = instances[0]
+    assert instance is not None  # the main row is always there
     for part, other in zip(plan.parts[1:], instances[1:], strict=True):
         part.relation.set_cached_value(instance, other)  # type: ignore[union-attr]  # not the main
         if other is not None and isinstance(part.relation, ForeignObjectRel):

@@ -76,9 +76,7 @@ def test_a_server_stopped_after_a_successful_request_is_seen_stopped_at_the_next
     assert refused.value.body["code"] == "server_not_running"
 
 
-def test_each_look_up_gets_its_own_instances_however_often_its_row_is_read(
-    make_profile, member
-):
+def test_each_look_up_gets_its_own_instances_however_often_its_row_is_read(make_profile, member):
     """The copies are the caller's: changing one (a JSON field's dict too) changes neither the
     row remembered nor the next copy, and a changed row is built anew."""
     made = make_profile("Copies", chat_template_args={"enable_thinking": False})
