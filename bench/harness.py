@@ -184,6 +184,70 @@ def cpus_awake(enabled: bool = True):
         proc.wait()
 
 
+_COMPETE = (
+    "import os, signal, sys, time\n"
+    "os.sched_setaffinity(0, {int(sys.argv[1])})\n"
+    "stop = []\n"
+    "signal.signal(signal.SIGTERM, lambda *_: stop.append(1))\n"
+    "started, cpu, loops = time.perf_counter(), time.process_time(), 0\n"
+    "while not stop:\n"
+    "    x = 0\n"
+    "    for i in range(1000):\n"
+    "        x += i * i\n"
+    "    loops += 1\n"
+    "print(loops, time.perf_counter() - started, time.process_time() - cpu, flush=True)\n"
+)
+
+
+@dataclass
+class Competitor:
+    """What `competitor()` says once its block has run (zeros when it did not run)."""
+
+    cpu: int = -1  # the CPU it was pinned to
+    loops: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+    def __str__(self) -> str:
+        if self.cpu < 0:
+            return "none"
+        share = self.cpu_seconds / self.seconds if self.seconds else 0.0
+        return (
+            f"pinned to CPU {self.cpu}, ran {self.cpu_seconds:.1f} CPU-s in {self.seconds:.1f} s "
+            f"({share:.2f} of a core), {self.loops / max(self.seconds, 1e-9):,.0f} loops/s"
+        )
+
+
+@contextlib.contextmanager
+def competitor(enabled: bool = True):
+    """A fixed CPU load beside the bench while the block runs, so that "under contention" is
+    the same from run to run: one process at normal priority (nice 0) pinned to the last CPU
+    (`sched_setaffinity`), running a pure-Python loop that never sleeps (1,000 multiply-adds
+    a loop). It wants one core whole; the kernel shares that core between it and whatever
+    else runs there. Yields a `Competitor`, filled in when the block ends (its loops, and the
+    CPU time it got: the share of a core it really took)."""
+    result = Competitor()
+    if not enabled:
+        yield result
+        return
+    cpu = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _COMPETE, str(cpu)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield result
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=10)
+        with contextlib.suppress(ValueError):
+            loops, seconds, cpu_seconds = output.split()
+            result.cpu, result.loops = cpu, int(loops)
+            result.seconds, result.cpu_seconds = float(seconds), float(cpu_seconds)
+
+
 # --- processes -------------------------------------------------------------------------------
 
 
@@ -331,13 +395,14 @@ class Bench:
         self.procs.append(proc)
         return proc
 
-    def start_web(self, **extra_env: str) -> str:
-        """gunicorn with the Procfile's settings on a free port; returns its base URL."""
+    def start_web(self, gunicorn_args: Sequence[str] = (), **extra_env: str) -> str:
+        """gunicorn with the Procfile's settings on a free port (plus `gunicorn_args`);
+        returns its base URL. Its `Proc` is the last of `self.procs`."""
         port = free_port()
         env = {**self.env, "PORTAL_BIND": f"127.0.0.1:{port}", **extra_env}
         command = procfile_command("web", env)
         command = [c for c in command if c not in ("--access-logfile", "-")]  # keep logs quiet
-        proc = self.spawn("web", command, env)
+        proc = self.spawn("web", [*command, *gunicorn_args], env)
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: http_ok(f"{url}/accounts/login/"), 60, "gunicorn", proc)
         return url

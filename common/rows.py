@@ -14,6 +14,9 @@ from the code, never from a request; values are always parameters.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import re
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from typing import Any, TypeGuard, cast
 from django.db import connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, ForeignObject, ForeignObjectRel, Model, QuerySet
+from django.db.models.base import ModelState
 from django.db.models.expressions import Col
 
 # A forward foreign key or one-to-one field (ForeignObject), or the reverse side of a one-to-one.
@@ -41,10 +45,17 @@ class _Part:
     pk_index: int  # where its primary key is among its own columns
 
 
+# Rows remembered per shape of look-up (and per connection): a few keys, profiles and users.
+_BUILT_MAX = 256
+
+
 @dataclass(frozen=True)
 class _Plan:
     sql: str
     parts: list[_Part]
+    # parameters -> (the row as the database gave it, the instances built from it, never
+    # handed out: copies are)
+    built: dict[tuple, tuple[tuple, list[Model | None]]] = dataclasses.field(default_factory=dict)
 
 
 # One cache per connection object (each thread has its own): converters may be bound to it.
@@ -120,14 +131,17 @@ def _plan(
         for field in part.model._meta.concrete_fields
     )
     where: list[str] = []
+    count = 0  # placeholders so far: named ones, see _named
     for column, kind in shape:
         name = f"{table}.{quote(column)}"
         if kind is None:
             where.append(f"{name} IS NULL")
         elif kind == "=":
-            where.append(f"{name} = %s")
+            where.append(f"{name} = %(p{count})s")
+            count += 1
         else:
-            where.append(f"{name} IN ({', '.join(['%s'] * kind)})")
+            where.append(f"{name} IN ({', '.join(f'%(p{count + i})s' for i in range(kind))})")
+            count += kind
     # Names are the code's own (quoted), values are parameters: nothing of a request is spliced.
     sql = f"SELECT {columns} FROM {table}{''.join(joins)} WHERE {' AND '.join(where)} LIMIT 1"  # noqa: S608
     return _Plan(sql, parts)
@@ -156,10 +170,47 @@ def first_row[M: Model](
         elif value is not None:
             params.append(value)
     with connection.cursor() as cursor:
-        cursor.execute(plan.sql, params)
+        cursor.execute(plan.sql, _named(params))
         row = cursor.fetchone()
     if row is None:
         return None
+    try:
+        memo_key = tuple(params)
+        seen = plan.built.get(memo_key)
+    except TypeError:  # a parameter that cannot be a key: build, do not remember
+        memo_key, seen = None, None
+    if seen is not None and seen[0] == row:
+        return cast(M, _linked(plan, [_copy(built) for built in seen[1]]))
+    instances = _build(plan, model, alias, connection, row)
+    if memo_key is not None:
+        if len(plan.built) >= _BUILT_MAX:
+            plan.built.clear()
+        plan.built[memo_key] = (tuple(row), instances)
+        instances = [_copy(built) for built in instances]
+    return cast(M, _linked(plan, instances))
+
+
+def _named(params: Sequence[Any]) -> dict[str, Any]:
+    """Parameters by name (`%(p0)s`, `%(p1)s`, …), which both backends take. With `%s`
+    placeholders, SQLite's backend rewrites each query with a regular expression before it
+    runs: ~70 µs for a look-up's 2 KB of SQL (docs/benchmarks.md §1j); named ones it fills
+    with one `%`."""
+    return {f"p{index}": value for index, value in enumerate(params)}
+
+
+_PLACEHOLDER = re.compile(r"(?<!%)%s")
+
+
+def _with_names(sql: str) -> str:
+    """The compiler's SQL with its `%s` placeholders named p0, p1, … in order."""
+    names = iter(range(sql.count("%s") + 1))
+    return _PLACEHOLDER.sub(lambda _: f"%(p{next(names)})s", sql)
+
+
+def _build(
+    plan: _Plan, model: type[Model], alias: str, connection: BaseDatabaseWrapper, row: Sequence
+) -> list[Model | None]:
+    """The instances of `row`: the main one, then one per related part (None: no row)."""
     values = list(row)
     for part in plan.parts:
         for index, col, converters in part.converters:
@@ -168,12 +219,40 @@ def first_row[M: Model](
                 value = converter(value, col, connection)
             values[index] = value
     main = plan.parts[0]
-    instance = model.from_db(alias, main.attnames, values[: len(main.attnames)])
+    instances: list[Model | None] = [
+        model.from_db(alias, main.attnames, values[: len(main.attnames)])
+    ]
     for part in plan.parts[1:]:
         own = values[part.start : part.start + len(part.attnames)]
         other = None
         if own[part.pk_index] is not None:  # LEFT JOIN: no row there
             other = part.model.from_db(alias, part.attnames, own)
+        instances.append(other)
+    return instances
+
+
+def _copy(instance: Model | None) -> Model | None:
+    """A new instance with the same field values as `instance` (as built by `_build`: no
+    relation cached yet), without running the model's __init__ or the converters again."""
+    if instance is None:
+        return None
+    other = instance.__class__.__new__(instance.__class__)
+    other.__dict__.update(instance.__dict__)
+    for name, value in instance.__dict__.items():
+        if isinstance(value, dict | list):  # a JSON field's value: the copy's own
+            other.__dict__[name] = copy.deepcopy(value)
+    state = ModelState()
+    state.db, state.adding = instance._state.db, False
+    other._state = state
+    return other
+
+
+def _linked(plan: _Plan, instances: list[Model | None]) -> Model | None:
+    """The main instance, with the related ones cached on it as `select_related` caches them
+    (a missing one-to-one row reads as DoesNotExist, a null foreign key as None)."""
+    instance = instances[0]
+    assert instance is not None  # the main row is always there
+    for part, other in zip(plan.parts[1:], instances[1:], strict=True):
         part.relation.set_cached_value(instance, other)  # type: ignore[union-attr]  # not the main
         if other is not None and isinstance(part.relation, ForeignObjectRel):
             part.relation.field.set_cached_value(other, instance)  # instance.profile, say
@@ -207,11 +286,12 @@ def compiled_rows(
     if plan is None:
         queryset = build()
         compiler = queryset.query.get_compiler(connection=connection)
-        plan = plans[key] = (compiler, *compiler.as_sql())
+        sql, built = compiler.as_sql()
+        plan = plans[key] = (compiler, _with_names(sql), built)
     compiler, sql, built_params = plan
     if params is not None and len(params) != len(built_params):
         raise ValueError(f"{key}: {len(params)} parameters for {len(built_params)} placeholders")
     with connection.cursor() as cursor:
-        cursor.execute(sql, built_params if params is None else tuple(params))
+        cursor.execute(sql, _named(built_params if params is None else params))
         rows = cursor.fetchall()
     return list(compiler.results_iter(results=[rows], tuple_expected=True))

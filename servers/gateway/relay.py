@@ -78,6 +78,22 @@ _UPSTREAM_MODEL = b'"model": "default_model"'
 _UNFINISHED = b'"finish_reason": null'
 
 
+def _plain_events(block: bytes) -> bool:
+    """Whether every event of `block` (events without their last blank line) is one
+    `data: {…}` line naming the upstream model once and carrying no usage: the events that
+    `Relay._openai_event` passes on with only the model replaced. In JSON text the model's
+    field cannot appear inside a string (its quotes would be escaped), so the count of
+    fields is the count of events that have one."""
+    events = block.count(b"\n\n") + 1
+    return (
+        block.startswith(b"data: {")
+        and block.count(b"\n") == 2 * (events - 1)
+        and block.count(b"\n\ndata: {") == events - 1
+        and block.count(_UPSTREAM_MODEL) == events
+        and b'"usage"' not in block
+    )
+
+
 def has_token(chunk: dict) -> bool:
     """Whether a stream chunk carries generated text (content, reasoning, text or tool call)."""
     for choice in chunk.get("choices") or ():
@@ -202,7 +218,13 @@ class Relay:
                 out: list[bytes] = []
                 done = False
                 tokens = 0
-                for raw in complete.split(b"\n\n"):
+                if self.measure.first_token_at is not None and _plain_events(complete):
+                    # Every event of the read as `_openai_event`'s first case would give it,
+                    # in a few scans of the whole read instead of a call per event.
+                    out.append(complete.replace(_UPSTREAM_MODEL, model_field) + b"\n\n")
+                    tokens = complete.count(_UNFINISHED)
+                    complete = b""
+                for raw in complete.split(b"\n\n") if complete else ():
                     if not raw.strip(b"\n"):
                         continue
                     chunk, done, token = self._openai_event(

@@ -229,13 +229,25 @@ class _DirectBody(httpx.SyncByteStream):
         self._rest = rest  # what came with the head
         self._left = length  # Content-Length, when the server sent one
         self._closed = False
+        self._closing: select.poll | None = None  # pause()'s, made once
 
     def pause(self, seconds: float) -> None:
         """Wait `seconds` for more of the answer to gather — less when the server has
         closed its end: the answer is complete (HTTP/1.0), so pacing (Relay.openai_stream)
         never holds back the end of a reply."""
-        if seconds > 0:
+        if seconds <= 0:
+            return
+        if _POLLRDHUP is None:
             wait_for_close(self._sock, seconds)
+            return
+        if self._closing is None:  # one poll object for every pause of this answer
+            poller = select.poll()
+            try:
+                poller.register(self._sock, _POLLRDHUP)
+            except (OSError, ValueError):  # closed meanwhile: nothing to wait for
+                return
+            self._closing = poller
+        self._closing.poll(seconds * 1000)
 
     def __iter__(self) -> Iterator[bytes]:
         if self._rest:
@@ -349,6 +361,9 @@ def _exchange(
             raise httpx.WriteTimeout("the server does not read the request") from None
         except OSError as exc:
             raise httpx.ConnectError(repr(exc)) from None
+        # From here on `_Waiter` keeps the time-outs: with one of its own, the socket would
+        # poll() again before every recv (CPython does), one more system call per read.
+        sock.settimeout(None)
         status, headers, rest = _read_head(sock, waiter)
     except BaseException:
         sock.close()
