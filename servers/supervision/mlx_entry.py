@@ -554,8 +554,8 @@ def constrain_output(server_module, *, llguidance, mx, np) -> bool:
             param = "response_format" if body.get("response_format") else "tools"
             reason = re.sub(r"^at \d+\(\d+\): ", "", matcher.get_error().split("\n")[0])
             raise Refused(f"The schema cannot be enforced: {reason[:1000]}", param)
-        processor = GrammarProcessor(matcher, llg.vocab_size, mx=mx, np=np,
-                                     fill_bitmask=llguidance.numpy.fill_next_token_bitmask)  # fmt: skip
+        fill = llguidance.numpy.fill_next_token_bitmask
+        processor = GrammarProcessor(matcher, llg.vocab_size, mx=mx, np=np, fill_bitmask=fill)
         processor.matcher_eos = llg.eos_token
         return processor
 
