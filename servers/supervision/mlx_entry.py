@@ -410,7 +410,8 @@ def _called_tools(tools: Any, tool_choice: Any) -> list[dict] | None:
                           "tool_choice", "invalid_value")  # fmt: skip
         return functions
     if isinstance(tool_choice, dict):
-        name = (tool_choice.get("function") or {}).get("name")
+        function = tool_choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
         chosen = [f for f in functions if f.get("name") == name]
         if not chosen:
             raise Refused(f"'tool_choice' names the function {name!r}, which is not in 'tools'.",
