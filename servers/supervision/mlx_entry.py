@@ -480,6 +480,7 @@ class GrammarProcessor:
         self._mx, self._np, self._fill = mx, np, fill_bitmask
         self._bitmask = np.full((1, (vocab_size + 31) // 32), -1, dtype=np.int32)
         self._vocab = vocab_size
+        self._allowed = None
 
     def __call__(self, tokens, logits):
         mx, np = self._mx, self._np
@@ -493,11 +494,13 @@ class GrammarProcessor:
             self._bitmask[0, self.matcher_eos // 32] = 1 << (self.matcher_eos % 32)
         else:
             self._fill(self.matcher, self._bitmask, 0)
-        bits = np.unpackbits(self._bitmask.view(np.uint8), bitorder="little")
-        allowed = np.zeros(logits.shape[-1], dtype=np.bool_)
+        if self._allowed is None:  # the model's rows: its vocabulary, often padded past it
+            self._allowed = np.zeros(logits.shape[-1], dtype=np.uint8)
         width = min(self._vocab, logits.shape[-1])
-        allowed[:width] = bits[:width]
-        return mx.where(mx.array(allowed), logits, -mx.inf)
+        self._allowed[:width] = np.unpackbits(
+            self._bitmask.view(np.uint8), count=width, bitorder="little"
+        )
+        return mx.where(mx.array(self._allowed, dtype=mx.bool_), logits, -mx.inf)
 
     matcher_eos = 0  # set per tokenizer by `constrain_output`
 
