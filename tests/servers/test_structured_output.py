@@ -413,3 +413,11 @@ def test_through_the_gateway_schemas_are_bounded_then_enforced(portal, server, d
             model="tiny-tools", messages=HI, response_format=_schema_format(BLOB, False)
         )
     assert portal.chat.completions.create(model="tiny-tools", messages=HI).choices[0].message
+
+
+def test_a_thinking_model_answers_the_schema_in_its_content(thinking_server):
+    client = openai.OpenAI(base_url=thinking_server.url + "/v1", api_key="unused", max_retries=0)
+    answer = client.chat.completions.parse(
+        model="default_model", messages=HI, response_format=Flat, max_tokens=MAX_TOKENS
+    )
+    assert isinstance(answer.choices[0].message.parsed, Flat)
