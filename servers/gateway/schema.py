@@ -307,7 +307,7 @@ class ResponseFormat(Field):
         if value is None or value == {"type": "text"}:
             return
         kind = value.get("type") if isinstance(value, dict) else None
-        if kind == "json_object":
+        if kind == "json_object" and value == {"type": "json_object"}:
             out[self.name] = {"type": "json_object"}
             return
         if kind != "json_schema":
@@ -325,9 +325,13 @@ class ResponseFormat(Field):
             raise _invalid(
                 f"'{param}.name' must be 1 to 64 letters, digits, '_' or '-'.", f"{param}.name"
             )
-        if not isinstance(spec.get("strict", False), bool):
+        strict = spec.get("strict")
+        if strict is not None and not isinstance(strict, bool):
             raise _invalid(f"'{param}.strict' must be true or false.", f"{param}.strict")
-        clean = {"name": name, "strict": spec.get("strict", False)}
+        description = spec.get("description")
+        if description is not None and not isinstance(description, str):
+            raise _invalid(f"'{param}.description' must be a string.", f"{param}.description")
+        clean = {"name": name, "strict": bool(strict)}
         if "schema" in spec:
             check_schema(spec["schema"], f"{param}.schema")
             clean["schema"] = spec["schema"]
