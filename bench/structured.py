@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from bench.harness import median, median_interval, nonstop_tiny_model, print_machine, verdict
 
@@ -100,6 +101,12 @@ def one_reply(url: str, tokens: int, kind: str) -> tuple[int, float]:
     return count, (last or 0) - (first or 0)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the server process so far (all its threads)."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def tokens_per_second(url: str, tokens: int, concurrency: int, kind: str) -> float:
     """Summed decode tokens/s of `concurrency` replies streamed at once."""
     results: list[tuple[int, float]] = []
@@ -145,11 +152,15 @@ def main() -> None:
                 one_reply(server.url, 32, kind)
             for concurrency in concurrencies:
                 rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
+                cpu: dict[str, list[float]] = {kind: [] for kind in KINDS}  # µs per token
                 for round_ in range(args.rounds):
                     order = KINDS[round_ % 3 :] + KINDS[: round_ % 3]
                     for kind in order:
+                        before = cpu_seconds(server.pid)
                         rate = tokens_per_second(server.url, args.tokens, concurrency, kind)
+                        used = cpu_seconds(server.pid) - before
                         rates[kind].append(rate)
+                        cpu[kind].append(used * 1e6 / (args.tokens * concurrency))
                 free = rates["free"]
                 line = [f"c={concurrency}: free {median(free):.0f} tok/s"]
                 for kind in ("processor", "constrained"):
@@ -168,6 +179,16 @@ def main() -> None:
                     [c / f for c, f in zip(rates["constrained"], free, strict=True)]
                 )
                 print(f"  goal: constrained >= {GOAL}x free: {verdict(low, high, GOAL)}")
+                cost = {kind: median(cpu[kind]) for kind in KINDS}
+                ratios = [c / f for c, f in zip(cpu["constrained"], cpu["free"], strict=True)]
+                low, high = median_interval(ratios)
+                print(
+                    "  server CPU per token: "
+                    + ", ".join(f"{kind} {cost[kind]:.0f} us" for kind in KINDS)
+                    + f"; constrained/free {median(ratios):.2f}x [{low:.2f}, {high:.2f}]"
+                    f" (<= {1 / GOAL:.2f}x is the goal's equivalent on a CPU-bound host: "
+                    f"{verdict(low, high, 1 / GOAL, higher_is_better=False)})"
+                )
         finally:
             with contextlib.suppress(Exception):
                 stop_mlx_server(server)
