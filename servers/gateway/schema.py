@@ -378,10 +378,10 @@ class ToolChoice(Field):
         choice = body.get(self.name)
         if choice is None or choice == "none":
             return
-        tools = body.get("tools") if isinstance(body.get("tools"), list) else []
+        tools = body.get("tools")
         names = {
             t["function"].get("name")
-            for t in tools
+            for t in (tools if isinstance(tools, list) else [])
             if isinstance(t, dict)
             and isinstance(t.get("function"), dict)
             and isinstance(t["function"].get("name"), str)
