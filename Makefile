@@ -159,7 +159,7 @@ format: venv
 # uses Redis database 7 and a throwaway data directory, and prints ratios against a baseline.
 # Needs an installed venv (`make venv`, or VENV=path/to/venv); it installs nothing.
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/7
-BENCHES ?= gateway_stream status_poll start_overhead download catalog tiles_cpu usage_page
+BENCHES ?= gateway_stream status_poll start_overhead download catalog tiles_cpu usage_page structured
 bench:
 	@REDIS_URL="$(BENCH_REDIS_URL)" $(PY) -m config.redis_check || { echo "The benches need Redis at $(BENCH_REDIS_URL)."; exit 1; }
 	@for b in $(BENCHES); do echo "== python -m bench.$$b"; \

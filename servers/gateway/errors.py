@@ -101,9 +101,9 @@ def upstream_error(status: int, name: str, text: str = "") -> GatewayError:
 
 def own_error(status: int, text: str, from_hop: bool) -> GatewayError | None:
     """The error in OpenAI's shape that the portal's own code answered upstream, if it is one:
-    another host's hop (worded for the user already), or the context check of the portal's
-    model server entry point (servers/supervision/mlx_entry.py). mlx_lm's own errors are not:
-    they are a plain string, and never forwarded."""
+    another host's hop (worded for the user already), or the context check and the schema
+    refusals of the portal's model server entry point (servers/supervision/mlx_entry.py).
+    mlx_lm's own errors are not: they are a plain string, and never forwarded."""
     try:
         error = json.loads(text).get("error")
     except (ValueError, AttributeError):
@@ -114,6 +114,10 @@ def own_error(status: int, text: str, from_hop: bool) -> GatewayError | None:
     if not from_hop:
         if status == 400 and code == "context_length_exceeded":
             return GatewayError(error["message"][:500], 400, param="messages", code=code)
+        if status == 400 and code in ("invalid_json_schema", "invalid_value"):
+            # The grammar engine's refusal of a response_format or tool schema (its reason).
+            param = error.get("param") if isinstance(error.get("param"), str) else None
+            return GatewayError(error["message"][:1000], 400, param=param, code=code)
         return None
     if status == 401:  # our hop token was refused: a configuration problem, not the user's
         return GatewayError(

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from servers.gateway.errors import GatewayError
+from servers.gateway.json_schema import check_schema
 from servers.validation import check_chat_template_args, max_tokens_cap, max_tokens_refusal
 
 CHAT, TEXT = "chat/completions", "completions"
 BOTH = frozenset({CHAT, TEXT})
 
+# OpenAI's rule for the name of a response_format schema (and of a function).
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 # OpenAI fields that are accepted and deliberately not passed on (mlx_lm.server has no use for
 # them). Any other unknown field is dropped as well; these are just documented.
@@ -31,7 +35,6 @@ IGNORED_FIELDS = {
     "store",
     "parallel_tool_calls",
     "service_tier",
-    "tool_choice",
     "reasoning_effort",
     "modalities",
 }
@@ -294,22 +297,64 @@ class OneChoice(Field):
             )  # fmt: skip
 
 
+class ResponseFormat(Field):
+    """`response_format`: text, `json_object` or `json_schema` (name, schema, strict), enforced
+    by the model server (servers/supervision/mlx_entry.py); the schema is bounded here first
+    (servers/gateway/json_schema.py)."""
+
+    def apply(self, body: dict, out: dict, limits: Limits) -> None:
+        value = body.get(self.name)
+        if value is None or value == {"type": "text"}:
+            return
+        kind = value.get("type") if isinstance(value, dict) else None
+        if kind == "json_object" and value == {"type": "json_object"}:
+            out[self.name] = {"type": "json_object"}
+            return
+        if kind != "json_schema":
+            raise _invalid(
+                '\'response_format\' must be {"type": "text"}, {"type": "json_object"} '
+                'or {"type": "json_schema", "json_schema": {"name": …, "schema": …}}.',
+                self.name,
+            )
+        spec = value.get("json_schema")
+        param = "response_format.json_schema"
+        if not isinstance(spec, dict):
+            raise _invalid(f"'{param}' must be an object with a 'name' and a 'schema'.", param)
+        name = spec.get("name")
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise _invalid(
+                f"'{param}.name' must be 1 to 64 letters, digits, '_' or '-'.", f"{param}.name"
+            )
+        strict = spec.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise _invalid(f"'{param}.strict' must be true or false.", f"{param}.strict")
+        description = spec.get("description")
+        if description is not None and not isinstance(description, str):
+            raise _invalid(f"'{param}.description' must be a string.", f"{param}.description")
+        clean = {"name": name, "strict": bool(strict)}
+        if "schema" in spec:
+            check_schema(spec["schema"], f"{param}.schema")
+            clean["schema"] = spec["schema"]
+        out[self.name] = {"type": "json_schema", "json_schema": clean}
+
+
 class TextFormat(Field):
-    """mlx_lm.server has no JSON mode or JSON schema."""
+    """/v1/completions has no JSON mode or JSON schema (OpenAI's neither): chat completions do."""
 
     def apply(self, body: dict, out: dict, limits: Limits) -> None:
         value = body.get(self.name)
         if value is not None and value != {"type": "text"}:
             raise _invalid(
-                "'response_format' other than text (JSON mode, JSON schema) is not supported by "
-                "mlx_lm.server.",
+                "'response_format' other than text is supported on /v1/chat/completions, not on "
+                "/v1/completions.",
                 "response_format",
                 "unsupported_value",
             )
 
 
 class Tools(Field):
-    """Passed to the chat template; dropped when `tool_choice` is "none"."""
+    """Passed to the chat template; dropped when `tool_choice` is "none". A function's
+    `parameters` is bounded as a response_format schema is: the model server may enforce it."""
 
     def apply(self, body: dict, out: dict, limits: Limits) -> None:
         tools = body.get(self.name)
@@ -317,8 +362,49 @@ class Tools(Field):
             return
         if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
             raise _invalid("'tools' must be a list of tool objects.", "tools")
+        for index, tool in enumerate(tools):
+            function = tool.get("function")
+            if isinstance(function, dict) and function.get("parameters") is not None:
+                check_schema(function["parameters"], f"tools[{index}].function.parameters")
         if tools and body.get("tool_choice") != "none":
             out["tools"] = tools
+
+
+class ToolChoice(Field):
+    """`tool_choice`: "none", "auto", "required" or a named function (which must be one of
+    `tools`). "required" and a named function make the model server constrain the call."""
+
+    def apply(self, body: dict, out: dict, limits: Limits) -> None:
+        choice = body.get(self.name)
+        if choice is None or choice == "none":
+            return
+        tools = body.get("tools")
+        names = {
+            t["function"].get("name")
+            for t in (tools if isinstance(tools, list) else [])
+            if isinstance(t, dict)
+            and isinstance(t.get("function"), dict)
+            and isinstance(t["function"].get("name"), str)
+        }
+        if choice in ("auto", "required"):
+            if choice == "required" and not names:
+                raise _invalid("'tool_choice' is 'required' but no 'tools' are given.", self.name)
+        elif isinstance(choice, dict) and choice.get("type") == "function":
+            function = choice.get("function")
+            name = function.get("name") if isinstance(function, dict) else None
+            if not isinstance(name, str) or name not in names:
+                raise _invalid(
+                    "'tool_choice' names a function that is not one of 'tools'.", self.name
+                )
+            choice = {"type": "function", "function": {"name": name}}
+        else:
+            raise _invalid(
+                "'tool_choice' must be 'none', 'auto', 'required' or "
+                '{"type": "function", "function": {"name": …}}.',
+                self.name,
+            )
+        if "tools" in out:
+            out[self.name] = choice
 
 
 class TemplateKwargs(Field):
@@ -353,8 +439,10 @@ FIELDS: tuple[Field, ...] = (
     Flag("logprobs"),
     Integer("top_logprobs", 0, 10),
     OneChoice("n"),
-    TextFormat("response_format"),
+    ResponseFormat("response_format", endpoints=frozenset({CHAT})),
+    TextFormat("response_format", endpoints=frozenset({TEXT})),
     Tools("tools", endpoints=frozenset({CHAT})),
+    ToolChoice("tool_choice", endpoints=frozenset({CHAT})),
     TemplateKwargs("chat_template_kwargs", endpoints=frozenset({CHAT})),
 )
 

@@ -24,6 +24,15 @@ it fit to be shared by a team.
 6. The `system_fingerprint` of the answers is opaque, as OpenAI's (`fp_` and a hash of the
    mlx-lm and mlx versions: it changes with them), instead of naming the host's operating
    system, kernel, C library and GPU.
+7. **Structured output, enforced.** mlx_lm.server ignores `response_format`. Here, on
+   /v1/chat/completions, `{"type": "json_object"}` and `{"type": "json_schema", ...}` are
+   compiled by llguidance into a grammar (`output_grammar`), and a logits processor
+   (`GrammarProcessor`) masks every token the grammar does not allow, at each step, streamed or
+   not, batched with unconstrained requests. With `tool_choice` "required" or a named function,
+   the whole tool call (`<tool_call>{"name": …, "arguments": …}</tool_call>`, the format of
+   mlx_lm's `json_tools` parser) is constrained, its arguments to the function's `parameters`.
+   A grammar llguidance cannot build is refused with 400 (code `invalid_json_schema`) and its
+   reason. See docs/gateway.md, "Structured output".
 
 Nothing else changes: the options, the HTTP server and the generation code are mlx_lm's own.
 This file runs as a script in the model server's process and imports nothing of the portal.
@@ -38,6 +47,7 @@ import hashlib
 import http.server
 import inspect
 import json
+import re
 import socket
 import sys
 import threading
@@ -288,6 +298,292 @@ def limit_context(server_module, context: int) -> bool:
     return True
 
 
+# --- structured output --------------------------------------------------------------------------
+
+# The JSON the grammar allows: no free whitespace (a model could otherwise pad a reply with
+# spaces until max_tokens), separators as json.dumps writes them.
+JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+# OpenAI's rule for function names (it is also what keeps them plain inside a grammar literal).
+FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# The keywords that hold subschemas, walked by `strict_problem`.
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SUBSCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
+_SUBSCHEMA_ONE = ("items", "additionalProperties", "not", "contains")
+
+
+class Refused(Exception):
+    """A request whose output cannot be constrained as asked: 400, in OpenAI's shape."""
+
+    def __init__(self, message: str, param: str, code: str = "invalid_json_schema"):
+        super().__init__(message)
+        self.message, self.param, self.code = message, param, code
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": "invalid_request_error",
+                          "param": self.param, "code": self.code}}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ToolFormat:
+    """How the served model writes a tool call: the grammar atoms of its start and end markers
+    (a special token `<[id]>` or a quoted literal). Only mlx_lm's `json_tools` format
+    (`<tool_call>{"name": …, "arguments": …}</tool_call>`, Qwen 2.5, Hermes) is known here."""
+
+    start: str
+    end: str
+
+
+def strict_problem(schema: Any, where: str = "schema") -> str | None:
+    """What makes `schema` break OpenAI's rules for `strict: true` (every object lists all its
+    properties in `required` and has `additionalProperties: false`), or None. Iterative: the
+    depth of a schema is bounded by the gateway, not by Python's stack."""
+    pending = [(schema, where)]
+    while pending:
+        node, path = pending.pop()
+        if not isinstance(node, dict):
+            continue
+        properties = node.get("properties")
+        if node.get("type") == "object" or isinstance(properties, dict):
+            if node.get("additionalProperties") is not False:
+                return (f"In {path}, 'additionalProperties' is required to be supplied and to "
+                        "be false (strict mode).")  # fmt: skip
+            names = list(properties) if isinstance(properties, dict) else []
+            required = node.get("required") or []
+            if missing := [n for n in names if n not in required]:
+                return (f"In {path}, 'required' must list every property (strict mode); "
+                        f"missing: {', '.join(map(repr, missing[:5]))}. Make optional fields "
+                        "nullable instead.")  # fmt: skip
+        for key in _SUBSCHEMA_MAPS:
+            if isinstance(sub := node.get(key), dict):
+                pending += [(v, f"{path}.{key}.{k}") for k, v in sub.items()]
+        for key in _SUBSCHEMA_LISTS:
+            if isinstance(sub := node.get(key), list):
+                pending += [(v, f"{path}.{key}[{i}]") for i, v in enumerate(sub)]
+        for key in _SUBSCHEMA_ONE:
+            if isinstance(sub := node.get(key), dict):
+                pending.append((sub, f"{path}.{key}"))
+    return None
+
+
+def _json_rule(schema: Any, *, strict: bool, param: str) -> str:
+    """The grammar (Lark, llguidance's `%json`) of the JSON text `schema` allows; Refused when
+    `strict` and the schema breaks OpenAI's strict rules."""
+    if schema is True or schema is None:
+        schema = {}
+    if not isinstance(schema, dict):
+        raise Refused(f"'{param}' must be a JSON Schema object.", param, "invalid_value")
+    if strict and (problem := strict_problem(schema)):
+        raise Refused(f"Invalid schema for '{param}': {problem}", param)
+    options = {**JSON_OPTIONS, "lenient": not strict}
+    return "%json " + json.dumps({**schema, "x-guidance": options})
+
+
+def _response_rule(response_format: Any) -> str | None:
+    """The grammar rule of the reply's content for `response_format`, or None (free text)."""
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return _json_rule({"type": "object"}, strict=False, param="response_format")
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict):
+            raise Refused("'response_format.json_schema' must be an object with 'name' and "
+                          "'schema'.", "response_format", "invalid_value")  # fmt: skip
+        return _json_rule(spec.get("schema"), strict=spec.get("strict") is True,
+                          param="response_format.json_schema.schema")  # fmt: skip
+    raise Refused("'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
+                  "response_format", "invalid_value")  # fmt: skip
+
+
+def _called_tools(tools: Any, tool_choice: Any) -> list[dict] | None:
+    """The function tools a reply must call one of (`tool_choice` "required" or a named
+    function), or None (the model may answer in text)."""
+    functions = [t.get("function") for t in tools or [] if isinstance(t, dict)
+                 and t.get("type", "function") == "function"]  # fmt: skip
+    functions = [f for f in functions if isinstance(f, dict)]
+    if tool_choice == "required":
+        if not functions:
+            raise Refused("'tool_choice' is 'required' but there are no function 'tools'.",
+                          "tool_choice", "invalid_value")  # fmt: skip
+        return functions
+    if isinstance(tool_choice, dict):
+        function = tool_choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        chosen = [f for f in functions if f.get("name") == name]
+        if not chosen:
+            raise Refused(f"'tool_choice' names the function {name!r}, which is not in 'tools'.",
+                          "tool_choice", "invalid_value")  # fmt: skip
+        return chosen[:1]
+    return None
+
+
+def _call_rule(index: int, function: dict, tool_format: ToolFormat) -> tuple[str, str]:
+    """The rules of one tool call of `function` (its name, arguments to its parameters)."""
+    name = function.get("name")
+    if not isinstance(name, str) or not FUNCTION_NAME.fullmatch(name):
+        raise Refused("A function's 'name' must be 1 to 64 letters, digits, '_' or '-'.",
+                      "tools", "invalid_value")  # fmt: skip
+    strict = function.get("strict") is True
+    arguments = _json_rule(function.get("parameters") or {"type": "object"}, strict=strict,
+                           param=f"tools[{name}].function.parameters")  # fmt: skip
+    head = json.dumps('\n{"name": "' + name + '", "arguments": ')
+    call = f'call_{index}: {tool_format.start} {head} args_{index} "}}\\n" {tool_format.end}'
+    return call, f"args_{index}: {arguments}"
+
+
+def output_grammar(body: dict, tool_format: ToolFormat | None) -> str | None:
+    """The Lark grammar (llguidance's dialect) a chat completion's reply must match, or None
+    when nothing constrains it. Refused (400) for what cannot be constrained as asked.
+
+    - `tool_choice` "required" or a named function (with `tool_format` known): one call of one
+      of those functions, its arguments valid for its `parameters`.
+    - `response_format` json_object / json_schema: that JSON; with `tools` (and `tool_choice`
+      "auto") a call of any of them is allowed instead, as on OpenAI.
+    - `strict: true` (response_format's or a function's): OpenAI's strict rules are checked
+      (`strict_problem`) and any keyword llguidance does not implement is refused; otherwise
+      such keywords are ignored (llguidance's `lenient`) and the rest is enforced as written.
+    """
+    content = _response_rule(body.get("response_format"))
+    tools = body.get("tools") if body.get("tool_choice") != "none" else None
+    called = _called_tools(tools, body.get("tool_choice", "auto"))
+    if called is None and content is not None and tools and tool_format is not None:
+        called = [t["function"] for t in tools if isinstance(t, dict)
+                  and isinstance(t.get("function"), dict)]  # fmt: skip
+    if called is not None and tool_format is None:
+        return None  # a format not known here: the call is not constrained (docs/gateway.md)
+    if called is None:
+        return None if content is None else f"start: {content}"
+    rules = [_call_rule(i, f, tool_format) for i, f in enumerate(called)]
+    choices = [f"call_{i}" for i in range(len(rules))]
+    if content is not None and body.get("tool_choice", "auto") == "auto":
+        choices.insert(0, "answer")
+        rules.insert(0, (f"answer: {content}", ""))
+    lines = [f"start: {' | '.join(choices)}", *(line for rule in rules for line in rule if line)]
+    return "\n".join(lines) + "\n"
+
+
+class GrammarProcessor:
+    """mlx_lm logits processor (`processor(tokens, logits) -> logits`) that keeps a reply in
+    its grammar: at each step the llguidance matcher takes the token sampled last and computes
+    the set of tokens allowed next; the others get -inf.
+
+    The mask is computed on this thread while the step's forward pass runs (`async_eval` first,
+    then the matcher): llguidance takes tens of microseconds a step, which the forward pass of
+    any real model hides (bench/structured.py measures it)."""
+
+    def __init__(self, matcher, vocab_size: int, *, mx, np, fill_bitmask) -> None:
+        self.matcher = matcher
+        self.started = False
+        self._mx, self._np, self._fill = mx, np, fill_bitmask
+        self._bitmask = np.full((1, (vocab_size + 31) // 32), -1, dtype=np.int32)
+        self._vocab = vocab_size
+        self._allowed = None
+
+    def __call__(self, tokens, logits):
+        mx, np = self._mx, self._np
+        mx.async_eval(logits)
+        if self.started:  # the first call comes with the prompt: nothing sampled yet
+            self.matcher.consume_token(int(tokens[-1].item()))
+        self.started = True
+        if self.matcher.is_error():  # cannot happen for sampled tokens; end the reply
+            print(f"MLX Portal: grammar: {self.matcher.get_error()[:300]}", file=sys.stderr)
+            self._bitmask[:] = 0
+            self._bitmask[0, self.matcher_eos // 32] = 1 << (self.matcher_eos % 32)
+        else:
+            self._fill(self.matcher, self._bitmask, 0)
+        if self._allowed is None:  # the model's rows: its vocabulary, often padded past it
+            self._allowed = np.zeros(logits.shape[-1], dtype=np.uint8)
+        width = min(self._vocab, logits.shape[-1])
+        self._allowed[:width] = np.unpackbits(
+            self._bitmask.view(np.uint8), count=width, bitorder="little"
+        )
+        return mx.where(mx.array(self._allowed, dtype=mx.bool_), logits, -mx.inf)
+
+    matcher_eos = 0  # set per tokenizer by `constrain_output`
+
+
+def constrain_output(server_module, *, llguidance, mx, np) -> bool:
+    """Enforce `response_format` and forced tool calls on /v1/chat/completions of
+    `server_module` (mlx_lm.server; `llguidance` with its `hf` and `numpy` modules loaded,
+    `mx` and `np` as main() imports them): the grammar of `output_grammar` is compiled when the
+    request arrives (its handler thread; 400 when it cannot be) and its GrammarProcessor joins
+    the request's logits processors. False when mlx_lm is not the known one (nothing is
+    constrained: the start-up line says so)."""
+    generator = getattr(server_module, "ResponseGenerator", None)
+    generate = getattr(generator, "generate", None)
+    make_processors = getattr(server_module, "_make_logits_processors", None)
+    if not callable(generate) or not callable(make_processors):
+        return False
+    limits = llguidance.LLParserLimits(verbose_errors=False)
+    tokenizers: dict[int, Any] = {}  # id(mlx_lm TokenizerWrapper) -> llguidance's tokenizer
+    lock = threading.Lock()
+
+    def llg_tokenizer(tokenizer):
+        with lock:  # ~1 s for a 150k vocabulary, once per model
+            if id(tokenizer) not in tokenizers:
+                eos = sorted(getattr(tokenizer, "eos_token_ids", None) or []) or None
+                tokenizers[id(tokenizer)] = llguidance.hf.from_tokenizer(
+                    tokenizer._tokenizer, eos_token=eos
+                )
+            return tokenizers[id(tokenizer)]
+
+    def atom(tokenizer, llg, text: str) -> str:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) == 1 and llg.is_special_token(ids[0]):
+            return f"<[{ids[0]}]>"
+        return json.dumps(text)
+
+    def tool_format(tokenizer, llg) -> ToolFormat | None:
+        parser = getattr(tokenizer, "tool_parser", None)
+        start = getattr(tokenizer, "tool_call_start", None)
+        end = getattr(tokenizer, "tool_call_end", None)
+        if not getattr(parser, "__module__", "").endswith(".json_tools") or not start or not end:
+            return None
+        return ToolFormat(atom(tokenizer, llg, start), atom(tokenizer, llg, end))
+
+    def processor_for(self, body: dict):
+        tokenizer = self.model_provider.tokenizer
+        if tokenizer is None:
+            raise Refused("The model is still loading; try again in a moment.", "model",
+                          "model_loading")  # fmt: skip
+        llg = llg_tokenizer(tokenizer)
+        grammar = output_grammar(body, tool_format(tokenizer, llg))
+        if grammar is None:
+            return None
+        matcher = llguidance.LLMatcher(llg, grammar, log_level=0, limits=limits)
+        if matcher.is_error():
+            param = "response_format" if body.get("response_format") else "tools"
+            reason = re.sub(r"^at \d+\(\d+\): ", "", matcher.get_error().split("\n")[0])
+            raise Refused(f"The schema cannot be enforced: {reason[:1000]}", param)
+        fill = llguidance.numpy.fill_next_token_bitmask
+        processor = GrammarProcessor(matcher, llg.vocab_size, mx=mx, np=np, fill_bitmask=fill)
+        processor.matcher_eos = llg.eos_token
+        return processor
+
+    def constrained_generate(self, request, generation_args, progress_callback=None):
+        handler = getattr(_current, "handler", None)
+        body = getattr(handler, "body", None)
+        if handler is not None and request.request_type == "chat" and isinstance(body, dict):
+            try:
+                generation_args.portal_grammar = processor_for(self, body)
+            except Refused as exc:
+                _send_json(handler, 503 if exc.code == "model_loading" else 400, exc.as_dict())
+                raise Answered from None
+        return generate(self, request, generation_args, progress_callback)
+
+    def make_logits_processors(args):
+        processors = make_processors(args)
+        grammar = getattr(args, "portal_grammar", None)
+        return [*processors, grammar] if grammar is not None else processors
+
+    generator.generate = constrained_generate
+    server_module._make_logits_processors = make_logits_processors
+    return True
+
+
 # --- start-up ---------------------------------------------------------------------------------
 
 
@@ -311,10 +607,14 @@ def take_portal_options(argv: list[str]) -> tuple[dict[str, int], list[str]]:
 
 def main(argv: list[str]) -> None:
     # Here, not at the top: the portal imports this module (peer_closed, STATUS_PATH), and only
-    # the model server's process must load mlx and mlx_lm.
+    # the model server's process must load mlx, mlx_lm and llguidance.
+    import llguidance
+    import llguidance.hf
+    import llguidance.numpy
     import mlx.core as mx
     import mlx_lm
     import mlx_lm.server as server
+    import numpy as np
 
     options, argv = take_portal_options(argv)
     notes = []
@@ -333,6 +633,11 @@ def main(argv: list[str]) -> None:
             notes.append(f"prompts of {options['context']} tokens or more are refused")
         else:
             notes.append("the context is not enforced (unknown tokenizing step)")
+    if watched and constrain_output(server, llguidance=llguidance, mx=mx, np=np):
+        notes.append(f"response_format and forced tool calls are enforced (llguidance "
+                     f"{llguidance.__version__})")  # fmt: skip
+    else:
+        notes.append("response_format is not enforced (unknown mlx_lm)")
     http.server.ThreadingHTTPServer.request_queue_size = LISTEN_BACKLOG
     versions = f"mlx-lm {mlx_lm.__version__}, mlx {mx.__version__}"
     fingerprint = "fp_" + hashlib.sha256(versions.encode()).hexdigest()[:10]

@@ -64,8 +64,16 @@ BAD_BODIES = [
         "unsupported_content",
         None,
     ),
-    ("json mode", {"model": "stopped-one", "messages": HI,
-                   "response_format": {"type": "json_object"}}, "unsupported_value", None),
+    ("json schema without name", {"model": "stopped-one", "messages": HI, "response_format": {
+        "type": "json_schema", "json_schema": {"schema": {}}}}, "invalid_value",
+        "response_format.json_schema.name"),
+    ("response_format xml", {"model": "stopped-one", "messages": HI,
+                             "response_format": {"type": "xml"}}, "invalid_value", None),
+    ("tool_choice unknown function", {"model": "stopped-one", "messages": HI, "tools": [
+        {"type": "function", "function": {"name": "f"}}], "tool_choice": {
+        "type": "function", "function": {"name": "g"}}}, "invalid_value", "tool_choice"),
+    ("tool_choice required without tools", {"model": "stopped-one", "messages": HI,
+                                            "tool_choice": "required"}, "invalid_value", None),
 ]  # fmt: skip
 
 
@@ -146,6 +154,7 @@ def test_only_allowed_fields_reach_the_server_and_model_is_the_servers_own():
         "max_tokens": 100,
         "stop": ["END"],
         "tools": [{"type": "function", "function": {"name": "f"}}],
+        "tool_choice": "auto",
     }
 
 

@@ -11,6 +11,7 @@ the description documents; every refusal carries a message a person can act on.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -192,6 +193,7 @@ def before_call(context, case, kwargs) -> None:
         value = body.get(name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 8:
             body[name] = 8
+    _keep_structured_output_answerable(body)
     # A string `arguments` holds JSON (`contentMediaType`), which schemathesis does not generate.
     for message in body.get("messages") if isinstance(body.get("messages"), list) else ():
         calls = message.get("tool_calls") if isinstance(message, dict) else None
@@ -199,3 +201,34 @@ def before_call(context, case, kwargs) -> None:
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                 function["arguments"] = json.dumps({"text": function["arguments"]})
+
+
+# A schema llguidance accepts, in OpenAI's strict form.
+ANY_OBJECT = {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
+
+
+def _keep_structured_output_answerable(body: dict) -> None:
+    """What the description cannot state about structured output: a named `tool_choice` names
+    one of `tools` (and "required" needs tools whose functions have names), and a JSON Schema
+    is one the grammar engine compiles (its refusal is a 400 with the engine's reason, tested in
+    tests/servers/test_structured_output.py). Generated ones are made so, or dropped."""
+    response_format = body.get("response_format")
+    spec = response_format.get("json_schema") if isinstance(response_format, dict) else None
+    if isinstance(spec, dict) and "schema" in spec:
+        spec["schema"] = ANY_OBJECT
+    tools = body.get("tools") if isinstance(body.get("tools"), list) else []
+    names = []
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict):
+            if "parameters" in function:
+                function["parameters"] = ANY_OBJECT
+            if isinstance(function.get("name"), str):
+                names.append(function["name"])
+    choice = body.get("tool_choice")
+    named = isinstance(choice, dict) and isinstance(choice.get("function"), dict)
+    plain = [n for n in names if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", n)]
+    if named and plain:
+        choice["function"]["name"] = plain[0]
+    if (named or choice == "required") and (not plain or len(plain) < len(tools)):
+        body.pop("tool_choice")
