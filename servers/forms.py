@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.utils.text import slugify
 
 from common.bounds import bounds
+from models_catalog.local import model_engine
 from models_catalog.models import Host
 from models_catalog.validators import validate_repo_id
 from servers.models import ServerProfile
@@ -27,8 +28,20 @@ RESERVED_SLUGS = {"new", "picker", "hosts", "usage", "chat", "need", "serve", "a
 
 # What the form shows first; the rest is under "Advanced" (templates/servers/form.html).
 BASIC_FIELDS = frozenset(
-    {"model_id", "name", "temperature", "max_tokens", "max_tokens_cap", "idle_timeout_minutes"}
-)
+    {"model_id", "engine", "name", "temperature", "max_tokens", "max_tokens_cap",
+     "idle_timeout_minutes"}
+)  # fmt: skip
+
+# The fields only some engines take (servers/supervision/command.py); the form shows each only
+# for those (static/js/profile_form.js) and ignores it for the others. Every other field is
+# taken by every engine that chats.
+ENGINE_ONLY_FIELDS: dict[str, frozenset[str]] = {
+    "chat_template_args": frozenset({"text"}),
+    "draft_model_id": frozenset({"text"}),
+    "num_draft_tokens": frozenset({"text"}),
+    "prompt_cache_size": frozenset({"text"}),
+    "prompt_concurrency": frozenset({"text"}),
+}
 
 # The fair queue's fields (servers/sharing), bounded by the model's validators; what a blank
 # means where it may be blank.
@@ -70,7 +83,7 @@ class ServerProfileForm(forms.ModelForm):
     class Meta:
         model = ServerProfile
         fields = [
-            "name", "slug", "model_id", "host", "port", "description", "system_prompt",
+            "name", "slug", "model_id", "engine", "host", "port", "description", "system_prompt",
             "temperature", "top_p", "top_k", "min_p", "max_tokens", "max_tokens_cap",
             "chat_template_args",
             "draft_model_id", "num_draft_tokens", "prompt_cache_size", "decode_concurrency",
@@ -142,6 +155,22 @@ class ServerProfileForm(forms.ModelForm):
             },
         )
         self.fields["host"].empty_label = None
+        # The engine that fits each model on this machine's disk: picking a model picks it.
+        self.model_engines = {
+            repo_id: engine for repo_id in sorted(self.host_model_ids.get(
+                Host.objects.this_machine().pk, ()
+            )) if (engine := model_engine(repo_id))
+        }  # fmt: skip
+        if not self.is_bound and not self.instance.pk and "engine" not in self.initial:
+            model = self.initial.get("model_id")
+            if model in self.model_engines:
+                self.initial["engine"] = self.model_engines[model]
+        for name, engines in ENGINE_ONLY_FIELDS.items():
+            self.fields[name].widget.attrs["data-engines"] = " ".join(sorted(engines))
+        self.fields["engine"].help_text = (
+            "What serves the model: text chat (mlx-lm) or chat with images (mlx-vlm). Choosing "
+            "a model picks the one that fits it."
+        )
         if not self.instance.pk:
             self.fields["host"].initial = Host.objects.this_machine().pk
             if not self.is_bound and not self.initial.get("port"):
@@ -298,6 +327,13 @@ class ServerProfileForm(forms.ModelForm):
                 f"ask for ({cap:,}): lower it, or raise the cap.",
             )
         draft = data.get("draft_model_id")
+        engine = data.get("engine")
+        if draft and engine and engine not in ENGINE_ONLY_FIELDS["draft_model_id"]:
+            self.add_error(
+                "draft_model_id",
+                "A draft model is for text profiles (mlx-lm) only: choose None, or the text "
+                "engine.",
+            )
         if draft and draft == data.get("model_id"):
             self.add_error("draft_model_id", "The draft model must differ from the model.")
         if data.get("kv_bits") and draft:

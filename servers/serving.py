@@ -18,7 +18,8 @@ from django.utils.text import slugify
 
 from accounts.audit import log as audit
 from accounts.models import User
-from models_catalog.local import generation_config, list_local_models, serving_facts
+from models_catalog import characteristics
+from models_catalog.local import generation_config, list_local_models, model_engine, serving_facts
 from models_catalog.models import CatalogModel, Download, Host
 from models_catalog.validators import validate_repo_id
 from servers.forms import RESERVED_SLUGS
@@ -82,9 +83,23 @@ def _unique(base: str, taken: set[str], limit: int) -> str:
     return candidate
 
 
+def default_engine(repo_id: str, host: Host) -> str:
+    """The engine that fits `repo_id` (characteristics.engine_of): from its files on this
+    machine, else from what the catalog knows of it, else text."""
+    if host.is_this_machine and (engine := model_engine(repo_id)):
+        return engine
+    row = CatalogModel.objects.filter(repo_id=repo_id).only("config", "api_config", "tags").first()
+    if row is None:
+        return characteristics.ENGINE_TEXT
+    config = row.config if isinstance(row.config, dict) else row.api_config
+    tags = row.tags if isinstance(row.tags, list) else []
+    return characteristics.engine_of(config if isinstance(config, dict) else {}, tags)
+
+
 def new_profile_fields(repo_id: str, host: Host) -> dict:
     """A new profile's fields for `repo_id` on `host`: its name (the repo's), a unique slug, a
-    free port and the defaults from its generation_config.json and context."""
+    free port, the engine that fits it and the defaults from its generation_config.json and
+    context."""
     name_base = repo_id.split("/", 1)[-1]
     names = set(ServerProfile.objects.values_list("name", flat=True))
     slugs = set(ServerProfile.objects.values_list("slug", flat=True)) | RESERVED_SLUGS
@@ -97,7 +112,11 @@ def new_profile_fields(repo_id: str, host: Host) -> dict:
         raise ServeRefused(str(exc)) from None
     config = generation_config(repo_id) if host.is_this_machine else None
     defaults = profile_defaults(config, _context_length(repo_id, host))
-    return {"name": name, "slug": slug, "model_id": repo_id, "host": host, "port": port, **defaults}
+    engine = default_engine(repo_id, host)
+    return {
+        "name": name, "slug": slug, "model_id": repo_id, "host": host, "port": port,
+        "engine": engine, **defaults,
+    }  # fmt: skip
 
 
 def serve_model(repo_id: str, user, host: Host | None = None) -> Served:

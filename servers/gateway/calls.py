@@ -28,7 +28,7 @@ from servers.gateway.errors import GatewayError
 from servers.gateway.relay import Relay
 from servers.gateway.schema import build_upstream_body
 from servers.gateway.transport import ClientGone, send
-from servers.models import ServerInstance, ServerProfile, State, may_see
+from servers.models import Engine, ServerInstance, ServerProfile, State, may_see
 from servers.sharing import admission
 from servers.supervision import lifecycle
 from servers.supervision.mlx_entry import peer_closed
@@ -148,6 +148,21 @@ def request_limits(profile: ServerProfile) -> dict:
     }
 
 
+def engine_fields(profile: ServerProfile) -> dict:
+    """What build_upstream_body needs to know of the profile's engine: a vision server sees
+    images, and gets the profile's sampling defaults with each request (mlx_vlm.server takes
+    none on its command line: servers/supervision/command.py)."""
+    if profile.engine != Engine.VISION:
+        return {}
+    defaults = {
+        "temperature": profile.temperature,
+        "top_p": profile.top_p,
+        "top_k": profile.top_k,
+        "min_p": profile.min_p,
+    }
+    return {"vision": True, "defaults": defaults}
+
+
 def is_ready(profile: ServerProfile) -> bool:
     return ServerInstance.objects.filter(profile=profile, state=State.RUNNING).exists()
 
@@ -206,6 +221,7 @@ class Call:
                 profile_name=self.profile.name,
                 # Another host's hop checks with its own copy of the model (hop_views.py).
                 **request_limits(self.profile),
+                **engine_fields(self.profile),
             )
             self.ticket = admission.enter(self.caller.user, self.profile, self.limits)
             yield from self.ticket.wait(self._client_still_there)

@@ -102,6 +102,9 @@ def models(request: HttpRequest) -> JsonResponse:
                 "max_tokens": profile.max_tokens,
                 "max_tokens_cap": profile.max_tokens_cap,  # None: the model's context
                 "chat_template_kwargs": template_kwargs(profile),
+                # What it serves (servers.models.Engine): "text", or "vision" (takes image_url
+                # parts), …
+                "engine": profile.engine,
             }
         )
     visible = {profile.pk: profile for profile in profiles}
@@ -338,6 +341,7 @@ def hop_view(request: HttpRequest, slug: str, endpoint: str) -> HttpResponseBase
             max_tokens_cap=profile.max_tokens_cap,
             profile_name=profile.name,
             **calls.request_limits(profile),
+            **calls.engine_fields(profile),
         )
         url = lifecycle.upstream_for(profile)
         if url is None:

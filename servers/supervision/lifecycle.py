@@ -36,7 +36,7 @@ from models_catalog.local import local_model_path, serving_facts, weight_bytes
 from models_catalog.models import Host
 from servers.models import ACTIVE_STATES, ServerInstance, ServerProfile, State
 from servers.supervision import probes, supervisor
-from servers.supervision.command import ServerOptions, build_server_command
+from servers.supervision.command import ServerOptions, command_for
 from servers.supervision.ports import port_holder, port_is_free
 from servers.validation import resolve_adapter_path
 
@@ -420,7 +420,8 @@ def launch(instance_id: int, *, override_memory: bool = False, room: Room | None
                     next_restart_at=None,
                 )
             return
-        argv = build_server_command(
+        argv = command_for(
+            profile.engine,
             sys.executable,
             plan.model_path,
             ServerOptions.from_profile(

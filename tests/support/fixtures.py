@@ -27,6 +27,7 @@ __all__ = [
     "hub",
     "mlx_server",
     "mlx_server_factory",
+    "vision_server",
     "tiny_model",
     "tiny_model_variant",
 ]
@@ -129,6 +130,21 @@ def mlx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServ
     server = start_mlx_server(
         tiny_model_cache("text"), log_path=base / "server.log", env=_server_env(base)
     )
+    try:
+        yield server
+    finally:
+        stop_mlx_server(server)
+
+
+@pytest.fixture(scope="module")
+def vision_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A real ``mlx_vlm.server`` (the vision engine, as the portal runs it) on the ``vision``
+    tiny model (a Qwen2-VL), shared by the tests of a module."""
+    base = tmp_path_factory.mktemp("vlm-server")
+    server = start_mlx_server(
+        tiny_model_cache("vision"), log_path=base / "server.log", env=_server_env(base),
+        vision=True,
+    )  # fmt: skip
     try:
         yield server
     finally:
