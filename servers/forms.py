@@ -171,6 +171,7 @@ class ServerProfileForm(forms.ModelForm):
             "What serves the model: text chat (mlx-lm) or chat with images (mlx-vlm). Choosing "
             "a model picks the one that fits it."
         )
+        self.fields["engine"].required = False  # none given: the one that fits the model
         if not self.instance.pk:
             self.fields["host"].initial = Host.objects.this_machine().pk
             if not self.is_bound and not self.initial.get("port"):
@@ -280,6 +281,14 @@ class ServerProfileForm(forms.ModelForm):
                 f"{value} is not on this host's disk: pick one of My models or download it."
             )
         return value
+
+    def clean_engine(self) -> str:
+        value = self.cleaned_data.get("engine")
+        if value:
+            return value
+        if self.instance.pk:
+            return self.instance.engine
+        return model_engine(self.cleaned_data.get("model_id") or "") or "text"
 
     def clean_draft_model_id(self) -> str:
         value = self.cleaned_data.get("draft_model_id") or ""

@@ -118,10 +118,8 @@ def image_from_url(url: object, name: str = "The image") -> CheckedImage:
     if declared == "image/svg+xml":
         raise ImageRefused(f"{name} is an SVG drawing, which is not accepted: send {ACCEPTED}.")
     if declared not in FORMATS.values():
-        raise ImageRefused(
-            f"{name} is of type {declared[:40] or 'unknown'}; accepted: {ACCEPTED}."
-        )
-    encoded = url[match.end():]
+        raise ImageRefused(f"{name} is of type {declared[:40] or 'unknown'}; accepted: {ACCEPTED}.")
+    encoded = url[match.end() :]
     # Base64 holds 3 bytes in 4 characters: refuse by the length before decoding anything.
     if len(encoded) * 3 // 4 > MAX_IMAGE_BYTES + 3:
         raise ImageRefused(

@@ -95,9 +95,7 @@ SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></
 @pytest.mark.parametrize(
     ("messages", "says"),
     [
-        pytest.param(
-            asking("https://example.com/cat.png"), "never fetches URLs", id="remote URL"
-        ),
+        pytest.param(asking("https://example.com/cat.png"), "never fetches URLs", id="remote URL"),
         pytest.param(
             # 20 MB of real PNG header and noise: over the 5 MiB limit, checked before decoding.
             asking(data_url(png()[:64] + bytes(20 * 1024 * 1024))),
@@ -112,12 +110,8 @@ SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></
         pytest.param(asking(data_url(png()[:80])), "does not decode", id="truncated PNG"),
         pytest.param(asking(data_url(SVG, "image/svg+xml")), "SVG", id="SVG"),
         pytest.param(asking(data_url(SVG, "image/png")), "SVG", id="SVG called a PNG"),
-        pytest.param(
-            asking(*[data_url(png())] * 4), "at most 3", id="4 images in a message"
-        ),
-        pytest.param(
-            asking(data_url(b"BM" + bytes(100), "image/bmp")), "image/bmp", id="BMP"
-        ),
+        pytest.param(asking(*[data_url(png())] * 4), "at most 3", id="4 images in a message"),
+        pytest.param(asking(data_url(b"BM" + bytes(100), "image/bmp")), "image/bmp", id="BMP"),
         pytest.param(asking(data_url(_bomb())), "25,000,000 pixels", id="decompression bomb"),
     ],
 )

@@ -27,9 +27,9 @@ __all__ = [
     "hub",
     "mlx_server",
     "mlx_server_factory",
-    "vision_server",
     "tiny_model",
     "tiny_model_variant",
+    "vision_server",
 ]
 
 

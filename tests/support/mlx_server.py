@@ -219,9 +219,11 @@ def running_mlx_server(
 
 
 def is_model_server(cmdline: Sequence[str]) -> bool:
-    """Whether a process's command line is an mlx_lm.server: as the portal runs it
-    (servers/supervision/mlx_entry.py) or as mlx_lm ships it (`python -m mlx_lm server`)."""
-    return MLX_ENTRY in cmdline or ("mlx_lm" in cmdline and "server" in cmdline)
+    """Whether a process's command line is a model server: mlx_lm.server as the portal runs it
+    (servers/supervision/mlx_entry.py) or as mlx_lm ships it (`python -m mlx_lm server`), or
+    mlx_vlm.server as the portal runs it (servers/supervision/vlm_entry.py)."""
+    portal = MLX_ENTRY in cmdline or VLM_ENTRY in cmdline
+    return portal or ("mlx_lm" in cmdline and "server" in cmdline)
 
 
 def model_servers(port: int | None = None) -> list[psutil.Process]:
