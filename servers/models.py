@@ -615,3 +615,29 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} #{self.pk}"
+
+
+class MessageImage(models.Model):
+    """An image attached to a user's chat message (for a vision server), kept for its owner
+    only: the bytes as sent, checked first (servers/gateway/images.py: an accepted type that
+    decodes whole, bounded in bytes and pixels), and a small thumbnail re-encoded by the portal
+    for the page (servers/chat/images.py)."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="images")
+    name = models.CharField(max_length=120)
+    media_type = models.CharField(max_length=32)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    data = models.BinaryField()
+    thumbnail = models.BinaryField()
+    thumbnail_type = models.CharField(max_length=32)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def size(self) -> int:
+        return len(self.data)

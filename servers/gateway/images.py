@@ -56,13 +56,18 @@ def _size(n: int) -> str:
 LIMIT_TEXT = f"{ACCEPTED}, at most {_size(MAX_IMAGE_BYTES)} and {MAX_IMAGE_PIXELS:,} pixels"
 
 
+def check_size(size: int, name: str = "The image") -> None:
+    """ImageRefused when an image of `size` bytes is over MAX_IMAGE_BYTES (before reading it)."""
+    if size > MAX_IMAGE_BYTES:
+        raise ImageRefused(
+            f"{name} is {_size(size)}; an image may be at most {_size(MAX_IMAGE_BYTES)}."
+        )
+
+
 def check_image(data: bytes, name: str = "The image") -> CheckedImage:
     """`data` as a CheckedImage when it is an accepted image that decodes whole, else
     ImageRefused (`name` says which image in the message)."""
-    if len(data) > MAX_IMAGE_BYTES:
-        raise ImageRefused(
-            f"{name} is {_size(len(data))}; an image may be at most {_size(MAX_IMAGE_BYTES)}."
-        )
+    check_size(len(data), name)
     if data[:5].lstrip().startswith((b"<svg", b"<?xml")) or b"<svg" in data[:1024]:
         raise ImageRefused(f"{name} is an SVG drawing, which is not accepted: send {ACCEPTED}.")
     try:
