@@ -5,27 +5,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('servers', '0011_profile_engine'),
+        ("servers", "0011_profile_engine"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='MessageImage',
+            name="MessageImage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=120)),
-                ('media_type', models.CharField(max_length=32)),
-                ('width', models.PositiveIntegerField()),
-                ('height', models.PositiveIntegerField()),
-                ('data', models.BinaryField()),
-                ('thumbnail', models.BinaryField()),
-                ('thumbnail_type', models.CharField(max_length=32)),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='images', to='servers.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=120)),
+                ("media_type", models.CharField(max_length=32)),
+                ("width", models.PositiveIntegerField()),
+                ("height", models.PositiveIntegerField()),
+                ("data", models.BinaryField()),
+                ("thumbnail", models.BinaryField()),
+                ("thumbnail_type", models.CharField(max_length=32)),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="images",
+                        to="servers.message",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['pk'],
+                "ordering": ["pk"],
             },
         ),
     ]

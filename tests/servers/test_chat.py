@@ -83,8 +83,8 @@ def test_titles_come_from_the_first_line():
 
 @pytest.mark.parametrize(
     "name,data,says",
-    [("photo.png", b"\x89PNG", "vision-capable server (mlx-vlm)"),
-     ("clip.mp4", b"....", "vision-capable"),
+    [("photo.png", b"\x89PNG", "Attach images with “Attach images”"),
+     ("clip.mp4", b"....", "audio and video cannot be sent"),
      ("blob.bin", bytes(range(256)) * 4, "not a text file"),
      ("pixels.raw", b"\x89PNG\r\n\x1a\n" + bytes(200), "not a text file"),
      ("empty.txt", b"", "“empty.txt” is empty"),
