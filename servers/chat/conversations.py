@@ -184,7 +184,7 @@ def as_markdown(conversation: Conversation) -> str:
         if message.role == Message.Role.USER:
             lines += ["", "## You", "", with_attachments(message.content, message.attachments)]
             lines += [
-                f"*(Image attached: {i.name}, {i.width}×{i.height}, {i.media_type})*"
+                f"*(Image attached: {i.name}, {i.width}x{i.height}, {i.media_type})*"
                 for i in message.images.all()
             ]
             continue

@@ -72,7 +72,7 @@ def test_images_reach_a_vision_server_and_stay_with_the_conversation(
                                                 "conversation": conversation.pk}))  # fmt: skip
     assert follow[-1][0] == "done"
     markdown = member_client.get(reverse("servers:chat-export-md", args=[conversation.pk])).text
-    assert "*(Image attached: cat.png, 300×200, image/png)*" in markdown
+    assert "*(Image attached: cat.png, 300x200, image/png)*" in markdown
     exported = json.loads(
         member_client.get(reverse("servers:chat-export-json", args=[conversation.pk])).content
     )
