@@ -107,15 +107,13 @@ def test_a_text_server_cannot_see_images(make_profile, member_client):
             ],
             "“d.svg” is an SVG drawing",
             id="svg",
-        ),  # fmt: skip
+        ),
         pytest.param(
             [SimpleUploadedFile("huge.png", bytes(6 * 1024 * 1024), content_type="image/png")],
             "“huge.png” is 6.0 MiB; an image may be at most 5.0 MiB.",
             id="too big",
         ),
-        pytest.param(
-            [upload("bmp.bmp", fmt="BMP")], "not an image the portal can read", id="bmp"
-        ),  # fmt: skip
+        pytest.param([upload("bmp.bmp", fmt="BMP")], "not an image the portal can read", id="bmp"),
     ],
 )
 def test_images_that_break_a_limit_are_refused_naming_it(make_profile, member_client, images,
