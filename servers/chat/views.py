@@ -33,7 +33,11 @@ from servers.gateway.relay import STREAM_HEADERS
 from servers.gateway.transport import client_socket
 from servers.models import Conversation, MessageImage, Route, ServerProfile, State
 
-IMAGE_LIMITS = {"per_message": images.MAX_IMAGES_PER_MESSAGE, "bytes": images.MAX_IMAGE_BYTES}
+IMAGE_LIMITS = {
+    "per_message": images.MAX_IMAGES_PER_MESSAGE,
+    "bytes": images.MAX_IMAGE_BYTES,
+    "size": images.size_text(images.MAX_IMAGE_BYTES),
+}
 # A page shows thumbnails: the images' own bytes stay in the database.
 _IMAGES_SHOWN = Prefetch("images", queryset=MessageImage.objects.defer("data", "thumbnail"))
 

@@ -49,18 +49,19 @@ class CheckedImage:
         return f"data:{self.media_type};base64,{base64.b64encode(self.data).decode('ascii')}"
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    """A number of bytes as people read it: 5.0 MiB, 300 KiB."""
     return f"{n / (1024 * 1024):.1f} MiB" if n >= 1024 * 1024 else f"{max(1, n // 1024)} KiB"
 
 
-LIMIT_TEXT = f"{ACCEPTED}, at most {_size(MAX_IMAGE_BYTES)} and {MAX_IMAGE_PIXELS:,} pixels"
+LIMIT_TEXT = f"{ACCEPTED}, at most {size_text(MAX_IMAGE_BYTES)} and {MAX_IMAGE_PIXELS:,} pixels"
 
 
 def check_size(size: int, name: str = "The image") -> None:
     """ImageRefused when an image of `size` bytes is over MAX_IMAGE_BYTES (before reading it)."""
     if size > MAX_IMAGE_BYTES:
         raise ImageRefused(
-            f"{name} is {_size(size)}; an image may be at most {_size(MAX_IMAGE_BYTES)}."
+            f"{name} is {size_text(size)}; an image may be at most {size_text(MAX_IMAGE_BYTES)}."
         )
 
 
@@ -128,8 +129,8 @@ def image_from_url(url: object, name: str = "The image") -> CheckedImage:
     # Base64 holds 3 bytes in 4 characters: refuse by the length before decoding anything.
     if len(encoded) * 3 // 4 > MAX_IMAGE_BYTES + 3:
         raise ImageRefused(
-            f"{name} is about {_size(len(encoded) * 3 // 4)}; an image may be at most "
-            f"{_size(MAX_IMAGE_BYTES)}."
+            f"{name} is about {size_text(len(encoded) * 3 // 4)}; an image may be at most "
+            f"{size_text(MAX_IMAGE_BYTES)}."
         )
     try:
         data = base64.b64decode(encoded, validate=True)
