@@ -60,6 +60,8 @@ def test_a_vision_server_answers_a_chat_with_an_image_streamed_or_not(
     )  # fmt: skip
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
     assert chunks[-1].usage.completion_tokens > 0
+    with pytest.raises(openai.BadRequestError, match="use /v1/chat/completions"):
+        client.completions.create(model="eyes", prompt="Once")
     records = UsageRecord.objects.filter(status="ok")
     assert records.count() == 3
     assert all(r.completion_tokens > 0 and r.prompt_tokens > 0 for r in records)
