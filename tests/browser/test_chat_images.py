@@ -2,7 +2,6 @@
 the message, the vision server's answer, both still there after a reload; a text server says
 it cannot see images; the profile form shows only the vision engine's options."""
 
-
 import pytest
 from django.utils import timezone
 from PIL import Image
