@@ -47,6 +47,8 @@ class Measure:
     error_code: str = ""
     queued_ms: float | None = None  # time in the fair queue before the request was sent
     usage_reported: bool = False  # the server's usage counts arrived (else: relayed())
+    inputs: int = 0  # the texts of an embeddings request
+    audio_seconds: float = 0.0  # the audio of a transcription, as its server decoded it
 
     def token(self) -> None:
         if self.first_token_at is None:
@@ -56,6 +58,10 @@ class Measure:
         if isinstance(usage, dict):
             self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             self.completion_tokens = int(usage.get("completion_tokens") or 0)
+            if usage.get("type") == "duration":  # a transcription's (OpenAI's shape)
+                seconds = usage.get("seconds")
+                if isinstance(seconds, int | float) and 0 <= seconds < 10**7:
+                    self.audio_seconds = float(seconds)
             self.usage_reported = True
 
     def relayed(self, tokens: int) -> None:
@@ -126,6 +132,8 @@ def record(
         stream=stream,
         prompt_tokens=measure.prompt_tokens,
         completion_tokens=measure.completion_tokens,
+        inputs=measure.inputs,
+        audio_seconds=measure.audio_seconds,
         ttft_ms=ttft,
         generation_ms=generation,
         duration_ms=duration,
