@@ -394,6 +394,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         )
         try:
             if path != expected:
+                self.close_connection = True  # its body is left unread
                 raise Refused(
                     f"This server serves {self.server.engine} at {expected} only.", 404, "not_found"
                 )
@@ -422,6 +423,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length") or "")
         except ValueError:
+            self.close_connection = True
             raise Refused("A Content-Length is required.", 411, "length_required") from None
         if length > self.server.max_body:
             self.close_connection = True

@@ -18,10 +18,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from servers.supervision.command import ENGINE_ENTRY as ENTRY
+
 from .mlx_server import READY_TIMEOUT, RunningServer, free_port, stop_mlx_server
 from .tiny_engines import tiny_engine_cache, wav_bytes
 
-ENTRY = str(Path(__file__).resolve().parents[2] / "servers" / "supervision" / "engine_entry.py")
 #: The engine of each tiny model of tiny_engines.
 ENGINE_OF = {"embed": "embeddings", "whisper": "speech-to-text"}
 
@@ -61,15 +62,16 @@ def start_engine_server(
     return server
 
 
-def request(server: RunningServer, name: str, timeout: float = 30.0) -> dict[str, Any]:
-    """One real request of the engine's kind, straight to the server: its JSON answer."""
+def request(url: str, name: str, timeout: float = 30.0) -> dict[str, Any]:
+    """One real request of the engine's kind, straight to the server at `url`: its JSON
+    answer."""
     if name == "embed":
         path, body = "/v1/embeddings", {"input": "ping"}
     else:
         path = "/v1/audio/transcriptions"
         body = {"file": base64.b64encode(wav_bytes(0.5)).decode(), "response_format": "json"}
     call = urllib.request.Request(
-        server.url + path, data=json.dumps(body).encode(),
+        url + path, data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )  # fmt: skip
     with urllib.request.urlopen(call, timeout=timeout) as answer:
@@ -83,7 +85,7 @@ def _wait_until_ready(server: RunningServer, name: str, timeout: float) -> None:
         if (code := server.process.poll()) is not None:
             raise RuntimeError(f"engine server exited with {code}.\n{server.log_tail()}")
         try:
-            answer = request(server, name, timeout=max(1.0, deadline - time.monotonic()))
+            answer = request(server.url, name, timeout=max(1.0, deadline - time.monotonic()))
             if answer.get("data") or isinstance(answer.get("text"), str):
                 return
             last = f"unexpected answer {answer!r}"
