@@ -170,6 +170,8 @@ class TileStats:
     ttft_ms: float | None = None
     requests: int = 0
     messages: int = 0
+    inputs: int = 0  # embeddings' texts in the last hour
+    audio_seconds: float = 0.0  # transcriptions' audio in the last hour
     spark: list[int] = field(default_factory=lambda: [0] * SPARK_BUCKETS)
 
     @property
@@ -218,7 +220,8 @@ class EpochMinute(Func):
 
 
 # The figures by minute: requests, messages (answered), tokens timed, generation ms, TTFT
-# sum and count; of one profile in one minute (whole minutes since the epoch, UTC).
+# sum and count, embeddings' inputs, transcriptions' audio seconds; of one profile in one
+# minute (whole minutes since the epoch, UTC).
 type Minutes = dict[int, dict[int, list[float]]]  # profile id → minute → sums
 
 HOUR_MINUTES = 60  # "the last hour": this minute and the 59 before it
@@ -250,6 +253,8 @@ def _grouped_minutes(since: datetime, up_to_id: int | None = None) -> Minutes:
             generation_ms=Sum("generation_ms"),
             ttft_sum=Sum("ttft_ms"),
             ttft_count=Count("ttft_ms"),
+            inputs=Sum("inputs"),
+            audio_seconds=Sum("audio_seconds"),
         )
         .order_by()
     )
@@ -267,11 +272,15 @@ def _add_record(
     completion_tokens: int | None,
     generation_ms: float | None,
     ttft_ms: float | None,
+    inputs: int | None = 0,
+    audio_seconds: float | None = 0.0,
 ) -> None:
     """One record into `minutes`, as `_grouped_minutes` sums it."""
     if profile_id is None:
         return
-    sums = minutes[profile_id].setdefault(minute, [0, 0, 0, 0.0, 0.0, 0])
+    sums = minutes[profile_id].setdefault(minute, [0, 0, 0, 0.0, 0.0, 0, 0, 0.0])
+    sums[6] += inputs or 0
+    sums[7] += audio_seconds or 0.0
     sums[0] += 1
     sums[1] += status == UsageRecord.Status.OK
     if generation_ms is not None:
@@ -290,12 +299,14 @@ def _tiles_from_minutes(minutes: Minutes, now: datetime) -> dict[int, TileStats]
     for profile_id, by_minute in minutes.items():
         tile = TileStats()
         tokens = generation_ms = ttft_sum = ttft_count = 0
-        for minute, (requests, messages, timed, ms, t_sum, t_count) in by_minute.items():
+        for minute, (requests, messages, timed, ms, t_sum, t_count, *units) in by_minute.items():
             age = current - minute
             if not 0 <= age < HOUR_MINUTES:  # older than the hour (or from a clock ahead)
                 continue
             tile.requests += requests
             tile.messages += messages
+            tile.inputs += int(units[0]) if units else 0
+            tile.audio_seconds += float(units[1]) if units else 0.0
             tile.spark[SPARK_BUCKETS - 1 - age // SPARK_MINUTES] += requests
             if age < RECENT_MINUTES:
                 tokens += timed
@@ -418,7 +429,8 @@ class UsageWindow:
             .annotate(epoch_minute=EpochMinute("started_at"))
             .order_by("pk")
             .values_list("pk", "started_at", "profile_id", "epoch_minute", "status",
-                         "completion_tokens", "generation_ms", "ttft_ms"),
+                         "completion_tokens", "generation_ms", "ttft_ms", "inputs",
+                         "audio_seconds"),
             params=[min(self._gaps, default=newest_id)],
         )  # fmt: skip
         changed = found = False
@@ -478,7 +490,14 @@ class Summary:
 def _finish(group: dict) -> dict:
     """A group of sums (days.add_up) as the page shows it."""
     row = {key: group[key] for key in ("day", "label") if key in group}
-    for name in ("requests", "errors", "prompt_tokens", "completion_tokens"):
+    for name in (
+        "requests",
+        "errors",
+        "prompt_tokens",
+        "completion_tokens",
+        "inputs",
+        "audio_seconds",
+    ):
         row[name] = group[name]
     count, timed, ms = group["ttft_count"], group["tokens_timed"], group["generation_ms"]
     row["avg_ttft_ms"] = group["ttft_sum_ms"] / count if count else None
