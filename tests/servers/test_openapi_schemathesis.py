@@ -49,6 +49,8 @@ def test_the_description_is_valid_openapi_3_1_that_schemathesis_loads():
         ("GET", "/models"),
         ("POST", "/chat/completions"),
         ("POST", "/completions"),
+        ("POST", "/embeddings"),
+        ("POST", "/audio/transcriptions"),
         ("GET", "/openapi.json"),
     }
 
