@@ -131,12 +131,19 @@ class _InMemory(MemoryFileUploadHandler):
     """Django's in-memory upload handler, for any size: the request's length was checked
     against the limit before the body is read, so nothing is ever written to disk."""
 
-    def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
+    def handle_raw_input(
+        self,
+        input_data: Any,
+        META: Any,
+        content_length: int,
+        boundary: Any,
+        encoding: str | None = None,
+    ) -> None:
         self.activated = True
 
 
 def audio_limit() -> int:
-    return settings.GATEWAY_MAX_AUDIO_BYTES
+    return int(settings.GATEWAY_MAX_AUDIO_BYTES)
 
 
 def _too_large() -> GatewayError:
@@ -181,7 +188,7 @@ def read_upload(request: HttpRequest) -> dict[str, Any]:
             "Send exactly one 'file': the audio to transcribe.", param="file", code="missing_field"
         )
     upload = files[0]
-    if upload.size > audio_limit():
+    if (upload.size or 0) > audio_limit():
         raise _too_large()
     fields["file"] = upload.read()
     return fields
@@ -196,11 +203,15 @@ def form_of(body: Any) -> dict[str, Any]:
     """A transcription body as the transport sent it (JSON, the audio in base64) back as the
     form's fields, for `transcription_body` to check again on the model's own host."""
     if not isinstance(body, dict) or not isinstance(body.get("file"), str):
-        raise GatewayError("'file' is required: the audio in base64.", param="file")
+        raise GatewayError(
+            "'file' is required: the audio in base64.", param="file", code="missing_field"
+        )
     try:
         data = base64.b64decode(body["file"], validate=True)
     except ValueError:
-        raise GatewayError("'file' is not valid base64.", param="file") from None
+        raise GatewayError(
+            "'file' is not valid base64.", param="file", code="invalid_value"
+        ) from None
     return {**{k: v for k, v in body.items() if isinstance(v, str)}, "file": data}
 
 

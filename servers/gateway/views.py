@@ -373,6 +373,7 @@ def hop_view(request: HttpRequest, slug: str, endpoint: str) -> HttpResponseBase
                 404,
                 code="model_not_found",
             )
+        incoming: object
         if endpoint == engines.TRANSCRIPTIONS:  # the audio in base64, as the transport sends it
             incoming = engines.form_of(read_json(request, engines.hop_body_limit()))
         else:
