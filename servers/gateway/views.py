@@ -1,4 +1,5 @@
-"""The gateway's endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, the OpenAPI
+"""The gateway's endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`,
+`/v1/embeddings`, `/v1/audio/transcriptions` (their fields: `engines`), the OpenAPI
 description, and the hop another host's web tier calls (`/internal/hop/<slug>/v1/<endpoint>`).
 
 Each keyed view wears `auth.api_key_required` (the request's key is checked before it runs);

@@ -56,6 +56,8 @@ def test_the_profile_form_shows_only_the_options_of_its_engine(
     html = member_client.get(edit).text
     assert '<div class="field" id="field-temperature" data-chat-only hidden>' in html
     assert '<div class="field" id="field-idle_timeout_minutes">' in html
+    snippet = member_client.get(reverse("servers:api-snippets"), {"profile": vectors.slug}).text
+    assert "client.embeddings.create(" in snippet and "chat.completions" not in snippet
     chat_html = member_client.get(reverse("servers:profile-edit", args=[chat.slug])).text
     assert '<div class="field" id="field-temperature" data-chat-only>' in chat_html
 
