@@ -479,6 +479,11 @@ SHARING_LEASE_SECONDS = _bounded("MLX_PORTAL_SHARING_LEASE_SECONDS", 30, 3, 3600
 
 # OpenAI-compatible gateway, chat and metrics (servers/gateway/, docs/gateway.md).
 GATEWAY_MAX_BODY_BYTES = env.int("MLX_PORTAL_GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+# The largest audio file /v1/audio/transcriptions takes (OpenAI's own limit: 25 MiB). Read in
+# memory, never to disk (servers/gateway/engines.py); nginx's limit for that path follows it.
+GATEWAY_MAX_AUDIO_BYTES = _bounded(
+    "MLX_PORTAL_GATEWAY_MAX_AUDIO_BYTES", 25 * 1024 * 1024, 1024, 32 * 1024 * 1024, "bytes"
+)
 GATEWAY_CONNECT_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_CONNECT_TIMEOUT", default=5.0)
 # Longest silence tolerated from a model server (prompt processing sends keep-alives).
 GATEWAY_READ_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_READ_TIMEOUT", default=300.0)

@@ -222,6 +222,15 @@ def generation_config(repo_id: str, root: Path | None = None) -> dict[str, Any] 
     return _json_file(path / "generation_config.json") if path is not None else None
 
 
+def model_config(repo_id: str, root: Path | None = None) -> dict[str, Any] | None:
+    """The model's `config.json` on this host's disk (read as `generation_config`), or None."""
+    try:
+        path = local_model_path(repo_id, root)
+    except ValidationError:
+        return None
+    return _json_file(path / "config.json") if path is not None else None
+
+
 def _json_file(path: Path) -> dict[str, Any] | None:
     try:
         data = hub_data.loads(_head(path))

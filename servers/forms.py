@@ -10,9 +10,11 @@ from django.core.exceptions import ValidationError
 from django.utils.text import slugify
 
 from common.bounds import bounds
+from models_catalog.characteristics import engine_of
+from models_catalog.local import model_config
 from models_catalog.models import Host
 from models_catalog.validators import validate_repo_id
-from servers.models import ServerProfile
+from servers.models import Engine, ServerProfile
 from servers.supervision import ports
 from servers.validation import (
     KV_BITS_CHOICES,
@@ -27,8 +29,26 @@ RESERVED_SLUGS = {"new", "picker", "hosts", "usage", "chat", "need", "serve", "a
 
 # What the form shows first; the rest is under "Advanced" (templates/servers/form.html).
 BASIC_FIELDS = frozenset(
-    {"model_id", "name", "temperature", "max_tokens", "max_tokens_cap", "idle_timeout_minutes"}
+    {
+        "model_id",
+        "engine",
+        "name",
+        "temperature",
+        "max_tokens",
+        "max_tokens_cap",
+        "idle_timeout_minutes",
+    }
 )
+
+# The options of a chat server (mlx_lm.server's: the text and vision engines). An embeddings or
+# speech-to-text profile takes none of them (servers/supervision/command.build_engine_command):
+# the form hides them for those engines (static/js/profile_form.js; `hidden` when it renders).
+CHAT_ONLY_FIELDS = frozenset(
+    {"system_prompt", "temperature", "top_p", "top_k", "min_p", "max_tokens", "max_tokens_cap",
+     "chat_template_args", "draft_model_id", "num_draft_tokens", "prompt_cache_size",
+     "decode_concurrency", "prompt_concurrency", "kv_bits", "adapter_path", "trust_remote_code"}
+)  # fmt: skip
+CHAT_ENGINES = frozenset({Engine.TEXT, Engine.VISION})
 
 # The fair queue's fields (servers/sharing), bounded by the model's validators; what a blank
 # means where it may be blank.
@@ -70,7 +90,7 @@ class ServerProfileForm(forms.ModelForm):
     class Meta:
         model = ServerProfile
         fields = [
-            "name", "slug", "model_id", "host", "port", "description", "system_prompt",
+            "name", "slug", "model_id", "engine", "host", "port", "description", "system_prompt",
             "temperature", "top_p", "top_k", "min_p", "max_tokens", "max_tokens_cap",
             "chat_template_args",
             "draft_model_id", "num_draft_tokens", "prompt_cache_size", "decode_concurrency",
@@ -141,6 +161,9 @@ class ServerProfileForm(forms.ModelForm):
                 "invalid_choice": "%(value)s is not on this host's disk: pick one of My models."
             },
         )
+        # Blank: the profile's engine, or for a new profile the one that fits its model.
+        self.fields["engine"].required = False
+        self.fields["engine"].choices = [("", "The model's own (detected)"), *Engine.choices]
         self.fields["host"].empty_label = None
         if not self.instance.pk:
             self.fields["host"].initial = Host.objects.this_machine().pk
@@ -205,6 +228,16 @@ class ServerProfileForm(forms.ModelForm):
         if "allowed_groups" in self.fields:
             self.instance.allowed_groups.set(self.cleaned_data["allowed_groups"])
 
+    chat_only_fields = CHAT_ONLY_FIELDS
+
+    @property
+    def chats(self) -> bool:
+        """Whether the engine shown (posted, or the profile's) is a chat server's: its options
+        are shown."""
+        engine = self.data.get("engine") if self.is_bound else None
+        engine = engine or self.initial.get("engine") or self.instance.engine
+        return engine in CHAT_ENGINES
+
     @property
     def advanced_has_errors(self) -> bool:
         """Whether a field under "Advanced" has an error (the section then opens)."""
@@ -268,6 +301,14 @@ class ServerProfileForm(forms.ModelForm):
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
 
+    def clean_engine(self) -> str:
+        engine = self.cleaned_data.get("engine")
+        if engine:
+            return engine
+        if self.instance.pk:
+            return self.instance.engine
+        return engine_of(model_config(self.cleaned_data.get("model_id") or "") or {})
+
     def clean_adapter_path(self) -> str:
         value = (self.cleaned_data.get("adapter_path") or "").strip()
         if not value:
@@ -306,6 +347,10 @@ class ServerProfileForm(forms.ModelForm):
             )
         self._clean_port(data)
         self._clean_models_on_host(data)
+        if data.get("engine") and data["engine"] not in CHAT_ENGINES:
+            # Options the engine does not take are hidden: their errors would be unfixable.
+            for name in CHAT_ONLY_FIELDS & set(self.errors):
+                del self.errors[name]
         return data
 
     def _clean_models_on_host(self, data: dict) -> None:

@@ -3,9 +3,10 @@ models' and a finished download's "Serve" button).
 
 `serve_model` finds the profile the person may use for that model on that host (their own
 first) or creates one from the model's characteristics — its name, a free port, sampling from
-its `generation_config.json` and a reply length bounded by its context
-(`servers.validation.profile_defaults`) — then asks for it to start. The caller opens the chat
-on it. A model that is not on the host's disk is refused with what to do: download it first.
+its `generation_config.json`, a reply length bounded by its context
+(`servers.validation.profile_defaults`) and its engine (`model_engine`) — then asks for it to
+start. The caller opens the chat on it (the Servers page for a model that does not chat). A
+model that is not on the host's disk is refused with what to do: download it first.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from django.utils.text import slugify
 
 from accounts.audit import log as audit
 from accounts.models import User
-from models_catalog.local import generation_config, list_local_models, serving_facts
+from models_catalog.characteristics import engine_of
+from models_catalog.local import generation_config, list_local_models, model_config, serving_facts
 from models_catalog.models import CatalogModel, Download, Host
 from models_catalog.validators import validate_repo_id
 from servers.forms import RESERVED_SLUGS
@@ -82,6 +84,17 @@ def _unique(base: str, taken: set[str], limit: int) -> str:
     return candidate
 
 
+def model_engine(repo_id: str, host: Host) -> str:
+    """The engine that serves `repo_id` (models_catalog.characteristics.engine_of): from its
+    config.json on this host's disk, else the catalog's copy, and the catalog's tags."""
+    row = CatalogModel.objects.filter(repo_id=repo_id).only("config", "api_config", "tags").first()
+    config = model_config(repo_id) if host.is_this_machine else None
+    if config is None and row is not None:
+        config = row.config if isinstance(row.config, dict) else row.api_config
+    tags = row.tags if row is not None and isinstance(row.tags, list) else []
+    return engine_of(config if isinstance(config, dict) else {}, tags)
+
+
 def new_profile_fields(repo_id: str, host: Host) -> dict:
     """A new profile's fields for `repo_id` on `host`: its name (the repo's), a unique slug, a
     free port and the defaults from its generation_config.json and context."""
@@ -97,7 +110,11 @@ def new_profile_fields(repo_id: str, host: Host) -> dict:
         raise ServeRefused(str(exc)) from None
     config = generation_config(repo_id) if host.is_this_machine else None
     defaults = profile_defaults(config, _context_length(repo_id, host))
-    return {"name": name, "slug": slug, "model_id": repo_id, "host": host, "port": port, **defaults}
+    engine = model_engine(repo_id, host)
+    return {
+        "name": name, "slug": slug, "model_id": repo_id, "engine": engine, "host": host,
+        "port": port, **defaults,
+    }  # fmt: skip
 
 
 def serve_model(repo_id: str, user, host: Host | None = None) -> Served:

@@ -105,3 +105,26 @@ def build_server_command(
     if options.context_length is not None:
         argv += ["--portal-context-length", str(int(options.context_length))]
     return argv
+
+
+# --- the engines without a server of their own: embeddings, speech to text ----------------------
+
+# The portal's own server for them (see that file and docs/servers.md).
+ENGINE_ENTRY = str(Path(__file__).resolve().with_name("engine_entry.py"))
+#: The engines ENGINE_ENTRY serves (servers.models.Engine's values).
+ENTRY_ENGINES = ("embeddings", "speech-to-text")
+
+
+def build_engine_command(python: str, model_path: Path, engine: str, port: int) -> list[str]:
+    """The argv that starts ENGINE_ENTRY for an embeddings or speech-to-text profile (the
+    model's path already resolved and checked). The generation options of a text profile do not
+    apply to these engines, so none is passed."""
+    if engine not in ENTRY_ENGINES:
+        raise ValueError(f"{engine!r} is not served by {ENGINE_ENTRY}")
+    return [
+        python, ENGINE_ENTRY,
+        "--engine", engine,
+        "--model", str(model_path),
+        "--host", LOOPBACK,
+        "--port", str(int(port)),
+    ]  # fmt: skip
