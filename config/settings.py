@@ -481,6 +481,11 @@ SHARING_LEASE_SECONDS = _bounded("MLX_PORTAL_SHARING_LEASE_SECONDS", 30, 3, 3600
 # 32 MiB: room for a vision request's images (3 per message of up to 5 MiB, base64: 4/3 larger;
 # servers/gateway/images.py), so an image over its own limit gets that limit's message.
 GATEWAY_MAX_BODY_BYTES = env.int("MLX_PORTAL_GATEWAY_MAX_BODY_BYTES", default=32 * 1024 * 1024)
+# The largest audio file /v1/audio/transcriptions takes (OpenAI's own limit: 25 MiB). Read in
+# memory, never to disk (servers/gateway/engines.py); nginx's limit for that path follows it.
+GATEWAY_MAX_AUDIO_BYTES = _bounded(
+    "MLX_PORTAL_GATEWAY_MAX_AUDIO_BYTES", 25 * 1024 * 1024, 1024, 32 * 1024 * 1024, "bytes"
+)
 GATEWAY_CONNECT_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_CONNECT_TIMEOUT", default=5.0)
 # Longest silence tolerated from a model server (prompt processing sends keep-alives).
 GATEWAY_READ_TIMEOUT = env.float("MLX_PORTAL_GATEWAY_READ_TIMEOUT", default=300.0)

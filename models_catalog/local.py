@@ -177,40 +177,6 @@ def serving_facts(repo_id: str, root: Path | None = None) -> ServingFacts:
     return facts
 
 
-def model_engine(repo_id: str, root: Path | None = None) -> str | None:
-    """The engine that serves the model on disk (characteristics.engine_of of its config.json
-    and its model card's tags), or None when it is not on disk."""
-    try:
-        path = local_model_path(repo_id, root or cache_dir())
-    except ValidationError:
-        path = None
-    config = _json_file(path / "config.json") if path is not None else None
-    if config is None:
-        return None
-    return characteristics.engine_of(config, _card_tags(path))
-
-
-def _card_tags(snapshot: Path) -> list[str]:
-    """The `tags:` of a model card's front matter (a YAML list of plain words), read simply."""
-    try:
-        text = (snapshot / "README.md").read_text(encoding="utf-8", errors="replace")[:20_000]
-    except OSError:
-        return []
-    if not text.startswith("---"):
-        return []
-    tags, in_tags = [], False
-    for line in text.splitlines()[1:]:
-        if line.startswith("---"):
-            break
-        if line.startswith("tags:"):
-            in_tags = True
-        elif in_tags and line.lstrip().startswith("- "):
-            tags.append(line.strip()[2:].strip())
-        elif in_tags and line and not line[0].isspace():
-            in_tags = False
-    return tags
-
-
 #: The files whose bytes count as a model's weights.
 WEIGHT_SUFFIXES = frozenset({".safetensors", ".npz", ".gguf", ".bin"})
 
@@ -254,6 +220,15 @@ def generation_config(repo_id: str, root: Path | None = None) -> dict[str, Any] 
     except ValidationError:
         return None
     return _json_file(path / "generation_config.json") if path is not None else None
+
+
+def model_config(repo_id: str, root: Path | None = None) -> dict[str, Any] | None:
+    """The model's `config.json` on this host's disk (read as `generation_config`), or None."""
+    try:
+        path = local_model_path(repo_id, root)
+    except ValidationError:
+        return None
+    return _json_file(path / "config.json") if path is not None else None
 
 
 def _json_file(path: Path) -> dict[str, Any] | None:

@@ -52,6 +52,11 @@ class Engine(models.TextChoices):
     SPEECH = "speech-to-text", "Speech to text"
 
 
+#: The engines whose servers chat (mlx_lm.server, mlx_vlm.server): the profile form shows a
+#: chat server's options only for them.
+CHAT_ENGINES = frozenset({Engine.TEXT, Engine.VISION})
+
+
 class ProfileQuerySet(models.QuerySet):
     def visible_to(self, user) -> ProfileQuerySet:
         """The profiles `user` may see and call (`may_see`, in SQL): for the pages, the chat
@@ -460,10 +465,15 @@ class UsageRecord(models.Model):
     profile_name = models.CharField(max_length=80)  # kept when the profile is deleted
     host = models.ForeignKey(Host, on_delete=models.SET_NULL, null=True, related_name="usage")
     source = models.CharField(max_length=8, choices=Source.choices)
-    endpoint = models.CharField(max_length=32)  # "chat/completions" or "completions"
+    # "chat/completions", "completions", "embeddings" or "audio/transcriptions"
+    endpoint = models.CharField(max_length=32)
     stream = models.BooleanField(default=False)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
+    # The other engines' units: the texts of an embeddings request, the seconds of audio of a
+    # transcription (its tokens are the prompt tokens; a transcription has none).
+    inputs = models.PositiveIntegerField(default=0)
+    audio_seconds = models.FloatField(default=0.0)
     ttft_ms = models.FloatField("time to first token (ms)", null=True, blank=True)
     generation_ms = models.FloatField(null=True, blank=True)  # first token → end
     duration_ms = models.FloatField(default=0.0)
@@ -524,6 +534,8 @@ class UsageDay(models.Model):
     errors = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
+    inputs = models.PositiveBigIntegerField(default=0)  # embeddings' texts
+    audio_seconds = models.FloatField(default=0.0)  # transcriptions' audio
     ttft_count = models.PositiveIntegerField(default=0)  # requests with a time to first token
     ttft_sum_ms = models.FloatField(default=0.0)
     tokens_timed = models.PositiveBigIntegerField(default=0)  # completion tokens with a

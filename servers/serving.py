@@ -3,9 +3,10 @@ models' and a finished download's "Serve" button).
 
 `serve_model` finds the profile the person may use for that model on that host (their own
 first) or creates one from the model's characteristics — its name, a free port, sampling from
-its `generation_config.json` and a reply length bounded by its context
-(`servers.validation.profile_defaults`) — then asks for it to start. The caller opens the chat
-on it. A model that is not on the host's disk is refused with what to do: download it first.
+its `generation_config.json`, a reply length bounded by its context
+(`servers.validation.profile_defaults`) and its engine (`model_engine`) — then asks for it to
+start. The caller opens the chat on it (the Servers page for a model that does not chat). A
+model that is not on the host's disk is refused with what to do: download it first.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ from django.utils.text import slugify
 
 from accounts.audit import log as audit
 from accounts.models import User
-from models_catalog import characteristics
-from models_catalog.local import generation_config, list_local_models, model_engine, serving_facts
+from models_catalog.characteristics import engine_of
+from models_catalog.local import generation_config, list_local_models, model_config, serving_facts
 from models_catalog.models import CatalogModel, Download, Host
 from models_catalog.validators import validate_repo_id
-from servers.forms import RESERVED_SLUGS
 from servers.models import ServerInstance, ServerProfile, State
 from servers.supervision import lifecycle, ports
-from servers.validation import profile_defaults
+from servers.validation import RESERVED_SLUGS, profile_defaults
 
 NAME_MAX = ServerProfile._meta.get_field("name").max_length or 80
 
@@ -83,17 +83,15 @@ def _unique(base: str, taken: set[str], limit: int) -> str:
     return candidate
 
 
-def default_engine(repo_id: str, host: Host) -> str:
-    """The engine that fits `repo_id` (characteristics.engine_of): from its files on this
-    machine, else from what the catalog knows of it, else text."""
-    if host.is_this_machine and (engine := model_engine(repo_id)):
-        return engine
+def model_engine(repo_id: str, host: Host) -> str:
+    """The engine that serves `repo_id` (models_catalog.characteristics.engine_of): from its
+    config.json on this host's disk, else the catalog's copy, and the catalog's tags."""
     row = CatalogModel.objects.filter(repo_id=repo_id).only("config", "api_config", "tags").first()
-    if row is None:
-        return characteristics.ENGINE_TEXT
-    config = row.config if isinstance(row.config, dict) else row.api_config
-    tags = row.tags if isinstance(row.tags, list) else []
-    return characteristics.engine_of(config if isinstance(config, dict) else {}, tags)
+    config = model_config(repo_id) if host.is_this_machine else None
+    if config is None and row is not None:
+        config = row.config if isinstance(row.config, dict) else row.api_config
+    tags = row.tags if row is not None and isinstance(row.tags, list) else []
+    return engine_of(config if isinstance(config, dict) else {}, tags)
 
 
 def new_profile_fields(repo_id: str, host: Host) -> dict:
@@ -112,10 +110,10 @@ def new_profile_fields(repo_id: str, host: Host) -> dict:
         raise ServeRefused(str(exc)) from None
     config = generation_config(repo_id) if host.is_this_machine else None
     defaults = profile_defaults(config, _context_length(repo_id, host))
-    engine = default_engine(repo_id, host)
+    engine = model_engine(repo_id, host)
     return {
-        "name": name, "slug": slug, "model_id": repo_id, "host": host, "port": port,
-        "engine": engine, **defaults,
+        "name": name, "slug": slug, "model_id": repo_id, "engine": engine, "host": host,
+        "port": port, **defaults,
     }  # fmt: skip
 
 

@@ -55,7 +55,7 @@ FRAGMENTS_KEPT = 32  # rendered fragments kept per process (one per version: fil
 TILES_KEPT = 512  # rendered tiles kept per process (one per value of a tile)
 
 _COLUMNS = (
-    "pk", "slug", "name", "model_id", "port", "description", "auto_start",
+    "pk", "slug", "name", "model_id", "engine", "port", "description", "auto_start",
     "idle_timeout_minutes", "owner_id", "owner__email", "host__name", "host__last_heartbeat",
     "instance__state", "instance__desired_state", "instance__reason",
     "instance__state_changed_at", "instance__pid", "instance__process_create_time",
@@ -74,6 +74,7 @@ class Tile:
     slug: str
     name: str
     model_id: str
+    engine: str  # servers.models.Engine: which figures its usage is counted in
     description: str
     host_name: str
     host_last_heard: str  # "3 minutes" ("" if never); shown while the host is offline
@@ -155,6 +156,7 @@ def tiles_for(user, query: str = "", pk: int | None = None) -> list[Tile]:
                 slug=r["slug"],
                 name=r["name"],
                 model_id=r["model_id"],
+                engine=r["engine"],
                 description=r["description"],
                 host_name=host,
                 host_last_heard=heard_ago(r["host__last_heartbeat"]) if shown == "unknown" else "",

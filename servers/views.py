@@ -22,7 +22,7 @@ from models_catalog.hosts.facts import collect_facts
 from models_catalog.models import Host
 from servers import memory_plan, serving, tiles
 from servers.forms import HostPlanForm, ServerProfileForm
-from servers.models import ServerProfile
+from servers.models import Engine, ServerProfile
 from servers.operations import host_rows
 from servers.supervision import lifecycle, supervisor
 from servers.validation import KV_BITS_CHOICES
@@ -183,6 +183,8 @@ def serve(request: HttpRequest) -> HttpResponse:
             request, f"{made} “{profile.name}”; its server is starting. Ask away: the reply "
             "comes once the model is loaded.",
         )  # fmt: skip
+    if profile.engine in (Engine.EMBEDDINGS, Engine.SPEECH):  # nothing to chat with
+        return redirect(reverse("servers:list") + "?" + urlencode({"q": profile.slug}))
     return redirect(reverse("servers:chat") + "?" + urlencode({"profile": profile.slug}))
 
 

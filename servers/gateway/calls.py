@@ -24,6 +24,13 @@ from accounts.teams import NO_LIMITS, UserLimits, membership
 from common.rows import compiled_rows, first_row
 from models_catalog.local import serving_facts
 from servers.gateway import hop
+from servers.gateway.engines import (
+    EMBEDDINGS,
+    TRANSCRIPTIONS,
+    check_engine,
+    embeddings_body,
+    transcription_body,
+)
 from servers.gateway.errors import GatewayError
 from servers.gateway.relay import Relay
 from servers.gateway.schema import build_upstream_body
@@ -163,6 +170,27 @@ def engine_fields(profile: ServerProfile) -> dict:
     return {"vision": True, "defaults": defaults}
 
 
+def upstream_body(profile: ServerProfile, endpoint: str, body: object) -> dict:
+    """The body sent to the profile's server for `endpoint`, from the request's `body` alone
+    (`schema` for chat and completions, `engines` for embeddings and transcriptions), once the
+    profile's engine is known to serve the endpoint; GatewayError otherwise."""
+    check_engine(profile.engine, endpoint, profile.name)
+    if endpoint == EMBEDDINGS:
+        return embeddings_body(body, request_limits(profile).get("context_length"))
+    if endpoint == TRANSCRIPTIONS:
+        return transcription_body(body)
+    return build_upstream_body(
+        body,
+        endpoint=endpoint,
+        max_tokens=profile.max_tokens,
+        max_tokens_cap=profile.max_tokens_cap,
+        profile_name=profile.name,
+        # Another host's hop checks with its own copy of the model (hop_views.py).
+        **request_limits(profile),
+        **engine_fields(profile),
+    )
+
+
 def is_ready(profile: ServerProfile) -> bool:
     return ServerInstance.objects.filter(profile=profile, state=State.RUNNING).exists()
 
@@ -213,16 +241,7 @@ class Call:
         """Validate the body, then wait for a turn: yields the number of requests waiting for
         this server while this one waits. Raises GatewayError or ClientGone (recorded)."""
         try:
-            self.upstream_body = build_upstream_body(
-                self.body,
-                endpoint=self.endpoint,
-                max_tokens=self.profile.max_tokens,
-                max_tokens_cap=self.profile.max_tokens_cap,
-                profile_name=self.profile.name,
-                # Another host's hop checks with its own copy of the model (hop_views.py).
-                **request_limits(self.profile),
-                **engine_fields(self.profile),
-            )
+            self.upstream_body = upstream_body(self.profile, self.endpoint, self.body)
             self.ticket = admission.enter(self.caller.user, self.profile, self.limits)
             yield from self.ticket.wait(self._client_still_there)
         except admission.Refusal as refusal:
@@ -250,7 +269,8 @@ class Call:
             profile = self.profile
             url, headers = hop.route(profile.host, server_url(profile, start_timeout), profile.slug)
             # Times start when the request leaves for the server.
-            self.measure = Measure(queued_ms=queued_ms)
+            inputs = len(self.upstream_body["input"]) if self.endpoint == EMBEDDINGS else 0
+            self.measure = Measure(queued_ms=queued_ms, inputs=inputs)
             response = send(
                 url, self.endpoint, self.upstream_body, profile.slug, headers, self.client_socket
             )

@@ -99,11 +99,18 @@ def upstream_error(status: int, name: str, text: str = "") -> GatewayError:
     )
 
 
+# The refusals of the portal's own model server entry points (mlx_entry.py: the context;
+# engine_entry.py: an input or audio it cannot take), worded for the user: passed on.
+ENTRY_REFUSALS = frozenset(
+    {"context_length_exceeded", "invalid_audio", "audio_too_long", "unsupported_audio"}
+)
+
+
 def own_error(status: int, text: str, from_hop: bool) -> GatewayError | None:
     """The error in OpenAI's shape that the portal's own code answered upstream, if it is one:
-    another host's hop (worded for the user already), or the context check and the schema
-    refusals of the portal's model server entry point (servers/supervision/mlx_entry.py).
-    mlx_lm's own errors are not: they are a plain string, and never forwarded."""
+    another host's hop (worded for the user already), or a refusal of the portal's model
+    server entry points (ENTRY_REFUSALS; the schema refusals of mlx_entry.py's grammar
+    engine). mlx_lm's own errors are not: they are a plain string, and never forwarded."""
     try:
         error = json.loads(text).get("error")
     except (ValueError, AttributeError):
@@ -112,8 +119,9 @@ def own_error(status: int, text: str, from_hop: bool) -> GatewayError | None:
         return None
     code = error.get("code") if isinstance(error.get("code"), str) else None
     if not from_hop:
-        if status == 400 and code == "context_length_exceeded":
-            return GatewayError(error["message"][:500], 400, param="messages", code=code)
+        if status == 400 and code in ENTRY_REFUSALS:
+            param = error.get("param") if isinstance(error.get("param"), str) else "messages"
+            return GatewayError(error["message"][:500], 400, param=param, code=code)
         if status == 400 and code in ("invalid_json_schema", "invalid_value"):
             # The grammar engine's refusal of a response_format or tool schema (its reason).
             param = error.get("param") if isinstance(error.get("param"), str) else None

@@ -18,7 +18,7 @@ from models_catalog.models import Host
 from servers.gateway.errors import GatewayError
 
 HOP_PREFIX = "/internal/hop"
-ENDPOINTS = ("chat/completions", "completions")
+ENDPOINTS = ("chat/completions", "completions", "embeddings", "audio/transcriptions")
 
 
 def hop_token(host_name: str, secret: str | None = None) -> str:

@@ -1,4 +1,5 @@
-"""The gateway's endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, the OpenAPI
+"""The gateway's endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`,
+`/v1/embeddings`, `/v1/audio/transcriptions` (their fields: `engines`), the OpenAPI
 description, and the hop another host's web tier calls (`/internal/hop/<slug>/v1/<endpoint>`).
 
 Each keyed view wears `auth.api_key_required` (the request's key is checked before it runs);
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import httpx
@@ -21,11 +22,10 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts.access import public
 from accounts.teams import membership
-from servers.gateway import calls, hop, openapi, routing
+from servers.gateway import calls, engines, hop, openapi, routing
 from servers.gateway.auth import api_key_required, request_key
 from servers.gateway.errors import GatewayError
 from servers.gateway.relay import STREAM_HEADERS, Relay, sse
-from servers.gateway.schema import build_upstream_body
 from servers.gateway.transport import ClientGone, client_socket, send
 from servers.models import Route, ServerProfile, UsageRecord
 from servers.supervision import lifecycle
@@ -39,9 +39,10 @@ PRIME_SECONDS = 10.0
 CLIENT_CLOSED_REQUEST = 499
 
 
-def read_json(request: HttpRequest) -> object:
-    """The request's JSON body, refusing oversize (413) and malformed (400) bodies."""
-    limit = settings.GATEWAY_MAX_BODY_BYTES
+def read_json(request: HttpRequest, limit: int | None = None) -> object:
+    """The request's JSON body, refusing oversize (413: over `limit`, by default
+    GATEWAY_MAX_BODY_BYTES) and malformed (400) bodies."""
+    limit = limit or settings.GATEWAY_MAX_BODY_BYTES
     too_large = GatewayError(
         f"The request body is larger than the limit of {limit // 1024} KiB.",
         413,
@@ -95,6 +96,7 @@ def models(request: HttpRequest) -> JsonResponse:
                 "owned_by": profile.owner.email,
                 # Extensions (ignored by OpenAI clients): what it serves and whether it runs.
                 "name": profile.name,
+                "kind": model_kind(profile),
                 "root": profile.model_id,
                 "status": profile.shown_state,  # "unknown" while its host is offline
                 "host": profile.host.name,
@@ -102,9 +104,6 @@ def models(request: HttpRequest) -> JsonResponse:
                 "max_tokens": profile.max_tokens,
                 "max_tokens_cap": profile.max_tokens_cap,  # None: the model's context
                 "chat_template_kwargs": template_kwargs(profile),
-                # What it serves (servers.models.Engine): "text", or "vision" (takes image_url
-                # parts), …
-                "engine": profile.engine,
             }
         )
     visible = {profile.pk: profile for profile in profiles}
@@ -123,6 +122,7 @@ def models(request: HttpRequest) -> JsonResponse:
                 "name": route.name,
                 "status": "running" if running else members[0].shown_state,
                 "route": {"policy": route.policy, "members": [p.slug for p in members]},
+                "kind": model_kind(members[0]),
                 "on_demand": any(p.allow_on_demand for p in members),
             }
         )
@@ -198,14 +198,26 @@ class ApiStream:
         self.relay.close(self.status)
 
 
-def _complete(request: HttpRequest, endpoint: str) -> HttpResponseBase:
+def _json_answer(data: dict, body: object, model_name: str) -> HttpResponse:
+    data["model"] = model_name
+    return JsonResponse(data)
+
+
+def _complete(
+    request: HttpRequest,
+    endpoint: str,
+    read: Callable[[HttpRequest], object] = read_json,
+    render: Callable[[dict, object, str], HttpResponse] = _json_answer,
+) -> HttpResponseBase:
+    """One keyed request to a profile or a route: `read` the body, send it (a route's next
+    member when one fails before any byte), and pass the answer on (`render` for a whole one)."""
     if request.method != "POST":
         return _method_not_allowed("POST")
     api_key = request_key(request)
     # The caller's groups (which profiles they see) and limits, in one query.
     member = membership(api_key.user)
     try:
-        body = read_json(request)
+        body = read(request)
         model = body.get("model") if isinstance(body, dict) else None
         target = routing.resolve(model, api_key.user, member.group_ids)
     except GatewayError as error:
@@ -234,7 +246,7 @@ def _complete(request: HttpRequest, endpoint: str) -> HttpResponseBase:
             return error.response()
         except ClientGone:
             return HttpResponse(status=CLIENT_CLOSED_REQUEST)
-        if not upstream_body["stream"]:
+        if not upstream_body.get("stream"):  # embeddings and transcriptions never stream
             status = UsageRecord.Status.ERROR
             try:
                 data = relay.json()
@@ -266,8 +278,7 @@ def _complete(request: HttpRequest, endpoint: str) -> HttpResponseBase:
         return StreamingHttpResponse(
             stream, content_type="text/event-stream", headers=STREAM_HEADERS
         )
-    data["model"] = model_name
-    return JsonResponse(data)
+    return render(data, body, model_name)
 
 
 @api_key_required
@@ -278,6 +289,34 @@ def chat_completions(request: HttpRequest) -> HttpResponseBase:
 @api_key_required
 def text_completions(request: HttpRequest) -> HttpResponseBase:
     return _complete(request, "completions")
+
+
+@api_key_required
+def embeddings(request: HttpRequest) -> HttpResponseBase:
+    """OpenAI's `POST /v1/embeddings`, for a profile of the embeddings engine."""
+    return _complete(request, engines.EMBEDDINGS)
+
+
+def _transcription(data: dict, body: object, model_name: str) -> HttpResponse:
+    """A transcription as the client asked for it: `text` as plain text, else JSON (the
+    model server's answer, without its name for the model)."""
+    data.pop("model", None)
+    if isinstance(body, dict) and body.get("response_format") == "text":
+        return HttpResponse(str(data.get("text") or ""), content_type="text/plain; charset=utf-8")
+    return JsonResponse(data)
+
+
+@api_key_required
+def audio_transcriptions(request: HttpRequest) -> HttpResponseBase:
+    """OpenAI's `POST /v1/audio/transcriptions` (a multipart form), for a profile of the
+    speech-to-text engine."""
+    return _complete(request, engines.TRANSCRIPTIONS, engines.read_upload, _transcription)
+
+
+def model_kind(profile: ServerProfile) -> str:
+    """What a model of /v1/models is for: its profile's engine (text, vision, embeddings,
+    speech-to-text)."""
+    return profile.engine
 
 
 @public  # the description holds no secret, and API clients read it before they have a key
@@ -294,7 +333,8 @@ def openapi_description(request: HttpRequest) -> JsonResponse:
 def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
     return GatewayError(
         f"Unknown endpoint {request.path}. This gateway serves /v1/models, "
-        "/v1/chat/completions and /v1/completions (described at /v1/openapi.json).",
+        "/v1/chat/completions, /v1/completions, /v1/embeddings and /v1/audio/transcriptions "
+        "(described at /v1/openapi.json).",
         404,
         code="unknown_url",
     ).response()
@@ -334,15 +374,12 @@ def hop_view(request: HttpRequest, slug: str, endpoint: str) -> HttpResponseBase
                 404,
                 code="model_not_found",
             )
-        body = build_upstream_body(
-            read_json(request),
-            endpoint=endpoint,
-            max_tokens=profile.max_tokens,
-            max_tokens_cap=profile.max_tokens_cap,
-            profile_name=profile.name,
-            **calls.request_limits(profile),
-            **calls.engine_fields(profile),
-        )
+        incoming: object
+        if endpoint == engines.TRANSCRIPTIONS:  # the audio in base64, as the transport sends it
+            incoming = engines.form_of(read_json(request, engines.hop_body_limit()))
+        else:
+            incoming = read_json(request)
+        body = calls.upstream_body(profile, endpoint, incoming)
         url = lifecycle.upstream_for(profile)
         if url is None:
             raise GatewayError(

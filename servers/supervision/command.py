@@ -1,6 +1,7 @@
 """The model servers' command lines: pure functions from validated profile fields to argv, one
 per engine (`build_server_command`: text, `mlx_lm.server`; `build_vision_command`: vision,
-`mlx_vlm.server`), and `command_for` that picks by the profile's engine.
+`mlx_vlm.server`; `build_engine_command`: embeddings and speech to text, the portal's own
+entry). `servers.supervision.lifecycle.server_command` picks by the profile's engine.
 
 No shell is involved: the list goes to `subprocess.Popen` as is. Only the options listed here
 ever reach a server, and it always listens on the loopback interface with cross-origin
@@ -139,18 +140,24 @@ def build_vision_command(
     return argv
 
 
-def command_for(
-    engine: str,
-    python: str,
-    model_path: Path,
-    options: ServerOptions,
-    *,
-    draft_model_path: Path | None = None,
-    adapter_path: Path | None = None,
-) -> list[str]:
-    """The argv for a profile of `engine` (servers.models.Engine's values)."""
-    if engine == "vision":
-        return build_vision_command(python, model_path, options, adapter_path=adapter_path)
-    return build_server_command(
-        python, model_path, options, draft_model_path=draft_model_path, adapter_path=adapter_path
-    )
+# --- the engines without a server of their own: embeddings, speech to text ----------------------
+
+# The portal's own server for them (see that file and docs/servers.md).
+ENGINE_ENTRY = str(Path(__file__).resolve().with_name("engine_entry.py"))
+#: The engines ENGINE_ENTRY serves (servers.models.Engine's values).
+ENTRY_ENGINES = ("embeddings", "speech-to-text")
+
+
+def build_engine_command(python: str, model_path: Path, engine: str, port: int) -> list[str]:
+    """The argv that starts ENGINE_ENTRY for an embeddings or speech-to-text profile (the
+    model's path already resolved and checked). The generation options of a text profile do not
+    apply to these engines, so none is passed."""
+    if engine not in ENTRY_ENGINES:
+        raise ValueError(f"{engine!r} is not served by {ENGINE_ENTRY}")
+    return [
+        python, ENGINE_ENTRY,
+        "--engine", engine,
+        "--model", str(model_path),
+        "--host", LOOPBACK,
+        "--port", str(int(port)),
+    ]  # fmt: skip

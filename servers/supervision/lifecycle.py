@@ -34,9 +34,15 @@ from models_catalog.hosts.queue import enqueue
 from models_catalog.last_used import mark_model_used
 from models_catalog.local import local_model_path, serving_facts, weight_bytes
 from models_catalog.models import Host
-from servers.models import ACTIVE_STATES, ServerInstance, ServerProfile, State
+from servers.models import ACTIVE_STATES, Engine, ServerInstance, ServerProfile, State
 from servers.supervision import probes, supervisor
-from servers.supervision.command import ServerOptions, command_for
+from servers.supervision.command import (
+    ENTRY_ENGINES,
+    ServerOptions,
+    build_engine_command,
+    build_server_command,
+    build_vision_command,
+)
 from servers.supervision.ports import port_holder, port_is_free
 from servers.validation import resolve_adapter_path
 
@@ -420,16 +426,7 @@ def launch(instance_id: int, *, override_memory: bool = False, room: Room | None
                     next_restart_at=None,
                 )
             return
-        argv = command_for(
-            profile.engine,
-            sys.executable,
-            plan.model_path,
-            ServerOptions.from_profile(
-                profile, context_length=serving_facts(profile.model_id).context_length
-            ),
-            draft_model_path=plan.draft_model_path,
-            adapter_path=plan.adapter_path,
-        )
+        argv = server_command(profile, plan)
         log_path = new_log_path(profile)
         log_path.write_text(
             f"# MLX Portal: starting {profile.name} at {timezone.now().isoformat()}\n"
@@ -462,9 +459,31 @@ def launch(instance_id: int, *, override_memory: bool = False, room: Room | None
     wait_until_ready(instance)
 
 
+def server_command(profile: ServerProfile, plan: LaunchPlan) -> list[str]:
+    """The command line of the profile's server, by its engine (servers/supervision/command)."""
+    if profile.engine in ENTRY_ENGINES:
+        return build_engine_command(sys.executable, plan.model_path, profile.engine, profile.port)
+    options = ServerOptions.from_profile(
+        profile, context_length=serving_facts(profile.model_id).context_length
+    )
+    if profile.engine == Engine.VISION:
+        return build_vision_command(
+            sys.executable, plan.model_path, options, adapter_path=plan.adapter_path
+        )
+    return build_server_command(
+        sys.executable,
+        plan.model_path,
+        options,
+        draft_model_path=plan.draft_model_path,
+        adapter_path=plan.adapter_path,
+    )
+
+
 # While a starting server's port refuses connections, its row (a stop meanwhile) is re-read
 # this often; once the port accepts, a probe that is not answered yet is retried this often.
 READY_RECHECK_INTERVAL = 0.25
+# What the readiness probe of an engine asked (probes.probe_ready_for), for the state's reason.
+READY_WHAT = {"embeddings": "an embeddings request", "speech-to-text": "a transcription"}
 PROBE_RETRY_INTERVAL = 0.1
 
 
@@ -492,12 +511,15 @@ def wait_until_ready(instance: ServerInstance) -> None:
             keep_waiting=lambda: supervisor.is_alive(instance.pid, instance.process_create_time),
         ):
             continue  # re-read the row: stopped meanwhile, died, or out of time
-        result = probes.probe_ready(instance.base_url, timeout=min(remaining, 60.0))
+        result = probes.probe_ready_for(
+            instance.profile.engine, instance.base_url, timeout=min(remaining, 60.0)
+        )
         if result.ok:
             with contextlib.suppress(InvalidTransition):
                 instance.transition(
                     State.RUNNING,
-                    "Ready: the model answered a chat completion",
+                    "Ready: the model answered "
+                    + READY_WHAT.get(instance.profile.engine, "a chat completion"),
                     ready_at=timezone.now(),
                     failed_probes=0,
                 )
@@ -598,7 +620,8 @@ def reconcile_instance(instance: ServerInstance) -> None:
         elif _age(instance.started_at) > settings.SERVER_START_TIMEOUT:
             _fail(instance, "The model did not answer within the start time-out.")
         elif (
-            _age(instance.started_at) > 10 and probes.probe_ready(instance.base_url, timeout=2.0).ok
+            _age(instance.started_at) > 10
+            and probes.probe_ready_for(instance.profile.engine, instance.base_url, timeout=2.0).ok
         ):
             # Re-adoption of a start whose worker went away: it answers, so it is ready.
             with contextlib.suppress(InvalidTransition):

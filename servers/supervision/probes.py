@@ -7,6 +7,7 @@ transport (servers/gateway/transport.py), not here.
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 import socket
@@ -143,3 +144,65 @@ def server_busy(port: int) -> dict[str, Any] | None:
             "stream": oldest.get("stream") is True,
         },
     }
+
+
+# --- readiness of the other engines: a real request of their kind --------------------------------
+
+# Half a second of silence: what the speech-to-text probe transcribes.
+_SILENCE_WAV = (
+    b"RIFF" + (36 + 16_000).to_bytes(4, "little") + b"WAVEfmt "
+    + (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
+    + (16_000).to_bytes(4, "little") + (32_000).to_bytes(4, "little")
+    + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    + b"data" + (16_000).to_bytes(4, "little") + bytes(16_000)
+)  # fmt: skip
+
+
+def _post(base_url: str, path: str, body: dict, timeout: float) -> tuple[Any, ProbeResult | None]:
+    try:
+        response = _client.post(f"{base_url}{path}", json=body, timeout=timeout)
+    except httpx.TimeoutException:
+        return None, ProbeResult(False, f"no answer within {timeout:g} s")
+    except httpx.HTTPError as exc:
+        return None, ProbeResult(False, f"cannot connect ({exc.__class__.__name__})")
+    if response.status_code != 200:
+        return None, ProbeResult(False, f"HTTP {response.status_code}: {response.text[:200]}")
+    try:
+        return response.json(), None
+    except ValueError:
+        return None, ProbeResult(False, "the answer is not JSON")
+
+
+def probe_embeddings_ready(base_url: str, timeout: float = 30.0) -> ProbeResult:
+    """Ask an embeddings server for the vector of one word; ok when it gives one."""
+    data, failed = _post(base_url, "/v1/embeddings", {"input": "ping"}, timeout)
+    if failed is not None:
+        return failed
+    rows = data.get("data") if isinstance(data, dict) else None
+    if not rows or not isinstance(rows[0], dict) or not rows[0].get("embedding"):
+        return ProbeResult(False, "the answer has no embedding")
+    return ProbeResult(True, "answered an embeddings request")
+
+
+def probe_transcription_ready(base_url: str, timeout: float = 30.0) -> ProbeResult:
+    """Ask a speech-to-text server to transcribe half a second of silence; ok when it answers
+    with a text (empty or not)."""
+    body = {"file": base64.b64encode(_SILENCE_WAV).decode(), "response_format": "json"}
+    data, failed = _post(base_url, "/v1/audio/transcriptions", body, timeout)
+    if failed is not None:
+        return failed
+    if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+        return ProbeResult(False, "the answer has no text")
+    return ProbeResult(True, "answered a transcription")
+
+
+_READY_PROBES: dict[str, Callable[[str, float], ProbeResult]] = {
+    "embeddings": probe_embeddings_ready,
+    "speech-to-text": probe_transcription_ready,
+}
+
+
+def probe_ready_for(engine: str, base_url: str, timeout: float = 30.0) -> ProbeResult:
+    """The readiness probe of a profile's engine: a real request of its kind (a one-token chat
+    completion for the text engine)."""
+    return _READY_PROBES.get(engine, probe_ready)(base_url, timeout)

@@ -28,6 +28,8 @@ _SUMMED = {
     "errors": Count("id", filter=Q(status=UsageRecord.Status.ERROR)),
     "prompt_tokens": Sum("prompt_tokens"),
     "completion_tokens": Sum("completion_tokens"),
+    "inputs": Sum("inputs"),
+    "audio_seconds": Sum("audio_seconds"),
     "ttft_count": Count("ttft_ms"),
     "ttft_sum_ms": Sum("ttft_ms"),
     "tokens_timed": Sum("completion_tokens", filter=Q(generation_ms__isnull=False)),

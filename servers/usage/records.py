@@ -47,6 +47,8 @@ class Measure:
     error_code: str = ""
     queued_ms: float | None = None  # time in the fair queue before the request was sent
     usage_reported: bool = False  # the server's usage counts arrived (else: relayed())
+    inputs: int = 0  # the texts of an embeddings request
+    audio_seconds: float = 0.0  # the audio of a transcription, as its server decoded it
 
     def token(self) -> None:
         if self.first_token_at is None:
@@ -56,6 +58,10 @@ class Measure:
         if isinstance(usage, dict):
             self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             self.completion_tokens = int(usage.get("completion_tokens") or 0)
+            if usage.get("type") == "duration":  # a transcription's (OpenAI's shape)
+                seconds = usage.get("seconds")
+                if isinstance(seconds, int | float) and 0 <= seconds < 10**7:
+                    self.audio_seconds = float(seconds)
             self.usage_reported = True
 
     def relayed(self, tokens: int) -> None:
@@ -126,6 +132,8 @@ def record(
         stream=stream,
         prompt_tokens=measure.prompt_tokens,
         completion_tokens=measure.completion_tokens,
+        inputs=measure.inputs,
+        audio_seconds=measure.audio_seconds,
         ttft_ms=ttft,
         generation_ms=generation,
         duration_ms=duration,
@@ -162,6 +170,8 @@ class TileStats:
     ttft_ms: float | None = None
     requests: int = 0
     messages: int = 0
+    inputs: int = 0  # embeddings' texts in the last hour
+    audio_seconds: float = 0.0  # transcriptions' audio in the last hour
     spark: list[int] = field(default_factory=lambda: [0] * SPARK_BUCKETS)
 
     @property
@@ -210,7 +220,8 @@ class EpochMinute(Func):
 
 
 # The figures by minute: requests, messages (answered), tokens timed, generation ms, TTFT
-# sum and count; of one profile in one minute (whole minutes since the epoch, UTC).
+# sum and count, embeddings' inputs, transcriptions' audio seconds; of one profile in one
+# minute (whole minutes since the epoch, UTC).
 type Minutes = dict[int, dict[int, list[float]]]  # profile id → minute → sums
 
 HOUR_MINUTES = 60  # "the last hour": this minute and the 59 before it
@@ -242,6 +253,8 @@ def _grouped_minutes(since: datetime, up_to_id: int | None = None) -> Minutes:
             generation_ms=Sum("generation_ms"),
             ttft_sum=Sum("ttft_ms"),
             ttft_count=Count("ttft_ms"),
+            inputs=Sum("inputs"),
+            audio_seconds=Sum("audio_seconds"),
         )
         .order_by()
     )
@@ -259,11 +272,15 @@ def _add_record(
     completion_tokens: int | None,
     generation_ms: float | None,
     ttft_ms: float | None,
+    inputs: int | None = 0,
+    audio_seconds: float | None = 0.0,
 ) -> None:
     """One record into `minutes`, as `_grouped_minutes` sums it."""
     if profile_id is None:
         return
-    sums = minutes[profile_id].setdefault(minute, [0, 0, 0, 0.0, 0.0, 0])
+    sums = minutes[profile_id].setdefault(minute, [0, 0, 0, 0.0, 0.0, 0, 0, 0.0])
+    sums[6] += inputs or 0
+    sums[7] += audio_seconds or 0.0
     sums[0] += 1
     sums[1] += status == UsageRecord.Status.OK
     if generation_ms is not None:
@@ -282,12 +299,14 @@ def _tiles_from_minutes(minutes: Minutes, now: datetime) -> dict[int, TileStats]
     for profile_id, by_minute in minutes.items():
         tile = TileStats()
         tokens = generation_ms = ttft_sum = ttft_count = 0
-        for minute, (requests, messages, timed, ms, t_sum, t_count) in by_minute.items():
+        for minute, (requests, messages, timed, ms, t_sum, t_count, *units) in by_minute.items():
             age = current - minute
             if not 0 <= age < HOUR_MINUTES:  # older than the hour (or from a clock ahead)
                 continue
             tile.requests += requests
             tile.messages += messages
+            tile.inputs += int(units[0]) if units else 0
+            tile.audio_seconds += float(units[1]) if units else 0.0
             tile.spark[SPARK_BUCKETS - 1 - age // SPARK_MINUTES] += requests
             if age < RECENT_MINUTES:
                 tokens += timed
@@ -410,7 +429,8 @@ class UsageWindow:
             .annotate(epoch_minute=EpochMinute("started_at"))
             .order_by("pk")
             .values_list("pk", "started_at", "profile_id", "epoch_minute", "status",
-                         "completion_tokens", "generation_ms", "ttft_ms"),
+                         "completion_tokens", "generation_ms", "ttft_ms", "inputs",
+                         "audio_seconds"),
             params=[min(self._gaps, default=newest_id)],
         )  # fmt: skip
         changed = found = False
@@ -470,7 +490,14 @@ class Summary:
 def _finish(group: dict) -> dict:
     """A group of sums (days.add_up) as the page shows it."""
     row = {key: group[key] for key in ("day", "label") if key in group}
-    for name in ("requests", "errors", "prompt_tokens", "completion_tokens"):
+    for name in (
+        "requests",
+        "errors",
+        "prompt_tokens",
+        "completion_tokens",
+        "inputs",
+        "audio_seconds",
+    ):
         row[name] = group[name]
     count, timed, ms = group["ttft_count"], group["tokens_timed"], group["generation_ms"]
     row["avg_ttft_ms"] = group["ttft_sum_ms"] / count if count else None

@@ -64,7 +64,10 @@ def test_the_public_allow_list_is_exactly_the_login_and_status_pages():
     }
     expected_status = {"accounts:pending", "accounts:disabled"}
     # Views that take no session but an API key, checked by the gateway's decorator.
-    expected_keyed = {"v1:models", "v1:chat-completions", "v1:completions", "v1:not-found"}
+    expected_keyed = {
+        "v1:models", "v1:chat-completions", "v1:completions", "v1:embeddings",
+        "v1:audio-transcriptions", "v1:not-found",
+    }  # fmt: skip
     assert sorted(PUBLIC_VIEWS) == sorted(expected_public_views)
     assert sorted(access.PUBLIC_URL_NAMES) == sorted(expected_allauth)
     assert sorted(access.STATUS_URL_NAMES) == sorted(expected_status)

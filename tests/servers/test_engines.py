@@ -12,12 +12,13 @@ from django.urls import reverse
 from servers.forms import ServerProfileForm
 from servers.models import ServerProfile
 from servers.supervision.command import (
+    ENGINE_ENTRY,
     MLX_ENTRY,
     VLM_ENTRY,
     ServerOptions,
     build_vision_command,
-    command_for,
 )
+from servers.supervision.lifecycle import LaunchPlan, server_command
 from tests.servers.helpers import install_model
 from tests.servers.test_profiles import valid_data
 
@@ -62,17 +63,19 @@ def test_the_vision_command_runs_mlx_vlm_server_on_loopback_with_its_options(
     ]  # fmt: skip
     assert argv[10:12] == ["--max-num-seqs", "4"]
     assert argv[12:] == extra
-    assert argv == command_for("vision", PY, MODEL, options, **paths)
 
 
-def test_a_text_profile_still_runs_mlx_lm_server():
-    argv = command_for("text", PY, MODEL, ServerOptions(port=8101))
-    assert argv[1] == MLX_ENTRY
-    argv = command_for(
-        "vision", PY, MODEL, ServerOptions(port=8101, temperature=0.7),
-        draft_model_path=Path("/draft"),
-    )  # fmt: skip
+@pytest.mark.django_db
+def test_the_profiles_engine_picks_its_server(make_profile):
+    plan = LaunchPlan(model_path=MODEL, draft_model_path=Path("/draft"), adapter_path=None)
+    words = make_profile("Words", engine="text", temperature=0.7)
+    assert server_command(words, plan)[1] == MLX_ENTRY
+    eyes = make_profile("Eyes", engine="vision", temperature=0.7)
+    argv = server_command(eyes, plan)
+    assert argv[1] == VLM_ENTRY
     assert "--draft-model" not in argv and "--temp" not in argv  # not mlx_vlm options
+    vectors = make_profile("Vectors", engine="embeddings")
+    assert server_command(vectors, plan)[1:4] == [ENGINE_ENTRY, "--engine", "embeddings"]
 
 
 def test_the_form_picks_the_engine_that_fits_the_model_and_marks_text_only_fields(
@@ -82,9 +85,14 @@ def test_the_form_picks_the_engine_that_fits_the_model_and_marks_text_only_field
     assert 'name="engine"' in page
     assert '<option value="vision" selected>' in page
     assert f'"{VL}": "vision"' in page and f'"{QWEN}": "text"' in page  # the map for the JS
-    assert 'data-engines="text"' in page  # draft model, prompt cache, … (hidden for vision)
+    # Draft model, prompt cache, …: marked text-only, hidden for vision; the rest shown.
+    assert '<div class="field" id="field-draft_model_id" data-chat-only data-text-only hidden>' in (
+        page
+    )
+    assert '<div class="field" id="field-kv_bits" data-chat-only>' in page
     page = member_client.get(reverse("servers:profile-create"), {"model": QWEN}).text
     assert '<option value="text" selected>' in page
+    assert '<div class="field" id="field-draft_model_id" data-chat-only data-text-only>' in page
 
 
 def test_a_vision_profile_with_a_draft_model_is_refused(member, vl_and_text_on_disk):

@@ -41,7 +41,7 @@ def test_a_vision_server_answers_a_chat_with_an_image_streamed_or_not(
     vision_server, serve_profile, client
 ):
     serve_profile(vision_server, "Eyes", engine="vision")
-    listed = {m.id: m.model_extra["engine"] for m in client.models.list()}
+    listed = {m.id: m.model_extra["kind"] for m in client.models.list()}
     assert listed == {"eyes": "vision"}
 
     answer = client.chat.completions.create(model="eyes", messages=asking(data_url(png())))

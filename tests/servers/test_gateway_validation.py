@@ -130,7 +130,8 @@ def test_oversize_bodies_get_413(client, stopped, settings):
 
 def test_wrong_method_and_unknown_endpoints(client):
     assert_error(client.get("/v1/chat/completions"), 405, "method_not_allowed")
-    assert_error(client.get("/v1/embeddings"), 404, "unknown_url")
+    assert_error(client.get("/v1/embeddings"), 405, "method_not_allowed")
+    assert_error(client.get("/v1/images/generations"), 404, "unknown_url")
     assert Client().get("/v1/models").status_code == 401  # the key is still required
 
 

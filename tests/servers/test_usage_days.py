@@ -20,6 +20,8 @@ _AGGREGATES = {
     "errors": Count("id", filter=Q(status="error")),
     "prompt": Sum("prompt_tokens", default=0),
     "completion": Sum("completion_tokens", default=0),
+    "inputs": Sum("inputs", default=0),
+    "audio_seconds": Sum("audio_seconds", default=0.0),
     "avg_ttft_ms": Avg("ttft_ms"),
     "timed": Sum("completion_tokens", filter=Q(generation_ms__isnull=False)),
     "ms": Sum("generation_ms"),
@@ -105,7 +107,14 @@ def records(make_profile, member, make_user):
                 hours=23, minutes=30
             )
             add(alpha, member, day, completion_tokens=days_ago * 3, ttft_ms=30.0 + days_ago)
-            add(beta, other, late if late < now else day, prompt_tokens=7)
+            add(
+                beta,
+                other,
+                late if late < now else day,
+                prompt_tokens=7,
+                inputs=3,
+                audio_seconds=1.25,
+            )
             add(beta, gone, day, status="error", completion_tokens=0, ttft_ms=None,
                 generation_ms=None)  # fmt: skip
             if days_ago % 3 == 0:

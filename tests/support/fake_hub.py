@@ -65,6 +65,11 @@ TINY_REPOS: dict[str, str] = {
     "test-org/tiny-thinking": "thinking",
     "test-org/tiny-tools": "tools",
 }
+#: The tiny models of the other engines (tests/support/tiny_engines.py), served as they are.
+ENGINE_REPOS: dict[str, str] = {
+    "test-org/tiny-embed": "embed",
+    "test-org/tiny-whisper": "whisper",
+}
 #: A gated copy of the text tiny model (needs :data:`VALID_TOKEN`).
 GATED_REPO = "test-org/tiny-llama-gated"
 #: A private copy of the text tiny model (invisible without :data:`VALID_TOKEN`).
@@ -450,14 +455,20 @@ class FakeHub:
             self.add_files(entry.repo_id, entry.files, gated=entry.gated, meta=entry.meta)
 
     def add_tiny_models(self) -> dict[str, Path]:
-        """Build (or reuse) the tiny models and serve them as :data:`TINY_REPOS`, plus
-        :data:`GATED_REPO` and :data:`PRIVATE_REPO`. Returns ``{repo_id: directory}``."""
+        """Build (or reuse) the tiny models and serve them as :data:`TINY_REPOS` and
+        :data:`ENGINE_REPOS`, plus :data:`GATED_REPO` and :data:`PRIVATE_REPO`. Returns
+        ``{repo_id: directory}``."""
         from .tiny_models import tiny_model_cache
 
         served: dict[str, Path] = {}
         for repo_id, variant in TINY_REPOS.items():
             served[repo_id] = tiny_model_cache(variant)
             self.add_repo(repo_id, served[repo_id], meta={"downloads": 42, "likes": 3})
+        from .tiny_engines import tiny_engine_cache
+
+        for repo_id, name in ENGINE_REPOS.items():
+            served[repo_id] = tiny_engine_cache(name)
+            self.add_repo(repo_id, served[repo_id], meta={"downloads": 7, "likes": 1})
         served[GATED_REPO] = tiny_model_cache("text")
         self.add_repo(GATED_REPO, served[GATED_REPO], gated="manual")
         served[PRIVATE_REPO] = tiny_model_cache("text")

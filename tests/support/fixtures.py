@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from .engine_server import start_engine_server
 from .fake_hub import FakeHub
 from .mlx_server import READY_TIMEOUT, RunningServer, start_mlx_server, stop_mlx_server
 from .tiny_models import tiny_model_cache
 
 __all__ = [
     "HfEnv",
+    "embed_server",
     "fake_hub",
     "hf_env",
     "hub",
@@ -30,6 +32,7 @@ __all__ = [
     "tiny_model",
     "tiny_model_variant",
     "vision_server",
+    "whisper_server",
 ]
 
 
@@ -187,3 +190,25 @@ def mlx_server_factory(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]
                 errors.append(error)
         if errors:
             raise errors[0]
+
+
+@pytest.fixture(scope="module")
+def embed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The portal's embeddings server (servers/supervision/engine_entry.py) on the tiny BERT of
+    tiny_engines, shared by a module's tests (ready = an embedding answered)."""
+    server = start_engine_server("embed", log_path=tmp_path_factory.mktemp("embed") / "log")
+    try:
+        yield server
+    finally:
+        stop_mlx_server(server)
+
+
+@pytest.fixture(scope="module")
+def whisper_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The portal's speech-to-text server on the tiny Whisper of tiny_engines, shared by a
+    module's tests (ready = a transcription answered)."""
+    server = start_engine_server("whisper", log_path=tmp_path_factory.mktemp("whisper") / "log")
+    try:
+        yield server
+    finally:
+        stop_mlx_server(server)

@@ -48,7 +48,7 @@ from typing import Any
 
 import psutil
 
-from servers.supervision.command import MLX_ENTRY, VLM_ENTRY
+from servers.supervision.command import ENGINE_ENTRY, MLX_ENTRY, VLM_ENTRY
 
 READY_TIMEOUT = 90.0
 STOP_GRACE = 10.0
@@ -221,9 +221,14 @@ def running_mlx_server(
 def is_model_server(cmdline: Sequence[str]) -> bool:
     """Whether a process's command line is a model server: mlx_lm.server as the portal runs it
     (servers/supervision/mlx_entry.py) or as mlx_lm ships it (`python -m mlx_lm server`), or
-    mlx_vlm.server as the portal runs it (servers/supervision/vlm_entry.py)."""
-    portal = MLX_ENTRY in cmdline or VLM_ENTRY in cmdline
-    return portal or ("mlx_lm" in cmdline and "server" in cmdline)
+    mlx_vlm.server as the portal runs it (servers/supervision/vlm_entry.py), or the portal's
+    engine server (servers/supervision/engine_entry.py)."""
+    return (
+        MLX_ENTRY in cmdline
+        or VLM_ENTRY in cmdline
+        or ENGINE_ENTRY in cmdline
+        or ("mlx_lm" in cmdline and "server" in cmdline)
+    )
 
 
 def model_servers(port: int | None = None) -> list[psutil.Process]:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("servers", "0011_profile_engine"),
+        ("servers", "0012_engine_usage"),
     ]
 
     operations = [
