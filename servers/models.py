@@ -52,12 +52,16 @@ class Engine(models.TextChoices):
     SPEECH = "speech-to-text", "Speech to text"
 
 
-#: The engines whose servers chat (mlx_lm.server, mlx_vlm.server): the profile form shows a
-#: chat server's options only for them.
+#: The engines whose servers chat (mlx_lm.server, mlx_vlm.server): the chat offers only their
+#: profiles, and the profile form shows a chat server's options only for them.
 CHAT_ENGINES = frozenset({Engine.TEXT, Engine.VISION})
 
 
 class ProfileQuerySet(models.QuerySet):
+    def for_chat(self) -> ProfileQuerySet:
+        """The profiles whose engine chats (CHAT_ENGINES): the chat's picker and its form."""
+        return self.filter(engine__in=CHAT_ENGINES)
+
     def visible_to(self, user) -> ProfileQuerySet:
         """The profiles `user` may see and call (`may_see`, in SQL): for the pages, the chat
         picker and /v1/models."""

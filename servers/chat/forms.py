@@ -58,9 +58,12 @@ class ChatMessageForm(forms.Form):
     with `message` and drops everything after it."""
 
     profile = forms.ModelChoiceField(
-        queryset=ServerProfile.objects.select_related("host"),
+        queryset=ServerProfile.objects.for_chat().select_related("host"),
         to_field_name="slug",
-        error_messages={"invalid_choice": "Pick a server: that one does not exist (any more)."},
+        error_messages={
+            "invalid_choice": "Pick a server: that one does not exist (any more), or it does "
+            "not chat (embeddings, speech to text)."
+        },
     )
     conversation = forms.IntegerField(required=False, widget=forms.HiddenInput)
     message = forms.CharField(required=False, strip=True, max_length=200_000,
@@ -91,8 +94,8 @@ class ChatMessageForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.user = user
         if user is not None:  # a profile of another team is not there for them
-            self.fields["profile"].queryset = ServerProfile.objects.visible_to(user).select_related(
-                "host"
+            self.fields["profile"].queryset = (
+                ServerProfile.objects.visible_to(user).for_chat().select_related("host")
             )
 
     def clean_conversation(self) -> Conversation | None:

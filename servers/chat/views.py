@@ -43,9 +43,12 @@ _IMAGES_SHOWN = Prefetch("images", queryset=MessageImage.objects.defer("data", "
 
 
 def _profiles(user):
-    """The servers `user` may talk to (servers.models.may_see)."""
+    """The servers `user` may talk to (servers.models.may_see) that chat (`for_chat`)."""
     return (
-        ServerProfile.objects.visible_to(user).select_related("instance", "host").order_by("name")
+        ServerProfile.objects.visible_to(user)
+        .for_chat()
+        .select_related("instance", "host")
+        .order_by("name")
     )
 
 
