@@ -23,8 +23,9 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     from django.conf import settings
 
     Path(settings.DATA_DIR).mkdir(parents=True, exist_ok=True)
-    # A second suite beside this one (`make test` runs the escaping walk so) needs a test
-    # database of its own: on PostgreSQL the default name would be the same.
+    # A second suite beside this one (another worktree's, on the same PostgreSQL) needs test
+    # databases of its own: pytest-django's name (with `_gwN` in a pytest-xdist worker) would
+    # be the same.
     if suffix := os.environ.get("MLX_PORTAL_TEST_DB_SUFFIX"):
         db = settings.DATABASES["default"]
         test = db.setdefault("TEST", {})
