@@ -116,13 +116,14 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_DATA_DIR ?= $(CURDIR)/var/test
 # The whole suite runs in TEST_WORKERS pytest-xdist workers: most tests wait on real servers,
 # browsers and workers, and the escaping walk (~3 minutes of CPU) is one worker's load among
-# others. --dist loadfile keeps each file in one worker, so a module's model server starts once.
+# others. --dist loadfile keeps each file in one worker, so a module's model server starts once;
+# the files with slow tests are handed out first (tests/conftest.py), the short ones fill the end.
 # Worker gwN owns Redis database 15-N (gw0 15, gw1 14, gw2 13: counted down from
 # TEST_REDIS_URL's), the data directory var/test/gwN, the test database test_…_gwN and a slice
 # of the model servers' ports (config/test_workers.py; tests/README.md).
 # With PYTEST_ARGS (the fast path), one process runs what it names (add -n 2 for workers).
 TEST_WORKERS ?= 3
-PYTEST_ALL := -n $(TEST_WORKERS) --dist loadfile
+PYTEST_ALL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: venv browser front node
 	@REDIS_URL="$(TEST_REDIS_URL)" $(PY) -m config.redis_check || { echo "The tests need Redis at $(TEST_REDIS_URL)."; exit 1; }
 	REDIS_URL="$(TEST_REDIS_URL)" MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" CHROMIUM="$(CHROMIUM)" \

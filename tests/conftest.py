@@ -15,6 +15,17 @@ pytest_plugins = ["tests.support.fixtures"]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 
+def pytest_collection_modifyitems(items):
+    """The files with a slow or browser test (real processes: seconds to minutes each) run
+    first, the rest after them in their usual order. `make test`'s pytest-xdist workers take
+    files in this order (`--no-loadscope-reorder`), so the long ones start early and the many
+    short ones fill the workers' ends, instead of a long file starting last and ending the run
+    alone."""
+    long_files = {item.path for item in items if item.get_closest_marker("slow")}
+    long_files |= {item.path for item in items if item.get_closest_marker("browser")}
+    items.sort(key=lambda item: item.path not in long_files)  # stable: same order within each
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     """pytest-django's hook before it creates the test database: the data directory exists
