@@ -110,32 +110,24 @@ front:
 	    echo "nginx is not installed: the front's tests are skipped (macOS: brew install nginx)."; \
 	  fi; }
 
-# The suite uses its own Redis database (15) and data directory so it never touches `make run`'s.
-# Both can be overridden to run two suites side by side (another Redis database, another folder).
+# The suite uses its own Redis databases and data directory so it never touches `make run`'s
+# (database 0, ./var). Both can be overridden to run two suites side by side.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 TEST_DATA_DIR ?= $(CURDIR)/var/test
-# The whole suite runs as two processes side by side: the escaping walk (rendering every page
-# thousands of times: ~3 minutes of CPU) and everything else (mostly waiting on real servers,
-# browsers and workers), each with its own Redis database, data directory and test database.
-# With PYTEST_ARGS (the fast path), one process runs what it names.
-TEST_WALK_REDIS_URL ?= redis://127.0.0.1:6379/13
-WALK := tests/accounts/test_escaping.py
+# The whole suite runs in TEST_WORKERS pytest-xdist workers: most tests wait on real servers,
+# browsers and workers, and the escaping walk (~3 minutes of CPU) is one worker's load among
+# others. --dist loadfile keeps each file in one worker, so a module's model server starts once;
+# the files with slow tests are handed out first (tests/conftest.py), the short ones fill the end.
+# Worker gwN owns Redis database 15-N (gw0 15, gw1 14, gw2 13: counted down from
+# TEST_REDIS_URL's), the data directory var/test/gwN, the test database test_…_gwN and a slice
+# of the model servers' ports (config/test_workers.py; tests/README.md).
+# With PYTEST_ARGS (the fast path), one process runs what it names (add -n 2 for workers).
+TEST_WORKERS ?= 3
+PYTEST_ALL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: venv browser front node
 	@REDIS_URL="$(TEST_REDIS_URL)" $(PY) -m config.redis_check || { echo "The tests need Redis at $(TEST_REDIS_URL)."; exit 1; }
-	@if [ -n "$(PYTEST_ARGS)" ]; then \
-	  REDIS_URL="$(TEST_REDIS_URL)" MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" CHROMIUM="$(CHROMIUM)" \
-	    $(PY) -m pytest $(PYTEST_ARGS); \
-	else \
-	  mkdir -p "$(TEST_DATA_DIR)"; \
-	  REDIS_URL="$(TEST_WALK_REDIS_URL)" MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)-walk" \
-	    MLX_PORTAL_TEST_DB_SUFFIX=walk $(PY) -m pytest -p no:cacheprovider $(WALK) \
-	    > "$(TEST_DATA_DIR)/walk.log" 2>&1 & walk=$$!; \
-	  REDIS_URL="$(TEST_REDIS_URL)" MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" CHROMIUM="$(CHROMIUM)" \
-	    $(PY) -m pytest --ignore=$(WALK); rest=$$?; \
-	  wait $$walk; walked=$$?; \
-	  echo "--- $(WALK), run beside the rest:"; tail -n 25 "$(TEST_DATA_DIR)/walk.log"; \
-	  [ $$rest -eq 0 ] && [ $$walked -eq 0 ]; \
-	fi
+	REDIS_URL="$(TEST_REDIS_URL)" MLX_PORTAL_DATA_DIR="$(TEST_DATA_DIR)" CHROMIUM="$(CHROMIUM)" \
+	  $(PY) -m pytest $(or $(PYTEST_ARGS),$(PYTEST_ALL))
 	@$(MAKE) --no-print-directory lint
 
 # Seconds once mypy's cache is warm. The layering contracts are in .importlinter, mypy's files in

@@ -15,6 +15,17 @@ pytest_plugins = ["tests.support.fixtures"]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 
+def pytest_collection_modifyitems(items):
+    """The files with a slow or browser test (real processes: seconds to minutes each) run
+    first, the rest after them in their usual order. `make test`'s pytest-xdist workers take
+    files in this order (`--no-loadscope-reorder`), so the long ones start early and the many
+    short ones fill the workers' ends, instead of a long file starting last and ending the run
+    alone."""
+    long_files = {item.path for item in items if item.get_closest_marker("slow")}
+    long_files |= {item.path for item in items if item.get_closest_marker("browser")}
+    items.sort(key=lambda item: item.path not in long_files)  # stable: same order within each
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     """pytest-django's hook before it creates the test database: the data directory exists
@@ -23,8 +34,9 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     from django.conf import settings
 
     Path(settings.DATA_DIR).mkdir(parents=True, exist_ok=True)
-    # A second suite beside this one (`make test` runs the escaping walk so) needs a test
-    # database of its own: on PostgreSQL the default name would be the same.
+    # A second suite beside this one (another worktree's, on the same PostgreSQL) needs test
+    # databases of its own: pytest-django's name (with `_gwN` in a pytest-xdist worker) would
+    # be the same.
     if suffix := os.environ.get("MLX_PORTAL_TEST_DB_SUFFIX"):
         db = settings.DATABASES["default"]
         test = db.setdefault("TEST", {})

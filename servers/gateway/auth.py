@@ -31,14 +31,19 @@ from accounts.api_keys import (
 )
 from accounts.models import ApiKey
 from common.client_address import client_address
+from servers.gateway.dialects import anthropic_error
 from servers.gateway.errors import GatewayError
 
 View = Callable[..., HttpResponseBase]
 
 
-def authenticate(request: HttpRequest) -> ApiKey:
-    """The live API key the request carries, or GatewayError (401, 403 or 429) saying why not."""
+def authenticate(request: HttpRequest, *, x_api_key: bool = False) -> ApiKey:
+    """The live API key the request carries, or GatewayError (401, 403 or 429) saying why not.
+    With `x_api_key`, a request without `Authorization` may carry the key as `x-api-key`
+    (Anthropic's header), checked exactly as a Bearer token."""
     header = request.headers.get("Authorization")
+    if header is None and x_api_key and (key := request.headers.get("x-api-key")) is not None:
+        header = f"Bearer {key}"
     api_key = find_api_key(header)
     if api_key is not None:
         return api_key
@@ -69,13 +74,24 @@ def authenticate(request: HttpRequest) -> ApiKey:
 
 def api_key_required(view: View) -> View:
     """Answer the request only with a live API key of an approved user (see the module)."""
+    return _keyed(view)
 
+
+def anthropic_key_required(view: View) -> View:
+    """`api_key_required` for Anthropic's clients: the key as `x-api-key` too, refusals in
+    Anthropic's error shape."""
+    return _keyed(view, x_api_key=True, shape=anthropic_error)
+
+
+def _keyed(
+    view: View, *, x_api_key: bool = False, shape: Callable[[GatewayError], dict] | None = None
+) -> View:
     @functools.wraps(view)
     def keyed(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponseBase:
         try:
-            api_key = authenticate(request)
+            api_key = authenticate(request, x_api_key=x_api_key)
         except GatewayError as error:
-            return error.response()
+            return error.response(shape)
         request.user = api_key.user
         request.api_key = api_key  # type: ignore[attr-defined]  # read with request_key()
         return view(request, *args, **kwargs)

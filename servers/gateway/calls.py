@@ -227,12 +227,15 @@ class Call:
         *,
         limits: UserLimits = NO_LIMITS,
         client_socket: socket.socket | None = None,
+        recorded_as: str | None = None,
     ):
         self.caller, self.profile, self.endpoint, self.body = caller, profile, endpoint, body
         self.limits = limits
         self.client_socket = client_socket
         stream = bool(isinstance(body, dict) and body.get("stream"))
-        self._record = recorder(caller, profile, endpoint, stream)
+        # The endpoint the client called (a dialect's, such as "messages", is sent as chat
+        # completions: servers/gateway/dialects.py).
+        self._record = recorder(caller, profile, recorded_as or endpoint, stream)
         self.measure = Measure()
         self.ticket: admission.Ticket | None = None
         self.upstream_body: dict = {}
@@ -329,6 +332,7 @@ def start(
     limits: UserLimits = NO_LIMITS,
     start_timeout: float | None = None,
     client_socket: socket.socket | None = None,
+    recorded_as: str | None = None,
 ) -> tuple[Relay, dict]:
     """Validate `body`, wait for a turn, reach the profile's server and send it: `Call` for a
     caller that shows nothing while it waits. Returns (relay, upstream body).
@@ -337,8 +341,11 @@ def start(
     watched while the request waits and while the server is silent: a client that leaves ends
     the request (ClientGone), and the server stops working on it.
     Raises GatewayError or ClientGone after recording it. The caller closes the relay (which
-    records).
+    records, as `recorded_as` when the client called another endpoint than `endpoint`).
     """
-    call = Call(caller, profile, endpoint, body, limits=limits, client_socket=client_socket)
+    call = Call(
+        caller, profile, endpoint, body,
+        limits=limits, client_socket=client_socket, recorded_as=recorded_as,
+    )  # fmt: skip
     call.wait_turn()
     return call.send(start_timeout)

@@ -4,6 +4,7 @@ becomes (a model server's own text is logged, never forwarded). See docs/gateway
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from django.http import JsonResponse
 
@@ -56,15 +57,17 @@ class GatewayError(Exception):
             }
         }
 
-    def response(self) -> JsonResponse:
-        """The answer: this error as JSON with its status; `Retry-After` on a 503, and
+    def response(self, shape: Callable[[GatewayError], dict] | None = None) -> JsonResponse:
+        """The answer: this error as JSON with its status (OpenAI's shape, or what `shape`
+        makes of it: Anthropic's, servers/gateway/dialects.py); `Retry-After` on a 503, and
         `WWW-Authenticate` on a 401, unless the error says otherwise."""
         headers = dict(self.headers)
         if self.status == 503:
             headers.setdefault("Retry-After", "5")
         if self.status == 401:
             headers.setdefault("WWW-Authenticate", 'Bearer realm="mlx-portal"')
-        return JsonResponse(self.as_dict(), status=self.status, headers=headers)
+        body = self.as_dict() if shape is None else shape(self)
+        return JsonResponse(body, status=self.status, headers=headers)
 
 
 def upstream_error(status: int, name: str, text: str = "") -> GatewayError:

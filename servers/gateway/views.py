@@ -1,5 +1,7 @@
-"""The gateway's endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`,
-`/v1/embeddings`, `/v1/audio/transcriptions` (their fields: `engines`), the OpenAPI
+"""The gateway's endpoints: `/v1/models` (and `/v1/models/<id>`), `/v1/chat/completions`,
+`/v1/completions`, `/v1/embeddings`, `/v1/audio/transcriptions` (their fields: `engines`),
+Anthropic's `/v1/messages` (and `/v1/messages/count_tokens`) and OpenAI's `/v1/responses`
+(translated to chat completions: servers/gateway/dialects.py), the OpenAPI
 description, and the hop another host's web tier calls (`/internal/hop/<slug>/v1/<endpoint>`).
 
 Each keyed view wears `auth.api_key_required` (the request's key is checked before it runs);
@@ -13,6 +15,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from itertools import chain
 
 import httpx
 from django.conf import settings
@@ -21,13 +24,14 @@ from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.access import public
+from accounts.models import User
 from accounts.teams import membership
-from servers.gateway import calls, engines, hop, openapi, routing
-from servers.gateway.auth import api_key_required, request_key
+from servers.gateway import calls, dialects, engines, hop, openapi, routing
+from servers.gateway.auth import anthropic_key_required, api_key_required, request_key
 from servers.gateway.errors import GatewayError
 from servers.gateway.relay import STREAM_HEADERS, Relay, sse
 from servers.gateway.transport import ClientGone, client_socket, send
-from servers.models import Route, ServerProfile, UsageRecord
+from servers.models import Engine, Route, ServerProfile, UsageRecord
 from servers.supervision import lifecycle
 from servers.usage.records import Caller
 
@@ -67,11 +71,13 @@ def read_json(request: HttpRequest, limit: int | None = None) -> object:
         ) from None
 
 
-def _method_not_allowed(allowed: str) -> JsonResponse:
+def _method_not_allowed(
+    allowed: str, shape: Callable[[GatewayError], dict] | None = None
+) -> JsonResponse:
     return GatewayError(
         f"Use {allowed} for this endpoint.", 405, code="method_not_allowed",
         headers={"Allow": allowed},
-    ).response()  # fmt: skip
+    ).response(shape)  # fmt: skip
 
 
 @api_key_required
@@ -80,7 +86,28 @@ def models(request: HttpRequest) -> JsonResponse:
     (id = profile slug), then the routes (id = the route's name) with a member they may call."""
     if request.method != "GET":
         return _method_not_allowed("GET")
-    user = request_key(request).user
+    return JsonResponse({"object": "list", "data": model_objects(request_key(request).user)})
+
+
+@api_key_required
+def model_detail(request: HttpRequest, model: str) -> JsonResponse:
+    """One entry of `models` (the same object), or 404 in OpenAI's shape for an id the caller
+    does not see there — unknown or hidden alike."""
+    if request.method != "GET":
+        return _method_not_allowed("GET")
+    for found in model_objects(request_key(request).user):
+        if found["id"] == model:
+            return JsonResponse(found)
+    return GatewayError(
+        f"The model '{model[:80]}' does not exist. Use an id from GET /v1/models.",
+        404,
+        param="model",
+        code="model_not_found",
+    ).response()
+
+
+def model_objects(user: User) -> list[dict]:
+    """The models `user` may call, as GET /v1/models lists them."""
     profiles = (
         ServerProfile.objects.visible_to(user)
         .select_related("instance", "owner", "host")
@@ -126,7 +153,7 @@ def models(request: HttpRequest) -> JsonResponse:
                 "on_demand": any(p.allow_on_demand for p in members),
             }
         )
-    return JsonResponse({"object": "list", "data": data})
+    return data
 
 
 def template_kwargs(profile: ServerProfile) -> list[str] | None:
@@ -319,6 +346,160 @@ def model_kind(profile: ServerProfile) -> str:
     return profile.engine
 
 
+# --- other APIs: Anthropic's Messages, OpenAI's Responses -----------------------------------------
+
+
+class DialectStream:
+    """The body of a streamed answer in another API's dialect: the upstream chunks translated
+    event by event (`dialects.MessageEvents`, `dialects.ResponseEvents`), recorded when the
+    response is closed (as `ApiStream`)."""
+
+    def __init__(self, relay: Relay, state: dialects.MessageEvents | dialects.ResponseEvents):
+        self.relay, self.state = relay, state
+        self.status = UsageRecord.Status.CANCELLED  # unless the stream ends: the client left
+        self._held: list = []
+        self._events: Iterator | None = None
+
+    def prime(self) -> None:
+        """Read upstream up to its first chunk (for at most PRIME_SECONDS) before the response
+        starts: a GatewayError then lets a route try its next member."""
+        self._events = self.relay.events()
+        deadline = time.monotonic() + PRIME_SECONDS
+        for event in self._events:
+            self._held.append(event)
+            if event.data is not None or event.done or time.monotonic() > deadline:
+                break
+
+    def __iter__(self) -> Iterator[bytes]:
+        rest = self._events if self._events is not None else self.relay.events()
+        events = chain(self._held, rest)
+        try:
+            yield self.state.start()
+            for event in events:
+                if event.done:
+                    break
+                if event.data is None:
+                    yield b": keepalive\n\n"
+                    continue
+                if out := self.state.chunk(event.data):
+                    yield out
+                    self.relay.measure.relayed(int(event.token))
+            yield self.state.end()
+            self.status = UsageRecord.Status.OK
+        except ClientGone:
+            return
+        except GatewayError as error:
+            self.relay.measure.fail(error)
+            self.status = UsageRecord.Status.ERROR
+            yield self.state.error(error)
+
+    def close(self) -> None:
+        self.relay.close(self.status)
+
+
+def _translated(request: HttpRequest, dialect: dialects.Dialect) -> HttpResponseBase:
+    """A request of another API (`dialect`), sent as chat completions: resolved, limited,
+    queued, routed and recorded exactly as `_complete` does, its answer translated back."""
+    shape = dialect.error
+    if request.method != "POST":
+        return _method_not_allowed("POST", shape)
+    api_key = request_key(request)
+    member = membership(api_key.user)
+    try:
+        translated = dialect.request(read_json(request))
+        target = routing.resolve(translated.body["model"], api_key.user, member.group_ids)
+        profiles = _able(target.profiles, translated)
+    except GatewayError as error:
+        return error.response(shape)
+    caller = Caller(api_key.user, UsageRecord.Source.API, api_key)
+    if target.route is not None:
+        caller = replace(caller, route=target.route.name)
+    model_name = target.route.name if target.route is not None else profiles[0].slug
+    last = len(profiles) - 1
+    for index, profile in enumerate(profiles):
+        retry = index < last  # a route's member that fails before any byte: the next one
+        try:
+            relay, upstream_body = calls.start(
+                caller, profile, "chat/completions", translated.body,
+                limits=member.limits, client_socket=client_socket(request),
+                recorded_as=dialect.endpoint,
+            )  # fmt: skip
+        except GatewayError as error:
+            if retry and error.code in routing.RETRY_CODES:
+                continue
+            return error.response(shape)
+        except ClientGone:
+            return HttpResponse(status=CLIENT_CLOSED_REQUEST)
+        if not upstream_body["stream"]:
+            status = UsageRecord.Status.ERROR
+            try:
+                data = relay.json()
+                status = UsageRecord.Status.OK
+            except GatewayError as error:
+                relay.measure.fail(error)
+                if retry and error.code in routing.RETRY_CODES:
+                    continue
+                return error.response(shape)
+            except ClientGone:
+                status = UsageRecord.Status.CANCELLED
+                return HttpResponse(status=CLIENT_CLOSED_REQUEST)
+            finally:
+                relay.close(status)
+            if dialect.answer is None:  # counting tokens
+                return JsonResponse({"input_tokens": relay.measure.prompt_tokens})
+            return JsonResponse(dialect.answer(data, model_name, translated.echo))
+        stream = DialectStream(relay, dialect.events(model_name, translated.echo))
+        if retry:
+            try:
+                stream.prime()
+            except GatewayError as error:
+                relay.measure.fail(error)
+                relay.close(UsageRecord.Status.ERROR)
+                if error.code in routing.RETRY_CODES:
+                    continue
+                return error.response(shape)
+            except ClientGone:
+                relay.close(UsageRecord.Status.CANCELLED)
+                return HttpResponse(status=CLIENT_CLOSED_REQUEST)
+        return StreamingHttpResponse(
+            stream, content_type="text/event-stream", headers=STREAM_HEADERS
+        )
+    raise AssertionError("unreachable: the last member returns")  # pragma: no cover
+
+
+def _able(profiles: list[ServerProfile], translated: dialects.Translated) -> list[ServerProfile]:
+    """The `profiles` that can answer the request: for images, the vision servers only."""
+    if not translated.images:
+        return profiles
+    vision = [p for p in profiles if p.engine == Engine.VISION]
+    if not vision:
+        raise GatewayError(
+            f"'{profiles[0].slug}' is not a vision server (its engine is "
+            f"{profiles[0].engine}): only a profile with the vision engine takes images. Send "
+            "text, or pick a vision model's profile.",
+            param="messages",
+            code="unsupported_content",
+        )
+    return vision
+
+
+@anthropic_key_required
+def messages(request: HttpRequest) -> HttpResponseBase:
+    return _translated(request, dialects.MESSAGES)
+
+
+@anthropic_key_required
+def count_tokens(request: HttpRequest) -> HttpResponseBase:
+    """The prompt's tokens, counted by the model server itself (its chat template and tokenizer:
+    a one-token request), so the web tier loads no tokenizer."""
+    return _translated(request, dialects.COUNT_TOKENS)
+
+
+@api_key_required
+def responses(request: HttpRequest) -> HttpResponseBase:
+    return _translated(request, dialects.RESPONSES_DIALECT)
+
+
 @public  # the description holds no secret, and API clients read it before they have a key
 @csrf_exempt  # no session is involved, and any method but GET gets its 405
 def openapi_description(request: HttpRequest) -> JsonResponse:
@@ -333,8 +514,8 @@ def openapi_description(request: HttpRequest) -> JsonResponse:
 def not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
     return GatewayError(
         f"Unknown endpoint {request.path}. This gateway serves /v1/models, "
-        "/v1/chat/completions, /v1/completions, /v1/embeddings and /v1/audio/transcriptions "
-        "(described at /v1/openapi.json).",
+        "/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/audio/transcriptions, "
+        "/v1/messages and /v1/responses (described at /v1/openapi.json).",
         404,
         code="unknown_url",
     ).response()

@@ -434,6 +434,17 @@ def _call_rule(index: int, function: dict, tool_format: ToolFormat) -> tuple[str
     return call, f"args_{index}: {arguments}"
 
 
+def constrains(body: dict) -> bool:
+    """Whether a chat completion asks for a constrained reply (`output_grammar` would give a
+    grammar for some tool format): the tokenizer is looked at only then, so a free request to a
+    model that failed to load still reaches mlx_lm and gets its error."""
+    tools = body.get("tools") if body.get("tool_choice") != "none" else None
+    return (
+        _response_rule(body.get("response_format")) is not None
+        or _called_tools(tools, body.get("tool_choice", "auto")) is not None
+    )
+
+
 def output_grammar(body: dict, tool_format: ToolFormat | None) -> str | None:
     """The Lark grammar (llguidance's dialect) a chat completion's reply must match, or None
     when nothing constrains it. Refused (400) for what cannot be constrained as asked.
@@ -545,6 +556,8 @@ def constrain_output(server_module, *, llguidance, mx, np) -> bool:
         return ToolFormat(atom(tokenizer, llg, start), atom(tokenizer, llg, end))
 
     def processor_for(self, body: dict):
+        if not constrains(body):
+            return None
         tokenizer = self.model_provider.tokenizer
         if tokenizer is None:
             raise Refused("The model is still loading; try again in a moment.", "model",

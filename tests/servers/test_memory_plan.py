@@ -65,7 +65,7 @@ def test_under_refuse_a_second_start_is_refused_naming_what_uses_the_memory(
 
 
 def test_under_evict_idle_the_idle_server_is_stopped_to_make_room_but_never_one_in_flight(
-    first_running, make_profile, served_model, member, member_client
+    first_running, make_profile, served_model, member, member_client, server_reaper
 ):
     Host.objects.filter(pk=first_running.host_id).update(
         memory_policy=Host.MemoryPolicy.EVICT_IDLE, evict_idle_minutes=0
@@ -87,6 +87,7 @@ def test_under_evict_idle_the_idle_server_is_stopped_to_make_room_but_never_one_
         lambda: (second_instance.refresh_from_db(), second_instance.state)[1] == State.RUNNING,
         120, what="Second running",
     )  # fmt: skip
+    server_reaper((second_instance.pid, second_instance.process_create_time))  # not left running
     first = first_running.instance
     first.refresh_from_db()
     assert first.state == State.STOPPED

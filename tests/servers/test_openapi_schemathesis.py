@@ -55,6 +55,10 @@ def test_the_description_is_valid_openapi_3_1_that_schemathesis_loads():
         ("POST", "/completions"),
         ("POST", "/embeddings"),
         ("POST", "/audio/transcriptions"),
+        ("GET", "/models/{model}"),
+        ("POST", "/messages"),
+        ("POST", "/messages/count_tokens"),
+        ("POST", "/responses"),
         ("GET", "/openapi.json"),
     }
 
@@ -68,7 +72,8 @@ def test_every_v1_route_of_the_url_conf_is_described():
     resolver = get_resolver()
     (v1,) = [p for p in resolver.url_patterns if getattr(p, "namespace", None) == "v1"]
     routes = {
-        "/v1/" + str(pattern.pattern)
+        # Django's <path:model> is OpenAPI's {model}.
+        "/v1/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(pattern.pattern))
         for pattern in v1.url_patterns
         if isinstance(pattern, URLPattern) and pattern.name != "not-found"
     }
@@ -205,7 +210,7 @@ def before_call(context, case, kwargs) -> None:
         body["model"] = ENGINE_PROFILES.get(case.operation.path, PROFILE).lower()
     # The profile's cap (8) is a setting the description cannot state: a larger max_tokens is a
     # 400 max_tokens_too_large (tests/servers/test_gateway_validation.py), so ask for at most it.
-    for name in ("max_tokens", "max_completion_tokens"):
+    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         value = body.get(name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 8:
             body[name] = 8
@@ -250,6 +255,7 @@ def _keep_structured_output_answerable(body: dict) -> None:
                 function["parameters"] = ANY_OBJECT
             if isinstance(function.get("name"), str):
                 names.append(function["name"])
+    _keep_dialects_answerable(body)
     choice = body.get("tool_choice")
     named = isinstance(choice, dict) and isinstance(choice.get("function"), dict)
     plain = [n for n in names if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", n)]
@@ -257,3 +263,31 @@ def _keep_structured_output_answerable(body: dict) -> None:
         choice["function"]["name"] = plain[0]
     if (named or choice == "required") and (not plain or len(plain) < len(tools)):
         body.pop("tool_choice")
+
+
+def _keep_dialects_answerable(body: dict) -> None:
+    """The same for Anthropic's and the Responses shapes (servers/gateway/dialects.py): their
+    schemas made compilable, a named tool one of `tools`, a forced call only with tools."""
+    for holder in (body.get("output_config"), body.get("text")):
+        fmt = holder.get("format") if isinstance(holder, dict) else None
+        if isinstance(fmt, dict) and "schema" in fmt:
+            fmt["schema"] = ANY_OBJECT
+    tools = body.get("tools") if isinstance(body.get("tools"), list) else []
+    names = []
+    for tool in tools:
+        if isinstance(tool, dict) and "function" not in tool:
+            for key in ("input_schema", "parameters"):
+                if key in tool:
+                    tool[key] = ANY_OBJECT
+            if isinstance(tool.get("name"), str):
+                names.append(tool["name"])
+    choice = body.get("tool_choice")
+    if not isinstance(choice, dict | str) or (isinstance(choice, dict) and "function" in choice):
+        return
+    forced = choice in ("required",) or (
+        isinstance(choice, dict) and choice.get("type") in ("any", "tool", "function")
+    )
+    if forced and (not names or len(names) < len(tools)):
+        body.pop("tool_choice")
+    elif isinstance(choice, dict) and "name" in choice and names:
+        choice["name"] = names[0]

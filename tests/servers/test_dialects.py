@@ -1,0 +1,321 @@
+"""Anthropic Messages and OpenAI Responses translated to and from chat completions
+(servers/gateway/dialects.py): pure work, in tables. The live SDK tests are in
+test_gateway_dialects.py; here the SDKs' own stream accumulators read what the translation makes
+of a streamed tool call shaped exactly as mlx_lm.server streams one (the tiny models only call a
+tool when constrained decoding forces them to)."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import httpx
+import httpx2  # the anthropic SDK's own copy of httpx
+import openai
+import pytest
+
+from servers.gateway import dialects
+from servers.gateway.errors import GatewayError
+
+HI = [{"role": "user", "content": "Hi"}]
+TOOL = {"name": "get_weather", "input_schema": {"type": "object"}}
+
+
+def messages(**fields) -> dict:
+    return dialects.messages_request(
+        {"model": "tiny", "max_tokens": 8, "messages": HI, **fields}
+    ).body
+
+
+def responses(**fields) -> dict:
+    return dialects.responses_request({"model": "tiny", "input": "Hi", **fields}).body
+
+
+# --- Anthropic requests -------------------------------------------------------------------------
+
+
+def test_a_messages_request_becomes_chat_completions():
+    body = messages(
+        system=[{"type": "text", "text": "A"}, {"type": "text", "text": "B"}],
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "Weather?"}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "hm", "signature": "x"},
+                {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "Paris"}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": "Sunny"},
+                {"type": "tool_result", "tool_use_id": "t2", "is_error": True,
+                 "content": [{"type": "text", "text": "boom"}]},
+            ]},
+        ],
+        stop_sequences=["END"], temperature=0.5, top_p=0.9, top_k=4, stream=True,
+        tools=[TOOL], tool_choice={"type": "tool", "name": "get_weather"},
+        metadata={"user_id": "u"}, thinking={"type": "disabled"},
+    )  # fmt: skip
+    assert body == {
+        "model": "tiny",
+        "messages": [
+            {"role": "system", "content": "A\n\nB"},
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "t1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+            {"role": "tool", "tool_call_id": "t1", "content": "Sunny"},
+            {"role": "tool", "tool_call_id": "t2", "content": "Error: boom"},
+        ],
+        "max_tokens": 8, "stream": True, "temperature": 0.5, "top_p": 0.9, "top_k": 4,
+        "stop": ["END"],
+        "tools": [{"type": "function", "function": {"name": "get_weather",
+                                                    "parameters": {"type": "object"}}}],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "chat_template_kwargs": {"enable_thinking": False},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [({"type": "auto"}, "auto"), ({"type": "any"}, "required"), ({"type": "none"}, "none")],
+)
+def test_anthropic_tool_choices_map_to_openais(choice, expected):
+    assert messages(tools=[TOOL], tool_choice=choice)["tool_choice"] == expected
+
+
+def test_structured_output_and_images_translate():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    body = messages(output_config={"format": {"type": "json_schema", "schema": schema}})
+    assert body["response_format"] == {
+        "type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}
+    }  # fmt: skip
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": "iVBORw0KGgo="}}  # fmt: skip
+    translated = dialects.messages_request(
+        {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": [image]}]}
+    )
+    assert translated.images
+    assert translated.body["messages"][0]["content"] == [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    ]
+
+
+def test_count_tokens_asks_for_one_token_and_refuses_generation_fields():
+    body = dialects.messages_request({"model": "m", "messages": HI}, counting=True).body
+    assert body["max_tokens"] == 1 and "stream" not in body
+    with pytest.raises(GatewayError, match="Unknown field 'max_tokens'"):
+        dialects.messages_request({"model": "m", "messages": HI, "max_tokens": 5}, counting=True)
+
+
+URL_IMAGE = {"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "words"),
+    [
+        ({"max_tokens": None}, "max_tokens", "required"),
+        ({"max_tokens": 0}, "max_tokens", "from 1"),
+        ({"max_tokens": True}, "max_tokens", "an integer"),
+        ({"temperature": 1.5}, "temperature", "from 0 to 1"),
+        ({"top_k": -1}, "top_k", "from 0"),
+        ({"colour": "red"}, "colour", "Unknown field"),
+        ({"messages": []}, "messages", "at least one"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role", "user or"),
+        ({"messages": [{"role": "user", "content": [URL_IMAGE]}]}, "messages[0].content[0].source",
+         "never fetches"),
+        ({"messages": [{"role": "assistant", "content": [{"type": "tool_result"}]}]},
+         "messages[0].content[0]", "cannot hold"),
+        ({"messages": [{"role": "user", "content": [{"type": "image", "source": {
+            "type": "base64", "media_type": "image/svg+xml", "data": "AA=="}}]}]},
+         "messages[0].content[0]", "image of type"),
+        ({"stop_sequences": ["a", "b", "c", "d", "e"]}, "stop_sequences", "at most 4"),
+        ({"stop_sequences": [""]}, "stop_sequences", "empty"),
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]",
+         "server tool"),
+        ({"tools": [{"name": "no spaces", "input_schema": {}}]}, "tools[0].name", "letters"),
+        ({"tool_choice": {"type": "some"}}, "tool_choice", "auto, any"),
+        ({"output_config": {"format": {"type": "regex"}}}, "output_config", "json_schema"),
+        ({"system": [{"type": "image"}]}, "system", "text block"),
+    ],
+)  # fmt: skip
+def test_anthropic_refusals_name_the_field(fields, param, words):
+    body = {"model": "tiny", "max_tokens": 8, "messages": HI, **fields}
+    with pytest.raises(GatewayError, match=words) as refused:
+        dialects.messages_request({k: v for k, v in body.items() if v is not None})
+    assert refused.value.status == 400 and refused.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(400, "invalid_request_error"), (401, "authentication_error"), (403, "permission_error"),
+     (404, "not_found_error"), (413, "request_too_large"), (429, "rate_limit_error"),
+     (502, "api_error"), (503, "overloaded_error"), (504, "api_error")],
+)  # fmt: skip
+def test_errors_take_anthropics_types(status, kind):
+    error = GatewayError("Something is wrong here.", status)
+    assert dialects.anthropic_error(error) == {
+        "type": "error", "error": {"type": kind, "message": "Something is wrong here."}
+    }  # fmt: skip
+
+
+# --- Responses requests -------------------------------------------------------------------------
+
+
+def test_a_responses_request_becomes_chat_completions():
+    body = responses(
+        instructions="Be kind.",
+        input=[
+            {"role": "developer", "content": "Short."},
+            {"role": "user", "content": [{"type": "input_text", "text": "Weather?"}]},
+            {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "get_weather", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "Sunny"},
+            {"type": "reasoning", "summary": []},
+        ],
+        max_output_tokens=16, temperature=1.5, top_p=0.5, store=True, user="u",
+        tools=[{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+        tool_choice={"type": "function", "name": "get_weather"},
+        text={"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"},
+                         "strict": True}},
+    )  # fmt: skip
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    assert body == {
+        "model": "tiny",
+        "messages": [
+            {"role": "system", "content": "Be kind."},
+            {"role": "developer", "content": "Short."},
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "",
+             "tool_calls": [{"id": "c1", **call}, {"id": "c2", **call}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "Sunny"},
+        ],
+        "stream": False, "max_tokens": 16, "temperature": 1.5, "top_p": 0.5,
+        "tools": [{"type": "function", "function": {"name": "get_weather",
+                                                    "parameters": {"type": "object"}}}],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "response_format": {"type": "json_schema", "json_schema": {
+            "name": "w", "schema": {"type": "object"}, "strict": True}},
+    }  # fmt: skip
+    assert responses(text={"format": {"type": "json_object"}})["response_format"] == {
+        "type": "json_object"
+    }
+    assert "response_format" not in responses(text={"format": {"type": "text"}})
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "words"),
+    [
+        ({"input": None}, "input", "required"),
+        ({"input": []}, "input", "non-empty"),
+        ({"previous_response_id": "resp_1"}, "previous_response_id", "keeps no responses"),
+        ({"temperature": 3}, "temperature", "from 0 to 2"),
+        ({"seed": 3}, "seed", "Unknown field"),
+        ({"tools": [{"type": "file_search"}]}, "tools[0]", "built-in"),
+        ({"tool_choice": "sometimes"}, "tool_choice", "auto, none"),
+        ({"text": {"format": {"type": "yaml"}}}, "text.format", "json_schema"),
+        ({"input": [{"role": "user", "content": [{"type": "input_image",
+                                                  "image_url": "https://x/y.png"}]}]},
+         "input[0].content[0]", "never fetches"),
+        ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0]", "not supported"),
+        ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role", "user, assistant"),
+    ],
+)  # fmt: skip
+def test_responses_refusals_name_the_field(fields, param, words):
+    body = {"model": "tiny", "input": "Hi", **fields}
+    with pytest.raises(GatewayError, match=words) as refused:
+        dialects.responses_request({k: v for k, v in body.items() if v is not None})
+    assert refused.value.status == 400 and refused.value.param == param
+
+
+# --- streams, read by the SDKs ------------------------------------------------------------------
+
+
+def _chunk(delta: dict, finish: str | None = None) -> dict:
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "default_model",
+            "choices": [{"index": 0, "finish_reason": finish,
+                         "delta": {"role": "assistant", **delta}}]}  # fmt: skip
+
+
+# What mlx_lm.server streams for a reply with some text and then one tool call.
+TOOL_CALL_CHUNKS = [
+    _chunk({"content": "Let me "}),
+    _chunk({"content": "look."}),
+    _chunk({"tool_calls": [{"function": {"name": "get_weather",
+            "arguments": '{"city": "Paris"}'}, "type": "function", "id": "abc", "index": 0}]}),
+    _chunk({}, "tool_calls"),
+    {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [],
+     "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}},
+]  # fmt: skip
+
+
+def _body(state) -> bytes:
+    out = [state.start(), *(state.chunk(data) for data in TOOL_CALL_CHUNKS), state.end()]
+    return b"".join(out)
+
+
+def _serving(body: bytes, library=httpx):
+    """An httpx client whose every request gets `body` as an event stream (the SDKs' transport:
+    what is tested is what they make of the bytes)."""
+    stream = library.MockTransport(
+        lambda request: library.Response(200, content=body,
+                                         headers={"content-type": "text/event-stream"})
+    )  # fmt: skip
+    return library.Client(transport=stream)
+
+
+def test_a_streamed_tool_call_reaches_anthropics_sdk_as_a_tool_use_block():
+    body = _body(dialects.MessageEvents("tiny"))
+    client = anthropic.Anthropic(
+        api_key="k", base_url="http://portal", http_client=_serving(body, httpx2)
+    )
+    with client.messages.stream(model="tiny", max_tokens=64, messages=HI, tools=[TOOL]) as stream:
+        kinds = [event.type for event in stream]
+        message = stream.get_final_message()
+    assert [block.type for block in message.content] == ["text", "tool_use"]
+    assert message.content[0].text == "Let me look."
+    tool_use = message.content[1]
+    assert (tool_use.id, tool_use.name, tool_use.input) == ("abc", "get_weather", {"city": "Paris"})
+    assert message.stop_reason == "tool_use"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (12, 9)
+    assert "input_json" in kinds
+    names = [line[7:] for line in body.decode().splitlines() if line.startswith("event: ")]
+    assert names == [
+        "message_start", "content_block_start", "ping", "content_block_delta",
+        "content_block_delta", "content_block_stop", "content_block_start",
+        "content_block_delta", "content_block_stop", "message_delta", "message_stop",
+    ]  # fmt: skip
+
+
+def test_a_streamed_tool_call_reaches_openais_sdk_as_a_function_call_item():
+    echo = dialects.responses_request({"model": "tiny", "input": "Hi"}).echo
+    body = _body(dialects.ResponseEvents("tiny", echo))
+    client = openai.OpenAI(api_key="k", base_url="http://portal/v1", http_client=_serving(body))
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object"},
+            "strict": False}  # fmt: skip
+    with client.responses.stream(model="tiny", input="Hi", tools=[tool]) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert [item.type for item in final.output] == ["message", "function_call"]
+    assert final.output_text == "Let me look."
+    call = final.output[1]
+    assert (call.call_id, call.name, json.loads(call.arguments)) == (
+        "abc", "get_weather", {"city": "Paris"})  # fmt: skip
+    assert [e.type for e in events if "function_call" in e.type] == [
+        "response.function_call_arguments.delta", "response.function_call_arguments.done",
+    ]  # fmt: skip
+    assert final.usage.total_tokens == 21
+
+
+def test_answers_translate_whole():
+    chat = {"choices": [{"finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": None, "tool_calls": [{"id": "abc", "type": "function",
+        "function": {"name": "get_weather", "arguments": "not json"}}]}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4}}  # fmt: skip
+    message = dialects.message_answer(chat, "tiny", {})
+    assert message["content"] == [
+        {"type": "tool_use", "id": "abc", "name": "get_weather", "input": {}}
+    ]
+    assert message["stop_reason"] == "tool_use"
+    assert message["usage"] == {"input_tokens": 3, "output_tokens": 4}
+    response = dialects.response_answer(chat, "tiny", {})
+    assert response["output"][0]["type"] == "function_call"
+    assert response["output"][0]["arguments"] == "not json"
+    assert response["status"] == "completed" and response["usage"]["total_tokens"] == 7

@@ -1,0 +1,353 @@
+"""The official `anthropic` and `openai` clients, unchanged, against the portal's Anthropic
+Messages (`/v1/messages`), OpenAI Responses (`/v1/responses`) and `GET /v1/models/{id}`, with a
+real tiny model server (the `tools` variant: its template renders tools) behind them."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import openai
+import pytest
+from django.contrib.auth.models import Group
+
+from servers.models import Route, UsageRecord
+from tests.support.tiny_models import REPLY
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+HI = [{"role": "user", "content": "Say hello."}]
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+# A conversation in which the model called a tool and got its result back.
+TOOL_TURNS = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": [
+        {"type": "text", "text": "Let me look."},
+        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+    ]},
+    {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sunny, 21 °C"},
+        {"type": "text", "text": "Thanks!"},
+    ]},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tools_server(tmp_path_factory):
+    """A real model server (the portal's entry point) on the `tools` tiny model, for the module."""
+    from tests.support.mlx_server import start_mlx_server, stop_mlx_server
+    from tests.support.tiny_models import tiny_model_cache
+
+    base = tmp_path_factory.mktemp("tools-server")
+    cache = base / "hf-cache" / "hub"
+    cache.mkdir(parents=True)
+    server = start_mlx_server(
+        tiny_model_cache("tools"),
+        log_path=base / "server.log",
+        env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        yield server
+    finally:
+        stop_mlx_server(server)
+
+
+@pytest.fixture
+def tiny(tools_server, serve_profile):
+    return serve_profile(tools_server, "Tiny")
+
+
+@pytest.fixture
+def claude(live_server, api_key) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=live_server.url, api_key=api_key, max_retries=0)
+
+
+@pytest.fixture
+def client(live_server, api_key) -> openai.OpenAI:
+    return openai.OpenAI(base_url=live_server.url + "/v1", api_key=api_key, max_retries=0)
+
+
+# --- Anthropic Messages -------------------------------------------------------------------------
+
+
+def test_messages_create_answers_in_anthropics_shape(tiny, claude):
+    message = claude.messages.create(
+        model="tiny", max_tokens=64, messages=HI, metadata={"user_id": "u1"},
+        system=[{"type": "text", "text": "You are terse."}],
+        extra_body={"temperature": 0, "top_k": 5},  # this SDK has them no more; the API does
+    )  # fmt: skip
+    assert message.type == "message" and message.role == "assistant"
+    assert message.id.startswith("msg_") and message.model == "tiny"
+    assert [block.type for block in message.content] == ["text"]
+    assert message.content[0].text == REPLY
+    assert message.stop_reason == "end_turn"
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+
+    short = claude.messages.create(model="tiny", max_tokens=2, messages=HI)
+    assert short.stop_reason == "max_tokens" and short.usage.output_tokens == 2
+
+    records = UsageRecord.objects.filter(endpoint="messages", status="ok")
+    assert records.count() == 2
+    assert records.filter(completion_tokens=2, stream=False).exists()
+
+
+def test_messages_stream_sends_anthropics_event_sequence(tiny, claude):
+    with claude.messages.stream(model="tiny", max_tokens=64, messages=HI) as stream:
+        kinds = [event.type for event in stream]
+        message = stream.get_final_message()
+    assert kinds[:2] == ["message_start", "content_block_start"]
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    # The SDK adds a `text` event after each text delta (and drops pings: see below).
+    assert set(kinds[2:-3]) == {"content_block_delta", "text"}
+    assert kinds.count("content_block_delta") > 1
+    assert message.content[0].text == REPLY
+    assert message.stop_reason == "end_turn"
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    record = UsageRecord.objects.get(endpoint="messages")
+    assert record.stream and record.status == "ok"
+    assert record.completion_tokens == message.usage.output_tokens
+
+    raw = claude.messages.with_streaming_response.create(
+        model="tiny", max_tokens=64, messages=HI, stream=True
+    )
+    with raw as response:
+        names = [line[7:] for line in response.iter_lines() if line.startswith("event: ")]
+    deltas = names.count("content_block_delta")
+    assert names == [
+        "message_start", "content_block_start", "ping", *["content_block_delta"] * deltas,
+        "content_block_stop", "message_delta", "message_stop",
+    ]  # fmt: skip
+
+
+def test_tools_and_a_conversation_with_tool_use_and_results_reach_the_template(tiny, claude):
+    for tool_choice in ({"type": "auto"}, {"type": "none"}):
+        message = claude.messages.create(
+            model="tiny", max_tokens=64, messages=TOOL_TURNS, tools=[WEATHER],
+            tool_choice=tool_choice, stop_sequences=["never said"],
+        )  # fmt: skip
+        assert message.content[0].text == REPLY
+    with claude.messages.stream(
+        model="tiny", max_tokens=64, messages=TOOL_TURNS, tools=[WEATHER]
+    ) as stream:
+        assert stream.get_final_text() == REPLY
+
+
+def test_count_tokens_counts_with_the_models_template_and_tokenizer(tiny, claude, client):
+    counted = claude.messages.count_tokens(
+        model="tiny", messages=TOOL_TURNS, tools=[WEATHER], system="Be brief."
+    )
+    # The same conversation as chat completions: the server's own count of its prompt.
+    chat = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "Let me look.", "tool_calls": [{
+            "id": "toolu_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "Sunny, 21 °C"},
+        {"role": "user", "content": "Thanks!"},
+    ]  # fmt: skip
+    tool = {"type": "function", "function": {
+        "name": "get_weather", "description": WEATHER["description"],
+        "parameters": WEATHER["input_schema"]}}  # fmt: skip
+    answer = client.chat.completions.create(model="tiny", messages=chat, tools=[tool])
+    assert counted.input_tokens == answer.usage.prompt_tokens > 20
+    assert UsageRecord.objects.filter(endpoint="messages/count_tokens", status="ok").count() == 1
+
+
+def test_messages_errors_are_the_sdks_own_exceptions_in_anthropics_shape(tiny, claude, live_server):
+    bad = anthropic.Anthropic(base_url=live_server.url, api_key="mlxp_wrong", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as refused:
+        bad.messages.create(model="tiny", max_tokens=8, messages=HI)
+    body = refused.value.body
+    assert body == {"type": "error", "error": {"type": "authentication_error",
+                                               "message": body["error"]["message"]}}  # fmt: skip
+    with pytest.raises(anthropic.NotFoundError, match="does not exist") as missing:
+        claude.messages.create(model="nope", max_tokens=8, messages=HI)
+    assert missing.value.body["error"]["type"] == "not_found_error"
+    with pytest.raises(anthropic.BadRequestError, match="temperature") as wrong:
+        claude.messages.create(
+            model="tiny", max_tokens=8, messages=HI, extra_body={"temperature": 1.5}
+        )
+    assert wrong.value.body["error"]["type"] == "invalid_request_error"
+    with pytest.raises(anthropic.BadRequestError, match="max_tokens"):
+        claude.messages.create(model="tiny", messages=HI, max_tokens=8, extra_body={
+            "max_tokens": None})  # fmt: skip
+    with pytest.raises(anthropic.BadRequestError, match="Unknown field 'colour'"):
+        claude.messages.create(model="tiny", max_tokens=8, messages=HI, extra_body={"colour": 1})
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": "iVBORw0KGgo="}}  # fmt: skip
+    with pytest.raises(anthropic.BadRequestError, match="not a vision server"):
+        content = [image, {"type": "text", "text": "What is it?"}]
+        claude.messages.create(
+            model="tiny", max_tokens=8, messages=[{"role": "user", "content": content}]
+        )
+
+
+def test_the_key_is_taken_as_x_api_key_as_older_clients_send_it(tiny, live_server, api_key):
+    # This SDK sends its api_key as a Bearer token (the fixture `claude`); Claude Code and
+    # earlier SDKs send it as x-api-key.
+    keyed = anthropic.Anthropic(
+        base_url=live_server.url, api_key=None, default_headers={"x-api-key": api_key},
+        max_retries=0,
+    )  # fmt: skip
+    assert keyed.messages.create(model="tiny", max_tokens=64, messages=HI).content[0].text == REPLY
+    wrong = anthropic.Anthropic(
+        base_url=live_server.url, api_key=None, default_headers={"x-api-key": "mlxp_wrong"},
+        max_retries=0,
+    )  # fmt: skip
+    with pytest.raises(anthropic.AuthenticationError):
+        wrong.messages.count_tokens(model="tiny", messages=HI)
+
+
+# --- OpenAI Responses ---------------------------------------------------------------------------
+
+
+def test_responses_create_answers_a_string_and_message_items(tiny, client):
+    response = client.responses.create(model="tiny", input="Say hello.", store=False)
+    assert response.object == "response" and response.id.startswith("resp_")
+    assert response.status == "completed" and response.output_text == REPLY
+    assert response.usage.input_tokens > 0 and response.usage.output_tokens > 0
+    assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens
+
+    items = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "input_text", "text": "Say hello."}]},
+        {"type": "message", "role": "assistant",
+         "content": [{"type": "output_text", "text": "Hello."}]},
+        {"role": "user", "content": "Again."},
+    ]  # fmt: skip
+    again = client.responses.create(
+        model="tiny", input=items, instructions="You are kind.", max_output_tokens=3
+    )
+    assert again.status == "incomplete" and again.incomplete_details.reason == "max_output_tokens"
+    assert again.usage.output_tokens == 3
+    assert UsageRecord.objects.filter(endpoint="responses", status="ok").count() == 2
+
+
+def test_responses_stream_sends_openais_events_in_sequence(tiny, client):
+    with client.responses.stream(model="tiny", input="Say hello.") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [event.type for event in events]
+    assert kinds[:4] == [
+        "response.created", "response.in_progress",
+        "response.output_item.added", "response.content_part.added",
+    ]  # fmt: skip
+    assert kinds[-4:] == [
+        "response.output_text.done", "response.content_part.done",
+        "response.output_item.done", "response.completed",
+    ]  # fmt: skip
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == REPLY
+    assert final.output_text == REPLY and final.usage.output_tokens > 0
+    assert UsageRecord.objects.get(endpoint="responses").stream
+
+
+def test_responses_take_function_tools_and_function_call_items(tiny, client):
+    tool = {"type": "function", "name": "get_weather", "description": "The weather.",
+            "parameters": WEATHER["input_schema"]}  # fmt: skip
+    items = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": "call_1", "name": "get_weather",
+         "arguments": '{"city": "Paris"}'},
+        {"type": "function_call_output", "call_id": "call_1", "output": "Sunny"},
+    ]  # fmt: skip
+    response = client.responses.create(model="tiny", input=items, tools=[tool], tool_choice="auto")
+    assert response.output_text == REPLY
+    assert response.tools[0].name == "get_weather"
+
+
+def test_responses_refusals_are_openais_errors(tiny, client):
+    with pytest.raises(openai.BadRequestError, match="previous_response_id"):
+        client.responses.create(model="tiny", input="Hi", previous_response_id="resp_1")
+    with pytest.raises(openai.BadRequestError, match="built-in"):
+        client.responses.create(model="tiny", input="Hi", tools=[{"type": "web_search"}])
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.responses.create(model="nope", input="Hi")
+
+
+# --- GET /v1/models/{id} ------------------------------------------------------------------------
+
+
+def test_models_retrieve_returns_the_listed_object_and_404_for_unknown_or_hidden(
+    tiny, client, make_profile, member
+):
+    listed = {model.id: model for model in client.models.list()}
+    assert client.models.retrieve("tiny") == listed["tiny"]
+    hidden = make_profile("Hidden")
+    hidden.allowed_groups.add(Group.objects.create(name="lab"))
+    route = Route.objects.create(name="team/coder:latest", owner=member)
+    route.members.create(profile=tiny, position=0)
+    assert client.models.retrieve("team/coder:latest").model_extra["route"] == {
+        "policy": route.policy, "members": ["tiny"]}  # fmt: skip
+    for unknown in ("nope", "hidden", "tiny/extra"):
+        with pytest.raises(openai.NotFoundError, match="does not exist") as missing:
+            client.models.retrieve(unknown)
+        assert missing.value.body["code"] == "model_not_found"
+
+
+# --- structured output and forced tool calls (enforced by the model server) ----------------------
+
+CITY = {
+    "type": "object",
+    "properties": {"city": {"enum": ["Paris", "Rome"]}, "days": {"type": "integer",
+                                                               "minimum": 1, "maximum": 9}},
+    "required": ["city", "days"],
+    "additionalProperties": False,
+}  # fmt: skip
+FORECAST = {**WEATHER, "input_schema": CITY}
+
+
+def _valid(value: dict) -> bool:
+    return value["city"] in ("Paris", "Rome") and 1 <= value["days"] <= 9 and len(value) == 2
+
+
+def test_a_forced_tool_call_comes_back_as_a_tool_use_block(tiny, claude):
+    """The tiny model only calls a tool when the model server constrains it to: this passes
+    only if Anthropic's tool_choice reaches chat completions' tool_choice."""
+    message = claude.messages.create(
+        model="tiny", max_tokens=160, messages=HI, tools=[FORECAST],
+        tool_choice={"type": "tool", "name": "get_weather"},
+    )  # fmt: skip
+    assert message.stop_reason == "tool_use"
+    (call,) = [block for block in message.content if block.type == "tool_use"]
+    assert call.name == "get_weather" and _valid(call.input)
+    with claude.messages.stream(
+        model="tiny", max_tokens=160, messages=HI, tools=[FORECAST], tool_choice={"type": "any"}
+    ) as stream:
+        streamed = stream.get_final_message()
+    (call,) = [block for block in streamed.content if block.type == "tool_use"]
+    assert streamed.stop_reason == "tool_use" and _valid(call.input)
+
+
+def test_output_config_format_and_text_format_are_enforced(tiny, claude, client):
+    fmt = {"type": "json_schema", "schema": CITY}
+    message = claude.messages.create(
+        model="tiny", max_tokens=160, messages=HI, output_config={"format": fmt}
+    )
+    assert _valid(json.loads(message.content[0].text))
+
+    text = {"format": {"type": "json_schema", "name": "city", "schema": CITY, "strict": True}}
+    response = client.responses.create(model="tiny", input="Say hello.", text=text)
+    assert _valid(json.loads(response.output_text))
+    with client.responses.stream(
+        model="tiny", input="Say hello.", text={"format": {"type": "json_object"}}
+    ) as stream:
+        assert isinstance(json.loads(stream.get_final_response().output_text), dict)
+
+
+def test_a_forced_function_call_streams_as_a_responses_function_call_item(tiny, client):
+    tool = {"type": "function", "name": "get_weather", "parameters": CITY, "strict": True}
+    with client.responses.stream(
+        model="tiny",
+        input="Weather?",
+        tools=[tool],
+        tool_choice={"type": "function", "name": "get_weather"},
+    ) as stream:
+        final = stream.get_final_response()  # fmt: skip
+    (call,) = [item for item in final.output if item.type == "function_call"]
+    assert call.name == "get_weather" and _valid(json.loads(call.arguments))
