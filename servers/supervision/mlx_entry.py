@@ -579,10 +579,7 @@ def constrain_output(server_module, *, llguidance, mx, np) -> bool:
     def constrained_generate(self, request, generation_args, progress_callback=None):
         handler = getattr(_current, "handler", None)
         body = getattr(handler, "body", None)
-        # A model that failed to load leaves no tokenizer and a dead generation thread: mlx_lm's
-        # generate says "generation thread died" (not "still loading"), which callers look for.
-        chat = request.request_type == "chat" and isinstance(body, dict)
-        if handler is not None and chat and self.generation_available():
+        if handler is not None and request.request_type == "chat" and isinstance(body, dict):
             try:
                 generation_args.portal_grammar = processor_for(self, body)
             except Refused as exc:
