@@ -27,6 +27,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, ForeignObject, ForeignObjectRel, Model, QuerySet
 from django.db.models.base import ModelState
 from django.db.models.expressions import Col
+from django.db.models.sql import InsertQuery
 
 # A forward foreign key or one-to-one field (ForeignObject), or the reverse side of a one-to-one.
 Relation = ForeignObject | ForeignObjectRel
@@ -295,3 +296,63 @@ def compiled_rows(
         cursor.execute(sql, _named(built_params if params is None else params))
         rows = cursor.fetchall()
     return list(compiler.results_iter(results=[rows], tuple_expected=True))
+
+
+# --- an INSERT compiled once ----------------------------------------------------------------------
+
+# (SQL with named placeholders, the fields in its order, whether it returns the new key)
+_inserts: weakref.WeakKeyDictionary[
+    BaseDatabaseWrapper, dict[tuple, tuple[str, list[Field], bool]]
+] = weakref.WeakKeyDictionary()
+
+
+def insert_row(model: type[Model], values: Mapping[str, object]) -> Any:
+    """INSERT one row of `model` whose columns are `values` (field attnames → Python values;
+    a column left out gets its field's default, as `Model()` would give it) and return its
+    primary key.
+
+    `Model.objects.create` compiles the INSERT each time (~0.3-0.7 ms of CPU for a usage
+    record on the 2-core VM, docs/benchmarks.md §1k); here it is compiled by the ORM once per
+    connection and set of columns given, and each call prepares the values with the fields'
+    own `get_db_prep_save` (what `save` does). No `save` signals are sent and no instance is
+    built: for rows nothing listens to (usage records)."""
+    connection = connections[router.db_for_write(model)]
+    key = (model, tuple(values))
+    plans = _inserts.setdefault(connection, {})
+    plan = plans.get(key)
+    if plan is None:
+        plan = plans[key] = _insert_plan(connection, model, values)
+    sql, fields, returns = plan
+    params = {
+        f"p{index}": field.get_db_prep_save(
+            values[field.attname] if field.attname in values else field.get_default(),
+            connection,
+        )
+        for index, field in enumerate(fields)
+    }
+    opts = model._meta
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if returns:
+            return cursor.fetchone()[0]
+        return connection.ops.last_insert_id(cursor, opts.db_table, cast(str, opts.pk.column))
+
+
+def _insert_plan(
+    connection: BaseDatabaseWrapper, model: type[Model], values: Mapping[str, object]
+) -> tuple[str, list[Field], bool]:
+    opts = model._meta
+    # The columns `save` inserts for a new row: every concrete one but the automatic key.
+    fields = [field for field in opts.local_concrete_fields if field is not opts.auto_field]
+    unknown = set(values) - {field.attname for field in fields}
+    if unknown:
+        raise KeyError(f"{opts.label} has no column {', '.join(sorted(unknown))}")
+    query = InsertQuery(model)
+    query.insert_values(fields, [model(**values)])
+    compiler = query.get_compiler(connection=connection)
+    returns = bool(connection.features.can_return_columns_from_insert)
+    compiler.returning_fields = [opts.pk] if returns else None
+    ((sql, params),) = compiler.as_sql()
+    if len(params) != len(fields) or compiler.returning_params:
+        raise ValueError(f"{opts.label}: the compiled INSERT is not one placeholder a column")
+    return _with_names(sql), fields, returns

@@ -301,15 +301,15 @@ class Call:
 
     def _finish(self, measure: Measure) -> None:
         """Record the request and give its turn back with its tokens (the relay calls it once)."""
-        record = None
+        record_id = None
         if measure.queued_ms is None and self.ticket is not None:
             measure.queued_ms = self.ticket.queued_ms  # also for one that never left the queue
         try:
-            record = self._record(measure)
+            record_id = self._record(measure)
         finally:
             if self.ticket is not None:
                 tokens = measure.prompt_tokens + measure.completion_tokens
-                self.ticket.release(tokens, record.pk if record is not None else None)
+                self.ticket.release(tokens, record_id)
 
     def _fail(self, error: GatewayError) -> NoReturn:
         self.measure.fail(error)

@@ -209,6 +209,23 @@ class _Waiter:
             if ready:
                 return
 
+    def watch_client(self, poller: select.poll) -> None:
+        """Also watch the client on `poller` (the pauses', `_DirectBody.pause`)."""
+        if self._client is not None:
+            with contextlib.suppress(OSError, ValueError):  # closed: the next wait tells
+                poller.register(self._client.fileno(), _CLIENT_EVENTS)
+
+    def client_event(self, poller: select.poll, fd: int) -> None:
+        """What `fd`'s event on `poller` says: ClientGone for a client that left; else data
+        from the client (a pipelined request), watched no more, as `wait` does."""
+        if self._client is None or fd != self._client.fileno():
+            return
+        if peer_closed(self._client):
+            raise ClientGone
+        with contextlib.suppress(KeyError, ValueError):
+            poller.unregister(fd)
+        self._client = None
+
 
 class _DirectBody(httpx.SyncByteStream):
     """The body of a model server's answer, read from its socket as it arrives, for `send`.
@@ -230,6 +247,8 @@ class _DirectBody(httpx.SyncByteStream):
         self._left = length  # Content-Length, when the server sent one
         self._closed = False
         self._closing: select.poll | None = None  # pause()'s, made once
+        self._paused = False  # a pause (which watched the client) came just before this read
+        self._client_left = False  # seen by a pause
 
     def pause(self, seconds: float) -> None:
         """Wait `seconds` for more of the answer to gather — less when the server has
@@ -246,17 +265,33 @@ class _DirectBody(httpx.SyncByteStream):
                 poller.register(self._sock, _POLLRDHUP)
             except (OSError, ValueError):  # closed meanwhile: nothing to wait for
                 return
+            self._waiter.watch_client(poller)
             self._closing = poller
-        self._closing.poll(seconds * 1000)
+        upstream = self._sock.fileno()
+        for fd, _event in self._closing.poll(seconds * 1000):
+            if fd == upstream:
+                continue
+            try:
+                self._waiter.client_event(self._closing, fd)
+            except ClientGone:  # raised by the next read, where a wait would raise it
+                self._client_left = True
+        # The client was watched for the whole pause (a client that left ends it): the next
+        # read need not ask poll() again before its recv (one system call less a write).
+        self._paused = True
 
     def __iter__(self) -> Iterator[bytes]:
         if self._rest:
             data, self._rest = self._rest, b""
             yield self._count(data)
         while self._left is None or self._left > 0:
+            if self._client_left:
+                raise ClientGone
             try:
-                self._waiter.wait(settings.GATEWAY_READ_TIMEOUT)
-                data = self._sock.recv(65536)
+                ready = self._ready() if self._paused else None
+                if ready is None:
+                    self._waiter.wait(settings.GATEWAY_READ_TIMEOUT)
+                    ready = self._sock.recv(65536)
+                data = ready
             except TimeoutError:
                 raise httpx.ReadTimeout("the model server stopped sending") from None
             except OSError as exc:
@@ -264,6 +299,15 @@ class _DirectBody(httpx.SyncByteStream):
             if not data:
                 return
             yield self._count(data)
+
+    def _ready(self) -> bytes | None:
+        """What the server sent during the pause just made (b"": it closed), without waiting;
+        None when nothing is there yet (then the read waits, watching the client)."""
+        self._paused = False
+        try:
+            return self._sock.recv(65536, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return None
 
     def _count(self, data: bytes) -> bytes:
         if self._left is not None:

@@ -7,9 +7,9 @@ import pytest
 
 from accounts.api_keys import create_api_key, revoke_api_key
 from accounts.models import ApiKey
-from common.rows import first_row
+from common.rows import first_row, insert_row
 from models_catalog.models import Host
-from servers.models import ServerInstance, ServerProfile, State
+from servers.models import ServerInstance, ServerProfile, State, UsageRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -179,3 +179,43 @@ def test_a_compiled_query_takes_new_values_for_its_placeholders(profile, member)
     assert above(ids[1]) == []
     with pytest.raises(ValueError, match="1 placeholders"):
         compiled_rows(ServerProfile, "test-rows-above", lambda: None, params=[1, 2])
+
+
+def test_an_inserted_row_equals_what_the_orm_creates(profile, member):
+    values = {
+        "user_id": member.pk, "api_key_id": None, "profile_id": profile.pk,
+        "profile_name": "Rows ünïcode", "host_id": profile.host_id, "source": "api",
+        "endpoint": "chat/completions", "stream": True, "prompt_tokens": 5,
+        "completion_tokens": 128, "ttft_ms": 12.5, "generation_ms": None, "duration_ms": 300.25,
+        "status": "ok", "status_code": 200, "error_code": "", "route_name": "",
+        "queue_ms": None, "started_at": datetime(2026, 12, 1, 8, 30, 15, 123456, tzinfo=UTC),
+        "finished_at": datetime(2026, 12, 1, 8, 30, 16, tzinfo=UTC),
+    }  # fmt: skip
+    expected = UsageRecord.objects.create(**values)
+
+    first = insert_row(UsageRecord, values)
+    second = insert_row(UsageRecord, {**values, "prompt_tokens": 7, "stream": False})  # compiled
+
+    assert first != second and expected.pk not in (first, second)
+    rows = {row.pk: concrete_values(row) for row in UsageRecord.objects.all()}
+    assert rows[first] == {**concrete_values(expected), "id": first}
+    assert rows[second] == {**rows[first], "id": second, "prompt_tokens": 7, "stream": False}
+
+
+def test_a_column_left_out_of_an_insert_gets_its_default(profile, member):
+    """As `Model()` fills it: a column added to the model later does not break the INSERT."""
+    pk = insert_row(UsageRecord, {"user_id": member.pk, "profile_name": "Rows", "status": "ok"})
+
+    row = UsageRecord.objects.get(pk=pk)
+    assert (row.user_id, row.profile_id, row.prompt_tokens, row.stream) == (
+        member.pk,
+        None,
+        0,
+        False,
+    )
+    assert row.status_code == 200 and row.started_at is not None
+
+
+def test_an_insert_needs_columns_of_the_model(member):
+    with pytest.raises(KeyError):
+        insert_row(UsageRecord, {"user_id": member.pk, "no_such_column": 1})

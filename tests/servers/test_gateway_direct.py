@@ -373,3 +373,37 @@ def test_the_wait_for_a_close_ends_when_the_peer_closes(tcp_pair, wait):
     assert not waiter.is_alive(), "the wait did not end when the peer closed"
     assert ours.recv(65536) == b"end"
     assert ours.recv(65536) == b""
+
+
+@pytest.mark.skipif(transport._POLLRDHUP is None, reason="the pause watches the client on Linux")
+def test_a_client_leaving_during_a_pause_ends_it_and_the_next_read_says_so(upstream, tcp_pair):
+    """Pacing's wait watches the client as a read's wait does: a client that leaves ends the
+    pause, and the read after it raises ClientGone though the server's next data is there
+    (that read asks no poll() of its own); the upstream connection is then closed."""
+    ours, client = tcp_pair
+    more, sent = threading.Event(), threading.Event()
+
+    def script(connection: socket.socket) -> None:
+        connection.sendall(HEAD + upstream_bytes(chunk("a")))
+        more.wait(10)
+        connection.sendall(upstream_bytes(chunk("b")))  # there for the next read; no end yet
+        sent.set()
+
+    server = upstream(script)
+    body = {"model": "default_model", "messages": [{"role": "user", "content": "hi"}]}
+    response = transport.send(server.url, "chat/completions", body, "tiny", client_socket=ours)
+    reads = response.iter_raw()
+    try:
+        assert b'"a"' in next(reads)
+        more.set()
+        assert sent.wait(10)
+        client.close()  # the client leaves
+        pause = threading.Thread(target=response.stream.pause, args=(60.0,), daemon=True)
+        pause.start()
+        pause.join(30)  # far less than the 60-s pause
+        assert not pause.is_alive(), "the pause did not end when the client left"
+        with pytest.raises(transport.ClientGone):
+            next(reads)
+    finally:
+        response.close()
+    assert server.peer_closed.wait(10)
