@@ -478,7 +478,9 @@ SERVER_BUSY_NOTICE_SECONDS = _bounded(
 SHARING_LEASE_SECONDS = _bounded("MLX_PORTAL_SHARING_LEASE_SECONDS", 30, 3, 3600, "seconds")
 
 # OpenAI-compatible gateway, chat and metrics (servers/gateway/, docs/gateway.md).
-GATEWAY_MAX_BODY_BYTES = env.int("MLX_PORTAL_GATEWAY_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+# 32 MiB: room for a vision request's images (3 per message of up to 5 MiB, base64: 4/3 larger;
+# servers/gateway/images.py), so an image over its own limit gets that limit's message.
+GATEWAY_MAX_BODY_BYTES = env.int("MLX_PORTAL_GATEWAY_MAX_BODY_BYTES", default=32 * 1024 * 1024)
 # The largest audio file /v1/audio/transcriptions takes (OpenAI's own limit: 25 MiB). Read in
 # memory, never to disk (servers/gateway/engines.py); nginx's limit for that path follows it.
 GATEWAY_MAX_AUDIO_BYTES = _bounded(

@@ -10,22 +10,20 @@ from django.core.exceptions import ValidationError
 from django.utils.text import slugify
 
 from common.bounds import bounds
-from models_catalog.characteristics import engine_of
-from models_catalog.local import model_config
 from models_catalog.models import Host
 from models_catalog.validators import validate_repo_id
-from servers.models import Engine, ServerProfile
+from servers.models import CHAT_ENGINES, Engine, ServerProfile
+from servers.serving import model_engine
 from servers.supervision import ports
 from servers.validation import (
     KV_BITS_CHOICES,
     RANGES,
+    RESERVED_SLUGS,
     check_chat_template_args,
     profile_defaults,
     range_error,
     resolve_adapter_path,
 )
-
-RESERVED_SLUGS = {"new", "picker", "hosts", "usage", "chat", "need", "serve", "api"}
 
 # What the form shows first; the rest is under "Advanced" (templates/servers/form.html).
 BASIC_FIELDS = frozenset(
@@ -40,7 +38,7 @@ BASIC_FIELDS = frozenset(
     }
 )
 
-# The options of a chat server (mlx_lm.server's: the text and vision engines). An embeddings or
+# The options of a chat server (the text and vision engines). An embeddings or
 # speech-to-text profile takes none of them (servers/supervision/command.build_engine_command):
 # the form hides them for those engines (static/js/profile_form.js; `hidden` when it renders).
 CHAT_ONLY_FIELDS = frozenset(
@@ -48,7 +46,13 @@ CHAT_ONLY_FIELDS = frozenset(
      "chat_template_args", "draft_model_id", "num_draft_tokens", "prompt_cache_size",
      "decode_concurrency", "prompt_concurrency", "kv_bits", "adapter_path", "trust_remote_code"}
 )  # fmt: skip
-CHAT_ENGINES = frozenset({Engine.TEXT, Engine.VISION})
+# Of those, the ones only mlx_lm.server takes (the text engine): mlx_vlm.server has no
+# chat-template args, draft model, prompt-cache size or prompt concurrency
+# (servers/supervision/command.build_vision_command). Marked data-text-only, hidden for vision.
+TEXT_ONLY_FIELDS = frozenset(
+    {"chat_template_args", "draft_model_id", "num_draft_tokens", "prompt_cache_size",
+     "prompt_concurrency"}
+)  # fmt: skip
 
 # The fair queue's fields (servers/sharing), bounded by the model's validators; what a blank
 # means where it may be blank.
@@ -165,6 +169,21 @@ class ServerProfileForm(forms.ModelForm):
         self.fields["engine"].required = False
         self.fields["engine"].choices = [("", "The model's own (detected)"), *Engine.choices]
         self.fields["host"].empty_label = None
+        # The engine that fits each model on this machine's disk (servers.serving.model_engine):
+        # picking a model picks it (static/js/profile_form.js), as for a new profile's initial.
+        this_machine = Host.objects.this_machine()
+        self.model_engines = {
+            repo_id: model_engine(repo_id, this_machine)
+            for repo_id in sorted(self.host_model_ids.get(this_machine.pk, ()))
+        }
+        if not self.is_bound and not self.instance.pk and "engine" not in self.initial:
+            model = self.initial.get("model_id")
+            if model in self.model_engines:
+                self.initial["engine"] = self.model_engines[model]
+        self.fields["engine"].help_text = (
+            "What serves the model: text chat (mlx-lm), chat with images (mlx-vlm), embeddings "
+            "or speech to text. Choosing a model picks the one that fits it."
+        )
         if not self.instance.pk:
             self.fields["host"].initial = Host.objects.this_machine().pk
             if not self.is_bound and not self.initial.get("port"):
@@ -229,14 +248,34 @@ class ServerProfileForm(forms.ModelForm):
             self.instance.allowed_groups.set(self.cleaned_data["allowed_groups"])
 
     chat_only_fields = CHAT_ONLY_FIELDS
+    text_only_fields = TEXT_ONLY_FIELDS
+
+    @property
+    def shown_engine(self) -> str:
+        """The engine the form shows (posted, or the profile's); left blank on a new profile,
+        the one that fits its model (`model_engines`), else text."""
+        engine = self.data.get("engine") if self.is_bound else None
+        engine = engine or self.initial.get("engine")
+        if not engine and not self.instance.pk:
+            model = self.data.get("model_id") if self.is_bound else self.initial.get("model_id")
+            engine = self.model_engines.get(model or "")
+        return engine or self.instance.engine
 
     @property
     def chats(self) -> bool:
-        """Whether the engine shown (posted, or the profile's) is a chat server's: its options
-        are shown."""
-        engine = self.data.get("engine") if self.is_bound else None
-        engine = engine or self.initial.get("engine") or self.instance.engine
-        return engine in CHAT_ENGINES
+        """Whether the engine shown is a chat server's (CHAT_ENGINES): its options are shown."""
+        return self.shown_engine in CHAT_ENGINES
+
+    @property
+    def hidden_fields(self) -> frozenset[str]:
+        """The options the engine shown does not take, rendered `hidden`
+        (templates/servers/_field.html; static/js/profile_form.js keeps them so)."""
+        engine = self.shown_engine
+        if engine not in CHAT_ENGINES:
+            return CHAT_ONLY_FIELDS
+        if engine == Engine.TEXT:
+            return frozenset()
+        return TEXT_ONLY_FIELDS - set(self.errors)  # a vision profile's draft model: refused
 
     @property
     def advanced_has_errors(self) -> bool:
@@ -302,12 +341,10 @@ class ServerProfileForm(forms.ModelForm):
             raise ValidationError(str(exc)) from None
 
     def clean_engine(self) -> str:
-        engine = self.cleaned_data.get("engine")
-        if engine:
-            return engine
-        if self.instance.pk:
-            return self.instance.engine
-        return engine_of(model_config(self.cleaned_data.get("model_id") or "") or {})
+        """Blank: the profile's engine; for a new profile, the one that fits its model on its
+        host (set in `clean`, which knows the host)."""
+        engine = self.cleaned_data.get("engine") or ""
+        return engine or (self.instance.engine if self.instance.pk else "")
 
     def clean_adapter_path(self) -> str:
         value = (self.cleaned_data.get("adapter_path") or "").strip()
@@ -327,6 +364,9 @@ class ServerProfileForm(forms.ModelForm):
 
     def clean(self) -> dict:
         data = super().clean()
+        if not data.get("engine"):  # a new profile's blank engine: the one that fits its model
+            model, host = data.get("model_id"), data.get("host")
+            data["engine"] = model_engine(model, host) if model and host else Engine.TEXT
         for name in RANGES:
             value = data.get(name)
             if value is not None and (message := range_error(name, value)):
@@ -339,6 +379,13 @@ class ServerProfileForm(forms.ModelForm):
                 f"ask for ({cap:,}): lower it, or raise the cap.",
             )
         draft = data.get("draft_model_id")
+        engine = data.get("engine")
+        if draft and engine and engine != Engine.TEXT:
+            self.add_error(
+                "draft_model_id",
+                "A draft model is for text profiles (mlx-lm) only: choose None, or the text "
+                "engine.",
+            )
         if draft and draft == data.get("model_id"):
             self.add_error("draft_model_id", "The draft model must differ from the model.")
         if data.get("kv_bits") and draft:

@@ -52,7 +52,16 @@ class Engine(models.TextChoices):
     SPEECH = "speech-to-text", "Speech to text"
 
 
+#: The engines whose servers chat (mlx_lm.server, mlx_vlm.server): the chat offers only their
+#: profiles, and the profile form shows a chat server's options only for them.
+CHAT_ENGINES = frozenset({Engine.TEXT, Engine.VISION})
+
+
 class ProfileQuerySet(models.QuerySet):
+    def for_chat(self) -> ProfileQuerySet:
+        """The profiles whose engine chats (CHAT_ENGINES): the chat's picker and its form."""
+        return self.filter(engine__in=CHAT_ENGINES)
+
     def visible_to(self, user) -> ProfileQuerySet:
         """The profiles `user` may see and call (`may_see`, in SQL): for the pages, the chat
         picker and /v1/models."""
@@ -622,3 +631,29 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} #{self.pk}"
+
+
+class MessageImage(models.Model):
+    """An image attached to a user's chat message (for a vision server), kept for its owner
+    only: the bytes as sent, checked first (servers/gateway/images.py: an accepted type that
+    decodes whole, bounded in bytes and pixels), and a small thumbnail re-encoded by the portal
+    for the page (servers/chat/images.py)."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="images")
+    name = models.CharField(max_length=120)
+    media_type = models.CharField(max_length=32)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    data = models.BinaryField()
+    thumbnail = models.BinaryField()
+    thumbnail_type = models.CharField(max_length=32)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def size(self) -> int:
+        return len(self.data)

@@ -23,10 +23,9 @@ from models_catalog.characteristics import engine_of
 from models_catalog.local import generation_config, list_local_models, model_config, serving_facts
 from models_catalog.models import CatalogModel, Download, Host
 from models_catalog.validators import validate_repo_id
-from servers.forms import RESERVED_SLUGS
 from servers.models import ServerInstance, ServerProfile, State
 from servers.supervision import lifecycle, ports
-from servers.validation import profile_defaults
+from servers.validation import RESERVED_SLUGS, profile_defaults
 
 NAME_MAX = ServerProfile._meta.get_field("name").max_length or 80
 
@@ -97,7 +96,8 @@ def model_engine(repo_id: str, host: Host) -> str:
 
 def new_profile_fields(repo_id: str, host: Host) -> dict:
     """A new profile's fields for `repo_id` on `host`: its name (the repo's), a unique slug, a
-    free port and the defaults from its generation_config.json and context."""
+    free port, the engine that fits it and the defaults from its generation_config.json and
+    context."""
     name_base = repo_id.split("/", 1)[-1]
     names = set(ServerProfile.objects.values_list("name", flat=True))
     slugs = set(ServerProfile.objects.values_list("slug", flat=True)) | RESERVED_SLUGS

@@ -16,6 +16,13 @@ urlpatterns = [
     path("chat/<int:pk>/delete/", chat_views.conversation_delete, name="chat-delete"),
     path("chat/<int:pk>/settings/", chat_views.conversation_settings, name="chat-settings"),
     path("chat/<int:pk>/stopped/", chat_views.conversation_stopped, name="chat-stopped"),
+    path("chat/images/<int:pk>/", chat_views.message_image, name="chat-image"),
+    path(
+        "chat/images/<int:pk>/full/",
+        chat_views.message_image,
+        {"full": True},
+        name="chat-image-full",
+    ),
     path(
         "chat/<int:pk>/export.md",
         chat_views.conversation_export,

@@ -12,6 +12,9 @@ from django.conf import settings
 
 from models_catalog.characteristics import TEMPLATE_RESERVED
 
+# Slugs a profile may not take: the Servers pages' own paths (servers/urls.py).
+RESERVED_SLUGS = {"new", "picker", "hosts", "usage", "chat", "need", "serve", "api"}
+
 MAX_TEMPLATE_ARGS = 32
 MAX_TEMPLATE_ARGS_BYTES = 4096
 MAX_TEMPLATE_STRING = 1000

@@ -79,7 +79,9 @@ def _editable(request: HttpRequest, slug: str) -> ServerProfile:
 
 @require_http_methods(["GET", "POST"])
 def profile_create(request: HttpRequest) -> HttpResponse:
-    form = ServerProfileForm(request.POST or None, user=request.user)
+    # ?model=<repo id> picks the model (and the engine that fits it) of a new profile.
+    initial = {"model_id": model} if (model := request.GET.get("model", "")[:96]) else {}
+    form = ServerProfileForm(request.POST or None, initial=initial, user=request.user)
     if request.method == "POST" and form.is_valid():
         profile = form.save(commit=False)
         profile.owner = request.user

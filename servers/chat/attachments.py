@@ -30,8 +30,8 @@ def read_attachment(name: str, data: bytes, content_type: str | None = None) -> 
     name = PurePosixPath(name or "file").name[:120]
     if is_media(name, content_type):
         raise ValidationError(
-            f"“{name}” is an image, audio or video file: that needs a vision-capable server "
-            "(mlx-vlm), not supported yet. Attach text files (code, logs, READMEs)."
+            f"“{name}” is an image, audio or video file, not text. Attach images with “Attach "
+            "images” (for a server with the vision engine); audio and video cannot be sent."
         )
     limit = settings.CHAT_ATTACHMENT_MAX_BYTES
     if len(data) > limit:

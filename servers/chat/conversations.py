@@ -16,7 +16,7 @@ from django.utils.text import slugify
 
 from servers.chat.attachments import with_attachments
 from servers.chat.render import render_markdown
-from servers.models import Conversation, Message, ServerProfile
+from servers.models import Conversation, Message, MessageImage, ServerProfile
 
 CONVERSATIONS_LISTED = 100
 
@@ -56,7 +56,8 @@ def begin_turn(user, profile: ServerProfile, data: dict, settings: dict) -> Turn
     with transaction.atomic():
         conversation = data["conversation"]
         if conversation is None:
-            first = data["message"] or data["files"][0]["name"]
+            names = [f["name"] for f in data["files"]] + [i.name for i in data.get("images", ())]
+            first = data["message"] or names[0]
             conversation = Conversation.objects.create(
                 user=user, profile=profile, title=title_from(first), **settings
             )
@@ -91,6 +92,9 @@ def begin_turn(user, profile: ServerProfile, data: dict, settings: dict) -> Turn
             temperature=conversation.temperature,
             max_tokens=conversation.max_tokens,
         )
+        MessageImage.objects.bulk_create(
+            MessageImage(message=question, **image.fields) for image in data.get("images", ())
+        )
         return Turn(conversation, question)
 
 
@@ -124,8 +128,9 @@ def _speed(message: Message) -> dict:
 
 
 def as_json(conversation: Conversation) -> str:
-    """The conversation as JSON: its settings and every message (attachments with their text);
-    `messages` reads as OpenAI's role/content list."""
+    """The conversation as JSON: its settings and every message (attachments with their text,
+    images named with their size, not their bytes); `messages` reads as OpenAI's role/content
+    list."""
     profile = conversation.profile
     messages = []
     for message in conversation.messages.all():
@@ -136,6 +141,11 @@ def as_json(conversation: Conversation) -> str:
         }
         if message.role == Message.Role.USER:
             item["attachments"] = message.attachments
+            item["images"] = [
+                {"name": i.name, "media_type": i.media_type, "width": i.width,
+                 "height": i.height, "bytes": i.size}
+                for i in message.images.all()
+            ]  # fmt: skip
             if message.edited_at:
                 item["edited_at"] = message.edited_at.isoformat()
         else:
@@ -157,7 +167,8 @@ def as_json(conversation: Conversation) -> str:
 
 
 def as_markdown(conversation: Conversation) -> str:
-    """The conversation as a Markdown document: a heading per turn, files in fenced blocks."""
+    """The conversation as a Markdown document: a heading per turn, files in fenced blocks,
+    each attached image named."""
     profile = conversation.profile
     lines = [f"# {conversation.title}", ""]
     if profile:
@@ -172,6 +183,10 @@ def as_markdown(conversation: Conversation) -> str:
     for message in conversation.messages.all():
         if message.role == Message.Role.USER:
             lines += ["", "## You", "", with_attachments(message.content, message.attachments)]
+            lines += [
+                f"*(Image attached: {i.name}, {i.width}x{i.height}, {i.media_type})*"
+                for i in message.images.all()
+            ]
             continue
         lines += ["", "## Assistant", ""]
         if message.reasoning:

@@ -11,11 +11,13 @@ from django.core.validators import MaxLengthValidator
 from accounts.teams import membership
 from common.bounds import bounds
 from servers.chat.attachments import read_attachment
-from servers.gateway import routing
+from servers.chat.images import read_image
+from servers.gateway import images, routing
 from servers.gateway.errors import GatewayError
 from servers.models import (
     CONVERSATION_SYSTEM_PROMPT_MAX_CHARS,
     Conversation,
+    Engine,
     Message,
     ServerProfile,
 )
@@ -56,15 +58,20 @@ class ChatMessageForm(forms.Form):
     with `message` and drops everything after it."""
 
     profile = forms.ModelChoiceField(
-        queryset=ServerProfile.objects.select_related("host"),
+        queryset=ServerProfile.objects.for_chat().select_related("host"),
         to_field_name="slug",
-        error_messages={"invalid_choice": "Pick a server: that one does not exist (any more)."},
+        error_messages={
+            "invalid_choice": "Pick a server: that one does not exist (any more), or it does "
+            "not chat (embeddings, speech to text)."
+        },
     )
     conversation = forms.IntegerField(required=False, widget=forms.HiddenInput)
     message = forms.CharField(required=False, strip=True, max_length=200_000,
                               widget=forms.Textarea(attrs={"rows": 3}))  # fmt: skip
     # An empty file gets read_attachment's message, which names it.
     files = MultipleFileField(required=False, allow_empty_file=True)
+    # Images for a vision server (servers/chat/images.py), up to MAX_IMAGES_PER_MESSAGE.
+    images = MultipleFileField(required=False, allow_empty_file=True)
     retry = forms.BooleanField(required=False)
     edit = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
@@ -87,8 +94,8 @@ class ChatMessageForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.user = user
         if user is not None:  # a profile of another team is not there for them
-            self.fields["profile"].queryset = ServerProfile.objects.visible_to(user).select_related(
-                "host"
+            self.fields["profile"].queryset = (
+                ServerProfile.objects.visible_to(user).for_chat().select_related("host")
             )
 
     def clean_conversation(self) -> Conversation | None:
@@ -108,9 +115,24 @@ class ChatMessageForm(forms.Form):
             )
         return [read_attachment(f.name, f.read(), getattr(f, "content_type", None)) for f in files]
 
+    def clean_images(self) -> list:
+        uploads = self.cleaned_data.get("images") or []
+        if len(uploads) > images.MAX_IMAGES_PER_MESSAGE:
+            raise ValidationError(
+                f"Attach at most {images.MAX_IMAGES_PER_MESSAGE} images to one message "
+                f"({len(uploads)} were attached)."
+            )
+        return [read_image(f.name, f) for f in uploads]
+
     def clean(self):
         data = super().clean()
         conversation = data.get("conversation")
+        profile = data.get("profile")
+        if data.get("images") and profile is not None and profile.engine != Engine.VISION:
+            raise ValidationError(
+                f"{profile.name} cannot see images: it runs a text model. Pick a server with "
+                "the vision engine, or remove the images."
+            )
         if data.get("retry"):
             if not conversation:
                 raise ValidationError("There is nothing to retry yet: send a message.")
@@ -124,11 +146,11 @@ class ChatMessageForm(forms.Form):
             if edited is None:
                 raise ValidationError("That message is not in this conversation (any more).")
             data["edit"] = edited
-            if not data.get("message") and not edited.attachments:
+            if not data.get("message") and not edited.attachments and not edited.images.exists():
                 raise ValidationError("An edited message cannot be empty: write something.")
             return data
-        if not data.get("message") and not data.get("files"):
-            raise ValidationError("Write a message (or attach a text file) first.")
+        if not data.get("message") and not data.get("files") and not data.get("images"):
+            raise ValidationError("Write a message (or attach a file or an image) first.")
         return data
 
 
@@ -137,7 +159,7 @@ def first_error(*forms_: forms.BaseForm) -> str:
     subject (an attachment's error names the file)."""
     for form in forms_:
         for field, errors in form.errors.items():
-            label = "" if field in ("__all__", "files") else f"{form[field].label}: "
+            label = "" if field in ("__all__", "files", "images") else f"{form[field].label}: "
             return label + errors[0]
     return "The message could not be sent."
 

@@ -12,17 +12,28 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import Prefetch
 from django.template.loader import render_to_string
 
 from accounts.teams import limits_for
 from servers.chat.attachments import with_attachments
 from servers.chat.conversations import Turn
+from servers.chat.images import image_part
 from servers.chat.render import render_markdown, split_thinking
-from servers.gateway import calls, routing
+from servers.gateway import calls, images, routing
 from servers.gateway.errors import GatewayError
 from servers.gateway.relay import has_token, sse
 from servers.gateway.transport import ClientGone
-from servers.models import Conversation, Message, ServerInstance, ServerProfile, State, UsageRecord
+from servers.models import (
+    Conversation,
+    Engine,
+    Message,
+    MessageImage,
+    ServerInstance,
+    ServerProfile,
+    State,
+    UsageRecord,
+)
 from servers.supervision import lifecycle
 from servers.supervision.mlx_entry import peer_closed
 from servers.usage.records import Caller, Measure
@@ -35,14 +46,32 @@ def system_prompt(conversation: Conversation, profile: ServerProfile) -> str:
 
 def build_messages(conversation: Conversation, profile: ServerProfile) -> list[dict]:
     """The system prompt, then every user turn and every answer (without its reasoning, as
-    chat templates expect)."""
+    chat templates expect). A user turn's images go as `image_url` parts to a vision server —
+    the latest MAX_IMAGES_PER_REQUEST of the conversation; an older one, or any to a text
+    server, is named in the text instead."""
+    vision = profile.engine == Engine.VISION
+    shown = Prefetch("images", queryset=MessageImage.objects.defer("thumbnail"))
+    turns = list(conversation.messages.prefetch_related(shown))
+    sent = {
+        image.pk
+        for image in [i for m in turns for i in m.images.all()][-images.MAX_IMAGES_PER_REQUEST :]
+    } if vision else set()  # fmt: skip
     messages = []
     if prompt := system_prompt(conversation, profile):
         messages.append({"role": "system", "content": prompt})
-    for message in conversation.messages.all():
+    for message in turns:
         if message.role == Message.Role.USER:
             content = with_attachments(message.content, message.attachments)
-            messages.append({"role": "user", "content": content})
+            attached = list(message.images.all())
+            notes = [f"(An image was attached here: {i.name}.)" for i in attached
+                     if i.pk not in sent]  # fmt: skip
+            text = "\n\n".join(filter(None, [content, *notes]))
+            parts = [image_part(i.media_type, bytes(i.data)) for i in attached if i.pk in sent]
+            if parts:
+                messages.append({"role": "user", "content": [{"type": "text", "text": text},
+                                                             *parts]})  # fmt: skip
+            else:
+                messages.append({"role": "user", "content": text})
         elif message.content:
             messages.append({"role": "assistant", "content": message.content})
     return messages

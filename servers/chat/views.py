@@ -9,6 +9,7 @@ search and the exports are servers/chat/conversations.py.
 from __future__ import annotations
 
 from django.contrib import messages
+from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -27,16 +28,27 @@ from servers.chat.forms import (
 )
 from servers.chat.render import render_markdown
 from servers.chat.replies import keep_only_shown, stream_reply
-from servers.gateway import routing
+from servers.gateway import images, routing
 from servers.gateway.relay import STREAM_HEADERS
 from servers.gateway.transport import client_socket
-from servers.models import Conversation, Route, ServerProfile, State
+from servers.models import Conversation, MessageImage, Route, ServerProfile, State
+
+IMAGE_LIMITS = {
+    "per_message": images.MAX_IMAGES_PER_MESSAGE,
+    "bytes": images.MAX_IMAGE_BYTES,
+    "size": images.size_text(images.MAX_IMAGE_BYTES),
+}
+# A page shows thumbnails: the images' own bytes stay in the database.
+_IMAGES_SHOWN = Prefetch("images", queryset=MessageImage.objects.defer("data", "thumbnail"))
 
 
 def _profiles(user):
-    """The servers `user` may talk to (servers.models.may_see)."""
+    """The servers `user` may talk to (servers.models.may_see) that chat (`for_chat`)."""
     return (
-        ServerProfile.objects.visible_to(user).select_related("instance", "host").order_by("name")
+        ServerProfile.objects.visible_to(user)
+        .for_chat()
+        .select_related("instance", "host")
+        .order_by("name")
     )
 
 
@@ -81,11 +93,14 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     route = route_target(picked, request.user) if picked.startswith(ROUTE_PREFIX) else None
     # A route: the member it would send a message to now.
     profile = route.profiles[0] if route is not None else _pick(profiles, picked, conversation)
-    chat_messages = list(conversation.messages.all()) if conversation else []
+    chat_messages = (
+        list(conversation.messages.prefetch_related(_IMAGES_SHOWN)) if conversation else []
+    )
     for message in chat_messages:  # a user message stored before they were rendered
         if not message.html and message.content:
             message.html = render_markdown(message.content)
     context |= {
+        "image_limits": IMAGE_LIMITS,
         "chat_messages": chat_messages,
         "profiles": profiles,
         "profile": profile,
@@ -178,6 +193,24 @@ def conversation_export(request: HttpRequest, pk: int, fmt: str) -> HttpResponse
         content_type=content_type,
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+def message_image(request: HttpRequest, pk: int, full: bool = False) -> HttpResponse:
+    """An image of a chat message (its thumbnail, or the image as sent): its conversation's
+    owner only, others get 404. Served as the type the portal found it to be, never sniffed."""
+    image = get_object_or_404(
+        MessageImage.objects.defer("thumbnail" if full else "data"),
+        pk=pk,
+        message__conversation__user=request.user,
+    )
+    data, media_type = (
+        (image.data, image.media_type) if full else (image.thumbnail, image.thumbnail_type)
+    )
+    response = HttpResponse(bytes(data), content_type=media_type)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, max-age=3600"
+    response["Content-Disposition"] = "inline"
+    return response
 
 
 @require_POST

@@ -35,7 +35,7 @@ from servers.gateway.errors import GatewayError
 from servers.gateway.relay import Relay
 from servers.gateway.schema import build_upstream_body
 from servers.gateway.transport import ClientGone, send
-from servers.models import ServerInstance, ServerProfile, State, may_see
+from servers.models import Engine, ServerInstance, ServerProfile, State, may_see
 from servers.sharing import admission
 from servers.supervision import lifecycle
 from servers.supervision.mlx_entry import peer_closed
@@ -155,6 +155,21 @@ def request_limits(profile: ServerProfile) -> dict:
     }
 
 
+def engine_fields(profile: ServerProfile) -> dict:
+    """What build_upstream_body needs to know of the profile's engine: a vision server sees
+    images, and gets the profile's sampling defaults with each request (mlx_vlm.server takes
+    none on its command line: servers/supervision/command.py)."""
+    if profile.engine != Engine.VISION:
+        return {}
+    defaults = {
+        "temperature": profile.temperature,
+        "top_p": profile.top_p,
+        "top_k": profile.top_k,
+        "min_p": profile.min_p,
+    }
+    return {"vision": True, "defaults": defaults}
+
+
 def upstream_body(profile: ServerProfile, endpoint: str, body: object) -> dict:
     """The body sent to the profile's server for `endpoint`, from the request's `body` alone
     (`schema` for chat and completions, `engines` for embeddings and transcriptions), once the
@@ -172,6 +187,7 @@ def upstream_body(profile: ServerProfile, endpoint: str, body: object) -> dict:
         profile_name=profile.name,
         # Another host's hop checks with its own copy of the model (hop_views.py).
         **request_limits(profile),
+        **engine_fields(profile),
     )
 
 

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from servers.gateway import images
 from servers.gateway.errors import GatewayError
 from servers.gateway.json_schema import check_schema
 from servers.validation import check_chat_template_args, max_tokens_cap, max_tokens_refusal
@@ -59,6 +60,8 @@ class Limits:
     # The variables the model's chat template reads (None: any, its own host checks).
     template_variables: frozenset[str] | None = None
     profile_name: str = "this server"
+    # A vision server (engine "vision"): image parts are accepted (servers/gateway/images.py).
+    vision: bool = False
 
 
 def _invalid(message: str, param: str, code: str = "invalid_value") -> GatewayError:
@@ -175,7 +178,7 @@ class Messages(Field):
     def apply(self, body: dict, out: dict, limits: Limits) -> None:
         if self.name not in body:
             raise _invalid("'messages' is required.", "messages", "missing_field")
-        out["messages"] = _messages(body[self.name])
+        out["messages"] = _messages(body[self.name], limits)
 
 
 class Prompt(Field):
@@ -457,18 +460,32 @@ def build_upstream_body(
     context_length: int | None = None,
     template_variables: frozenset[str] | None = None,
     profile_name: str = "this server",
+    vision: bool = False,
+    defaults: dict[str, Any] | None = None,
 ) -> dict:
-    """The body sent to mlx_lm.server for a client's `body` (the fields of `FIELDS`, in its
-    order), or GatewayError (400) naming the first field that is wrong."""
+    """The body sent to the model server for a client's `body` (the fields of `FIELDS`, in its
+    order), or GatewayError (400) naming the first field that is wrong. `vision`: the server
+    sees images; `defaults`: values for fields the body leaves out (a vision server has no
+    sampling defaults of its own: the profile's travel with each request)."""
     if not isinstance(body, dict):
         raise GatewayError("The request body must be a JSON object.", code="invalid_body")
     limits = Limits(
-        max_tokens, max_tokens_cap, vocab_size, context_length, template_variables, profile_name
-    )
+        max_tokens, max_tokens_cap, vocab_size, context_length, template_variables, profile_name,
+        vision,
+    )  # fmt: skip
+    if vision and endpoint == TEXT:
+        raise GatewayError(
+            f"{profile_name} runs a vision model (mlx-vlm), which has no text completions: "
+            "use /v1/chat/completions.",
+            param="prompt",
+            code="unsupported_endpoint",
+        )
     out: dict[str, Any] = {"model": "default_model"}
     for field in FIELDS:
         if endpoint in field.endpoints:
             field.apply(body, out, limits)
+    for name, value in (defaults or {}).items():
+        out.setdefault(name, value)
     _check_context(out, endpoint, limits.context_length)
     return out
 
@@ -487,34 +504,79 @@ def _check_context(out: dict, endpoint: str, context_length: int | None) -> None
 # --- messages, tool calls and template kwargs ---------------------------------------------------
 
 
-def _content_parts(content: list, index: int) -> list:
+def _content_parts(content: list, index: int, limits: Limits, seen: list[int]) -> list:
+    """A message's parts: text, and on a vision server images (`_image_part`); `seen` counts
+    the request's images so far."""
     parts = []
+    param = f"messages[{index}].content"
+    in_message = 0
     for part in content:
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
             raise GatewayError(
                 f"messages[{index}].content parts must be objects with a 'type'.",
-                param=f"messages[{index}].content",
+                param=param,
                 code="invalid_value",
             )
         if part["type"] in ("text", "input_text"):
             if not isinstance(part.get("text"), str):
                 raise GatewayError(
                     f"messages[{index}].content text parts need a 'text' string.",
-                    param=f"messages[{index}].content",
+                    param=param,
                     code="invalid_value",
                 )
             parts.append({"type": "text", "text": part["text"]})
-        else:
+        elif part["type"] == "image_url" and not limits.vision:
             raise GatewayError(
-                f"messages[{index}] has a '{part['type'][:30]}' part: images, audio and video "
-                "need a vision-capable server (mlx-vlm), which is not supported yet. Send text.",
-                param=f"messages[{index}].content",
+                f"messages[{index}] has an image, but {limits.profile_name} cannot see images: "
+                "it runs a text model. Send text, or use a profile with the vision engine.",
+                param=param,
+                code="images_not_supported",
+            )
+        elif part["type"] == "image_url":
+            in_message += 1
+            seen[0] += 1
+            if in_message > images.MAX_IMAGES_PER_MESSAGE:
+                raise GatewayError(
+                    f"messages[{index}] has more than {images.MAX_IMAGES_PER_MESSAGE} images; "
+                    f"a message may hold at most {images.MAX_IMAGES_PER_MESSAGE}.",
+                    param=param,
+                    code="too_many_images",
+                )
+            if seen[0] > images.MAX_IMAGES_PER_REQUEST:
+                raise GatewayError(
+                    f"The request has more than {images.MAX_IMAGES_PER_REQUEST} images; a "
+                    f"request may hold at most {images.MAX_IMAGES_PER_REQUEST} (drop older ones).",
+                    param=param,
+                    code="too_many_images",
+                )
+            parts.append(_image_part(part, index, in_message))
+        else:
+            what = "images" if limits.vision else "images, audio and video"
+            raise GatewayError(
+                f"messages[{index}] has a '{part['type'][:30]}' part: {limits.profile_name} "
+                f"takes text{' and image_url parts' if limits.vision else ''} only, not "
+                f"{'audio or video' if limits.vision else what}.",
+                param=param,
                 code="unsupported_content",
             )
     return parts
 
 
-def _messages(value: Any) -> list[dict]:
+def _image_part(part: dict, index: int, number: int) -> dict:
+    """An `image_url` part checked (servers/gateway/images.py) and rebuilt: only its data: URL
+    (with the media type the bytes really have) goes on."""
+    image_url = part.get("image_url")
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    try:
+        checked = images.image_from_url(url, f"Image {number} of messages[{index}]")
+    except images.ImageRefused as exc:
+        raise GatewayError(
+            str(exc), param=f"messages[{index}].content", code="invalid_image"
+        ) from None
+    return {"type": "image_url", "image_url": {"url": checked.data_url}}
+
+
+def _messages(value: Any, limits: Limits) -> list[dict]:
     if not isinstance(value, list) or not value:
         raise GatewayError(
             "'messages' must be a non-empty list of messages.",
@@ -522,6 +584,7 @@ def _messages(value: Any) -> list[dict]:
             code="invalid_value",
         )
     messages = []
+    seen = [0]  # images in the request so far
     for index, message in enumerate(value):
         role = message.get("role") if isinstance(message, dict) else None
         if not isinstance(role, str) or role not in ROLES:
@@ -533,7 +596,7 @@ def _messages(value: Any) -> list[dict]:
         role = "system" if role == "developer" else role
         content = message.get("content")
         if isinstance(content, list):
-            content = _content_parts(content, index)
+            content = _content_parts(content, index, limits, seen)
         elif content is not None and not isinstance(content, str):
             raise GatewayError(
                 f"messages[{index}].content must be a string or a list of parts.",
@@ -602,7 +665,7 @@ def _prompt_characters(out: dict) -> int:
         if isinstance(content, str):
             total += len(content)
         else:
-            total += sum(len(part["text"]) for part in content)
+            total += sum(len(part.get("text", "")) for part in content)
     if tools := out.get("tools"):
         total += len(json.dumps(tools))
     return total

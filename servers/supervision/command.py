@@ -1,8 +1,11 @@
-"""The `mlx_lm.server` command line: one pure function from validated profile fields to argv.
+"""The model servers' command lines: pure functions from validated profile fields to argv, one
+per engine (`build_server_command`: text, `mlx_lm.server`; `build_vision_command`: vision,
+`mlx_vlm.server`; `build_engine_command`: embeddings and speech to text, the portal's own
+entry). `servers.supervision.lifecycle.server_command` picks by the profile's engine.
 
 No shell is involved: the list goes to `subprocess.Popen` as is. Only the options listed here
-ever reach the server, and it always listens on the loopback interface with cross-origin
-requests limited to its own origin (mlx_lm.server allows `*` by default).
+ever reach a server, and it always listens on the loopback interface with cross-origin
+requests limited to its own origin (both servers allow `*` by default).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ LOOPBACK = "127.0.0.1"
 # mlx_lm.server's own main(), admitting new requests into the running batch every few
 # milliseconds instead of every 0.5 s (see that file).
 MLX_ENTRY = str(Path(__file__).resolve().with_name("mlx_entry.py"))
+# mlx_vlm.server's own main(), serving only its own model (see that file).
+VLM_ENTRY = str(Path(__file__).resolve().with_name("vlm_entry.py"))
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,34 @@ def build_server_command(
         argv.append("--trust-remote-code")
     if options.context_length is not None:
         argv += ["--portal-context-length", str(int(options.context_length))]
+    return argv
+
+
+def build_vision_command(
+    python: str,
+    model_path: Path,
+    options: ServerOptions,
+    *,
+    adapter_path: Path | None = None,
+) -> list[str]:
+    """The argv that starts `mlx_vlm.server` (through VLM_ENTRY) for a vision profile. It takes
+    the reply length, the batch size (decode concurrency), KV-cache bits, an adapter and
+    trust-remote-code; sampling defaults travel with each request (the gateway adds the
+    profile's), and mlx_vlm has no draft model for these models nor a prompt-cache size."""
+    argv = [
+        python, VLM_ENTRY,
+        "--model", str(model_path),
+        "--host", LOOPBACK,
+        "--port", str(int(options.port)),
+        "--max-tokens", str(int(options.max_tokens)),
+        "--max-num-seqs", str(int(options.decode_concurrency)),
+    ]  # fmt: skip
+    if adapter_path is not None:
+        argv += ["--adapter-path", str(adapter_path)]
+    if options.kv_bits is not None:
+        argv += ["--kv-bits", str(int(options.kv_bits))]
+    if options.trust_remote_code:
+        argv.append("--trust-remote-code")
     return argv
 
 

@@ -34,13 +34,14 @@ from models_catalog.hosts.queue import enqueue
 from models_catalog.last_used import mark_model_used
 from models_catalog.local import local_model_path, serving_facts, weight_bytes
 from models_catalog.models import Host
-from servers.models import ACTIVE_STATES, ServerInstance, ServerProfile, State
+from servers.models import ACTIVE_STATES, Engine, ServerInstance, ServerProfile, State
 from servers.supervision import probes, supervisor
 from servers.supervision.command import (
     ENTRY_ENGINES,
     ServerOptions,
     build_engine_command,
     build_server_command,
+    build_vision_command,
 )
 from servers.supervision.ports import port_holder, port_is_free
 from servers.validation import resolve_adapter_path
@@ -462,12 +463,17 @@ def server_command(profile: ServerProfile, plan: LaunchPlan) -> list[str]:
     """The command line of the profile's server, by its engine (servers/supervision/command)."""
     if profile.engine in ENTRY_ENGINES:
         return build_engine_command(sys.executable, plan.model_path, profile.engine, profile.port)
+    options = ServerOptions.from_profile(
+        profile, context_length=serving_facts(profile.model_id).context_length
+    )
+    if profile.engine == Engine.VISION:
+        return build_vision_command(
+            sys.executable, plan.model_path, options, adapter_path=plan.adapter_path
+        )
     return build_server_command(
         sys.executable,
         plan.model_path,
-        ServerOptions.from_profile(
-            profile, context_length=serving_facts(profile.model_id).context_length
-        ),
+        options,
         draft_model_path=plan.draft_model_path,
         adapter_path=plan.adapter_path,
     )

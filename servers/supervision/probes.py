@@ -46,6 +46,9 @@ class ProbeResult:
 def probe_ready(base_url: str, timeout: float = 30.0) -> ProbeResult:
     """Ask the server for a one-token chat completion; ok when it answers with a choice."""
     body = {
+        # Each server's own model: mlx_lm.server's name for it, and what vlm_entry.py maps to
+        # its model (mlx_vlm.server needs a `model`).
+        "model": "default_model",
         "messages": [{"role": "user", "content": "ping"}],
         "max_tokens": 1,
         "temperature": 0.0,

@@ -10,6 +10,8 @@
   var list = document.getElementById("chat-messages");
   var input = document.getElementById("chat-input");
   var files = document.getElementById("chat-files");
+  var imageInput = document.getElementById("chat-images");
+  var previews = document.getElementById("chat-image-previews");
   var send = document.getElementById("chat-send");
   var stop = document.getElementById("chat-stop");
   var formError = document.getElementById("chat-form-error");
@@ -282,6 +284,7 @@
     data.set("conversation", form.getAttribute("data-conversation") || "");
     if (how.retry || how.edit) {
       data.delete("files");
+      data.delete("images");
       if (how.retry) {
         data.set("retry", "1");
         data.delete("message");
@@ -289,8 +292,8 @@
         data.set("edit", how.edit);
         data.set("message", how.text);
       }
-    } else if (!input.value.trim() && !(files && files.files.length)) {
-      showFormError("Write a message (or attach a text file) first.");
+    } else if (!input.value.trim() && !(files && files.files.length) && !images.length) {
+      showFormError("Write a message (or attach a file or an image) first.");
       return;
     }
     controller = new AbortController();
@@ -314,6 +317,7 @@
       if (!how.retry && !how.edit) {
         input.value = "";
         if (files) files.value = "";
+        setImages([]);
       }
       var reader = response.body.getReader();
       var decoder = new TextDecoder();
@@ -423,6 +427,102 @@
       var state = document.getElementById("server-panel").getAttribute("data-state");
       var option = select.options[select.selectedIndex];
       if (state && option) option.textContent = option.textContent.replace(/ — [^—]*$/, " — " + state);
+    });
+  }
+
+  // --- images (for a vision server): picked, dropped or pasted, previewed, sent in "images" ---
+  // The portal checks each one again (servers/gateway/images.py); these checks only say the
+  // limits sooner.
+
+  var images = [];
+  var IMAGE_TYPES = ["image/png", "image/jpeg", "image/webp", "image/gif"];
+
+  function megabytes(bytes) { return (bytes / (1024 * 1024)).toFixed(1) + " MiB"; }
+
+  function setImages(list) {
+    images = list;
+    if (!imageInput) return;
+    var transfer = new DataTransfer();
+    images.forEach(function (file) { transfer.items.add(file); });
+    imageInput.files = transfer.files;
+    previews.textContent = "";
+    images.forEach(function (file, index) {
+      var box = el("span", "image-preview");
+      var img = el("img", "chat-thumb");
+      img.alt = file.name;
+      img.title = file.name;
+      var reader = new FileReader();
+      reader.onload = function () { img.src = reader.result; }; // a data: URL (the CSP allows it)
+      reader.readAsDataURL(file);
+      var remove = el("button", "small outline secondary", "Remove");
+      remove.type = "button";
+      remove.setAttribute("aria-label", "Remove " + file.name);
+      remove.addEventListener("click", function () {
+        setImages(images.filter(function (_f, i) { return i !== index; }));
+      });
+      box.appendChild(img);
+      box.appendChild(remove);
+      previews.appendChild(box);
+    });
+  }
+
+  function addImages(fileList) {
+    if (!imageInput) return;
+    var max = Number(imageInput.getAttribute("data-max")) || 3;
+    var maxBytes = Number(imageInput.getAttribute("data-max-bytes")) || 5 * 1024 * 1024;
+    var next = images.slice();
+    var problem = "";
+    Array.prototype.forEach.call(fileList, function (file) {
+      if (IMAGE_TYPES.indexOf(file.type) === -1) {
+        problem = "“" + file.name + "” is not a PNG, JPEG, WebP or GIF image.";
+      } else if (file.size > maxBytes) {
+        problem = "“" + file.name + "” is " + megabytes(file.size) + "; an image may be at most " + megabytes(maxBytes) + ".";
+      } else if (next.length >= max) {
+        problem = "Attach at most " + max + " images to one message.";
+      } else {
+        next.push(file);
+      }
+    });
+    showFormError(problem);
+    setImages(next);
+  }
+
+  if (imageInput) {
+    document.getElementById("chat-image-hint").hidden = false;
+    imageInput.addEventListener("change", function () {
+      var picked = Array.prototype.slice.call(imageInput.files);
+      var kept = images.slice();
+      images = [];
+      setImages(kept);
+      addImages(picked);
+    });
+    var composer = form.querySelector(".composer");
+    composer.addEventListener("dragover", function (event) {
+      if (!event.dataTransfer || Array.prototype.indexOf.call(event.dataTransfer.types, "Files") === -1) return;
+      event.preventDefault();
+      composer.classList.add("is-dropping");
+    });
+    composer.addEventListener("dragleave", function () { composer.classList.remove("is-dropping"); });
+    composer.addEventListener("drop", function (event) {
+      composer.classList.remove("is-dropping");
+      if (!event.dataTransfer || !event.dataTransfer.files.length) return;
+      event.preventDefault();
+      // Images to the images, anything else to the text files (the portal says what it is).
+      var dropped = Array.prototype.slice.call(event.dataTransfer.files);
+      var others = dropped.filter(function (file) { return file.type.indexOf("image/") !== 0; });
+      if (others.length && files) {
+        var transfer = new DataTransfer();
+        Array.prototype.forEach.call(files.files, function (file) { transfer.items.add(file); });
+        others.forEach(function (file) { transfer.items.add(file); });
+        files.files = transfer.files;
+      }
+      addImages(dropped.filter(function (file) { return file.type.indexOf("image/") === 0; }));
+    });
+    input.addEventListener("paste", function (event) {
+      var pasted = event.clipboardData ? event.clipboardData.files : [];
+      if (!pasted || !pasted.length) return;
+      event.preventDefault();
+      addImages(pasted);
     });
   }
 

@@ -36,6 +36,21 @@ def log_in():
     return post
 
 
+def tiny_image(name: str) -> dict:
+    """The fields of a MessageImage: a real 8x8 PNG, checked and thumbnailed by the chat."""
+    import io
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+
+    from servers.chat.images import read_image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, "PNG")
+    upload = SimpleUploadedFile("a.png", buffer.getvalue(), content_type="image/png")
+    return {**read_image("a.png", upload).fields, "name": name}
+
+
 @pytest.fixture
 def stored(member, make_user, hub, settings, tmp_path):
     """Objects of `member`, with markers in their text, and a model in the Hugging Face cache;
@@ -46,7 +61,14 @@ def stored(member, make_user, hub, settings, tmp_path):
     from accounts.models import Limits
     from models_catalog.models import Download, Host
     from servers.chat.render import render_markdown
-    from servers.models import Conversation, Message, ServerProfile, State, UsageRecord
+    from servers.models import (
+        Conversation,
+        Message,
+        MessageImage,
+        ServerProfile,
+        State,
+        UsageRecord,
+    )
 
     settings.HF_ENDPOINT = hub.url
     settings.HF_HUB_CACHE = tmp_path / "hf-cache"
@@ -70,6 +92,7 @@ def stored(member, make_user, hub, settings, tmp_path):
         "sn": "a user's email",
         "so": "a usage record's profile name",
         "sp": "a group's name",
+        "sq": "an attached image's name",
     }
     m = {token: marker(token) for token in where}
     profile = ServerProfile.objects.create(
@@ -80,7 +103,8 @@ def stored(member, make_user, hub, settings, tmp_path):
         state=State.FAILED, reason=m["sd"], last_error=m["se"], log_tail=m["sf"]
     )
     conversation = Conversation.objects.create(user=member, profile=profile, title=m["sg"])
-    Message.objects.create(conversation=conversation, role="user", content=m["sh"])
+    question = Message.objects.create(conversation=conversation, role="user", content=m["sh"])
+    MessageImage.objects.create(message=question, **tiny_image(m["sq"]))
     Message.objects.create(
         conversation=conversation, role="assistant", content=m["si"],
         html=render_markdown(m["si"]), reasoning=m["sj"],

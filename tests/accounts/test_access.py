@@ -310,6 +310,8 @@ OBJECT_URLS: dict[str, tuple[str, str]] = {
     "servers:chat-stopped": ("conversation", OWNER),
     "servers:chat-export-md": ("conversation", OWNER),
     "servers:chat-export-json": ("conversation", OWNER),
+    "servers:chat-image": ("image", OWNER),
+    "servers:chat-image-full": ("image", OWNER),
     "servers:profile-edit": ("profile", OWNER_OR_ADMIN),
     "servers:profile-delete": ("profile", OWNER_OR_ADMIN),
     "servers:route-edit": ("route", OWNER_OR_ADMIN),
@@ -350,18 +352,24 @@ def owned(member, hub, settings, tmp_path):
     settings.HF_TOKEN = ""
     from accounts.api_keys import create_api_key
     from models_catalog.models import Download, Host
-    from servers.models import Conversation, Route, ServerProfile
+    from servers.models import Conversation, MessageImage, Route, ServerProfile
+    from tests.accounts.conftest import tiny_image
 
     host = Host.objects.this_machine()
     profile = ServerProfile.objects.create(
         name="Owned", slug="owned", model_id="acme/tiny", host=host, port=18123, owner=member
     )
     route = Route.objects.create(name="owned-route", owner=member)
+    conversation = Conversation.objects.create(user=member, profile=profile, title="Mine")
     route.members.create(profile=profile)
     return {
         "profile": profile,
         "route": route,
-        "conversation": Conversation.objects.create(user=member, profile=profile, title="Mine"),
+        "conversation": conversation,
+        "image": MessageImage.objects.create(
+            message=conversation.messages.create(role="user", content="Look"),
+            **tiny_image("mine.png"),
+        ),
         "download": Download.objects.create(
             repo_id="acme/tiny", revision="a" * 40, host=host, requested_by=member
         ),

@@ -115,15 +115,30 @@ def test_quantized_model_is_4bit_by_mlx_lm_and_still_answers(
     assert _generate(model_dir) == (REPLY, "stop")
 
 
-def test_vision_variant_declares_a_vision_tower(tiny_model_variant) -> None:
+def test_vision_variant_is_a_qwen2_vl_model_that_mlx_vlm_loads_and_runs_on_an_image(
+    tiny_model_variant,
+) -> None:
+    from mlx_vlm import generate, load
+    from mlx_vlm.prompt_utils import apply_chat_template
+    from PIL import Image
+
     model_dir = tiny_model_variant("vision")
     config = json.loads((model_dir / "config.json").read_text())
-    assert isinstance(config["vision_config"], dict)
-    assert config["vision_config"]["model_type"] == "siglip_vision_model"
+    assert config["model_type"] == "qwen2_vl"
+    assert config["vision_config"]["depth"] == 1
     tokenizer = json.loads((model_dir / "tokenizer.json").read_text())
-    image = [t for t in tokenizer["added_tokens"] if t["content"] == "<image>"]
-    assert image and config["image_token_id"] == image[0]["id"]
-    assert config["vocab_size"] > config["image_token_id"]
+    pad = [t for t in tokenizer["added_tokens"] if t["content"] == "<|image_pad|>"]
+    assert pad and config["image_token_id"] == pad[0]["id"]
+
+    model, processor = load(str(model_dir))
+    prompt = apply_chat_template(processor, model.config, "What is this?", num_images=1)
+    assert prompt.count("<|image_pad|>") == 1
+    result = generate(
+        model, processor, prompt, image=[Image.new("RGB", (64, 48), "red")], max_tokens=30,
+        verbose=False,
+    )  # fmt: skip
+    assert result.text == REPLY
+    assert result.prompt_tokens > 12  # the image became tokens
 
 
 def test_thinking_template_honours_enable_thinking(tiny_model_variant) -> None:

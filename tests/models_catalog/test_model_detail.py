@@ -165,3 +165,16 @@ def test_a_gated_model_page_says_a_token_is_needed_for_its_files(catalog_hub, me
     assert response.status_code == 200
     assert "gated" in response.text
     assert "needs a Hugging Face token, set by an admin" in response.text
+
+
+def test_a_vision_model_on_disk_is_offered_as_a_vision_model(
+    catalog_hub, member_client, host, settings, tiny_model_variant, tiny_model
+):
+    from tests.models_catalog.conftest import put_in_local_cache
+
+    put_in_local_cache(settings.HF_HUB_CACHE, "test-org/tiny-vision", tiny_model_variant("vision"))
+    put_in_local_cache(settings.HF_HUB_CACHE, "test-org/tiny-llama", tiny_model)
+    vision = member_client.get("/models/hub/test-org/tiny-vision").text
+    assert "Serve as vision model</button>" in vision
+    text = member_client.get("/models/hub/test-org/tiny-llama").text
+    assert ">Serve</button>" in text and "Serve as vision model" not in text

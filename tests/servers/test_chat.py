@@ -83,8 +83,8 @@ def test_titles_come_from_the_first_line():
 
 @pytest.mark.parametrize(
     "name,data,says",
-    [("photo.png", b"\x89PNG", "vision-capable server (mlx-vlm)"),
-     ("clip.mp4", b"....", "vision-capable"),
+    [("photo.png", b"\x89PNG", "Attach images with “Attach images”"),
+     ("clip.mp4", b"....", "audio and video cannot be sent"),
      ("blob.bin", bytes(range(256)) * 4, "not a text file"),
      ("pixels.raw", b"\x89PNG\r\n\x1a\n" + bytes(200), "not a text file"),
      ("empty.txt", b"", "“empty.txt” is empty"),
@@ -256,3 +256,21 @@ def test_picking_a_profile_updates_the_server_panel(make_profile, member_client)
     html = response.content.decode()
     assert "Be beta." in html and "Be alpha." not in html and "<nav" not in html
     assert "sending a message starts it" in html
+
+
+def test_the_chat_offers_only_profiles_that_chat(make_profile, member_client):
+    make_profile("Words", engine="text")
+    make_profile("Eyes", engine="vision")
+    make_profile("Vectors", engine="embeddings", allow_on_demand=False)
+    make_profile("Ears", engine="speech-to-text", allow_on_demand=False)
+    page = member_client.get(reverse("servers:chat")).content.decode()
+    offered = re.findall(r'<option value="([^"]*)"', page.split('id="chat-profile"')[1])
+    assert set(offered) >= {"words", "eyes"}
+    assert "vectors" not in offered and "ears" not in offered
+    # Named in the address, it is not picked either: the first that chats is.
+    page = member_client.get(reverse("servers:chat") + "?profile=vectors").content.decode()
+    assert '<option value="vectors"' not in page
+    # Nor can a message be sent to it.
+    response = member_client.post(STREAM, {"profile": "vectors", "message": "Hi"})
+    assert response.status_code == 400
+    assert "it does not chat" in response.json()["error"]

@@ -61,6 +61,13 @@ BAD_BODIES = [
         "image",
         {"model": "stopped-one", "messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}]},
+        "images_not_supported",
+        None,
+    ),
+    (
+        "audio",
+        {"model": "stopped-one", "messages": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}]},
         "unsupported_content",
         None,
     ),

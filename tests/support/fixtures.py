@@ -31,6 +31,7 @@ __all__ = [
     "mlx_server_factory",
     "tiny_model",
     "tiny_model_variant",
+    "vision_server",
     "whisper_server",
 ]
 
@@ -132,6 +133,21 @@ def mlx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServ
     server = start_mlx_server(
         tiny_model_cache("text"), log_path=base / "server.log", env=_server_env(base)
     )
+    try:
+        yield server
+    finally:
+        stop_mlx_server(server)
+
+
+@pytest.fixture(scope="module")
+def vision_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A real ``mlx_vlm.server`` (the vision engine, as the portal runs it) on the ``vision``
+    tiny model (a Qwen2-VL), shared by the tests of a module."""
+    base = tmp_path_factory.mktemp("vlm-server")
+    server = start_mlx_server(
+        tiny_model_cache("vision"), log_path=base / "server.log", env=_server_env(base),
+        vision=True,
+    )  # fmt: skip
     try:
         yield server
     finally:

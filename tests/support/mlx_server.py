@@ -48,7 +48,7 @@ from typing import Any
 
 import psutil
 
-from servers.supervision.command import ENGINE_ENTRY, MLX_ENTRY
+from servers.supervision.command import ENGINE_ENTRY, MLX_ENTRY, VLM_ENTRY
 
 READY_TIMEOUT = 90.0
 STOP_GRACE = 10.0
@@ -97,6 +97,7 @@ def start_mlx_server(
     timeout: float = READY_TIMEOUT,
     python: str = sys.executable,
     stock: bool = False,
+    vision: bool = False,
 ) -> RunningServer:
     """Start ``mlx_lm.server`` on ``model_path`` and return once it answers a chat completion.
 
@@ -104,13 +105,15 @@ def start_mlx_server(
     entries are added to the current environment (``HF_HUB_OFFLINE`` defaults to ``1``). On a
     time-out or an early exit the process is stopped and ``RuntimeError`` carries the log tail.
     The server runs as the portal runs it (``servers/supervision/mlx_entry.py``), or as mlx_lm
-    ships it (``python -m mlx_lm server``) with ``stock``.
+    ships it (``python -m mlx_lm server``) with ``stock``. With ``vision`` it is
+    ``mlx_vlm.server`` as the portal runs it (``servers/supervision/vlm_entry.py``): the vision
+    engine, for the ``vision`` tiny model.
     """
     model_path = Path(model_path)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
-    launcher = ["-m", "mlx_lm", "server"] if stock else [MLX_ENTRY]
+    launcher = [VLM_ENTRY] if vision else ["-m", "mlx_lm", "server"] if stock else [MLX_ENTRY]
     command = [
         python, *launcher,
         "--model", str(model_path), "--host", host, "--port", str(port),
@@ -158,7 +161,11 @@ def wait_until_ready(server: RunningServer, *, timeout: float = READY_TIMEOUT) -
         try:
             answer = _post_json(
                 f"{server.url}/v1/chat/completions",
-                {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1},
+                {
+                    "model": "default_model",  # mlx_vlm.server needs one (vlm_entry.py maps it)
+                    "messages": [{"role": "user", "content": "ping"}],
+                    "max_tokens": 1,
+                },
                 timeout=min(30.0, max(1.0, deadline - time.monotonic())),
             )
             if answer.get("choices"):
@@ -214,9 +221,11 @@ def running_mlx_server(
 def is_model_server(cmdline: Sequence[str]) -> bool:
     """Whether a process's command line is a model server: mlx_lm.server as the portal runs it
     (servers/supervision/mlx_entry.py) or as mlx_lm ships it (`python -m mlx_lm server`), or
-    the portal's engine server (servers/supervision/engine_entry.py)."""
+    mlx_vlm.server as the portal runs it (servers/supervision/vlm_entry.py), or the portal's
+    engine server (servers/supervision/engine_entry.py)."""
     return (
         MLX_ENTRY in cmdline
+        or VLM_ENTRY in cmdline
         or ENGINE_ENTRY in cmdline
         or ("mlx_lm" in cmdline and "server" in cmdline)
     )

@@ -17,8 +17,13 @@ Variants:
 ``thinking``   Qwen 3 style: ``<think>``/``</think>`` tokens, template honours ``enable_thinking``.
                Replies ``<think>`` + :data:`THOUGHT` + ``</think>`` + :data:`THINKING_REPLY`, or
                only :data:`THINKING_REPLY` when ``enable_thinking`` is false.
-``vision``     ``text`` plus a ``vision_config`` dict, ``image_token_id`` and an ``<image>`` token
-               in ``config.json`` (still loads as a text model; it is not a real VLM).
+``vision``     A real vision-language model: Qwen2-VL (``model_type`` ``qwen2_vl``: a 1-block vision
+               tower, the same 2-layer language model wired the same way) saved as mlx-vlm saves
+               one, with ``preprocessor_config.json`` (images scaled to at most 112x112, so an
+               image is a handful of tokens) and a template that renders image parts as
+               ``<|vision_start|><|image_pad|><|vision_end|>``. ``mlx_vlm.load`` and
+               ``mlx_vlm.server`` load it from the directory alone; it answers :data:`REPLY`
+               with or without images. mlx-lm cannot load it.
 ``quantized``  ``text`` quantized by mlx-lm itself: 4 bits, group size 64.
 
 :func:`tiny_model_cache` builds each variant once per machine (per :data:`BUILDER_VERSION`).
@@ -39,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 # Bump whenever the output of build_tiny_model changes: caches are keyed by it.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 
 VARIANTS: tuple[str, ...] = ("text", "tools", "thinking", "vision", "quantized")
 
@@ -51,6 +56,10 @@ THOUGHT = "Greeting detected; answer kindly."
 THINKING_REPLY = "Hi, I thought first!"
 
 HIDDEN_SIZE = 64
+PATCH_SIZE = 14
+# The vision variant's images are scaled to between these many pixels (56x56 .. 112x112): at most
+# 16 image tokens after the 2x2 merge.
+VISION_MIN_PIXELS, VISION_MAX_PIXELS = 56 * 56, 112 * 112
 NUM_LAYERS = 2
 SEED = 20240601
 
@@ -61,7 +70,10 @@ IM_START = "<|im_start|>"
 END_OF_TEXT = "<|endoftext|>"
 THINK_START = "<think>"
 THINK_END = "</think>"
-IMAGE_TOKEN = "<image>"
+VISION_START = "<|vision_start|>"
+VISION_END = "<|vision_end|>"
+IMAGE_PAD = "<|image_pad|>"
+VIDEO_PAD = "<|video_pad|>"
 TOOL_CALL_START = "<tool_call>"
 TOOL_CALL_END = "</tool_call>"
 
@@ -109,6 +121,23 @@ _TOOLS_TEMPLATE = (
     "{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+# ChatML whose content may be a list of parts (as mlx-vlm passes them): an image part becomes the
+# Qwen2-VL placeholder the processor expands to the image's tokens.
+_VISION_TEMPLATE = (
+    "{{- bos_token -}}"
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] in ('image', 'image_url', 'input_image') -%}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
 
 _THINKING_TEMPLATE = (
@@ -160,7 +189,7 @@ _SPECS: dict[str, _VariantSpec] = {
     "text": _VariantSpec(chat_template=_CHATML_TEMPLATE),
     "tools": _VariantSpec(chat_template=_TOOLS_TEMPLATE, tools=True),
     "thinking": _VariantSpec(chat_template=_THINKING_TEMPLATE, thinking=True),
-    "vision": _VariantSpec(chat_template=_CHATML_TEMPLATE, vision=True),
+    "vision": _VariantSpec(chat_template=_VISION_TEMPLATE, vision=True),
     "quantized": _VariantSpec(chat_template=_CHATML_TEMPLATE, quantized=True),
 }
 
@@ -210,7 +239,11 @@ def build_tiny_model(dest: Path, variant: str = "text") -> Path:
             "do_sample": False,
         },
     )
-    _save_weights(dest, config, transitions, default_next, quantized=spec.quantized)
+    if spec.vision:
+        _save_vision_weights(dest, config, transitions, default_next)
+        _write_json(dest / "preprocessor_config.json", _preprocessor_config())
+    else:
+        _save_weights(dest, config, transitions, default_next, quantized=spec.quantized)
     (dest / "README.md").write_text(_model_card(variant, spec), encoding="utf-8")
     return dest
 
@@ -309,7 +342,9 @@ def _train_tokenizer(spec: _VariantSpec) -> Any:
     if extra:
         tokenizer.add_tokens(extra)
     if spec.vision:
-        tokenizer.add_special_tokens([AddedToken(IMAGE_TOKEN, special=True)])
+        tokenizer.add_special_tokens(
+            [AddedToken(t, special=True) for t in (VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD)]
+        )
     return tokenizer
 
 
@@ -365,16 +400,30 @@ def _model_config(
         "torch_dtype": "bfloat16",
     }
     if spec.vision:
-        config["image_token_id"] = tokenizer.token_to_id(IMAGE_TOKEN)
-        config["vision_config"] = {
-            "model_type": "siglip_vision_model",
-            "hidden_size": HIDDEN_SIZE,
-            "intermediate_size": 2 * HIDDEN_SIZE,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 224,
-            "patch_size": 14,
-        }
+        del config["head_dim"], config["attention_bias"], config["mlp_bias"]
+        config.update(
+            architectures=["Qwen2VLForConditionalGeneration"],
+            model_type="qwen2_vl",
+            # mrope: the rotary half of each head (8) split over time, height and width.
+            rope_scaling={"type": "mrope", "mrope_section": [4, 2, 2]},
+            image_token_id=tokenizer.token_to_id(IMAGE_PAD),
+            video_token_id=tokenizer.token_to_id(VIDEO_PAD),
+            vision_start_token_id=tokenizer.token_to_id(VISION_START),
+            vision_end_token_id=tokenizer.token_to_id(VISION_END),
+            vision_config={
+                "model_type": "qwen2_vl",
+                "depth": 1,
+                "embed_dim": 32,
+                "hidden_size": HIDDEN_SIZE,
+                "num_heads": 2,
+                "mlp_ratio": 2,  # an integer: transformers' config class checks it
+                "in_channels": 3,
+                "patch_size": PATCH_SIZE,
+                "spatial_patch_size": PATCH_SIZE,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+            },
+        )
     return config
 
 
@@ -439,6 +488,31 @@ def _save_weights(
     rng = np.random.default_rng(SEED)
     vocab, hidden = config["vocab_size"], config["hidden_size"]
 
+    _wire(model, model.model, rng, vocab, hidden, transitions, default_next)
+    model.set_dtype(mx.bfloat16)
+    mx.eval(model.parameters())
+
+    if quantized:
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints the bits per weight
+            model, config = quantize_model(model, config, group_size=64, bits=4)
+    save_model(dest, model)
+    save_config(config, config_path=dest / "config.json", keep_vision_config=True)
+
+
+def _wire(
+    head_owner: Any,
+    body: Any,
+    rng: Any,
+    vocab: int,
+    hidden: int,
+    transitions: dict[int, int],
+    default_next: int,
+) -> None:
+    """Wire the embedding (`body.embed_tokens`) and the head (`head_owner.lm_head`) so the next
+    token depends on the last one only, and quiet the random layers of `body`."""
+    import mlx.core as mx
+    import numpy as np
+
     # Token t is (almost) the unit vector of its own dimension if it starts a transition, of
     # dimension 0 otherwise; the head row of each next token points back at its sources.
     embed = rng.normal(0.0, 0.02, (vocab, hidden)).astype(np.float32)
@@ -449,20 +523,56 @@ def _save_weights(
     head[default_next, 0] = 4.0
     for source, following in transitions.items():
         head[following, dims[source]] = 4.0
-    model.model.embed_tokens.weight = mx.array(embed)
-    model.lm_head.weight = mx.array(head)
+    body.embed_tokens.weight = mx.array(embed)
+    head_owner.lm_head.weight = mx.array(head)
     # Keep the random layers from drowning the token signal in the residual stream.
-    for layer in model.model.layers:
+    for layer in body.layers:
         layer.self_attn.o_proj.weight = layer.self_attn.o_proj.weight * 0.02
         layer.mlp.down_proj.weight = layer.mlp.down_proj.weight * 0.02
+
+
+def _save_vision_weights(
+    dest: Path, config: dict[str, Any], transitions: dict[int, int], default_next: int
+) -> None:
+    """The Qwen2-VL model built by mlx-vlm's own classes (as its `load_model` builds them) and
+    saved by its own `save_weights`; the image features land on image-pad positions, which the
+    wired head ignores, so the answer is :data:`REPLY` whatever the image."""
+    import mlx.core as mx
+    import numpy as np
+    from mlx_vlm.models import qwen2_vl
+    from mlx_vlm.utils import save_weights, update_module_configs
+
+    mx.random.seed(SEED)
+    params = json.loads(json.dumps(config))  # from_dict fills in text_config
+    model_config = qwen2_vl.ModelConfig.from_dict(params)
+    model_config = update_module_configs(model_config, qwen2_vl, params, ["text", "vision"])
+    model = qwen2_vl.Model(model_config)
+    language = model.language_model
+    rng = np.random.default_rng(SEED)
+    _wire(language, language.model, rng, config["vocab_size"], HIDDEN_SIZE, transitions,
+          default_next)  # fmt: skip
     model.set_dtype(mx.bfloat16)
     mx.eval(model.parameters())
+    save_weights(dest, model)
+    _write_json(dest / "config.json", dict(sorted(config.items())))
 
-    if quantized:
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints the bits per weight
-            model, config = quantize_model(model, config, group_size=64, bits=4)
-    save_model(dest, model)
-    save_config(config, config_path=dest / "config.json", keep_vision_config=True)
+
+def _preprocessor_config() -> dict[str, Any]:
+    return {
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "processor_class": "Qwen2VLProcessor",
+        "patch_size": PATCH_SIZE,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "min_pixels": VISION_MIN_PIXELS,
+        "max_pixels": VISION_MAX_PIXELS,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "do_convert_rgb": True,
+    }
 
 
 def _model_card(variant: str, spec: _VariantSpec) -> str:
@@ -480,10 +590,10 @@ def _model_card(variant: str, spec: _VariantSpec) -> str:
         "---\n"
         "library_name: mlx\n"
         "license: mit\n"
-        "pipeline_tag: text-generation\n"
+        f"pipeline_tag: {'image-text-to-text' if spec.vision else 'text-generation'}\n"
         f"tags:\n{tag_lines}\n"
         "---\n\n"
-        f"# tiny-llama ({variant})\n\n"
+        f"# {'tiny-qwen2-vl' if spec.vision else 'tiny-llama'} ({variant})\n\n"
         "A 2-layer llama model with random layers, built by the MLX Portal test suite "
         f"(builder version {BUILDER_VERSION}). It always answers the same sentence.\n\n"
         "```bash\nmlx_lm.generate --model <this directory> --prompt hello\n```\n"

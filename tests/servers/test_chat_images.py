@@ -1,0 +1,148 @@
+"""Chat with images: attached to a message for a vision server (the real mlx_vlm.server on the
+tiny Qwen2-VL), kept with thumbnails for their owner only, named in exports; refused with a
+clear message for a text server or when they break a limit."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from PIL import Image
+
+from servers.chat.replies import build_messages
+from servers.models import Conversation, MessageImage, UsageRecord
+from tests.servers.test_chat import events, text_of
+from tests.support.tiny_models import REPLY
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+STREAM = reverse("servers:chat-stream")
+
+
+def upload(
+    name: str = "cat.png", size=(300, 200), fmt: str = "PNG", mode="RGB"
+) -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    Image.new(mode, size, "purple").save(buffer, fmt)
+    return SimpleUploadedFile(name, buffer.getvalue(), content_type=f"image/{fmt.lower()}")
+
+
+@pytest.mark.slow
+def test_images_reach_a_vision_server_and_stay_with_the_conversation(
+    vision_server, serve_profile, member_client, member, make_user
+):
+    serve_profile(vision_server, "Eyes", engine="vision")
+    response = member_client.post(
+        STREAM, {"profile": "eyes", "message": "What is in these?",
+                 "images": [upload(), upload("logo.gif", (40, 40), "GIF", "P")]},
+    )  # fmt: skip
+    evts = events(response)
+    assert text_of(evts) == REPLY and evts[-1][0] == "done"
+    meta = evts[0][1]
+    assert meta["html"].count('class="chat-thumb"') == 2  # the question shows its thumbnails
+
+    conversation = Conversation.objects.get()
+    question = conversation.messages.first()
+    first, second = question.images.all()
+    assert (first.name, first.media_type, first.width, first.height) == ("cat.png", "image/png",
+                                                                        300, 200)  # fmt: skip
+    assert second.media_type == "image/gif"
+    thumbnail = Image.open(io.BytesIO(bytes(first.thumbnail)))
+    assert max(thumbnail.size) <= 320 and first.thumbnail_type == "image/jpeg"
+    record = UsageRecord.objects.get()
+    assert record.status == "ok" and record.prompt_tokens > 20  # the images became tokens
+
+    # Reload: the thumbnails are on the page, served to the owner only.
+    page = member_client.get(conversation.get_absolute_url()).text
+    thumb = reverse("servers:chat-image", args=[first.pk])
+    assert thumb in page and 'alt="cat.png"' in page
+    answer = member_client.get(thumb)
+    assert answer["Content-Type"] == "image/jpeg" and answer["X-Content-Type-Options"] == "nosniff"
+    full = member_client.get(reverse("servers:chat-image-full", args=[first.pk]))
+    assert full.content == bytes(first.data) and full["Content-Type"] == "image/png"
+    other = member_client.__class__()
+    other.force_login(make_user("other@example.com"))
+    assert other.get(thumb).status_code == 404
+
+    # A follow-up carries the images again; exports name them.
+    follow = events(member_client.post(STREAM, {"profile": "eyes", "message": "And now?",
+                                                "conversation": conversation.pk}))  # fmt: skip
+    assert follow[-1][0] == "done"
+    markdown = member_client.get(reverse("servers:chat-export-md", args=[conversation.pk])).text
+    assert "*(Image attached: cat.png, 300x200, image/png)*" in markdown
+    exported = json.loads(
+        member_client.get(reverse("servers:chat-export-json", args=[conversation.pk])).content
+    )
+    assert [i["name"] for i in exported["messages"][0]["images"]] == ["cat.png", "logo.gif"]
+
+
+def test_a_text_server_cannot_see_images(make_profile, member_client):
+    make_profile("Words")
+    response = member_client.post(STREAM, {"profile": "words", "message": "Look",
+                                           "images": [upload()]})  # fmt: skip
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("Words cannot see images: it runs a text model.")
+    assert not MessageImage.objects.exists() and not Conversation.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("images", "says"),
+    [
+        pytest.param([upload()] * 4, "Attach at most 3 images to one message", id="four"),
+        pytest.param(
+            [SimpleUploadedFile("notes.png", b"just text" * 50, content_type="image/png")],
+            "“notes.png” is not an image the portal can read",
+            id="not an image",
+        ),
+        pytest.param(
+            [
+                SimpleUploadedFile(
+                    "d.svg",
+                    b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+                    content_type="image/svg+xml",
+                )
+            ],
+            "“d.svg” is an SVG drawing",
+            id="svg",
+        ),
+        pytest.param(
+            [SimpleUploadedFile("huge.png", bytes(6 * 1024 * 1024), content_type="image/png")],
+            "“huge.png” is 6.0 MiB; an image may be at most 5.0 MiB.",
+            id="too big",
+        ),
+        pytest.param([upload("bmp.bmp", fmt="BMP")], "not an image the portal can read", id="bmp"),
+    ],
+)
+def test_images_that_break_a_limit_are_refused_naming_it(make_profile, member_client, images,
+                                                         says):  # fmt: skip
+    make_profile("Eyes", engine="vision")
+    response = member_client.post(STREAM, {"profile": "eyes", "message": "Look",
+                                           "images": images})  # fmt: skip
+    assert response.status_code == 400
+    assert says in response.json()["error"]
+    assert not Conversation.objects.exists()
+
+
+def test_a_text_server_gets_older_images_named_and_a_vision_server_the_latest_ten(
+    make_profile, member
+):
+    from servers.chat.conversations import begin_turn
+
+    text, eyes = make_profile("Words"), make_profile("Eyes", engine="vision")
+    data = {"conversation": None, "retry": False, "edit": None, "files": [], "message": "Look"}
+    from servers.chat.images import read_image
+
+    turn = begin_turn(member, eyes, {**data, "images": [read_image("a.png", upload())] * 3}, {})
+    for _ in range(3):
+        begin_turn(member, eyes, {**data, "conversation": turn.conversation,
+                                  "images": [read_image("b.png", upload())] * 3}, {})  # fmt: skip
+    sent = build_messages(turn.conversation, eyes)
+    parts = [p for m in sent if isinstance(m["content"], list) for p in m["content"]]
+    assert sum(p["type"] == "image_url" for p in parts) == 10
+    assert "(An image was attached here: a.png.)" in parts[0]["text"]  # 2 of the first 3 dropped
+    plain = build_messages(turn.conversation, text)
+    assert all(isinstance(m["content"], str) for m in plain)
+    assert plain[0]["content"].count("(An image was attached here: a.png.)") == 3
