@@ -66,6 +66,12 @@ FAMILIES: dict[str, str] = {
     **dict.fromkeys(["openelm"], "OpenELM"),
     **dict.fromkeys(["kimi_vl"], "Kimi"),
     **dict.fromkeys(["baichuan"], "Baichuan"),
+    # Embeddings and speech to text (engine_of)
+    **dict.fromkeys(["bert", "distilbert", "nomic_bert"], "BERT"),
+    **dict.fromkeys(["roberta", "xlm-roberta"], "RoBERTa"),
+    **dict.fromkeys(["modernbert"], "ModernBERT"),
+    **dict.fromkeys(["whisper"], "Whisper"),
+    **dict.fromkeys(["parakeet"], "Parakeet"),
 }  # fmt: skip
 
 #: Every family the table knows, sorted: the choices of the family filter.

@@ -258,6 +258,9 @@ def test_the_right_key_of_a_disabled_user_is_not_counted_as_a_failed_attempt(mem
     assert [client.get("/v1/models", headers=headers).status_code for _ in range(4)] == [403] * 4
 
 
+ANTHROPIC_ERROR_TYPES = {401: "authentication_error", 403: "permission_error"}
+
+
 def _v1_urls():
     """Every /v1 route but the public ones (the OpenAPI description needs no key)."""
     v1 = [url for url in all_urls() if url.path.startswith("/v1/")]
@@ -297,7 +300,12 @@ def test_every_v1_route_refuses_a_dead_key_at_once(admin_member, member, how, st
         for method in ("get", "post"):
             response = getattr(client, method)(url.path, headers=headers)
             assert response.status_code == status, f"{method.upper()} {url}"
-            assert response.json()["error"]["code"] == code
+            error = response.json()["error"]
+            if url.path.startswith("/v1/messages"):  # Anthropic's shape: a type, no code
+                assert response.json()["type"] == "error"
+                assert error["type"] == ANTHROPIC_ERROR_TYPES[status], url
+            else:
+                assert error["code"] == code
 
 
 def _bad_key(n: int) -> dict:

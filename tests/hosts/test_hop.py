@@ -67,7 +67,9 @@ def test_the_hop_serves_only_this_hosts_running_servers(client, here, member):
     response = post(client, "tiny", token)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "server_not_running"
-    assert post(client, "tiny", token, endpoint="embeddings").status_code == 404
+    assert post(client, "tiny", token, endpoint="moderations").status_code == 404
+    refused = post(client, "tiny", token, endpoint="embeddings")  # carried, for another engine
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "wrong_engine")
     assert post(client, "tiny", token, body="{not json").status_code == 400
     assert client.get("/internal/hop/tiny/v1/chat/completions",
                       headers={"Authorization": f"Bearer {token}"}).status_code == 405  # fmt: skip
