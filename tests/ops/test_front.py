@@ -17,6 +17,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -195,9 +196,17 @@ def test_a_browser_form_passes_django_s_csrf_check_through_the_front(portal):
     assert b"not correct" in response.content
 
 
+def _front_body_limit() -> int:
+    """The shipped front's body limit for /v1 (its first `client_max_body_size`), in bytes."""
+    conf = (
+        Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "mlx-portal.conf"
+    ).read_text()
+    return int(re.search(r"client_max_body_size (\d+)m;", conf).group(1)) * 1024 * 1024
+
+
 def test_a_v1_body_over_the_front_s_limit_gets_an_openai_shaped_413(portal):
     response = httpx.post(
-        f"{portal.url}/v1/chat/completions", content=b"x" * (5 * 1024 * 1024 + 1),
+        f"{portal.url}/v1/chat/completions", content=b"x" * (_front_body_limit() + 1),
         headers={"Content-Type": "application/json"}, timeout=30,
     )  # fmt: skip
     assert response.status_code == 413
