@@ -3,10 +3,10 @@
 Stock mlx_lm.server (0.32) takes new requests off its queue only between 0.5-s slices of its
 generation loop, or when the batch empties: a request that arrives while another streams waits
 for it to finish. `servers/supervision/mlx_entry.py` makes the slice 5 ms. Both are checked against
-a real server with the same condition — does the second request's first token arrive before the
-first request's stream ends? — the first stream being sized (from a measured run) to last about
-0.25 s, half of the stock slice. The stock case pins mlx_lm's behaviour: when an upgrade
-admits requests promptly on its own, it fails, and the entry script can go.
+a real server with the same measure: the shortest wait of short requests sent back to back
+while a long stream runs, which the stock server cannot bring under most of its slice. The
+stock case pins mlx_lm's behaviour: when an upgrade admits requests promptly on its own, it
+fails, and the entry script can go.
 """
 
 from __future__ import annotations
@@ -50,45 +50,60 @@ def _stream(url: str, max_tokens: int, bias: dict, on_token) -> None:
                 on_token()
 
 
-def _second_starts_before_first_ends(url: str, bias: dict, seconds: float) -> bool:
-    # How fast does one stream go here? Then size the first stream to `seconds`, shorter than
-    # mlx_lm's own 0.5 s admission slice (so the stock server does not let the second in).
-    count = [0]
-    started = time.monotonic()
-    _stream(url, 200, bias, lambda: count.__setitem__(0, count[0] + 1))
-    per_second = count[0] / (time.monotonic() - started)
-    first_tokens = max(int(per_second * seconds), 40)
+def _fastest_admission(url: str, bias: dict, *, enough: float, tries: int = 16) -> float:
+    """The shortest wait, in seconds, of short requests sent back to back while one long stream
+    runs, from a short request's send to its first token; the tries stop once one waited less
+    than `enough`.
 
-    events: list[str] = []  # "first ended" and "second's first token", in the order they came
-    first_tokens_seen = [0]
-    first_done = threading.Event()
+    The stock server admits new requests only where a 0.5 s slice of its loop ends, so from
+    the second short request on (each sent just after the previous one was let in) every one
+    waits most of a slice, however idle or loaded the machine: load only makes waits longer.
+    The entry's 5 ms slice lets one in as soon as its request is read, so on a machine busy
+    with other tests some of the tries, if not all, come in well under the stock floor."""
+    stop = threading.Event()
+    streaming = threading.Event()
+    failure: list[BaseException] = []
 
-    def first() -> None:
+    class Enough(Exception):
+        pass
+
+    def on_token() -> None:
+        streaming.set()
+        if stop.is_set():
+            raise Enough  # hang up: the server stops generating for a client that left
+
+    def long_stream() -> None:
         try:
-            _stream(
-                url,
-                first_tokens,
-                bias,
-                lambda: first_tokens_seen.__setitem__(0, first_tokens_seen[0] + 1),
-            )
-        finally:
-            events.append("first ended")
-            first_done.set()
+            _stream(url, 20_000, bias, on_token)
+        except Enough:
+            pass
+        except BaseException as exc:  # noqa: BLE001 (the test reports it)
+            failure.append(exc)
 
-    def second_token() -> None:
-        if "second's first token" not in events:
-            events.append("second's first token")
-
-    runner = threading.Thread(target=first)
+    runner = threading.Thread(target=long_stream)
     runner.start()
-    deadline = time.monotonic() + 30
-    while first_tokens_seen[0] < 5 and not first_done.is_set() and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert first_tokens_seen[0] >= 5 and not first_done.is_set(), "the first stream stalled"
-    _stream(url, 3, bias, second_token)
-    runner.join(timeout=60)
-    assert sorted(events) == ["first ended", "second's first token"]
-    return events[0] == "second's first token"
+    waits: list[float] = []
+    try:
+        assert streaming.wait(30), f"the long stream did not start: {failure}"
+        for _ in range(tries):
+            sent = time.monotonic()
+            first: list[float] = []
+
+            def on_first(first=first, sent=sent) -> None:
+                if not first:
+                    first.append(time.monotonic() - sent)
+
+            _stream(url, 2, bias, on_first)
+            assert first, "the short request got no token"
+            waits.append(first[0])
+            assert runner.is_alive(), f"the long stream ended early: {failure}"
+            if len(waits) > 1 and min(waits[1:]) < enough:
+                break
+    finally:
+        stop.set()
+        runner.join(timeout=60)
+    # The first short request comes at a random point of the stock server's slice.
+    return min(waits[1:])
 
 
 @pytest.mark.parametrize("stock", [False, True], ids=["portal-entry", "stock-mlx-lm"])
@@ -97,12 +112,12 @@ def test_a_new_request_joins_the_running_batch(tmp_path, tiny_model, stock):
     with running_mlx_server(tiny_model, log_path=tmp_path / "server.log", stock=stock) as server:
         log = server.log_tail(200)
         assert ("join the running batch every 5 ms" in log) is not stock
-        # The entry's first stream is ~0.4 s: room for the second's prompt on cores shared
-        # with the suite's other workers; the stock server's ~0.25 s stays well under its slice
-        # when the load stretches the stream. Both under 0.5 s: without the entry's change the
-        # entry's case fails.
-        joined = _second_starts_before_first_ends(server.url, bias, 0.25 if stock else 0.4)
-    assert joined is not stock
+        fastest = _fastest_admission(server.url, bias, enough=0.3)
+    # The stock server's floor is most of its 0.5 s slice (0.42-0.58 s idle, 0.37 s with four
+    # busy loops beside the other tests on two cores); the entry's fastest is 0.04-0.08 s (0.25 s
+    # in the worst of those loaded runs). Without the entry's change its case meets the stock
+    # floor and fails.
+    assert (fastest < 0.3) is not stock, f"the fastest admission took {fastest:.3f} s"
 
 
 def _listen_queue(port: int) -> int:
