@@ -36,26 +36,6 @@ TOOL_TURNS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def tools_server(tmp_path_factory):
-    """A real model server (the portal's entry point) on the `tools` tiny model, for the module."""
-    from tests.support.mlx_server import start_mlx_server, stop_mlx_server
-    from tests.support.tiny_models import tiny_model_cache
-
-    base = tmp_path_factory.mktemp("tools-server")
-    cache = base / "hf-cache" / "hub"
-    cache.mkdir(parents=True)
-    server = start_mlx_server(
-        tiny_model_cache("tools"),
-        log_path=base / "server.log",
-        env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
-    )
-    try:
-        yield server
-    finally:
-        stop_mlx_server(server)
-
-
 @pytest.fixture
 def tiny(tools_server, serve_profile):
     return serve_profile(tools_server, "Tiny")
