@@ -8,9 +8,9 @@ import openai
 import pytest
 
 from tests.servers.helpers import TINY_REPO, install_model
+from tests.support.front import _free_port, start_gunicorn, wait_listening
 from tests.support.mlx_server import RunningServer, start_mlx_server, stop_mlx_server
 from tests.support.tiny_models import tiny_model_cache
-from tests.support.front import _free_port, start_gunicorn, wait_listening
 from tests.support.workers import process_env
 
 
