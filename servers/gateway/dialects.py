@@ -231,11 +231,29 @@ def _arguments(text: Any) -> dict:
 @dataclass
 class Translated:
     """A dialect's request as chat completions: the `body` to send, whether it holds images
-    (only a vision server takes them), and what the answer echoes."""
+    (only a vision server takes them), what the answer echoes, and where each of the body's
+    messages came from in the request (`places[i]`, e.g. "messages[2]" or "input[0]")."""
 
     body: dict
     images: bool = False
     echo: dict = field(default_factory=dict)
+    places: list[str] = field(default_factory=list)
+
+    def located(self, error: GatewayError) -> GatewayError:
+        """`error`, about the body's `messages[i]` (an image refused when the body is built for
+        the server, …), naming the place in the request the client sent instead."""
+
+        def place(match: re.Match) -> str:
+            index = int(match.group(1))
+            return self.places[index] if index < len(self.places) else match.group(0)
+
+        error.message = _CHAT_MESSAGE.sub(place, error.message)
+        if isinstance(error.param, str):
+            error.param = _CHAT_MESSAGE.sub(place, error.param)
+        return error
+
+
+_CHAT_MESSAGE = re.compile(r"\bmessages\[(\d+)\]")
 
 
 # --- Anthropic Messages ------------------------------------------------------------------------
@@ -280,14 +298,17 @@ def messages_request(body: Any, *, counting: bool = False) -> Translated:
     """An Anthropic Messages request (or a count_tokens one) as chat completions."""
     fields = read_fields(body, COUNT_FIELDS if counting else MESSAGES_FIELDS, ANTHROPIC)
     chat: list[dict] = []
+    places: list[str] = []
     has_images = False
     if "system" in fields:
         chat.append({"role": "system", "content": _anthropic_text(fields["system"], "system")})
+        places.append("system")
     if not fields["messages"]:
         raise _invalid("'messages' must hold at least one message.", "messages")
     for index, message in enumerate(fields["messages"]):
         added, with_images = _anthropic_message(message, f"messages[{index}]")
         chat.extend(added)
+        places += [f"messages[{index}]"] * len(added)
         has_images = has_images or with_images
     out: dict[str, Any] = {"model": fields["model"], "messages": chat}
     if counting:
@@ -324,7 +345,7 @@ def messages_request(body: Any, *, counting: bool = False) -> Translated:
             fmt.get("schema"), "output", True, "output_config.format"
         )
     echo = {"stop_sequences": fields.get("stop_sequences") or [], "thinking": thinking}
-    return Translated(out, has_images, echo)
+    return Translated(out, has_images, echo, places)
 
 
 def _anthropic_text(value: Any, param: str) -> str:
@@ -650,17 +671,21 @@ def responses_request(body: Any) -> Translated:
             "unsupported_value",
         )
     chat: list[dict] = []
+    places: list[str] = []
     if "instructions" in fields:
         chat.append({"role": "system", "content": fields["instructions"]})
+        places.append("instructions")
     has_images = False
     items = fields["input"]
     if isinstance(items, str):
         chat.append({"role": "user", "content": items})
+        places.append("input")
     else:
         if not items:
             raise _invalid("'input' must be a string or a non-empty list of items.", "input")
         for index, item in enumerate(_items(items, "input")):
             has_images = _response_item(item, f"input[{index}]", chat) or has_images
+            places += [f"input[{index}]"] * (len(chat) - len(places))
         if not any(message["role"] in ("user", "assistant", "tool") for message in chat):
             raise _invalid(
                 "'input' needs a message or a function call output to answer, not only "
@@ -703,7 +728,7 @@ def responses_request(body: Any) -> Translated:
         "tools": fields.get("tools", []),
         "text": {"format": text.get("format") or {"type": "text"}},
     }
-    return Translated(out, has_images, echo)
+    return Translated(out, has_images, echo, places)
 
 
 def _response_item(item: Any, param: str, chat: list[dict]) -> bool:
@@ -984,7 +1009,7 @@ class ResponseEvents:
             out.append(self._event("response.content_part.added",
                                    {**self._where(), "part": _text_part(kind, "")}))  # fmt: skip
         self.text += piece
-        extra = {"logprobs": []} if kind is MESSAGE_TEXT else {}
+        extra: dict[str, list] = {"logprobs": []} if kind is MESSAGE_TEXT else {}
         out.append(self._event(f"{kind.events}.delta", {**self._where(), "delta": piece, **extra}))
         return out
 
@@ -995,7 +1020,7 @@ class ResponseEvents:
         where = self._where()
         item = _text_item(kind, self.open_id, self.text)
         self.output[-1] = item
-        extra = {"logprobs": []} if kind is MESSAGE_TEXT else {}
+        extra: dict[str, list] = {"logprobs": []} if kind is MESSAGE_TEXT else {}
         out = [
             self._event(f"{kind.events}.done", {**where, "text": self.text, **extra}),
             self._event("response.content_part.done",

@@ -450,12 +450,18 @@ def _translated(request: HttpRequest, dialect: dialects.Dialect) -> HttpResponse
             return JsonResponse({"input_tokens": relay.measure.prompt_tokens})
         return JsonResponse(dialect.answer(data, model_name, translated.echo))
 
+    def start(profile: ServerProfile) -> tuple[Relay, dict]:
+        try:
+            return calls.start(
+                caller, profile, "chat/completions", translated.body, limits=member.limits,
+                client_socket=client_socket(request), recorded_as=dialect.endpoint,
+            )  # fmt: skip
+        except GatewayError as error:  # named as the client's request names the place
+            raise translated.located(error) from None
+
     return _first_answer(
         profiles,
-        lambda profile: calls.start(
-            caller, profile, "chat/completions", translated.body, limits=member.limits,
-            client_socket=client_socket(request), recorded_as=dialect.endpoint,
-        ),
+        start,
         whole,
         lambda relay: DialectStream(relay, dialect.events(model_name, translated.echo)),
         shape,

@@ -343,9 +343,7 @@ def test_the_stop_sequence_that_ended_a_reply_is_named(tiny, claude, client):
     """The tiny model says "Hello from the tiny MLX test model."; " MLX" is one of its tokens, so
     the reply stops there. mlx_lm says "stop" either way: the portal's entry names the word."""
     stops = [" never", " MLX"]
-    message = claude.messages.create(
-        model="tiny", max_tokens=64, messages=HI, stop_sequences=stops
-    )
+    message = claude.messages.create(model="tiny", max_tokens=64, messages=HI, stop_sequences=stops)
     assert message.content[0].text == "Hello from the tiny"
     assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", " MLX")
     with claude.messages.stream(
@@ -498,3 +496,17 @@ def test_an_input_image_by_url_or_file_is_refused(eyes, client, vision_server):
         client.responses.create(model="eyes", input=[{"role": "user", "content": [
             {"type": "input_image", "image_url": data_url(png()[:80])}]}])  # fmt: skip
     assert vision_server.log_path.stat().st_size == size
+
+
+def test_a_refused_image_is_named_where_the_client_put_it(eyes, claude, client):
+    """The image is checked in the translated chat body, where a system prompt or instructions
+    shift the messages by one: the refusal names the client's own place."""
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    with pytest.raises(anthropic.BadRequestError, match=r"Image 1 of messages\[2\] is an SVG"):
+        claude.messages.create(model="eyes", max_tokens=8, system="Be brief.",
+                               messages=[*turns, *looking(image_block(SVG))])  # fmt: skip
+    image = {"type": "input_image", "image_url": data_url(SVG)}
+    with pytest.raises(openai.BadRequestError, match=r"Image 1 of input\[1\] is an SVG") as refused:
+        client.responses.create(model="eyes", instructions="Be brief.", input=[
+            {"role": "user", "content": "Hi"}, {"role": "user", "content": [image]}])  # fmt: skip
+    assert refused.value.param == "input[1].content"
