@@ -11,7 +11,7 @@ import openai
 import pytest
 from django.contrib.auth.models import Group
 
-from servers.models import Route, UsageRecord
+from servers.models import Route, ServerInstance, State, UsageRecord
 from tests.support.images import SVG, b64, bomb, data_url, png
 from tests.support.tiny_models import REPLY, THINKING_REPLY, THOUGHT
 
@@ -510,3 +510,33 @@ def test_a_refused_image_is_named_where_the_client_put_it(eyes, claude, client):
         client.responses.create(model="eyes", instructions="Be brief.", input=[
             {"role": "user", "content": "Hi"}, {"role": "user", "content": [image]}])  # fmt: skip
     assert refused.value.param == "input[1].content"
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+
+def test_a_routes_member_that_does_not_answer_hands_a_dialect_request_to_the_next(
+    tiny, claude, client, make_profile, member
+):
+    dead = make_profile("Dead")
+    ServerInstance.objects.update_or_create(
+        profile=dead, defaults={"state": State.RUNNING, "port": dead.port}
+    )  # nothing listens on its port
+    route = Route.objects.create(name="fallback", owner=member, policy=Route.Policy.ORDERED)
+    route.members.create(profile=dead, position=0)
+    route.members.create(profile=tiny, position=1)
+
+    message = claude.messages.create(model="fallback", max_tokens=64, messages=HI)
+    assert message.content[0].text == REPLY and message.model == "fallback"
+    with claude.messages.stream(model="fallback", max_tokens=64, messages=HI) as stream:
+        assert stream.get_final_text() == REPLY
+    with client.responses.stream(model="fallback", input="Say hello.") as stream:
+        assert stream.get_final_response().output_text == REPLY
+    served = UsageRecord.objects.filter(route_name="fallback").values_list("profile_id", "status")
+    assert sorted(served) == sorted([(dead.pk, "error"), (tiny.pk, "ok")] * 3)
+
+    # The last member's failure is the answer, in the dialect's shape.
+    route.members.filter(profile=tiny).delete()
+    with pytest.raises(anthropic.APIStatusError) as failed:
+        claude.messages.create(model="fallback", max_tokens=8, messages=HI)
+    assert failed.value.body["type"] == "error" and failed.value.status_code >= 500
