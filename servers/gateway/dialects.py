@@ -17,10 +17,11 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from servers.gateway import images
 from servers.gateway.errors import GatewayError
 from servers.gateway.relay import sse
 
@@ -34,8 +35,9 @@ IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 DATA_URL = re.compile(r"^data:([\w/+.-]+);base64,")
 BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
-# mlx_lm.server's finish_reason → Anthropic's stop_reason (mlx_lm does not say whether a stop
-# word or the end-of-turn token stopped a reply: both are "stop").
+# mlx_lm.server's finish_reason → Anthropic's stop_reason. A stop word and the end-of-turn token
+# are both "stop": which stop word ended a reply, if one did, is the choice's `stop_reason` (the
+# portal's server entry adds it, as vLLM names it: servers/supervision/mlx_entry.py change 8).
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
 
@@ -146,14 +148,45 @@ def _object(value: Any, param: str) -> dict:
 
 
 def _image_part(media_type: Any, data: Any, param: str) -> dict:
-    """A chat completions image part for base64 image data (checked: type, alphabet)."""
+    """A chat completions image part for base64 image data (its declared type and alphabet
+    checked here; the image itself, as every image, by servers/gateway/images.py when the
+    request is built for the vision server)."""
     if not isinstance(media_type, str) or media_type not in IMAGE_TYPES:
         raise _invalid(
-            f"'{param}' must be an image of type {', '.join(sorted(IMAGE_TYPES))}.", param
+            f"The image in '{param}' is of type {str(media_type)[:40]}; accepted: "
+            f"{images.ACCEPTED} ({', '.join(sorted(IMAGE_TYPES))}).",
+            param,
+            "invalid_image",
         )
     if not isinstance(data, str) or not data or not BASE64.match(data):
-        raise _invalid(f"'{param}' must hold the image as base64 data.", param)
+        raise _invalid(f"'{param}' must hold the image as base64 data.", param, "invalid_image")
     return {"type": "image_url", "image_url": {"url": f"data:{media_type};base64,{data}"}}
+
+
+def _not_fetched(param: str, what: str) -> GatewayError:
+    """The refusal of an image given by reference (`what`: a URL, a file id)."""
+    return _invalid(
+        f"The image in '{param}' is {what}: the portal never fetches URLs or files for a "
+        f"client. Send the image itself as base64 ({images.ACCEPTED}).",
+        param,
+        "unsupported_content",
+    )
+
+
+def _unsupported(param: str, what: Any, noun: str, takes: str) -> GatewayError:
+    """The refusal of a content block or part of a kind the gateway does not take."""
+    return _invalid(
+        f"'{param}' is a {str(what)[:40]!r} {noun}, which is not supported here ({takes}).",
+        param,
+        "unsupported_content",
+    )
+
+
+def _chat_content(parts: list[dict]) -> tuple[str | list[dict], bool]:
+    """Parts as a chat message's content (the parts when they hold images, else their text
+    joined), and whether they hold images."""
+    with_images = any(part["type"] == "image_url" for part in parts)
+    return (parts if with_images else "".join(part["text"] for part in parts)), with_images
 
 
 def _tool_function(name: Any, description: Any, parameters: Any, param: str) -> dict:
@@ -198,11 +231,29 @@ def _arguments(text: Any) -> dict:
 @dataclass
 class Translated:
     """A dialect's request as chat completions: the `body` to send, whether it holds images
-    (only a vision server takes them), and what the answer echoes."""
+    (only a vision server takes them), what the answer echoes, and where each of the body's
+    messages came from in the request (`places[i]`, e.g. "messages[2]" or "input[0]")."""
 
     body: dict
     images: bool = False
     echo: dict = field(default_factory=dict)
+    places: list[str] = field(default_factory=list)
+
+    def located(self, error: GatewayError) -> GatewayError:
+        """`error`, about the body's `messages[i]` (an image refused when the body is built for
+        the server, …), naming the place in the request the client sent instead."""
+
+        def place(match: re.Match) -> str:
+            index = int(match.group(1))
+            return self.places[index] if index < len(self.places) else match.group(0)
+
+        error.message = _CHAT_MESSAGE.sub(place, error.message)
+        if isinstance(error.param, str):
+            error.param = _CHAT_MESSAGE.sub(place, error.param)
+        return error
+
+
+_CHAT_MESSAGE = re.compile(r"\bmessages\[(\d+)\]")
 
 
 # --- Anthropic Messages ------------------------------------------------------------------------
@@ -247,15 +298,18 @@ def messages_request(body: Any, *, counting: bool = False) -> Translated:
     """An Anthropic Messages request (or a count_tokens one) as chat completions."""
     fields = read_fields(body, COUNT_FIELDS if counting else MESSAGES_FIELDS, ANTHROPIC)
     chat: list[dict] = []
-    images = False
+    places: list[str] = []
+    has_images = False
     if "system" in fields:
         chat.append({"role": "system", "content": _anthropic_text(fields["system"], "system")})
+        places.append("system")
     if not fields["messages"]:
         raise _invalid("'messages' must hold at least one message.", "messages")
     for index, message in enumerate(fields["messages"]):
         added, with_images = _anthropic_message(message, f"messages[{index}]")
         chat.extend(added)
-        images = images or with_images
+        places += [f"messages[{index}]"] * len(added)
+        has_images = has_images or with_images
     out: dict[str, Any] = {"model": fields["model"], "messages": chat}
     if counting:
         out["max_tokens"] = 1
@@ -273,11 +327,13 @@ def messages_request(body: Any, *, counting: bool = False) -> Translated:
         out["tools"] = [_anthropic_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
     if "tool_choice" in fields:
         _anthropic_tool_choice(fields["tool_choice"], out)
+    thinking = True  # the model's own default: a model that reasons shows its thinking
     if "thinking" in fields:
         kind = fields["thinking"].get("type")
         if kind not in ("enabled", "disabled", "adaptive"):
             raise _invalid("'thinking.type' must be enabled, adaptive or disabled.", "thinking")
-        out["chat_template_kwargs"] = {"enable_thinking": kind != "disabled"}
+        thinking = kind != "disabled"
+        out["chat_template_kwargs"] = {"enable_thinking": thinking}
     config = fields.get("output_config", {})
     if config.get("effort") is not None and not isinstance(config["effort"], str):
         raise _invalid("'output_config.effort' must be a string.", "output_config")
@@ -288,7 +344,8 @@ def messages_request(body: Any, *, counting: bool = False) -> Translated:
         out["response_format"] = _json_schema_format(
             fmt.get("schema"), "output", True, "output_config.format"
         )
-    return Translated(out, images, {"stop_sequences": fields.get("stop_sequences") or []})
+    echo = {"stop_sequences": fields.get("stop_sequences") or [], "thinking": thinking}
+    return Translated(out, has_images, echo, places)
 
 
 def _anthropic_text(value: Any, param: str) -> str:
@@ -326,12 +383,9 @@ def _anthropic_message(message: Any, param: str) -> tuple[list[dict], bool]:
         elif kind == "image" and role == "user":
             source = _object(block.get("source"), f"{where}.source")
             if source.get("type") != "base64":
-                raise _invalid(
-                    f"'{where}.source' must be base64 data: the portal never fetches a URL or "
-                    "a file for a client.",
-                    f"{where}.source",
-                    "unsupported_content",
-                )
+                url = source.get("url")
+                raise _not_fetched(f"{where}.source", f"a link ({url[:60]})" if isinstance(
+                    url, str) else f"a {str(source.get('type'))[:20]!r} source")  # fmt: skip
             parts.append(_image_part(source.get("media_type"), source.get("data"), where))
         elif kind == "tool_use" and role == "assistant":
             name = block.get("name")
@@ -355,26 +409,19 @@ def _anthropic_message(message: Any, param: str) -> tuple[list[dict], bool]:
         elif kind in ("thinking", "redacted_thinking") and role == "assistant":
             continue  # earlier reasoning: templates drop it too
         else:
-            raise _invalid(
-                f"'{where}' is a {str(kind)[:40]!r} block, which {role} messages cannot hold "
-                "here (text, image (user, base64), tool_use (assistant), tool_result (user)).",
-                where,
-                "unsupported_content",
-            )
-    images = any(part["type"] == "image_url" for part in parts)
+            raise _unsupported(where, kind, f"block in a {role} message",
+                               "text, image (user, base64), tool_use (assistant), tool_result "
+                               "(user)")  # fmt: skip
+    content, with_images = _chat_content(parts)
     chat = list(tool_messages)
     if role == "assistant":
-        reply: dict[str, Any] = {"role": "assistant", "content": _joined(parts)}
+        reply: dict[str, Any] = {"role": "assistant", "content": content}
         if calls:
             reply["tool_calls"] = calls
         chat.append(reply)
     elif parts or not tool_messages:
-        chat.append({"role": "user", "content": parts if images else _joined(parts)})
-    return chat, images
-
-
-def _joined(parts: list[dict]) -> str:
-    return "".join(part["text"] for part in parts)
+        chat.append({"role": "user", "content": content})
+    return chat, with_images
 
 
 def _anthropic_tool(tool: Any, param: str) -> dict:
@@ -414,11 +461,31 @@ def _anthropic_tool_choice(choice: dict, out: dict) -> None:
         out["parallel_tool_calls"] = False
 
 
+def reasoning_of(message: dict) -> str:
+    """The reasoning of a chat completion's message or delta: mlx_lm.server's `reasoning` (the
+    text between the model's thinking markers), or `reasoning_content` as other servers name it."""
+    text = message.get("reasoning") or message.get("reasoning_content")
+    return text if isinstance(text, str) else ""
+
+
+def anthropic_stop(choice: dict, echo: dict) -> tuple[str, str | None]:
+    """Anthropic's `stop_reason` and `stop_sequence` for a chat completion's final choice: the
+    stop sequence the model server says matched (`stop_reason`, a string), when it is one of
+    the request's."""
+    finish, matched = choice.get("finish_reason") or "stop", choice.get("stop_reason")
+    if finish == "stop" and isinstance(matched, str) and matched in echo.get("stop_sequences", ()):
+        return "stop_sequence", matched
+    return STOP_REASONS.get(finish, "end_turn"), None
+
+
 def message_answer(chat: dict, model: str, echo: dict) -> dict:
-    """A chat completion as an Anthropic message."""
+    """A chat completion as an Anthropic message (the model's reasoning as a thinking block
+    first, unless the request turned thinking off)."""
     choice = (chat.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     content: list[dict] = []
+    if (thought := reasoning_of(message)) and echo.get("thinking", True):
+        content.append({"type": "thinking", "thinking": thought, "signature": ""})
     if message.get("content"):
         content.append({"type": "text", "text": message["content"]})
     for call in message.get("tool_calls") or ():
@@ -428,14 +495,15 @@ def message_answer(chat: dict, model: str, echo: dict) -> dict:
             "name": function.get("name", ""), "input": _arguments(function.get("arguments")),
         })  # fmt: skip
     usage = chat.get("usage") or {}
+    stop_reason, stop_sequence = anthropic_stop(choice, echo)
     return {
         "id": _new_id("msg"),
         "type": "message",
         "role": "assistant",
         "content": content,
         "model": model,
-        "stop_reason": STOP_REASONS.get(choice.get("finish_reason"), "end_turn"),
-        "stop_sequence": None,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
         "usage": {
             "input_tokens": usage.get("prompt_tokens", 0),
             "output_tokens": usage.get("completion_tokens", 0),
@@ -466,19 +534,28 @@ def _server_type(status: int) -> str:
     return "invalid_request_error" if status < 500 else "api_error"
 
 
+def _deltas(chunk: dict, usage: dict) -> Iterator[tuple[dict, dict]]:
+    """The choices of a stream's chunk, each with its delta; its usage, if any, kept in
+    `usage`."""
+    if isinstance(chunk.get("usage"), dict):
+        usage.update(chunk["usage"])
+    for choice in chunk.get("choices") or ():
+        yield choice, choice.get("delta") or {}
+
+
 class MessageEvents:
     """Anthropic's event stream for a chat completion's chunks: message_start, then per content
-    block content_block_start (a ping after the first), its deltas (text_delta,
-    input_json_delta) and content_block_stop, then message_delta (stop_reason, usage) and
-    message_stop."""
+    block content_block_start (a ping after the first), its deltas (thinking_delta, text_delta,
+    input_json_delta) and content_block_stop, then message_delta (stop_reason, stop_sequence,
+    usage) and message_stop."""
 
-    def __init__(self, model: str):
-        self.model = model
+    def __init__(self, model: str, echo: dict):
+        self.model, self.echo = model, echo
         self.id = _new_id("msg")
         self.index = -1  # of the open content block
         self.open: str | None = None  # its type
         self.pinged = False
-        self.finish: str | None = None
+        self.last: dict = {}  # the choice that ended the reply
         self.usage: dict = {}
 
     def start(self) -> bytes:
@@ -490,14 +567,14 @@ class MessageEvents:
 
     def chunk(self, data: dict) -> bytes:
         out: list[bytes] = []
-        if isinstance(data.get("usage"), dict):
-            self.usage = data["usage"]
-        for choice in data.get("choices") or ():
-            delta = choice.get("delta") or {}
+        for choice, delta in _deltas(data, self.usage):
+            if (thought := reasoning_of(delta)) and self.echo.get("thinking", True):
+                if self.open != "thinking":
+                    out += self._begin({"type": "thinking", "thinking": "", "signature": ""})
+                out.append(self._delta({"type": "thinking_delta", "thinking": thought}))
             if text := delta.get("content"):
                 if self.open != "text":
                     out += self._begin({"type": "text", "text": ""})
-                    self.open = "text"
                 out.append(self._delta({"type": "text_delta", "text": text}))
             for call in delta.get("tool_calls") or ():
                 function = call.get("function") or {}
@@ -509,14 +586,14 @@ class MessageEvents:
                 out.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
                 out += self._end()
             if choice.get("finish_reason"):
-                self.finish = choice["finish_reason"]
+                self.last = choice
         return b"".join(out)
 
     def end(self) -> bytes:
         out = self._end()
+        stop_reason, stop_sequence = anthropic_stop(self.last, self.echo)
         out.append(self._event("message_delta", {
-            "delta": {"stop_reason": STOP_REASONS.get(self.finish or "stop", "end_turn"),
-                      "stop_sequence": None},
+            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
             "usage": {"input_tokens": self.usage.get("prompt_tokens", 0),
                       "output_tokens": self.usage.get("completion_tokens", 0)},
         }))  # fmt: skip
@@ -594,17 +671,21 @@ def responses_request(body: Any) -> Translated:
             "unsupported_value",
         )
     chat: list[dict] = []
+    places: list[str] = []
     if "instructions" in fields:
         chat.append({"role": "system", "content": fields["instructions"]})
-    images = False
+        places.append("instructions")
+    has_images = False
     items = fields["input"]
     if isinstance(items, str):
         chat.append({"role": "user", "content": items})
+        places.append("input")
     else:
         if not items:
             raise _invalid("'input' must be a string or a non-empty list of items.", "input")
         for index, item in enumerate(_items(items, "input")):
-            images = _response_item(item, f"input[{index}]", chat) or images
+            has_images = _response_item(item, f"input[{index}]", chat) or has_images
+            places += [f"input[{index}]"] * (len(chat) - len(places))
         if not any(message["role"] in ("user", "assistant", "tool") for message in chat):
             raise _invalid(
                 "'input' needs a message or a function call output to answer, not only "
@@ -647,7 +728,7 @@ def responses_request(body: Any) -> Translated:
         "tools": fields.get("tools", []),
         "text": {"format": text.get("format") or {"type": "text"}},
     }
-    return Translated(out, images, echo)
+    return Translated(out, has_images, echo, places)
 
 
 def _response_item(item: Any, param: str, chat: list[dict]) -> bool:
@@ -676,23 +757,17 @@ def _response_item(item: Any, param: str, chat: list[dict]) -> bool:
                 url = part.get("image_url")
                 match = DATA_URL.match(url) if isinstance(url, str) else None
                 if match is None or not isinstance(url, str):
-                    raise _invalid(
-                        f"'{where}.image_url' must be a data: URL of base64 image data: the "
-                        "portal never fetches a URL or a file for a client.",
-                        where,
-                        "unsupported_content",
-                    )
+                    raise _not_fetched(where, f"a link ({url[:60]})" if isinstance(url, str)
+                                       else "not a data: URL (file_id?)")  # fmt: skip
                 parts.append(_image_part(match.group(1), url[match.end() :], where))
             else:
-                raise _invalid(
-                    f"'{where}' is a {str(part.get('type'))[:40]!r} part, which is not "
-                    "supported here (input_text, output_text, input_image for user messages).",
-                    where,
-                    "unsupported_content",
-                )
-        images = any(part["type"] == "image_url" for part in parts)
-        chat.append({"role": role, "content": parts if images else _joined(parts)})
-        return images
+                raise _unsupported(
+                    where, part.get("type"), "part",
+                    "input_text, output_text, input_image for user messages",
+                )  # fmt: skip
+        content, with_images = _chat_content(parts)
+        chat.append({"role": role, "content": content})
+        return with_images
     if kind == "function_call":
         name = item.get("name")
         if not isinstance(name, str) or not TOOL_NAME.match(name):
@@ -767,10 +842,34 @@ def _response_usage(usage: dict) -> dict:
     }
 
 
-def _text_item(item_id: str, text: str, status: str = "completed") -> dict:
-    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+@dataclass(frozen=True)
+class _TextKind:
+    """One of the two kinds of output item that grow by text deltas: the model's reasoning (a
+    `reasoning` item, before the answer) and its answer (a `message` item)."""
+
+    item: str  # the item's type
+    prefix: str  # of its id
+    part: str  # the type of its content part
+    events: str  # the prefix of its delta and done events
+
+
+REASONING_TEXT = _TextKind("reasoning", "rs", "reasoning_text", "response.reasoning_text")
+MESSAGE_TEXT = _TextKind("message", "msg", "output_text", "response.output_text")
+
+
+def _text_part(kind: _TextKind, text: str) -> dict:
+    if kind is REASONING_TEXT:
+        return {"type": "reasoning_text", "text": text}
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _text_item(kind: _TextKind, item_id: str, text: str, status: str = "completed") -> dict:
+    content = [_text_part(kind, text)] if status == "completed" else []
+    if kind is REASONING_TEXT:
+        return {"id": item_id, "type": "reasoning", "status": status, "summary": [],
+                "content": content}  # fmt: skip
     return {"id": item_id, "type": "message", "status": status, "role": "assistant",
-            "content": content if status == "completed" else []}  # fmt: skip
+            "content": content}  # fmt: skip
 
 
 def _call_item(call: dict, status: str = "completed") -> dict:
@@ -817,8 +916,10 @@ def response_answer(chat: dict, model: str, echo: dict) -> dict:
     choice = (chat.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     output = []
+    if thought := reasoning_of(message):
+        output.append(_text_item(REASONING_TEXT, _new_id("rs"), thought))
     if message.get("content"):
-        output.append(_text_item(_new_id("msg"), message["content"]))
+        output.append(_text_item(MESSAGE_TEXT, _new_id("msg"), message["content"]))
     output += [_call_item(call) for call in message.get("tool_calls") or ()]
     return response_object(
         _new_id("resp"), model, echo, output, choice.get("finish_reason") or "stop",
@@ -828,10 +929,11 @@ def response_answer(chat: dict, model: str, echo: dict) -> dict:
 
 class ResponseEvents:
     """The Responses event stream for a chat completion's chunks, each event with its
-    `sequence_number`: response.created and response.in_progress; for the text
-    response.output_item.added, response.content_part.added, response.output_text.delta …,
-    response.output_text.done, response.content_part.done, response.output_item.done; for each
-    function call response.output_item.added, response.function_call_arguments.delta and .done,
+    `sequence_number`: response.created and response.in_progress; for the reasoning (when the
+    model server returns some) and for the text response.output_item.added,
+    response.content_part.added, response.reasoning_text.delta or response.output_text.delta …,
+    its .done, response.content_part.done, response.output_item.done; for each function call
+    response.output_item.added, response.function_call_arguments.delta and .done,
     response.output_item.done; then response.completed (response.incomplete when the reply
     reached max_output_tokens)."""
 
@@ -841,7 +943,8 @@ class ResponseEvents:
         self.created_at = int(time.time())
         self.sequence = 0
         self.output: list[dict] = []
-        self.text_id: str | None = None  # the open message item
+        self.open: _TextKind | None = None  # the kind of the open text item (the last)
+        self.open_id = ""
         self.text = ""
         self.finish: str | None = None
         self.usage: dict = {}
@@ -854,19 +957,13 @@ class ResponseEvents:
 
     def chunk(self, data: dict) -> bytes:
         out: list[bytes] = []
-        if isinstance(data.get("usage"), dict):
-            self.usage = data["usage"]
-        for choice in data.get("choices") or ():
-            delta = choice.get("delta") or {}
+        for choice, delta in _deltas(data, self.usage):
+            if thought := reasoning_of(delta):
+                out += self._grow(REASONING_TEXT, thought)
             if text := delta.get("content"):
-                if self.text_id is None:
-                    out += self._open_text()
-                self.text += text
-                out.append(self._event("response.output_text.delta", {
-                    **self._where(), "content_index": 0, "delta": text, "logprobs": [],
-                }))  # fmt: skip
+                out += self._grow(MESSAGE_TEXT, text)
             for call in delta.get("tool_calls") or ():
-                out += self._close_text()
+                out += self._close()
                 item = _call_item(call)
                 index = len(self.output)
                 self.output.append(item)
@@ -886,7 +983,7 @@ class ResponseEvents:
         return b"".join(out)
 
     def end(self) -> bytes:
-        out = self._close_text()
+        out = self._close()
         response = self._response(self.finish or "stop")
         kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
         out.append(self._event(kind, {"response": response}))
@@ -897,32 +994,41 @@ class ResponseEvents:
                                      "param": error.param})  # fmt: skip
 
     def _where(self) -> dict:
-        return {"item_id": self.text_id, "output_index": len(self.output) - 1}
+        return {"item_id": self.open_id, "output_index": len(self.output) - 1, "content_index": 0}
 
-    def _open_text(self) -> list[bytes]:
-        self.text_id = _new_id("msg")
-        self.output.append(_text_item(self.text_id, "", "in_progress"))
-        return [
-            self._event("response.output_item.added",
-                        {"output_index": len(self.output) - 1, "item": self.output[-1]}),
-            self._event("response.content_part.added", {**self._where(), "content_index": 0,
-                        "part": {"type": "output_text", "text": "", "annotations": []}}),
-        ]  # fmt: skip
+    def _grow(self, kind: _TextKind, piece: str) -> list[bytes]:
+        """`piece` added to the open item of `kind` (the other one closed, this one opened)."""
+        out = []
+        if self.open is not kind:
+            out = self._close()
+            self.open, self.open_id = kind, _new_id(kind.prefix)
+            self.output.append(_text_item(kind, self.open_id, "", "in_progress"))
+            out.append(self._event("response.output_item.added",
+                                   {"output_index": len(self.output) - 1,
+                                    "item": self.output[-1]}))  # fmt: skip
+            out.append(self._event("response.content_part.added",
+                                   {**self._where(), "part": _text_part(kind, "")}))  # fmt: skip
+        self.text += piece
+        extra: dict[str, list] = {"logprobs": []} if kind is MESSAGE_TEXT else {}
+        out.append(self._event(f"{kind.events}.delta", {**self._where(), "delta": piece, **extra}))
+        return out
 
-    def _close_text(self) -> list[bytes]:
-        if self.text_id is None:
+    def _close(self) -> list[bytes]:
+        kind = self.open
+        if kind is None:
             return []
-        where = {**self._where(), "content_index": 0}
-        part = {"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}
-        item = _text_item(self.text_id, self.text)
+        where = self._where()
+        item = _text_item(kind, self.open_id, self.text)
         self.output[-1] = item
+        extra: dict[str, list] = {"logprobs": []} if kind is MESSAGE_TEXT else {}
         out = [
-            self._event("response.output_text.done", {**where, "text": self.text, "logprobs": []}),
-            self._event("response.content_part.done", {**where, "part": part}),
+            self._event(f"{kind.events}.done", {**where, "text": self.text, **extra}),
+            self._event("response.content_part.done",
+                        {**where, "part": _text_part(kind, self.text)}),
             self._event("response.output_item.done",
                         {"output_index": where["output_index"], "item": item}),
         ]  # fmt: skip
-        self.text_id, self.text = None, ""
+        self.open, self.open_id, self.text = None, "", ""
         return out
 
     def _response(self, finish: str | None) -> dict:
@@ -956,13 +1062,10 @@ def _openai_error(error: GatewayError) -> dict:
     return error.as_dict()
 
 
-MESSAGES = Dialect(
-    "messages", messages_request, message_answer, lambda model, echo: MessageEvents(model),
-    anthropic_error,
-)  # fmt: skip
+MESSAGES = Dialect("messages", messages_request, message_answer, MessageEvents, anthropic_error)
 COUNT_TOKENS = Dialect(
     "messages/count_tokens", functools.partial(messages_request, counting=True), None,
-    lambda model, echo: MessageEvents(model), anthropic_error,
+    MessageEvents, anthropic_error,
 )  # fmt: skip
 RESPONSES_DIALECT = Dialect(
     "responses", responses_request, response_answer, ResponseEvents, _openai_error

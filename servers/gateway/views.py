@@ -252,60 +252,89 @@ def _complete(
     caller = Caller(api_key.user, UsageRecord.Source.API, api_key)
     if target.route is not None:
         caller = replace(caller, route=target.route.name)
-    last = len(target.profiles) - 1
     options = (body.get("stream_options") if isinstance(body, dict) else None) or {}
     chunk_object = "chat.completion.chunk" if endpoint == "chat/completions" else "text_completion"
     model_name = target.route.name if target.route is not None else target.profiles[0].slug
-    for index, profile in enumerate(target.profiles):
-        retry = index < last  # a route's member that fails before any byte: the next one
+    return _first_answer(
+        target.profiles,
+        lambda profile: calls.start(
+            caller, profile, endpoint, body, limits=member.limits,
+            client_socket=client_socket(request),
+        ),
+        lambda relay, data: render(data, body, model_name),
+        lambda relay: ApiStream(
+            relay, model_name, bool(options.get("include_usage")), chunk_object
+        ),
+    )  # fmt: skip
+
+
+def _first_answer(
+    profiles: list[ServerProfile],
+    start: Callable[[ServerProfile], tuple[Relay, dict]],
+    whole: Callable[[Relay, dict], HttpResponseBase],
+    streamed: Callable[[Relay], ApiStream | DialectStream],
+    shape: Callable[[GatewayError], dict] | None = None,
+) -> HttpResponseBase:
+    """The answer of the first of `profiles` (one profile, or a route's members in order) that
+    answers: `start(profile)` opens the call (calls.start); a whole answer is read and given to
+    `whole(relay, data)`, a stream is wrapped by `streamed(relay)` and returned. A member that
+    fails before any byte reached the client (routing.RETRY_CODES; a route's stream is held to
+    its first event for that) hands the request to the next; the last one's error is the
+    answer (in `shape`)."""
+    last = len(profiles) - 1
+    for index, profile in enumerate(profiles):
+        retry = index < last
+        stream: ApiStream | DialectStream | None = None
         try:
-            relay, upstream_body = calls.start(
-                caller,
-                profile,
-                endpoint,
-                body,
-                limits=member.limits,
-                client_socket=client_socket(request),
-            )
+            relay, upstream_body = start(profile)
+            if not upstream_body.get("stream"):  # embeddings and transcriptions never stream
+                data = _read_whole(relay)
+            else:
+                stream = streamed(relay)
+                if retry:
+                    _prime(stream)
         except GatewayError as error:
             if retry and error.code in routing.RETRY_CODES:
                 continue
-            return error.response()
+            return error.response(shape)
         except ClientGone:
             return HttpResponse(status=CLIENT_CLOSED_REQUEST)
-        if not upstream_body.get("stream"):  # embeddings and transcriptions never stream
-            status = UsageRecord.Status.ERROR
-            try:
-                data = relay.json()
-                status = UsageRecord.Status.OK
-                break
-            except GatewayError as error:
-                relay.measure.fail(error)
-                if retry and error.code in routing.RETRY_CODES:
-                    continue
-                return error.response()
-            except ClientGone:
-                status = UsageRecord.Status.CANCELLED
-                return HttpResponse(status=CLIENT_CLOSED_REQUEST)
-            finally:
-                relay.close(status)
-        stream = ApiStream(relay, model_name, bool(options.get("include_usage")), chunk_object)
-        if retry:
-            try:
-                stream.prime()
-            except GatewayError as error:
-                relay.measure.fail(error)
-                relay.close(UsageRecord.Status.ERROR)
-                if error.code in routing.RETRY_CODES:
-                    continue
-                return error.response()
-            except ClientGone:
-                relay.close(UsageRecord.Status.CANCELLED)
-                return HttpResponse(status=CLIENT_CLOSED_REQUEST)
+        if stream is None:
+            return whole(relay, data)
         return StreamingHttpResponse(
             stream, content_type="text/event-stream", headers=STREAM_HEADERS
         )
-    return render(data, body, model_name)
+    raise AssertionError("unreachable: the last member returns")  # pragma: no cover
+
+
+def _read_whole(relay: Relay) -> dict:
+    """The whole answer of `relay`, which is closed and recorded either way."""
+    status = UsageRecord.Status.ERROR
+    try:
+        data = relay.json()
+        status = UsageRecord.Status.OK
+        return data
+    except GatewayError as error:
+        relay.measure.fail(error)
+        raise
+    except ClientGone:
+        status = UsageRecord.Status.CANCELLED
+        raise
+    finally:
+        relay.close(status)
+
+
+def _prime(stream: ApiStream | DialectStream) -> None:
+    """`stream.prime()`, its relay closed and recorded when it fails."""
+    try:
+        stream.prime()
+    except GatewayError as error:
+        stream.relay.measure.fail(error)
+        stream.relay.close(UsageRecord.Status.ERROR)
+        raise
+    except ClientGone:
+        stream.relay.close(UsageRecord.Status.CANCELLED)
+        raise
 
 
 @api_key_required
@@ -415,56 +444,28 @@ def _translated(request: HttpRequest, dialect: dialects.Dialect) -> HttpResponse
     if target.route is not None:
         caller = replace(caller, route=target.route.name)
     model_name = target.route.name if target.route is not None else profiles[0].slug
-    last = len(profiles) - 1
-    for index, profile in enumerate(profiles):
-        retry = index < last  # a route's member that fails before any byte: the next one
+
+    def whole(relay: Relay, data: dict) -> HttpResponse:
+        if dialect.answer is None:  # counting tokens
+            return JsonResponse({"input_tokens": relay.measure.prompt_tokens})
+        return JsonResponse(dialect.answer(data, model_name, translated.echo))
+
+    def start(profile: ServerProfile) -> tuple[Relay, dict]:
         try:
-            relay, upstream_body = calls.start(
-                caller, profile, "chat/completions", translated.body,
-                limits=member.limits, client_socket=client_socket(request),
-                recorded_as=dialect.endpoint,
+            return calls.start(
+                caller, profile, "chat/completions", translated.body, limits=member.limits,
+                client_socket=client_socket(request), recorded_as=dialect.endpoint,
             )  # fmt: skip
-        except GatewayError as error:
-            if retry and error.code in routing.RETRY_CODES:
-                continue
-            return error.response(shape)
-        except ClientGone:
-            return HttpResponse(status=CLIENT_CLOSED_REQUEST)
-        if not upstream_body["stream"]:
-            status = UsageRecord.Status.ERROR
-            try:
-                data = relay.json()
-                status = UsageRecord.Status.OK
-            except GatewayError as error:
-                relay.measure.fail(error)
-                if retry and error.code in routing.RETRY_CODES:
-                    continue
-                return error.response(shape)
-            except ClientGone:
-                status = UsageRecord.Status.CANCELLED
-                return HttpResponse(status=CLIENT_CLOSED_REQUEST)
-            finally:
-                relay.close(status)
-            if dialect.answer is None:  # counting tokens
-                return JsonResponse({"input_tokens": relay.measure.prompt_tokens})
-            return JsonResponse(dialect.answer(data, model_name, translated.echo))
-        stream = DialectStream(relay, dialect.events(model_name, translated.echo))
-        if retry:
-            try:
-                stream.prime()
-            except GatewayError as error:
-                relay.measure.fail(error)
-                relay.close(UsageRecord.Status.ERROR)
-                if error.code in routing.RETRY_CODES:
-                    continue
-                return error.response(shape)
-            except ClientGone:
-                relay.close(UsageRecord.Status.CANCELLED)
-                return HttpResponse(status=CLIENT_CLOSED_REQUEST)
-        return StreamingHttpResponse(
-            stream, content_type="text/event-stream", headers=STREAM_HEADERS
-        )
-    raise AssertionError("unreachable: the last member returns")  # pragma: no cover
+        except GatewayError as error:  # named as the client's request names the place
+            raise translated.located(error) from None
+
+    return _first_answer(
+        profiles,
+        start,
+        whole,
+        lambda relay: DialectStream(relay, dialect.events(model_name, translated.echo)),
+        shape,
+    )  # fmt: skip
 
 
 def _able(profiles: list[ServerProfile], translated: dialects.Translated) -> list[ServerProfile]:
@@ -473,12 +474,13 @@ def _able(profiles: list[ServerProfile], translated: dialects.Translated) -> lis
         return profiles
     vision = [p for p in profiles if p.engine == Engine.VISION]
     if not vision:
+        # The words and code of chat completions' refusal (schema.py), said before the call.
         raise GatewayError(
-            f"'{profiles[0].slug}' is not a vision server (its engine is "
-            f"{profiles[0].engine}): only a profile with the vision engine takes images. Send "
-            "text, or pick a vision model's profile.",
+            f"The request has an image, but {profiles[0].slug} cannot see images: it is not a "
+            f"vision server (its engine is {profiles[0].engine}). Send text, or use a profile "
+            "with the vision engine.",
             param="messages",
-            code="unsupported_content",
+            code="images_not_supported",
         )
     return vision
 

@@ -33,6 +33,11 @@ it fit to be shared by a team.
    mlx_lm's `json_tools` parser) is constrained, its arguments to the function's `parameters`.
    A grammar llguidance cannot build is refused with 400 (code `invalid_json_schema`) and its
    reason. See docs/gateway.md, "Structured output".
+8. **Which stop word ended a reply.** mlx_lm answers finish_reason "stop" both for the model's
+   end of turn and for one of the request's `stop` words, without saying which. Here, on a
+   request with stop words, the final choice also has `stop_reason`: the stop word that ended
+   the reply, or null (vLLM's field), which the gateway's Anthropic Messages turns into
+   `stop_reason: "stop_sequence"` and `stop_sequence`.
 
 Nothing else changes: the options, the HTTP server and the generation code are mlx_lm's own.
 This file runs as a script in the model server's process and imports nothing of the portal.
@@ -42,6 +47,7 @@ server's log says so on its first line.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import http.server
@@ -597,6 +603,63 @@ def constrain_output(server_module, *, llguidance, mx, np) -> bool:
     return True
 
 
+# --- which stop word ended a reply -------------------------------------------------------------
+
+_stops = threading.local()  # the handler thread's request: its stop words' tokens, its last tokens
+
+
+def matched_stop(words: list[tuple[str, tuple[int, ...]]], tail: tuple[int, ...]) -> str | None:
+    """The stop word whose tokens the generated tokens end with (`tail`: the last ones), or
+    None. mlx_lm stops a reply on exactly that (each word encoded alone, matched on token
+    ids: StopSequences), so this names the word it stopped on."""
+    for word, ids in words:
+        if ids and tail[-len(ids) :] == ids:
+            return word
+    return None
+
+
+def tell_matched_stop(server_module) -> bool:
+    """Give the final choice of a request with stop words a `stop_reason`: the stop word that
+    ended the reply, or None. False (nothing changed) when mlx_lm is not the known one."""
+    generator = getattr(server_module, "ResponseGenerator", None)
+    handler = getattr(server_module, "APIHandler", None)
+    generate = getattr(generator, "generate", None)
+    respond = getattr(handler, "generate_response", None)
+    if not callable(generate) or not callable(respond):
+        return False
+
+    def recording_generate(self, request, generation_args, progress_callback=None):
+        _stops.words = None
+        ctx, tokens = generate(self, request, generation_args, progress_callback)
+        stop_words = getattr(generation_args, "stop_words", None) or ()
+        tokenizer = self.model_provider.tokenizer
+        words = [word for word in stop_words if isinstance(word, str) and word]
+        if not words or tokenizer is None:
+            return ctx, tokens
+        encoded = [(w, tuple(tokenizer.encode(w, add_special_tokens=False))) for w in words]
+        tail: collections.deque[int] = collections.deque(maxlen=max(len(i) for _, i in encoded))
+        _stops.words, _stops.tail = encoded, tail
+
+        def recorded():
+            for response in tokens:
+                tail.append(response.token)
+                yield response
+
+        return ctx, recorded()
+
+    def telling_response(self, text, finish_reason, *args, **kwargs):
+        response = respond(self, text, finish_reason, *args, **kwargs)
+        words = getattr(_stops, "words", None)
+        if finish_reason is not None and words is not None:
+            matched = None if finish_reason == "length" else matched_stop(words, tuple(_stops.tail))
+            response["choices"][0]["stop_reason"] = matched
+        return response
+
+    generator.generate = recording_generate
+    handler.generate_response = telling_response
+    return True
+
+
 # --- start-up ---------------------------------------------------------------------------------
 
 
@@ -646,6 +709,8 @@ def main(argv: list[str]) -> None:
             notes.append(f"prompts of {options['context']} tokens or more are refused")
         else:
             notes.append("the context is not enforced (unknown tokenizing step)")
+    if not tell_matched_stop(server):
+        notes.append("the stop word that ended a reply is not told (unknown mlx_lm)")
     if watched and constrain_output(server, llguidance=llguidance, mx=mx, np=np):
         notes.append(f"response_format and forced tool calls are enforced (llguidance "
                      f"{llguidance.__version__})")  # fmt: skip

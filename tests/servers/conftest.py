@@ -9,6 +9,8 @@ import pytest
 
 from tests.servers.helpers import TINY_REPO, install_model
 from tests.support.front import _free_port, start_gunicorn, wait_listening
+from tests.support.mlx_server import RunningServer, start_mlx_server, stop_mlx_server
+from tests.support.tiny_models import tiny_model_cache
 from tests.support.workers import process_env
 
 
@@ -134,24 +136,31 @@ def api_key(member):
     return create_api_key(member, "tests").secret
 
 
-@pytest.fixture(scope="module")
-def thinking_server(tmp_path_factory):
-    """A real mlx_lm.server on the `thinking` tiny model, shared by a module."""
-    from tests.support.mlx_server import start_mlx_server, stop_mlx_server
-    from tests.support.tiny_models import tiny_model_cache
+def variant_server(variant: str):
+    """A module-scoped fixture: a real model server (the portal's entry point) on the tiny
+    model `variant` (tests/support/tiny_models.py), shared by the tests of a module."""
 
-    base = tmp_path_factory.mktemp("thinking-server")
-    cache = base / "hf-cache" / "hub"
-    cache.mkdir(parents=True)
-    server = start_mlx_server(
-        tiny_model_cache("thinking"),
-        log_path=base / "server.log",
-        env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
-    )
-    try:
-        yield server
-    finally:
-        stop_mlx_server(server)
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory) -> Iterator[RunningServer]:
+        base = tmp_path_factory.mktemp(f"{variant}-server")
+        cache = base / "hf-cache" / "hub"
+        cache.mkdir(parents=True)
+        running = start_mlx_server(
+            tiny_model_cache(variant),
+            log_path=base / "server.log",
+            env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
+        )
+        try:
+            yield running
+        finally:
+            stop_mlx_server(running)
+
+    server.__doc__ = f"A real model server on the `{variant}` tiny model, shared by a module."
+    return server
+
+
+thinking_server = variant_server("thinking")
+tools_server = variant_server("tools")
 
 
 # --- the web tier as its own processes ----------------------------------------------------------

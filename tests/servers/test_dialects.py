@@ -119,12 +119,12 @@ URL_IMAGE = {"type": "image", "source": {"type": "url", "url": "http://x/y.png"}
         ({"messages": []}, "messages", "at least one"),
         ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role", "user or"),
         ({"messages": [{"role": "user", "content": [URL_IMAGE]}]}, "messages[0].content[0].source",
-         "never fetches"),
+         r"a link \(http://x/y.png\): the portal never fetches URLs"),
         ({"messages": [{"role": "assistant", "content": [{"type": "tool_result"}]}]},
-         "messages[0].content[0]", "cannot hold"),
+         "messages[0].content[0]", "'tool_result' block in a assistant message, which is not"),
         ({"messages": [{"role": "user", "content": [{"type": "image", "source": {
             "type": "base64", "media_type": "image/svg+xml", "data": "AA=="}}]}]},
-         "messages[0].content[0]", "image of type"),
+         "messages[0].content[0]", "of type image/svg"),
         ({"stop_sequences": ["a", "b", "c", "d", "e"]}, "stop_sequences", "at most 4"),
         ({"stop_sequences": [""]}, "stop_sequences", "empty"),
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]",
@@ -261,7 +261,7 @@ def _serving(body: bytes, library=httpx):
 
 
 def test_a_streamed_tool_call_reaches_anthropics_sdk_as_a_tool_use_block():
-    body = _body(dialects.MessageEvents("tiny"))
+    body = _body(dialects.MessageEvents("tiny", {}))
     client = anthropic.Anthropic(
         api_key="k", base_url="http://portal", http_client=_serving(body, httpx2)
     )
@@ -319,3 +319,84 @@ def test_answers_translate_whole():
     assert response["output"][0]["type"] == "function_call"
     assert response["output"][0]["arguments"] == "not json"
     assert response["status"] == "completed" and response["usage"]["total_tokens"] == 7
+
+
+# --- reasoning and stop sequences ---------------------------------------------------------------
+
+# What mlx_lm.server streams for a reasoning model's reply that a stop word ended (`stop_reason`:
+# the portal's entry names the word).
+THINKING_CHUNKS = [
+    _chunk({"reasoning": "Greeting "}),
+    _chunk({"reasoning": "detected."}),
+    _chunk({"content": "Hi"}),
+    _chunk({"content": " there"}),
+    {**_chunk({}, "stop"), "choices": [{"index": 0, "finish_reason": "stop", "delta": {},
+                                        "stop_reason": " MLX"}]},
+    {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [],
+     "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}},
+]  # fmt: skip
+
+
+def _thinking_body(state) -> bytes:
+    return b"".join([state.start(), *(state.chunk(data) for data in THINKING_CHUNKS), state.end()])
+
+
+def test_streamed_reasoning_and_a_stop_sequence_reach_anthropics_sdk():
+    echo = dialects.messages_request(
+        {"model": "tiny", "max_tokens": 9, "messages": HI, "stop_sequences": ["END", " MLX"]}
+    ).echo
+    body = _thinking_body(dialects.MessageEvents("tiny", echo))
+    client = anthropic.Anthropic(
+        api_key="k", base_url="http://portal", http_client=_serving(body, httpx2)
+    )
+    with client.messages.stream(model="tiny", max_tokens=9, messages=HI) as stream:
+        deltas = [event.delta.type for event in stream if event.type == "content_block_delta"]
+        message = stream.get_final_message()
+    assert deltas == ["thinking_delta", "thinking_delta", "text_delta", "text_delta"]
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert message.content[0].thinking == "Greeting detected."
+    assert message.content[1].text == "Hi there"
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", " MLX")
+
+    # A stop word the request did not send, or none at all: the end of the turn.
+    for stops in ([], ["END"]):
+        echo = {"stop_sequences": stops}
+        events = _thinking_body(dialects.MessageEvents("tiny", echo)).decode()
+        assert '"stop_reason":"end_turn","stop_sequence":null' in events
+    # Thinking turned off by the request: no thinking block even if the model reasons anyway.
+    quiet = _thinking_body(dialects.MessageEvents("tiny", {"thinking": False})).decode()
+    assert "thinking" not in quiet and "Hi" in quiet
+
+
+def test_streamed_reasoning_reaches_openais_sdk_as_a_reasoning_item():
+    echo = dialects.responses_request({"model": "tiny", "input": "Hi"}).echo
+    body = _thinking_body(dialects.ResponseEvents("tiny", echo))
+    client = openai.OpenAI(api_key="k", base_url="http://portal/v1", http_client=_serving(body))
+    with client.responses.stream(model="tiny", input="Hi") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert [part.text for part in final.output[0].content] == ["Greeting detected."]
+    assert final.output_text == "Hi there"
+    assert [e.delta for e in events if e.type == "response.reasoning_text.delta"] == [
+        "Greeting ", "detected."]  # fmt: skip
+    kinds = [event.type for event in events]
+    assert kinds.index("response.reasoning_text.done") < kinds.index("response.output_text.delta")
+
+
+def test_reasoning_and_the_matched_stop_translate_whole():
+    chat = {"choices": [{"finish_reason": "stop", "stop_reason": "END", "message": {
+        "role": "assistant", "content": "Hi", "reasoning": "Greeting."}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4}}  # fmt: skip
+    message = dialects.message_answer(chat, "tiny", {"stop_sequences": ["END"]})
+    assert message["content"] == [
+        {"type": "thinking", "thinking": "Greeting.", "signature": ""},
+        {"type": "text", "text": "Hi"},
+    ]
+    assert (message["stop_reason"], message["stop_sequence"]) == ("stop_sequence", "END")
+    unsent = dialects.message_answer(chat, "tiny", {"stop_sequences": ["STOP"]})
+    assert (unsent["stop_reason"], unsent["stop_sequence"]) == ("end_turn", None)
+    response = dialects.response_answer(chat, "tiny", {})
+    assert [item["type"] for item in response["output"]] == ["reasoning", "message"]
+    assert response["output"][0]["content"] == [{"type": "reasoning_text", "text": "Greeting."}]

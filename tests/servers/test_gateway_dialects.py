@@ -11,8 +11,9 @@ import openai
 import pytest
 from django.contrib.auth.models import Group
 
-from servers.models import Route, UsageRecord
-from tests.support.tiny_models import REPLY
+from servers.models import Route, ServerInstance, State, UsageRecord
+from tests.support.images import SVG, b64, bomb, data_url, png
+from tests.support.tiny_models import REPLY, THINKING_REPLY, THOUGHT
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -34,26 +35,6 @@ TOOL_TURNS = [
         {"type": "text", "text": "Thanks!"},
     ]},
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tools_server(tmp_path_factory):
-    """A real model server (the portal's entry point) on the `tools` tiny model, for the module."""
-    from tests.support.mlx_server import start_mlx_server, stop_mlx_server
-    from tests.support.tiny_models import tiny_model_cache
-
-    base = tmp_path_factory.mktemp("tools-server")
-    cache = base / "hf-cache" / "hub"
-    cache.mkdir(parents=True)
-    server = start_mlx_server(
-        tiny_model_cache("tools"),
-        log_path=base / "server.log",
-        env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
-    )
-    try:
-        yield server
-    finally:
-        stop_mlx_server(server)
 
 
 @pytest.fixture
@@ -130,6 +111,7 @@ def test_tools_and_a_conversation_with_tool_use_and_results_reach_the_template(t
             tool_choice=tool_choice, stop_sequences=["never said"],
         )  # fmt: skip
         assert message.content[0].text == REPLY
+        assert (message.stop_reason, message.stop_sequence) == ("end_turn", None)
     with claude.messages.stream(
         model="tiny", max_tokens=64, messages=TOOL_TURNS, tools=[WEATHER]
     ) as stream:
@@ -180,11 +162,12 @@ def test_messages_errors_are_the_sdks_own_exceptions_in_anthropics_shape(tiny, c
         claude.messages.create(model="tiny", max_tokens=8, messages=HI, extra_body={"colour": 1})
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                          "data": "iVBORw0KGgo="}}  # fmt: skip
-    with pytest.raises(anthropic.BadRequestError, match="not a vision server"):
+    with pytest.raises(anthropic.BadRequestError, match="cannot see images") as blind:
         content = [image, {"type": "text", "text": "What is it?"}]
         claude.messages.create(
             model="tiny", max_tokens=8, messages=[{"role": "user", "content": content}]
         )
+    assert blind.value.body["error"]["type"] == "invalid_request_error"
 
 
 def test_the_key_is_taken_as_x_api_key_as_older_clients_send_it(tiny, live_server, api_key):
@@ -351,3 +334,209 @@ def test_a_forced_function_call_streams_as_a_responses_function_call_item(tiny, 
         final = stream.get_final_response()  # fmt: skip
     (call,) = [item for item in final.output if item.type == "function_call"]
     assert call.name == "get_weather" and _valid(json.loads(call.arguments))
+
+
+# --- stop sequences ------------------------------------------------------------------------------
+
+
+def test_the_stop_sequence_that_ended_a_reply_is_named(tiny, claude, client):
+    """The tiny model says "Hello from the tiny MLX test model."; " MLX" is one of its tokens, so
+    the reply stops there. mlx_lm says "stop" either way: the portal's entry names the word."""
+    stops = [" never", " MLX"]
+    message = claude.messages.create(model="tiny", max_tokens=64, messages=HI, stop_sequences=stops)
+    assert message.content[0].text == "Hello from the tiny"
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", " MLX")
+    with claude.messages.stream(
+        model="tiny", max_tokens=64, messages=HI, stop_sequences=stops
+    ) as stream:
+        streamed = stream.get_final_message()
+    assert streamed.content[0].text == "Hello from the tiny"
+    assert (streamed.stop_reason, streamed.stop_sequence) == ("stop_sequence", " MLX")
+    # Chat completions pass the server's field on as it is (vLLM's name).
+    answer = client.chat.completions.create(model="tiny", messages=HI, stop=stops)
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.choices[0].model_extra["stop_reason"] == " MLX"
+
+
+# --- reasoning ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def thinker(thinking_server, serve_profile):
+    return serve_profile(thinking_server, "Thinker")
+
+
+def test_a_reasoning_models_thinking_comes_back_as_thinking_blocks(thinker, claude):
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    message = claude.messages.create(model="thinker", max_tokens=64, messages=HI,
+                                     thinking=thinking)  # fmt: skip
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert message.content[0].thinking.strip() == THOUGHT
+    assert message.content[1].text.strip() == THINKING_REPLY
+
+    with claude.messages.stream(
+        model="thinker", max_tokens=64, messages=HI, thinking=thinking
+    ) as stream:
+        deltas = [event.delta.type for event in stream if event.type == "content_block_delta"]
+        streamed = stream.get_final_message()
+    assert deltas.index("thinking_delta") < deltas.index("text_delta")
+    assert set(deltas) == {"thinking_delta", "text_delta"}
+    assert [block.type for block in streamed.content] == ["thinking", "text"]
+    assert streamed.content[0].thinking.strip() == THOUGHT
+    assert streamed.content[1].text.strip() == THINKING_REPLY
+
+    # Turned off: the template does not think (enable_thinking), and no block says it did.
+    quiet = claude.messages.create(model="thinker", max_tokens=64, messages=HI,
+                                   thinking={"type": "disabled"})  # fmt: skip
+    assert [block.type for block in quiet.content] == ["text"]
+    assert quiet.content[0].text.strip() == THINKING_REPLY
+
+
+def test_a_reasoning_models_thinking_comes_back_as_a_reasoning_item(thinker, client):
+    response = client.responses.create(model="thinker", input="Say hello.")
+    assert [item.type for item in response.output] == ["reasoning", "message"]
+    assert response.output[0].content[0].text.strip() == THOUGHT
+    assert response.output_text.strip() == THINKING_REPLY
+
+    with client.responses.stream(model="thinker", input="Say hello.") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    thought = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
+    assert thought.strip() == THOUGHT
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert final.output[0].content[0].text.strip() == THOUGHT
+    assert final.output_text.strip() == THINKING_REPLY
+
+
+def test_chat_completions_stream_the_reasoning_as_the_server_gives_it(thinker, client):
+    chunks = list(client.chat.completions.create(model="thinker", messages=HI, stream=True))
+    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    reasoning = "".join((delta.model_extra or {}).get("reasoning") or "" for delta in deltas)
+    assert reasoning.strip() == THOUGHT
+    assert "".join(delta.content or "" for delta in deltas).strip() == THINKING_REPLY
+
+
+# --- images (a vision server: mlx_vlm.server on the tiny Qwen2-VL) ------------------------------
+
+
+def image_block(data: bytes, media_type: str = "image/png") -> dict:
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type,
+                                        "data": b64(data)}}  # fmt: skip
+
+
+def looking(*blocks: dict) -> list[dict]:
+    return [{"role": "user", "content": [*blocks, {"type": "text", "text": "What is this?"}]}]
+
+
+@pytest.fixture
+def eyes(vision_server, serve_profile):
+    return serve_profile(vision_server, "Eyes", engine="vision")
+
+
+def test_an_image_block_reaches_a_vision_server_streamed_or_not(eyes, claude, client):
+    message = claude.messages.create(model="eyes", max_tokens=64,
+                                     messages=looking(image_block(png())))  # fmt: skip
+    assert message.content[0].text == REPLY and message.stop_reason == "end_turn"
+    plain = claude.messages.create(model="eyes", max_tokens=64, messages=HI)
+    # The image became tokens of the prompt.
+    assert message.usage.input_tokens > plain.usage.input_tokens
+    with claude.messages.stream(
+        model="eyes", max_tokens=64, messages=looking(image_block(png(color="blue")))
+    ) as stream:
+        streamed = stream.get_final_message()
+    assert streamed.content[0].text == REPLY and streamed.usage.output_tokens > 0
+
+    response = client.responses.create(model="eyes", input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "What is this?"},
+        {"type": "input_image", "image_url": data_url(png(color="green")), "detail": "auto"},
+    ]}])  # fmt: skip
+    assert response.output_text == REPLY
+    assert response.usage.input_tokens > plain.usage.input_tokens
+    records = UsageRecord.objects.filter(status="ok")
+    assert sorted(records.values_list("endpoint", flat=True)) == [
+        "messages", "messages", "messages", "responses"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("blocks", "says"),
+    [
+        pytest.param([{"type": "image", "source": {"type": "url",
+                                                   "url": "https://example.com/cat.png"}}],
+                     "never fetches URLs", id="URL source"),
+        pytest.param([{"type": "image", "source": {"type": "file", "file_id": "file_1"}}],
+                     "never fetches URLs or files", id="file source"),
+        pytest.param([image_block(png()[:64] + bytes(6 * 1024 * 1024))], "at most 5.0 MiB",
+                     id="6 MB image"),
+        pytest.param([image_block(png()[:80])], "does not decode", id="truncated PNG"),
+        pytest.param([image_block(SVG)], "SVG", id="SVG called a PNG"),
+        pytest.param([image_block(SVG, "image/svg+xml")], "of type image/svg", id="SVG"),
+        pytest.param([image_block(png())] * 4, "at most 3", id="4 images in a message"),
+        pytest.param([image_block(bomb())], "25,000,000 pixels", id="decompression bomb"),
+    ],
+)  # fmt: skip
+def test_hostile_image_blocks_are_refused_in_anthropics_shape_before_the_server(
+    eyes, claude, vision_server, blocks, says
+):
+    size = vision_server.log_path.stat().st_size
+    with pytest.raises(anthropic.BadRequestError, match=says) as refused:
+        claude.messages.create(model="eyes", max_tokens=8, messages=looking(*blocks))
+    assert refused.value.body["type"] == "error"
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
+    assert vision_server.log_path.stat().st_size == size
+
+
+def test_an_input_image_by_url_or_file_is_refused(eyes, client, vision_server):
+    size = vision_server.log_path.stat().st_size
+    for part in ({"type": "input_image", "image_url": "https://example.com/cat.png"},
+                 {"type": "input_image", "file_id": "file-1"}):  # fmt: skip
+        with pytest.raises(openai.BadRequestError, match="never fetches URLs") as refused:
+            client.responses.create(model="eyes", input=[{"role": "user", "content": [part]}])
+        assert refused.value.code == "unsupported_content"
+    with pytest.raises(openai.BadRequestError, match="does not decode"):
+        client.responses.create(model="eyes", input=[{"role": "user", "content": [
+            {"type": "input_image", "image_url": data_url(png()[:80])}]}])  # fmt: skip
+    assert vision_server.log_path.stat().st_size == size
+
+
+def test_a_refused_image_is_named_where_the_client_put_it(eyes, claude, client):
+    """The image is checked in the translated chat body, where a system prompt or instructions
+    shift the messages by one: the refusal names the client's own place."""
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    with pytest.raises(anthropic.BadRequestError, match=r"Image 1 of messages\[2\] is an SVG"):
+        claude.messages.create(model="eyes", max_tokens=8, system="Be brief.",
+                               messages=[*turns, *looking(image_block(SVG))])  # fmt: skip
+    image = {"type": "input_image", "image_url": data_url(SVG)}
+    with pytest.raises(openai.BadRequestError, match=r"Image 1 of input\[1\] is an SVG") as refused:
+        client.responses.create(model="eyes", instructions="Be brief.", input=[
+            {"role": "user", "content": "Hi"}, {"role": "user", "content": [image]}])  # fmt: skip
+    assert refused.value.param == "input[1].content"
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+
+def test_a_routes_member_that_does_not_answer_hands_a_dialect_request_to_the_next(
+    tiny, claude, client, make_profile, member
+):
+    dead = make_profile("Dead")
+    ServerInstance.objects.update_or_create(
+        profile=dead, defaults={"state": State.RUNNING, "port": dead.port}
+    )  # nothing listens on its port
+    route = Route.objects.create(name="fallback", owner=member, policy=Route.Policy.ORDERED)
+    route.members.create(profile=dead, position=0)
+    route.members.create(profile=tiny, position=1)
+
+    message = claude.messages.create(model="fallback", max_tokens=64, messages=HI)
+    assert message.content[0].text == REPLY and message.model == "fallback"
+    with claude.messages.stream(model="fallback", max_tokens=64, messages=HI) as stream:
+        assert stream.get_final_text() == REPLY
+    with client.responses.stream(model="fallback", input="Say hello.") as stream:
+        assert stream.get_final_response().output_text == REPLY
+    served = UsageRecord.objects.filter(route_name="fallback").values_list("profile_id", "status")
+    assert sorted(served) == sorted([(dead.pk, "error"), (tiny.pk, "ok")] * 3)
+
+    # The last member's failure is the answer, in the dialect's shape.
+    route.members.filter(profile=tiny).delete()
+    with pytest.raises(anthropic.APIStatusError) as failed:
+        claude.messages.create(model="fallback", max_tokens=8, messages=HI)
+    assert failed.value.body["type"] == "error" and failed.value.status_code >= 500

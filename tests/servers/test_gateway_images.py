@@ -4,7 +4,6 @@ hostile images are refused in the portal, each with its own message, and never r
 
 from __future__ import annotations
 
-import base64
 import io
 
 import openai
@@ -12,19 +11,10 @@ import pytest
 from PIL import Image
 
 from servers.models import UsageRecord
+from tests.support.images import SVG, bomb, data_url, gif, png
 from tests.support.tiny_models import REPLY
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def png(width: int = 64, height: int = 48, color: str = "red") -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def data_url(data: bytes, media_type: str = "image/png") -> str:
-    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
 
 
 def asking(*urls: str) -> list[dict]:
@@ -78,22 +68,6 @@ def test_an_image_to_a_text_server_is_refused_before_it_reaches_it(
     assert mlx_server.log_path.stat().st_size == size
 
 
-def _bomb() -> bytes:
-    """A PNG of a few KiB that decodes to 30 million pixels."""
-    buffer = io.BytesIO()
-    Image.new("1", (6000, 5000)).save(buffer, "PNG", optimize=True)
-    return buffer.getvalue()
-
-
-def _gif() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("P", (8, 8)).save(buffer, "GIF")
-    return buffer.getvalue()
-
-
-SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>'
-
-
 @pytest.mark.parametrize(
     ("messages", "says"),
     [
@@ -114,7 +88,7 @@ SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></
         pytest.param(asking(data_url(SVG, "image/png")), "SVG", id="SVG called a PNG"),
         pytest.param(asking(*[data_url(png())] * 4), "at most 3", id="4 images in a message"),
         pytest.param(asking(data_url(b"BM" + bytes(100), "image/bmp")), "image/bmp", id="BMP"),
-        pytest.param(asking(data_url(_bomb())), "25,000,000 pixels", id="decompression bomb"),
+        pytest.param(asking(data_url(bomb())), "25,000,000 pixels", id="decompression bomb"),
     ],
 )
 def test_hostile_images_are_refused_each_with_its_own_message_and_never_reach_the_server(
@@ -133,6 +107,6 @@ def test_a_gif_and_a_mislabelled_jpeg_are_accepted(vision_server, serve_profile,
     jpeg = io.BytesIO()
     Image.new("RGB", (40, 40), "green").save(jpeg, "JPEG")
     answer = client.chat.completions.create(
-        model="eyes", messages=asking(data_url(_gif(), "image/gif"), data_url(jpeg.getvalue()))
+        model="eyes", messages=asking(data_url(gif(), "image/gif"), data_url(jpeg.getvalue()))
     )
     assert answer.choices[0].message.content == REPLY

@@ -21,8 +21,7 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from tests.support.mlx_server import start_mlx_server, stop_mlx_server
-from tests.support.tiny_models import REPLY, tiny_model_cache
+from tests.support.tiny_models import REPLY
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -32,19 +31,9 @@ SHORT = Field(max_length=12)  # the tiny model would fill a free string until ma
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("structured-server")
-    cache = base / "hf-cache" / "hub"
-    cache.mkdir(parents=True)
-    running = start_mlx_server(
-        tiny_model_cache("tools"),
-        log_path=base / "server.log",
-        env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
-    )
-    try:
-        yield running
-    finally:
-        stop_mlx_server(running)
+def server(tools_server):
+    """The portal's entry point on the `tools` tiny model (tests/servers/conftest.py)."""
+    return tools_server
 
 
 @pytest.fixture(scope="module")
