@@ -246,7 +246,7 @@ def _complete(
     try:
         body = read(request)
         model = body.get("model") if isinstance(body, dict) else None
-        target = routing.resolve(model, api_key.user, member.group_ids)
+        target = routing.resolve(model, api_key.user, member.group_ids, endpoint)
     except GatewayError as error:
         return error.response()
     caller = Caller(api_key.user, UsageRecord.Source.API, api_key)
@@ -436,7 +436,9 @@ def _translated(request: HttpRequest, dialect: dialects.Dialect) -> HttpResponse
     member = membership(api_key.user)
     try:
         translated = dialect.request(read_json(request))
-        target = routing.resolve(translated.body["model"], api_key.user, member.group_ids)
+        target = routing.resolve(
+            translated.body["model"], api_key.user, member.group_ids, "chat/completions"
+        )
         profiles = _able(target.profiles, translated)
     except GatewayError as error:
         return error.response(shape)
