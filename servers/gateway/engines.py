@@ -53,7 +53,8 @@ def serves(engine: str, endpoint: str) -> bool:
     transcriptions their own engine. `check_engine` refuses the rest; a route sends a request
     only to its members that serve it (servers/gateway/routing.py)."""
     if endpoint in CHAT_ENDPOINTS:
-        return engine in CHAT_ENGINES and not (engine == Engine.VISION and endpoint == "completions")
+        text_only = engine == Engine.VISION and endpoint == "completions"
+        return engine in CHAT_ENGINES and not text_only
     return ENGINE_ENDPOINTS.get(engine) == endpoint
 
 

@@ -82,7 +82,8 @@ def resolve(
             raise  # a route none of whose members this caller may use is not there for them
         profiles = serving(members, endpoint)
         if not profiles:
-            raise engines.route_refusal(route.name, endpoint, {p.engine for p in members})
+            engines_of = {p.engine for p in members}
+            raise engines.route_refusal(route.name, endpoint, engines_of) from None
         return Target(order(route, profiles), route)
 
 

@@ -26,7 +26,6 @@ from common.rows import compiled_rows, insert_row
 from servers.models import ServerProfile, UsageRecord
 from servers.usage import days, metrics
 
-
 #: What a transcription counts as prompt tokens (a limit's tokens per day, the Usage page): its
 #: seconds of audio, as its server decoded them, at this rate (rounded up). A speech-to-text
 #: server reports no tokens, and its work grows with the audio, not the text it writes; one

@@ -97,8 +97,9 @@ def test_a_vision_server_says_what_it_is_busy_with_and_stops_a_whole_answer_its_
     assert status(vision_server)["requests"] == []
     assert probes.server_busy(vision_server.port) is None
     gone_before = status(vision_server)["stopped_for_gone_clients"]
-    body = json.dumps({"model": "default_model", "max_tokens": 100_000,
-                       "messages": [{"role": "user", "content": "hi"}], **ENDLESS}).encode()  # fmt: skip
+    hi = [{"role": "user", "content": "hi"}]
+    body = json.dumps({"model": "default_model", "max_tokens": 100_000, "messages": hi, **ENDLESS})
+    body = body.encode()
     client = socket.create_connection(("127.0.0.1", vision_server.port))
     client.sendall(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
