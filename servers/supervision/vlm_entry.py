@@ -52,6 +52,7 @@ class InFlight:
     prompt_tokens: int = 0
     generated: int = 0
     client_gone: bool = False  # its client closed the connection before the answer ended
+    stopped: bool = False  # and its generation was cancelled for it
     answered: bool = False  # the whole answer was handed to the server
 
     def as_dict(self, now: float) -> dict[str, Any]:
@@ -172,8 +173,8 @@ class Watch:
         finally:
             _current.reset(token)
             listener.cancel()
-            registry.remove(entry, stopped=entry.client_gone)
-            if entry.client_gone:
+            registry.remove(entry, stopped=entry.stopped)
+            if entry.stopped:
                 print(f"MLX Portal: the client left after {entry.generated} generated tokens; "
                       "the request was stopped.", file=sys.stderr, flush=True)  # fmt: skip
         return None
@@ -192,6 +193,7 @@ class WatchedTokens:
 
     def __next__(self):
         if self.entry.client_gone:
+            self.entry.stopped = True
             self.close()
             raise StopIteration
         token = next(self.tokens)

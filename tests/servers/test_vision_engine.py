@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from servers.models import ServerInstance, State
+from servers.models import ServerInstance, State, UsageRecord
 from servers.supervision import lifecycle, probes, supervisor
 from servers.supervision.command import VLM_ENTRY
 from servers.supervision.mlx_entry import STATUS_PATH as MLX_STATUS_PATH
@@ -130,3 +130,31 @@ def test_a_vision_server_says_what_it_is_busy_with_and_stops_a_whole_answer_its_
                       timeout=60) as answer:  # fmt: skip
         assert any("[DONE]" in line for line in answer.iter_lines())
     assert status(vision_server) == {"requests": [], "stopped_for_gone_clients": gone_before + 1}
+
+
+def test_through_the_gateway_a_whole_vision_answer_whose_client_left_is_stopped(
+    vision_server, serve_profile, api_key, portals
+):
+    """gunicorn as shipped: the gateway closes its connection to the vision server when its
+    client leaves (transport._Waiter), and the server stops generating."""
+    serve_profile(vision_server, "Eyes", engine="vision")
+    portal = portals(WEB_WORKERS="1", WEB_THREADS="4")
+    gone_before = status(vision_server)["stopped_for_gone_clients"]
+    body = json.dumps({"model": "eyes", "messages": [{"role": "user", "content": "hi"}], **ENDLESS})
+    client = socket.create_connection(("127.0.0.1", portal.port))
+    client.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+        b"application/json\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s"
+        % (api_key.encode(), len(body), body.encode())
+    )
+    wait_for(
+        lambda: [r for r in status(vision_server)["requests"] if r["generated_tokens"] > 5],
+        timeout=60, every=0.05, what="tokens generated",
+    )  # fmt: skip
+    client.close()
+    wait_for(
+        lambda: status(vision_server)["stopped_for_gone_clients"] == gone_before + 1,
+        timeout=30, every=0.05, what="the request stopped",
+    )  # fmt: skip
+    record = wait_for(lambda: UsageRecord.objects.filter(profile_name="Eyes").first(), 30)
+    assert record.status == UsageRecord.Status.CANCELLED and record.stream is False
