@@ -150,6 +150,8 @@ def model_objects(user: User) -> list[dict]:
                 "status": "running" if running else members[0].shown_state,
                 "route": {"policy": route.policy, "members": [p.slug for p in members]},
                 "kind": model_kind(members[0]),
+                # A route may mix engines: each endpoint goes to its members of the engine.
+                "kinds": sorted({model_kind(p) for p in members}),
                 "on_demand": any(p.allow_on_demand for p in members),
             }
         )

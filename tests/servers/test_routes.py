@@ -293,6 +293,9 @@ def test_a_route_mixing_engines_sends_each_endpoint_only_to_its_members_and_chat
     make_route("only-vectors", [vectors], owner=member)
     client = openai.OpenAI(base_url=live_server.url + "/v1", api_key=api_key, max_retries=0)
 
+    listed = {m.id: m.model_extra for m in client.models.list().data}
+    assert listed["chat-first-vectors"]["kinds"] == ["embeddings", "text"]
+    assert listed["only-vectors"]["kinds"] == ["embeddings"]
     answer = client.chat.completions.create(model="chat-first-vectors", messages=HI, max_tokens=4)
     assert answer.model == "chat-first-vectors" and answer.choices[0].message.content
     embedded = client.embeddings.create(model="vectors-last", input="a", encoding_format="float")
