@@ -76,7 +76,8 @@ class GatewayHandler(WSGIHandler):
         self._view_middleware: list = []
         self._template_response_middleware: list = []
         self._exception_middleware: list = []
-        handler = convert_exception_to_response(self._get_response)
+        # _get_response: Django's own innermost step (resolve, view middleware, view), unstubbed.
+        handler = convert_exception_to_response(self._get_response)  # type: ignore[attr-defined]
         for path in reversed(MIDDLEWARE):
             try:
                 middleware = import_string(path)(handler)

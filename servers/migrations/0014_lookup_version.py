@@ -35,9 +35,12 @@ WATCHED = {
 OPERATIONS = ("insert", "update", "delete")
 
 
+# Every name below is this module's own constant: nothing of a request reaches these statements.
+
+
 def _sqlite(column: str, table: str) -> list[str]:
     return [
-        f'CREATE TRIGGER "{TABLE}_{table}_{operation}" AFTER {operation.upper()} ON "{table}" '
+        f'CREATE TRIGGER "{TABLE}_{table}_{operation}" AFTER {operation.upper()} ON "{table}" '  # noqa: S608
         f"BEGIN UPDATE {TABLE} SET {column} = {column} + 1 WHERE id = 1; END"
         for operation in OPERATIONS
     ]
@@ -45,7 +48,7 @@ def _sqlite(column: str, table: str) -> list[str]:
 
 def _postgresql_function(column: str) -> str:
     return (
-        f"CREATE FUNCTION {TABLE}_bump_{column}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"CREATE FUNCTION {TABLE}_bump_{column}() RETURNS trigger LANGUAGE plpgsql AS $$ "  # noqa: S608
         f"BEGIN UPDATE {TABLE} SET {column} = {column} + 1 WHERE id = 1; RETURN NULL; END $$"
     )
 
@@ -70,7 +73,7 @@ def create(apps, schema_editor):
         f"CREATE TABLE {TABLE} (id integer PRIMARY KEY, accounts bigint NOT NULL, "
         "servers bigint NOT NULL)"
     )
-    run(f"INSERT INTO {TABLE} (id, accounts, servers) VALUES (1, 1, 1)")
+    run(f"INSERT INTO {TABLE} (id, accounts, servers) VALUES (1, 1, 1)")  # noqa: S608
     for column, tables in WATCHED.items():
         if vendor == "postgresql":
             run(_postgresql_function(column))

@@ -84,7 +84,9 @@ def test_gateway_answers_carry_the_same_security_headers_as_pages():
 
 
 def test_the_entry_keeps_a_subset_of_the_projects_middleware_in_the_same_order():
-    ours = [name for name in entry.MIDDLEWARE if name != "servers.gateway.entry.GatewayAccessMiddleware"]
+    ours = [
+        name for name in entry.MIDDLEWARE if name != "servers.gateway.entry.GatewayAccessMiddleware"
+    ]
     assert entry.MIDDLEWARE[-1] == "servers.gateway.entry.GatewayAccessMiddleware"
     positions = [settings.MIDDLEWARE.index(name) for name in ours]
     assert positions == sorted(positions)

@@ -100,12 +100,15 @@ def test_each_request_gets_its_own_instances_from_the_remembered_rows(secret, pr
             id="queryset-update",
         ),
         pytest.param(
-            lambda key: _raw("UPDATE accounts_apikey SET revoked_at = %s WHERE id = %s",
-                             ["2026-12-07 08:00:00", key.pk]),  # fmt: skip
+            lambda key: _raw(
+                "UPDATE accounts_apikey SET revoked_at = %s WHERE id = %s",
+                ["2026-12-07 08:00:00", key.pk],
+            ),
             id="raw-sql",
         ),
-        pytest.param(lambda key: _raw("DELETE FROM accounts_apikey WHERE id = %s", [key.pk]),
-                     id="raw-delete"),  # fmt: skip
+        pytest.param(
+            lambda key: _raw("DELETE FROM accounts_apikey WHERE id = %s", [key.pk]), id="raw-delete"
+        ),
     ],
 )
 def test_a_revoked_or_deleted_key_is_refused_at_the_next_look_up(secret, profile, revoke):
@@ -124,8 +127,9 @@ def test_a_revoked_or_deleted_key_is_refused_at_the_next_look_up(secret, profile
             id="queryset-update",
         ),
         pytest.param(
-            lambda user: _raw("UPDATE accounts_user SET is_active = %s WHERE id = %s",
-                              [False, user.pk]),  # fmt: skip
+            lambda user: _raw(
+                "UPDATE accounts_user SET is_active = %s WHERE id = %s", [False, user.pk]
+            ),
             id="raw-sql",
         ),
     ],
@@ -173,8 +177,11 @@ def test_a_profile_closed_to_the_callers_groups_is_not_found_at_the_next_look_up
     closed = Group.objects.create(name="Closed")
     profile.allowed_groups.set([closed])
     assert look_up(secret)[2] is None
-    _raw("INSERT INTO servers_serverprofile_allowed_groups (serverprofile_id, group_id) "
-         "VALUES (%s, %s)", [profile.pk, team.pk])  # fmt: skip
+    _raw(
+        "INSERT INTO servers_serverprofile_allowed_groups (serverprofile_id, group_id) "
+        "VALUES (%s, %s)",
+        [profile.pk, team.pk],
+    )
     assert look_up(secret)[2] is not None
 
 
@@ -190,16 +197,21 @@ def test_a_stopped_server_is_refused_at_the_next_look_up(secret, profile):
 
 def test_a_profile_or_host_changed_by_raw_sql_is_seen_at_the_next_look_up(secret, profile):
     warm(secret)
-    _raw("UPDATE models_catalog_host SET web_url = %s WHERE id = %s",
-         ["http://studio-2.lan", profile.host_id])  # fmt: skip
+    _raw(
+        "UPDATE models_catalog_host SET web_url = %s WHERE id = %s",
+        ["http://studio-2.lan", profile.host_id],
+    )
     assert look_up(secret)[2].host.web_url == "http://studio-2.lan"
-    _raw("UPDATE servers_serverprofile SET slug = %s, name = %s WHERE id = %s",
-         ["renamed", "Renamed", profile.pk])  # fmt: skip
+    _raw(
+        "UPDATE servers_serverprofile SET slug = %s, name = %s WHERE id = %s",
+        ["renamed", "Renamed", profile.pk],
+    )
     assert look_up(secret)[2] is None
     assert look_up(secret, "renamed")[2].pk == profile.pk
     _raw("DELETE FROM servers_serverinstance WHERE profile_id = %s", [profile.pk])
-    _raw("DELETE FROM servers_serverprofile_allowed_groups WHERE serverprofile_id = %s",
-         [profile.pk])  # fmt: skip
+    _raw(
+        "DELETE FROM servers_serverprofile_allowed_groups WHERE serverprofile_id = %s", [profile.pk]
+    )
     _raw("DELETE FROM servers_serverprofile WHERE id = %s", [profile.pk])
     assert look_up(secret, "renamed")[2] is None
 
@@ -228,7 +240,7 @@ def test_every_table_the_look_ups_read_bumps_its_counter(secret, profile, member
         for model in models:
             table = model._meta.db_table
             before = _counters()
-            _raw(f'UPDATE "{table}" SET id = id')  # noqa: S608 (the models' own names)
+            _raw(f'UPDATE "{table}" SET id = id')
             after = _counters()
             assert after[counter] > before[counter], f"{table} does not move '{counter}'"
 
