@@ -6,8 +6,9 @@ is the right tool for high-entropy tokens (a password hasher would only slow eve
 request down without adding safety). Keys hashed under a previous secret in
 SECRET_KEY_FALLBACKS keep working.
 
-The gateway calls `authenticate_api_key(request.headers.get("Authorization"))`; the access
-middleware already does so for every `/v1/` request.
+The gateway's keyed views find the key with `find_api_key(request.headers.get("Authorization"))`
+(servers/gateway/auth.py): one read of the look-ups' counters, and the key's row only when an
+API key or a user changed since this thread last read it (common/rows.py).
 """
 
 import secrets

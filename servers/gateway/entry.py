@@ -47,12 +47,16 @@ def is_gateway_path(path: str) -> bool:
 class GatewayAccessMiddleware:
     """Default-deny for `/v1`: only a `@self_authenticating` view (it checks the API key
     itself) or a `@public` one runs; any other is refused with 401, as a request without a key
-    is. It looks at the view Django resolved for the request (no second resolution)."""
+    is. It looks at the view Django resolved for the request (no second resolution). A Host
+    header outside ALLOWED_HOSTS is refused with 400 first, as for pages."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        # The Host header checked against ALLOWED_HOSTS, as CommonMiddleware does for pages:
+        # DisallowedHost becomes Django's 400.
+        request.get_host()
         return self.get_response(request)
 
     def process_view(

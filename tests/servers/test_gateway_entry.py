@@ -83,6 +83,13 @@ def test_gateway_answers_carry_the_same_security_headers_as_pages():
     assert headers["Referrer-Policy"] == "same-origin"
 
 
+def test_a_host_outside_allowed_hosts_is_refused_as_for_pages():
+    status, _, _ = call("/v1/openapi.json", Host="evil.example")
+    assert status == 400
+    status, _, _ = call("/", Host="evil.example")
+    assert status == 400
+
+
 def test_the_entry_keeps_a_subset_of_the_projects_middleware_in_the_same_order():
     ours = [
         name for name in entry.MIDDLEWARE if name != "servers.gateway.entry.GatewayAccessMiddleware"
