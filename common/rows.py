@@ -343,7 +343,7 @@ def compiled_rows(
 # --- what the remembered look-ups depend on -------------------------------------------------------
 
 # One row of counters that database triggers bump on every change of the tables a remembered
-# look-up reads (servers/migrations/0014_lookup_version.py): `accounts` for API keys, users,
+# look-up reads (servers/lookup_triggers.py): `accounts` for API keys, users,
 # their groups and limits; `servers` for profiles, their allowed groups, instances and hosts.
 _VERSION_SQL = "SELECT accounts, servers FROM portal_lookup_version WHERE id = 1"
 _VERSIONS_ATTRIBUTE = "_portal_lookup_versions"

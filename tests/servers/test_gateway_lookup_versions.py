@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
@@ -20,6 +21,7 @@ from common.rows import lookup_versions
 from models_catalog.models import Host
 from servers.gateway.calls import find_profile, server_url
 from servers.gateway.errors import GatewayError
+from servers.lookup_triggers import WATCHED
 from servers.models import ServerInstance, ServerProfile, State
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -235,6 +237,13 @@ READ_BY_LOOKUPS = {
 }
 
 
+def test_the_triggers_watch_exactly_the_tables_the_look_ups_read():
+    assert {
+        counter: sorted(model._meta.db_table for model in models)
+        for counter, models in READ_BY_LOOKUPS.items()
+    } == {counter: sorted(tables) for counter, tables in WATCHED.items()}
+
+
 def test_every_table_the_look_ups_read_bumps_its_counter(secret, profile, member, team):
     for counter, models in READ_BY_LOOKUPS.items():
         for model in models:
@@ -243,6 +252,21 @@ def test_every_table_the_look_ups_read_bumps_its_counter(secret, profile, member
             _raw(f'UPDATE "{table}" SET id = id')
             after = _counters()
             assert after[counter] > before[counter], f"{table} does not move '{counter}'"
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="PostgreSQL keeps triggers on ALTER")
+def test_a_table_rebuilt_by_a_migration_on_sqlite_gets_its_trigger_back_after_migrate(team):
+    """Django's SQLite schema editor rebuilds a table for most ALTERs, which drops its
+    triggers; `migrate` puts them back (servers/apps.py), or a web thread would keep rows that
+    changed."""
+    with connection.schema_editor() as editor:
+        editor._remake_table(Limits)
+    before = _counters()
+    Limits.objects.filter(group=team).update(requests_per_minute=7)
+    assert _counters() == before  # the hazard: the rebuilt table has no trigger
+    call_command("migrate", verbosity=0)
+    Limits.objects.filter(group=team).update(requests_per_minute=8)
+    assert _counters()["accounts"] > before["accounts"]
 
 
 def _counters() -> dict[str, int]:
