@@ -48,7 +48,8 @@ class GatewayAccessMiddleware:
     """Default-deny for `/v1`: only a `@self_authenticating` view (it checks the API key
     itself) or a `@public` one runs; any other is refused with 401, as a request without a key
     is. It looks at the view Django resolved for the request (no second resolution). A Host
-    header outside ALLOWED_HOSTS is refused with 400 first, as for pages."""
+    header outside ALLOWED_HOSTS is refused with 400 first, and a whole answer gets its
+    Content-Length, as CommonMiddleware does for pages."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]):
         self.get_response = get_response
@@ -57,7 +58,12 @@ class GatewayAccessMiddleware:
         # The Host header checked against ALLOWED_HOSTS, as CommonMiddleware does for pages:
         # DisallowedHost becomes Django's 400.
         request.get_host()
-        return self.get_response(request)
+        response = self.get_response(request)
+        # As CommonMiddleware does for pages: a whole answer says its length (gunicorn then
+        # sends it as is, not chunked, and keeps the connection for the next request).
+        if not response.streaming and not response.has_header("Content-Length"):
+            response.headers["Content-Length"] = str(len(response.content))
+        return response
 
     def process_view(
         self, request: HttpRequest, view: Callable, args: tuple, kwargs: dict

@@ -68,6 +68,7 @@ def test_a_keyed_view_answers_a_live_key_through_the_entry(member):
     status, headers, body = call("/v1/models", Authorization=f"Bearer {secret}")
     assert status == 200 and json.loads(body) == {"object": "list", "data": []}, body
     assert headers["Content-Type"] == "application/json"
+    assert headers["Content-Length"] == str(len(body))
 
 
 def test_the_public_openapi_description_needs_no_key():
