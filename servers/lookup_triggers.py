@@ -38,6 +38,9 @@ WATCHED: dict[str, tuple[str, ...]] = {
 }
 
 _OPERATIONS = ("insert", "update", "delete")
+# Triggers are named `plv_<table>_<operation>` (SQLite) or `plv_<table>` and
+# `plv_<table>_truncate` (PostgreSQL), within PostgreSQL's 63 characters.
+_PREFIX = "plv_"
 
 # Every name in the statements below is this module's own constant: nothing of a request
 # reaches them.
@@ -62,7 +65,7 @@ def ensure(connection: BaseDatabaseWrapper) -> None:
                 for table in tables:
                     for operation in _OPERATIONS:
                         cursor.execute(
-                            f'CREATE TRIGGER IF NOT EXISTS "{TABLE}_{table}_{operation}" '  # noqa: S608
+                            f'CREATE TRIGGER IF NOT EXISTS "{_PREFIX}{table}_{operation}" '  # noqa: S608
                             f'AFTER {operation.upper()} ON "{table}" BEGIN UPDATE {TABLE} '
                             f"SET {column} = {column} + 1 WHERE id = 1; END"
                         )
@@ -77,16 +80,16 @@ def ensure(connection: BaseDatabaseWrapper) -> None:
                     "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass", [f'"{table}"']
                 )
                 present = {row[0] for row in cursor.fetchall()}
-                if f"{TABLE}_{table}" not in present:
+                if f"{_PREFIX}{table}" not in present:
                     cursor.execute(
-                        f'CREATE CONSTRAINT TRIGGER "{TABLE}_{table}" AFTER INSERT OR UPDATE '
+                        f'CREATE CONSTRAINT TRIGGER "{_PREFIX}{table}" AFTER INSERT OR UPDATE '
                         f'OR DELETE ON "{table}" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW '
                         f"EXECUTE FUNCTION {TABLE}_bump_{column}()"
                     )
-                if f"{TABLE}_{table}_truncate" not in present:
+                if f"{_PREFIX}{table}_truncate" not in present:
                     # TRUNCATE fires no row trigger (Django's flush truncates between tests).
                     cursor.execute(
-                        f'CREATE TRIGGER "{TABLE}_{table}_truncate" AFTER TRUNCATE ON "{table}" '
+                        f'CREATE TRIGGER "{_PREFIX}{table}_truncate" AFTER TRUNCATE ON "{table}" '
                         f"FOR EACH STATEMENT EXECUTE FUNCTION {TABLE}_bump_{column}()"
                     )
 
@@ -97,13 +100,13 @@ def drop(connection: BaseDatabaseWrapper) -> None:
         for column, tables in WATCHED.items():
             for table in tables:
                 if connection.vendor == "postgresql":
-                    cursor.execute(f'DROP TRIGGER IF EXISTS "{TABLE}_{table}" ON "{table}"')
+                    cursor.execute(f'DROP TRIGGER IF EXISTS "{_PREFIX}{table}" ON "{table}"')
                     cursor.execute(
-                        f'DROP TRIGGER IF EXISTS "{TABLE}_{table}_truncate" ON "{table}"'
+                        f'DROP TRIGGER IF EXISTS "{_PREFIX}{table}_truncate" ON "{table}"'
                     )
                 else:
                     for operation in _OPERATIONS:
-                        cursor.execute(f'DROP TRIGGER IF EXISTS "{TABLE}_{table}_{operation}"')
+                        cursor.execute(f'DROP TRIGGER IF EXISTS "{_PREFIX}{table}_{operation}"')
             if connection.vendor == "postgresql":
                 cursor.execute(f"DROP FUNCTION IF EXISTS {TABLE}_bump_{column}()")
         cursor.execute(f"DROP TABLE IF EXISTS {TABLE}")

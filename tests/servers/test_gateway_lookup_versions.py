@@ -19,6 +19,7 @@ from accounts.models import ApiKey, Limits, User
 from accounts.teams import membership
 from common.rows import lookup_versions
 from models_catalog.models import Host
+from servers import lookup_triggers
 from servers.gateway.calls import find_profile, server_url
 from servers.gateway.errors import GatewayError
 from servers.lookup_triggers import WATCHED
@@ -252,6 +253,14 @@ def test_every_table_the_look_ups_read_bumps_its_counter(secret, profile, member
             _raw(f'UPDATE "{table}" SET id = id')
             after = _counters()
             assert after[counter] > before[counter], f"{table} does not move '{counter}'"
+
+
+def test_ensuring_the_triggers_again_changes_nothing(secret, team):
+    lookup_triggers.ensure(connection)
+    lookup_triggers.ensure(connection)
+    before = _counters()
+    Limits.objects.filter(group=team).update(requests_per_minute=6)
+    assert _counters()["accounts"] == before["accounts"] + 1  # one trigger, not two
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="PostgreSQL keeps triggers on ALTER")
