@@ -3,15 +3,15 @@ need, which config/wsgi.py sends every `/v1/` path to (the pages keep Django's w
 
 A `/v1` request carries an API key, never a session or a form, so sessions, CSRF, messages,
 authentication by cookie, allauth, HTMX and static files have nothing to do for it; they and a
-second URL resolution (the page access middleware's) cost ~1 ms of CPU before its first byte
-on the 2-core VM (docs/benchmarks.md §1l). What stays: the security headers (HSTS, nosniff,
-referrer policy; the HTTPS redirect in production), the Content-Security-Policy and
-X-Frame-Options headers every answer carries, the client's address for audit entries (an
-on-demand start writes one), and default-deny: a view under `/v1/` that is neither
-`@self_authenticating` (a keyed view: servers/gateway/auth.py) nor `@public` is refused here
-(`GatewayAccessMiddleware`), before it runs. Django's request signals still fire (database
-connections are closed and recycled as for every request), and errors are turned into
-responses as Django does.
+second URL resolution (the page access middleware's) cost 0.3-0.5 ms of CPU per request in
+process (docs/benchmarks.md §1l). What stays: the security headers (HSTS, nosniff, referrer
+policy; the HTTPS redirect in production), the Content-Security-Policy and X-Frame-Options
+headers every answer carries, the client's address for audit entries (an on-demand start
+writes one), CommonMiddleware's Host check and Content-Length, and default-deny: a view under
+`/v1/` that is neither `@self_authenticating` (a keyed view: servers/gateway/auth.py) nor
+`@public` is refused here (`GatewayAccessMiddleware`), before it runs. Django's request signals
+still fire (database connections are closed and recycled as for every request), and errors are
+turned into responses as Django does.
 """
 
 from __future__ import annotations
