@@ -21,7 +21,7 @@ from collections.abc import Callable
 from django.core.exceptions import MiddlewareNotUsed
 from django.core.handlers.exception import convert_exception_to_response
 from django.core.handlers.wsgi import WSGIHandler
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.module_loading import import_string
 
@@ -61,7 +61,7 @@ class GatewayAccessMiddleware:
         response = self.get_response(request)
         # As CommonMiddleware does for pages: a whole answer says its length (gunicorn then
         # sends it as is, not chunked, and keeps the connection for the next request).
-        if not response.streaming and not response.has_header("Content-Length"):
+        if isinstance(response, HttpResponse) and not response.has_header("Content-Length"):
             response.headers["Content-Length"] = str(len(response.content))
         return response
 
