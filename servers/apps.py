@@ -23,7 +23,11 @@ class ServersConfig(AppConfig):
 
 def _ensure_lookup_triggers(sender, using: str = "default", **kwargs) -> None:
     from django.db import connections
+    from django.db.migrations.recorder import MigrationRecorder
 
     from servers import lookup_triggers
 
-    lookup_triggers.ensure(connections[using])
+    connection = connections[using]
+    # Only while the migration that made them is applied: migrating back before it removes them.
+    if ("servers", lookup_triggers.MIGRATION) in MigrationRecorder(connection).applied_migrations():
+        lookup_triggers.ensure(connection)

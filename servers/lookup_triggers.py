@@ -17,6 +17,7 @@ from __future__ import annotations
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 TABLE = "portal_lookup_version"
+MIGRATION = "0014_lookup_version"  # of servers: the one that creates them first
 
 # The tables each counter watches: what accounts.api_keys.find_api_key and accounts.teams.
 # membership read (accounts), and servers.gateway.calls.find_profile (servers). A test checks
