@@ -28,13 +28,16 @@ it fit to be shared by a team.
    /v1/chat/completions, `{"type": "json_object"}` and `{"type": "json_schema", ...}` are
    compiled by llguidance into a grammar (`output_grammar`), and a logits processor
    (`GrammarProcessor`) masks every token the grammar does not allow, at each step, streamed or
-   not, batched with unconstrained requests. With `tool_choice` "required" or a named function,
+   not, batched with unconstrained requests; the grammar rows of a batch are masked together in
+   one pass (`batch_grammars`), not through mlx_lm's per-row processor path, when mlx_lm's
+   batch step is the known one. With `tool_choice` "required" or a named function,
    the whole tool call (`<tool_call>{"name": …, "arguments": …}</tool_call>`, the format of
    mlx_lm's `json_tools` parser) is constrained, its arguments to the function's `parameters`.
    A grammar llguidance cannot build is refused with 400 (code `invalid_json_schema`) and its
    reason. See docs/gateway.md, "Structured output".
 
-Nothing else changes: the options, the HTTP server and the generation code are mlx_lm's own.
+Nothing else changes: the options, the HTTP server and the generation code are mlx_lm's own
+(change 7 repeats its batch step, with the grammar rows masked together).
 This file runs as a script in the model server's process and imports nothing of the portal.
 Where mlx_lm lacks what a change patches (another version), that change is skipped and the
 server's log says so on its first line.
@@ -565,10 +568,10 @@ def batch_grammars(generate_module, *, mx, np) -> bool:
 
         logits = self.model(inputs[:, None], cache=self.prompt_cache)
         logits = logits[:, -1, :]
-        # Submitted once for the batch: on a GPU the forward pass runs while the masks are
-        # computed. (On MLX's CPU backend the call returns only once most of a small model's
-        # pass has run, so nothing overlaps there; a single submission after the masks
-        # measured the same: docs/benchmarks.md.)
+        # Submitted once for the batch, before the masks: on a GPU the pass runs while they
+        # are computed. (On MLX's CPU backend the call returns only once most of a small
+        # model's pass has run; one submission after the masks still cost more server CPU a
+        # token there: docs/benchmarks.md.)
         mx.async_eval(logits)
         last = inputs.tolist()  # the tokens sampled at the step before (the one wait)
         rows = [e for e, grammar in enumerate(grammars) if grammar is not None]
