@@ -6,8 +6,9 @@ is the right tool for high-entropy tokens (a password hasher would only slow eve
 request down without adding safety). Keys hashed under a previous secret in
 SECRET_KEY_FALLBACKS keep working.
 
-The gateway calls `authenticate_api_key(request.headers.get("Authorization"))`; the access
-middleware already does so for every `/v1/` request.
+The gateway's keyed views find the key with `find_api_key(request.headers.get("Authorization"))`
+(servers/gateway/auth.py): one read of the look-ups' counters, and the key's row only when an
+API key or a user changed since this thread last read it (common/rows.py).
 """
 
 import secrets
@@ -22,7 +23,7 @@ from django.utils.crypto import salted_hmac
 
 from accounts.audit import log as audit
 from accounts.models import ApiKey, User
-from common.rows import first_row
+from common.rows import carry_versions, first_row, lookup_versions
 
 KEY_PREFIX = "mlxp_"
 DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 6
@@ -86,12 +87,21 @@ def find_api_key(authorization_header: str | None) -> ApiKey | None:
     token = bearer_token(authorization_header)
     if token is None or not token.startswith(KEY_PREFIX) or len(token) > 200:
         return None
-    # One plain query for the key and its user (common/rows.py): this runs before every
-    # gateway request's first byte.
+    # The key and its user in one plain query (common/rows.py), or, when no API key or user
+    # changed since this process last read them, as read then: the counters' one read
+    # instead (this runs before every gateway request's first byte). The counters go with the
+    # user, so the request's other look-ups (membership, find_profile) use the same reading.
     hashes = _candidate_hashes(token)
-    api_key = first_row(ApiKey, {"key_hash": hashes, "revoked_at": None}, related=("user",))
+    versions = lookup_versions()
+    api_key = first_row(
+        ApiKey,
+        {"key_hash": hashes, "revoked_at": None},
+        related=("user",),
+        version=versions.accounts if versions is not None else None,
+    )
     if api_key is None or not api_key.user.is_approved:
         return None
+    carry_versions(api_key.user, versions)
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION:
         # Bounded rate: at most one write per key per LAST_USED_RESOLUTION.
@@ -132,11 +142,16 @@ def still_allowed(user_id: int, api_key_id: int | None = None) -> bool:
     """Whether a user — and the key they came with, if any — may still use the portal: one
     indexed query, for requests that outlive their start (streams check it while they run,
     every STREAM_ACCESS_CHECK_SECONDS). A plain one (common/rows.py): the ORM's compiling
-    cost ~0.9 ms of CPU a check (docs/benchmarks.md §1j)."""
+    cost ~0.9 ms of CPU a check (docs/benchmarks.md §1j); and none at all, only the counters'
+    read, while no key or user changed (§1l)."""
+    versions = lookup_versions()
+    version = versions.accounts if versions is not None else None
     if api_key_id is not None:
-        api_key = first_row(ApiKey, {"id": api_key_id, "revoked_at": None}, related=("user",))
+        api_key = first_row(
+            ApiKey, {"id": api_key_id, "revoked_at": None}, related=("user",), version=version
+        )
         return api_key is not None and api_key.user_id == user_id and api_key.user.is_approved
-    user = first_row(User, {"id": user_id})
+    user = first_row(User, {"id": user_id}, version=version)
     return user is not None and user.is_approved
 
 

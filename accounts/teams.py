@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from django.contrib.auth.models import Group
 from django.db.models import CharField, IntegerField, Value
 
-from common.rows import compiled_rows
+from common.rows import compiled_rows, versions_of
 
 from .models import Limits
 
@@ -70,7 +70,16 @@ def _membership_query():
 
 def membership(user) -> Membership:
     """`user`'s groups and limits (`limits_for`'s rule), in one query."""
-    rows = compiled_rows(Limits, "accounts-membership", _membership_query, params=[user.pk] * 2)
+    # A gateway request's user carries the counters read with its key (common/rows.py): then
+    # the rows of last time are given again while no group, membership or limit changed.
+    versions = versions_of(user)
+    rows = compiled_rows(
+        Limits,
+        "accounts-membership",
+        _membership_query,
+        params=[user.pk] * 2,
+        version=versions.accounts if versions is not None else None,
+    )
     own = [row for row in rows if row[0] is None]
     groups = [row for row in rows if row[0] is not None]
     return Membership(

@@ -18,7 +18,7 @@ import copy
 import dataclasses
 import re
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard, cast
 
@@ -51,12 +51,21 @@ _BUILT_MAX = 256
 
 
 @dataclass(frozen=True)
+class _Seen:
+    """A look-up's last answer: the row as the database gave it (None: no row), the instances
+    built from it (never handed out: copies are), and the version it was read under (None:
+    none was given, so the next look-up asks the database again)."""
+
+    row: tuple | None
+    instances: list[Model | None]
+    version: Hashable | None
+
+
+@dataclass(frozen=True)
 class _Plan:
     sql: str
     parts: list[_Part]
-    # parameters -> (the row as the database gave it, the instances built from it, never
-    # handed out: copies are)
-    built: dict[tuple, tuple[tuple, list[Model | None]]] = dataclasses.field(default_factory=dict)
+    built: dict[tuple, _Seen] = dataclasses.field(default_factory=dict)  # by parameters
 
 
 # One cache per connection object (each thread has its own): converters may be bound to it.
@@ -149,14 +158,22 @@ def _plan(
 
 
 def first_row[M: Model](
-    model: type[M], where: Mapping[str, object], related: tuple[str, ...] = ()
+    model: type[M],
+    where: Mapping[str, object],
+    related: tuple[str, ...] = (),
+    *,
+    version: Hashable | None = None,
 ) -> M | None:
     """The first row of `model` whose columns equal `where`'s values (None: IS NULL; a list
     or tuple: IN), as a model instance; None when there is none. Meant for unique columns.
 
     `related` names foreign keys and one-to-one relations (either side) to load with it, as
     `select_related` would: reading them afterwards costs no query (a missing one-to-one
-    row reads as DoesNotExist, a null foreign key as None)."""
+    row reads as DoesNotExist, a null foreign key as None).
+
+    `version` (from `lookup_versions`, read before this call) lets the answer be remembered:
+    asked again with the same parameters and the same version, it is given again (as new
+    copies, or None) without a query. The version must cover every table the look-up reads."""
     alias = router.db_for_read(model)
     connection = connections[alias]
     key = (model, related, *((column, _shape(value)) for column, value in where.items()))
@@ -170,25 +187,37 @@ def first_row[M: Model](
             params.extend(value)
         elif value is not None:
             params.append(value)
+    memo_key: tuple | None = tuple(params)
+    try:
+        seen = plan.built.get(memo_key)  # type: ignore[arg-type]  # a tuple
+    except TypeError:  # a parameter that cannot be a key: build, do not remember
+        memo_key, seen = None, None
+    if seen is not None and version is not None and seen.version == version:
+        if seen.row is None:
+            return None
+        return cast(M, _linked(plan, [_copy(built) for built in seen.instances]))
     with connection.cursor() as cursor:
         cursor.execute(plan.sql, _named(params))
         row = cursor.fetchone()
     if row is None:
+        if memo_key is not None and version is not None:
+            _remember(plan, memo_key, _Seen(None, [], version))
         return None
-    try:
-        memo_key = tuple(params)
-        seen = plan.built.get(memo_key)
-    except TypeError:  # a parameter that cannot be a key: build, do not remember
-        memo_key, seen = None, None
-    if seen is not None and seen[0] == row:
-        return cast(M, _linked(plan, [_copy(built) for built in seen[1]]))
-    instances = _build(plan, model, alias, connection, row)
-    if memo_key is not None:
-        if len(plan.built) >= _BUILT_MAX:
-            plan.built.clear()
-        plan.built[memo_key] = (tuple(row), instances)
-        instances = [_copy(built) for built in instances]
-    return cast(M, _linked(plan, instances))
+    row = tuple(row)
+    if seen is not None and seen.row == row:
+        instances = seen.instances
+    else:
+        instances = _build(plan, model, alias, connection, row)
+    if memo_key is None:
+        return cast(M, _linked(plan, instances))
+    _remember(plan, memo_key, _Seen(row, instances, version))
+    return cast(M, _linked(plan, [_copy(built) for built in instances]))
+
+
+def _remember(plan: _Plan, memo_key: tuple, seen: _Seen) -> None:
+    if memo_key not in plan.built and len(plan.built) >= _BUILT_MAX:
+        plan.built.clear()
+    plan.built[memo_key] = seen
 
 
 def _named(params: Sequence[Any]) -> dict[str, Any]:
@@ -272,6 +301,8 @@ def compiled_rows(
     key: str,
     build: Callable[[], QuerySet],
     params: Sequence[Any] | None = None,
+    *,
+    version: Hashable | None = None,
 ) -> list[tuple]:
     """The rows of the `values_list` queryset of `model` that `build()` makes, compiled to SQL
     once per database connection under `key` and run again as is: for a query that a page
@@ -280,7 +311,8 @@ def compiled_rows(
     converters are applied to the rows. `key` must name one shape of query: its SQL is kept,
     and a later `build()` is not called. Its parameters are the first build's, or `params`:
     the values of its placeholders in the compiled SQL's order (a query whose only variable
-    part is a value, `pk__gt=…`)."""
+    part is a value, `pk__gt=…`). With a `version` (as for `first_row`), the rows of the same
+    parameters read under the same version are given again without a query."""
     connection = connections[router.db_for_read(model)]
     plans = _compiled.setdefault(connection, {})
     plan = plans.get(key)
@@ -288,14 +320,71 @@ def compiled_rows(
         queryset = build()
         compiler = queryset.query.get_compiler(connection=connection)
         sql, built = compiler.as_sql()
-        plan = plans[key] = (compiler, _with_names(sql), built)
-    compiler, sql, built_params = plan
+        plan = plans[key] = (compiler, _with_names(sql), built, {})
+    compiler, sql, built_params, seen = plan
     if params is not None and len(params) != len(built_params):
         raise ValueError(f"{key}: {len(params)} parameters for {len(built_params)} placeholders")
+    values = tuple(built_params if params is None else params)
+    if version is not None:
+        remembered = seen.get(values)
+        if remembered is not None and remembered[0] == version:
+            return list(remembered[1])
     with connection.cursor() as cursor:
-        cursor.execute(sql, _named(built_params if params is None else params))
+        cursor.execute(sql, _named(values))
         rows = cursor.fetchall()
-    return list(compiler.results_iter(results=[rows], tuple_expected=True))
+    result = list(compiler.results_iter(results=[rows], tuple_expected=True))
+    if version is not None:
+        if values not in seen and len(seen) >= _BUILT_MAX:
+            seen.clear()
+        seen[values] = (version, tuple(result))
+    return result
+
+
+# --- what the remembered look-ups depend on -------------------------------------------------------
+
+# One row of counters that database triggers bump on every change of the tables a remembered
+# look-up reads (servers/lookup_triggers.py): `accounts` for API keys, users,
+# their groups and limits; `servers` for profiles, their allowed groups, instances and hosts.
+_VERSION_SQL = "SELECT accounts, servers FROM portal_lookup_version WHERE id = 1"
+_VERSIONS_ATTRIBUTE = "_portal_lookup_versions"
+
+
+@dataclass(frozen=True)
+class LookupVersions:
+    """The counters read at the start of one request: pass `accounts` or `servers` as the
+    `version` of a look-up that reads only that counter's tables."""
+
+    accounts: tuple[str, int]
+    servers: tuple[str, int]
+
+
+def lookup_versions(alias: str = "default") -> LookupVersions | None:
+    """The counters now (one indexed read), or None inside a transaction: there a look-up asks
+    the database itself — the transaction sees its own changes before they are counted (on
+    PostgreSQL the counters move at the commit), and what it reads may yet be rolled back.
+
+    Read them before the look-ups they guard: a change committed after this read moves the
+    counter, so the next request's look-ups ask the database again."""
+    connection = connections[alias]
+    if connection.in_atomic_block:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(_VERSION_SQL)
+        accounts, servers = cursor.fetchone()
+    return LookupVersions(("accounts", accounts), ("servers", servers))
+
+
+def carry_versions(instance: Model, versions: LookupVersions | None) -> None:
+    """Note on `instance` (a request's user, say) the counters its row was read under, so the
+    request's next look-ups that start from it use the same reading (`versions_of`)."""
+    setattr(instance, _VERSIONS_ATTRIBUTE, versions)
+
+
+def versions_of(instance: object) -> LookupVersions | None:
+    """The counters `carry_versions` noted on `instance`; None for any other instance (a
+    session's user: its look-ups ask the database)."""
+    versions = getattr(instance, _VERSIONS_ATTRIBUTE, None)
+    return versions if isinstance(versions, LookupVersions) else None
 
 
 # --- an INSERT compiled once ----------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""The WSGI application that gunicorn serves (Procfile: `gunicorn config.wsgi`)."""
+"""The WSGI application that gunicorn serves (Procfile: `gunicorn config.wsgi`): `/v1/` to the
+gateway's own handler (servers/gateway/entry.py: only the middleware an API-key request needs,
+default-deny kept there), every other path to Django's whole stack."""
 
 import gc
 import os
@@ -8,7 +10,18 @@ from django.urls import get_resolver
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-application = get_wsgi_application()
+pages = get_wsgi_application()  # sets Django up: the gateway's modules import models
+
+from servers.gateway.entry import GatewayHandler, is_gateway_path  # noqa: E402
+
+gateway = GatewayHandler()
+
+
+def application(environ, start_response):
+    if is_gateway_path(environ.get("PATH_INFO", "")):
+        return gateway(environ, start_response)
+    return pages(environ, start_response)
+
 
 # What is loaded at start-up (Django, the apps, the URLconf and every view module it imports)
 # lives as long as the worker. Left to the garbage collector, each of its full passes walks

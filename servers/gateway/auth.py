@@ -7,8 +7,9 @@ revoked), 403 `account_not_approved` for the live key of a pending or disabled u
 `rate_limit_exceeded` once an address has sent MLX_PORTAL_API_KEY_FAILURES_PER_MINUTE wrong
 keys in a minute. A key the portal issued (revoked, or its account not approved) is not a
 guess, so it is not counted. CSRF does not apply: browsers never attach the header by
-themselves. The view is marked `self_authenticating` for the page middleware
-(accounts/access.py), which leaves such requests to it.
+themselves. The view is marked `self_authenticating` (accounts/access.py): the /v1 entry's
+default-deny lets only such views (and `@public` ones) run (servers/gateway/entry.py), and the
+page middleware, where a request goes through it (Django's test client), leaves them alone.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from django.conf import settings
 from accounts.api_keys import still_allowed
 from accounts.models import User
 from accounts.teams import NO_LIMITS, UserLimits, membership
-from common.rows import compiled_rows, first_row
+from common.rows import LookupVersions, compiled_rows, first_row, versions_of
 from models_catalog.local import serving_facts
 from servers.gateway import hop
 from servers.gateway.engines import (
@@ -69,12 +69,14 @@ def find_profile(
             param="model",
             code="model_not_found",
         )
-    profile = _profile_by_slug(model)
+    # A gateway request's user carries the counters read with its key (common/rows.py).
+    versions = versions_of(user)
+    profile = _profile_by_slug(model, versions)
     if profile is None:
         # A name instead of the slug (rare: GET /v1/models lists slugs).
         profiles = ServerProfile.objects.select_related("host", "instance")
         profile = profiles.filter(name__iexact=model).first()
-    if profile is not None and user is not None and not _visible(profile, user, groups):
+    if profile is not None and user is not None and not _visible(profile, user, groups, versions):
         profile = None
     if profile is None:
         raise GatewayError(
@@ -87,9 +89,15 @@ def find_profile(
     return profile
 
 
-def _visible(profile: ServerProfile, user: User, groups: frozenset[int] | None) -> bool:
+def _visible(
+    profile: ServerProfile,
+    user: User,
+    groups: frozenset[int] | None,
+    versions: LookupVersions | None = None,
+) -> bool:
     """servers.models.may_see for `profile`, reading its allowed groups in one compiled query
-    (the gateway asks on every request)."""
+    (the gateway asks on every request), or as read last time while `versions` say no
+    profile's groups changed."""
     if user.is_admin:
         return True
     through = ServerProfile.allowed_groups.through
@@ -98,6 +106,7 @@ def _visible(profile: ServerProfile, user: User, groups: frozenset[int] | None) 
         "gateway-profile-groups",
         lambda: through.objects.filter(serverprofile_id=0).values_list("group_id"),
         params=[profile.pk],
+        version=versions.servers if versions is not None else None,
     )
     allowed = [row[0] for row in rows]
     if groups is None:
@@ -105,11 +114,18 @@ def _visible(profile: ServerProfile, user: User, groups: frozenset[int] | None) 
     return may_see(user, allowed, groups)
 
 
-def _profile_by_slug(slug: str) -> ServerProfile | None:
+def _profile_by_slug(slug: str, versions: LookupVersions | None = None) -> ServerProfile | None:
     """The profile with its host and instance loaded, as `select_related` would load them, in
     one plain query (common/rows.py): this runs before every gateway request's first byte, and
-    server_url then reads the instance's state without another query."""
-    return first_row(ServerProfile, {"slug": slug}, related=("host", "instance"))
+    server_url then reads the instance's state without another query. With `versions`, as read
+    last time while no profile, instance or host changed (database triggers count every
+    change: a stopped server is seen stopped at the next request)."""
+    return first_row(
+        ServerProfile,
+        {"slug": slug},
+        related=("host", "instance"),
+        version=versions.servers if versions is not None else None,
+    )
 
 
 def server_url(profile: ServerProfile, timeout: float | None = None) -> str:

@@ -17,6 +17,7 @@ import httpx
 from django.conf import settings
 
 from servers.gateway.errors import GatewayError
+from servers.gateway.transport import DirectBody
 from servers.usage.records import Measure
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ class Relay:
             self._counted = True
             _streams.add(1)  # until close()
         try:
-            for data in self.response.iter_raw():
+            for data in self._reads():
                 buffer += data
                 if b"\r" in buffer:  # SSE allows CRLF line ends; mlx_lm.server writes LF
                     buffer = buffer.replace(b"\r\n", b"\n")
@@ -261,6 +262,16 @@ class Relay:
         except httpx.HTTPError as exc:
             log.warning("Stream from %s broke: %r", self.name, exc)
         raise self._died()
+
+    def _reads(self) -> Iterator[bytes]:
+        """The upstream body's reads as they arrive: straight from the transport's socket
+        reader when it is one (`DirectBody` already raises httpx's errors), else through
+        httpx (a hop over HTTPS). httpx's layer per read (its context, chunker and byte
+        count) is work a relayed token need not pay for."""
+        stream = self.response.stream
+        if isinstance(stream, DirectBody):
+            return iter(stream)
+        return self.response.iter_raw()
 
     def _openai_event(
         self, raw: bytes, model: str, model_field: bytes, include_usage: bool, chunk_object: str

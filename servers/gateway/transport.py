@@ -2,7 +2,7 @@
 it arrives, and the client watched meanwhile.
 
 mlx_lm.server speaks HTTP/1.0 (every answer closes its connection), so `send` writes one
-HTTP/1.0 request on a new socket and reads the answer with `recv` (`_DirectBody`): cheaper per
+HTTP/1.0 request on a new socket and reads the answer with `recv` (`DirectBody`): cheaper per
 streamed token than httpx's layers (docs/benchmarks.md §1c). The same path reaches another
 host's hop over plain HTTP (servers/gateway/hop.py); a hop over HTTPS goes through one pooled
 `httpx.Client` (`client()`). While the server is silent, the client's own socket is watched
@@ -210,7 +210,7 @@ class _Waiter:
                 return
 
     def watch_client(self, poller: select.poll) -> None:
-        """Also watch the client on `poller` (the pauses', `_DirectBody.pause`)."""
+        """Also watch the client on `poller` (the pauses', `DirectBody.pause`)."""
         if self._client is not None:
             with contextlib.suppress(OSError, ValueError):  # closed: the next wait tells
                 poller.register(self._client.fileno(), _CLIENT_EVENTS)
@@ -227,7 +227,7 @@ class _Waiter:
         self._client = None
 
 
-class _DirectBody(httpx.SyncByteStream):
+class DirectBody(httpx.SyncByteStream):
     """The body of a model server's answer, read from its socket as it arrives, for `send`.
 
     mlx_lm.server speaks HTTP/1.0 (and the hop is asked in HTTP/1.0): every answer closes its
@@ -414,7 +414,7 @@ def _exchange(
         raise
     length = next((v for k, v in headers if k.lower() == "content-length"), None)
     size = int(length) if length is not None and length.isdigit() else None
-    return httpx.Response(status, headers=headers, stream=_DirectBody(sock, waiter, rest, size))
+    return httpx.Response(status, headers=headers, stream=DirectBody(sock, waiter, rest, size))
 
 
 def _send_direct(
@@ -425,7 +425,7 @@ def _send_direct(
     client_socket: socket.socket | None = None,
 ) -> httpx.Response:
     """POST `body` to `base_url` (a local server, or another host's hop over plain HTTP) over
-    a new connection (`_DirectBody`); the response's head is read, its body is not. Raises
+    a new connection (`DirectBody`); the response's head is read, its body is not. Raises
     httpx's exceptions, as `client().send` does, and ClientGone."""
     url = httpx.URL(base_url)
     if not _direct_slots.take(timeout=30.0):  # as the pool's time-out

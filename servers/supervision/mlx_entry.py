@@ -28,7 +28,9 @@ it fit to be shared by a team.
    /v1/chat/completions, `{"type": "json_object"}` and `{"type": "json_schema", ...}` are
    compiled by llguidance into a grammar (`output_grammar`), and a logits processor
    (`GrammarProcessor`) masks every token the grammar does not allow, at each step, streamed or
-   not, batched with unconstrained requests. With `tool_choice` "required" or a named function,
+   not, batched with unconstrained requests; the grammar rows of a batch are masked together in
+   one pass (`batch_grammars`), not through mlx_lm's per-row processor path, when mlx_lm's
+   batch step is the known one. With `tool_choice` "required" or a named function,
    the whole tool call (`<tool_call>{"name": …, "arguments": …}</tool_call>`, the format of
    mlx_lm's `json_tools` parser) is constrained, its arguments to the function's `parameters`.
    A grammar llguidance cannot build is refused with 400 (code `invalid_json_schema`) and its
@@ -39,7 +41,8 @@ it fit to be shared by a team.
    the reply, or null (vLLM's field), which the gateway's Anthropic Messages turns into
    `stop_reason: "stop_sequence"` and `stop_sequence`.
 
-Nothing else changes: the options, the HTTP server and the generation code are mlx_lm's own.
+Nothing else changes: the options, the HTTP server and the generation code are mlx_lm's own
+(change 7 repeats its batch step, with the grammar rows masked together).
 This file runs as a script in the model server's process and imports nothing of the portal.
 Where mlx_lm lacks what a change patches (another version), that change is skipped and the
 server's log says so on its first line.
@@ -51,6 +54,7 @@ import collections
 import functools
 import hashlib
 import http.server
+import importlib
 import inspect
 import json
 import re
@@ -483,48 +487,151 @@ def output_grammar(body: dict, tool_format: ToolFormat | None) -> str | None:
 
 
 class GrammarProcessor:
-    """mlx_lm logits processor (`processor(tokens, logits) -> logits`) that keeps a reply in
-    its grammar: at each step the llguidance matcher takes the token sampled last and computes
-    the set of tokens allowed next; the others get -inf.
+    """Keeps one reply in its grammar: at each step the llguidance matcher takes the token
+    sampled last and computes the set of tokens allowed next; the others get -inf.
 
-    The mask is computed on this thread while the step's forward pass runs (`async_eval` first,
-    then the matcher): llguidance takes tens of microseconds a step, which the forward pass of
-    any real model hides (bench/structured.py measures it)."""
+    In mlx_lm's continuous batch (`batch_grammars`) the grammar rows of a step are masked
+    together: one wait for the tokens sampled last, every row's mask, one `mx.where` for the
+    whole batch. Called as an mlx_lm logits processor (`processor(tokens, logits) -> logits`)
+    it masks its own row: mlx_lm's single-request path, and its batch when the batch step is
+    not the known one."""
 
-    def __init__(self, matcher, vocab_size: int, *, mx, np, fill_bitmask) -> None:
-        self.matcher = matcher
-        self.started = False
-        self._mx, self._np, self._fill = mx, np, fill_bitmask
-        self._bitmask = np.full((1, (vocab_size + 31) // 32), -1, dtype=np.int32)
-        self._vocab = vocab_size
-        self._allowed = None
+    def __init__(self, matcher, vocab_size: int, eos: int, *, mx, np) -> None:
+        self.matcher, self.vocab, self.eos = matcher, vocab_size, eos
+        self.words = (vocab_size + 31) // 32
+        self.started = False  # the first step comes with the prompt: nothing sampled yet
+        self._mx, self._np = mx, np
 
-    def __call__(self, tokens, logits):
-        mx, np = self._mx, self._np
-        mx.async_eval(logits)
-        if self.started:  # the first call comes with the prompt: nothing sampled yet
-            self.matcher.consume_token(int(tokens[-1].item()))
+    def next_mask(self, last_token: int, bitmask, row: int) -> None:
+        """Take `last_token` (the token sampled at the step before; ignored at the first step)
+        and write the tokens allowed next into `bitmask[row]` (int32 words, one bit a token;
+        zeros past this vocabulary)."""
+        if self.started:
+            self.matcher.consume_token(last_token)
         self.started = True
         if self.matcher.is_error():  # cannot happen for sampled tokens; end the reply
             print(f"MLX Portal: grammar: {self.matcher.get_error()[:300]}", file=sys.stderr)
-            self._bitmask[:] = 0
-            self._bitmask[0, self.matcher_eos // 32] = 1 << (self.matcher_eos % 32)
-        else:
-            self._fill(self.matcher, self._bitmask, 0)
-        if self._allowed is None:  # the model's rows: its vocabulary, often padded past it
-            self._allowed = np.zeros(logits.shape[-1], dtype=np.uint8)
-        width = min(self._vocab, logits.shape[-1])
-        self._allowed[:width] = np.unpackbits(
-            self._bitmask.view(np.uint8), count=width, bitorder="little"
-        )
-        return mx.where(mx.array(self._allowed, dtype=mx.bool_), logits, -mx.inf)
+            bitmask[row] = 0
+            bitmask[row, self.eos // 32] = 1 << (self.eos % 32)
+            return
+        self.matcher.unsafe_compute_mask_ptr(bitmask[row].ctypes.data, self.words * 4)
 
-    matcher_eos = 0  # set per tokenizer by `constrain_output`
+    def __call__(self, tokens, logits):
+        mx, np = self._mx, self._np
+        mx.async_eval(logits)  # on a GPU the forward pass runs while the mask is computed
+        bitmask = np.zeros((1, self.words), dtype=np.int32)
+        self.next_mask(int(tokens[-1].item()) if self.started else 0, bitmask, 0)
+        allowed = allowed_tokens(np, bitmask, [0], 1, logits.shape[-1], self.vocab)
+        return mx.where(mx.array(allowed), logits, -mx.inf)
+
+
+def allowed_tokens(np, bitmask, rows: list[int], batch: int, width: int, vocab: int):
+    """The (batch, width) boolean array of what a batch's logits keep: for `rows[i]` the bits
+    of `bitmask[i]` (nothing past `vocab`: a model's logits are often padded past its
+    vocabulary), every token for the rows not in `rows`."""
+    count = min(vocab, width)
+    bits = np.unpackbits(bitmask.view(np.uint8), axis=1, count=count, bitorder="little")
+    if len(rows) == batch and count == width:
+        return bits.view(np.bool_)
+    allowed = np.ones((batch, width), dtype=np.bool_)
+    allowed[rows, :] = False
+    allowed[np.asarray(rows)[:, None], np.arange(count)] = bits.view(np.bool_)
+    return allowed
+
+
+# mlx_lm.generate.GenerationBatch._step of mlx-lm 0.32.2, which `grammar_step` repeats with the
+# grammar rows masked together; another version keeps mlx_lm's per-row processor path.
+KNOWN_BATCH_STEP = "d7513c5031029194ca3820ae81d8966b792e66a90c39c1d7ad61d30bc9e8c5ad"
+
+
+def batch_grammars(generate_module, *, mx, np) -> bool:
+    """Mask the grammar rows of mlx_lm's continuous batch (`generate_module` is
+    mlx_lm.generate) together at each step, instead of through mlx_lm's per-row processor path
+    (a slice of the logits, a growing token buffer, a submission and a wait, a mask and a
+    `where` for each row, then a concatenation). Rows without a grammar are left as they are;
+    rows with other processors (logit_bias, penalties) still go through mlx_lm's path for
+    those, the grammar after them as before. False when GenerationBatch._step is not the known
+    one (each GrammarProcessor then masks its own row, as an ordinary processor)."""
+    batch = getattr(generate_module, "GenerationBatch", None)
+    step = getattr(batch, "_step", None)
+    try:
+        source = inspect.getsource(step)  # type: ignore[arg-type]
+    except (TypeError, OSError):
+        return False
+    if hashlib.sha256(source.encode()).hexdigest() != KNOWN_BATCH_STEP:
+        return False
+
+    def grammar_step(self):
+        grammars = [
+            next((p for p in row if isinstance(p, GrammarProcessor)), None) if row else None
+            for row in self.logits_processors or ()
+        ]
+        if not any(grammars):
+            return step(self)
+        self._current_tokens = self._next_tokens
+        self._current_logprobs = self._next_logprobs
+        inputs = self._current_tokens
+
+        logits = self.model(inputs[:, None], cache=self.prompt_cache)
+        logits = logits[:, -1, :]
+        # Submitted once for the batch, before the masks: on a GPU the pass runs while they
+        # are computed. (On MLX's CPU backend the call returns only once most of a small
+        # model's pass has run; one submission after the masks still cost more server CPU a
+        # token there: docs/benchmarks.md.)
+        mx.async_eval(logits)
+        last = inputs.tolist()  # the tokens sampled at the step before (the one wait)
+        rows = [e for e, grammar in enumerate(grammars) if grammar is not None]
+        bitmask = np.zeros((len(rows), max(grammars[e].words for e in rows)), dtype=np.int32)
+        for i, e in enumerate(rows):
+            grammars[e].next_mask(last[e], bitmask, i)
+
+        # Other processors: mlx_lm's own path, for the rows that have some. A row with only
+        # a grammar keeps no token buffer (the grammar needs only the last token).
+        others = [tuple(p for p in row or () if not isinstance(p, GrammarProcessor))
+                  for row in self.logits_processors]  # fmt: skip
+        token_context = []
+        if any(others):
+            processed_logits = []
+            for e in range(len(self.uids)):
+                sample_logits = logits[e : e + 1]
+                if others[e]:
+                    context = self._token_context[e].update_and_fetch(inputs[e : e + 1])
+                    token_context.append(context)
+                    for processor in others[e]:
+                        sample_logits = processor(context, sample_logits)
+                processed_logits.append(sample_logits)
+            logits = mx.concatenate(processed_logits, axis=0)
+        allowed = allowed_tokens(np, bitmask, rows, len(grammars), logits.shape[-1],
+                                 max(grammars[e].vocab for e in rows))  # fmt: skip
+        logits = mx.where(mx.array(allowed), logits, -mx.inf)
+
+        # From here on, mlx_lm's step as it is.
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        samplers = [
+            self.fallback_sampler if s is None else s
+            for s in (self.samplers or [None] * len(self.uids))
+        ]
+        if not samplers or all(s is samplers[0] for s in samplers):
+            sampled = (samplers[0] if samplers else self.fallback_sampler)(logprobs)
+        else:
+            sampled = mx.concatenate(
+                [s(logprobs[e : e + 1]) for e, s in enumerate(samplers)], axis=0
+            )
+        self._next_tokens = sampled
+        self._next_logprobs = list(logprobs)
+        mx.async_eval(self._next_tokens, self._next_logprobs, token_context)
+        mx.eval(inputs, self._current_logprobs)
+        for sti, ti in zip(self.tokens, last, strict=False):
+            sti.append(ti)
+        return last, self._current_logprobs
+
+    batch._step = grammar_step
+    return True
 
 
 def constrain_output(server_module, *, llguidance, mx, np) -> bool:
     """Enforce `response_format` and forced tool calls on /v1/chat/completions of
-    `server_module` (mlx_lm.server; `llguidance` with its `hf` and `numpy` modules loaded,
+    `server_module` (mlx_lm.server; `llguidance` with its `hf` module loaded,
     `mx` and `np` as main() imports them): the grammar of `output_grammar` is compiled when the
     request arrives (its handler thread; 400 when it cannot be) and its GrammarProcessor joins
     the request's logits processors. False when mlx_lm is not the known one (nothing is
@@ -577,10 +684,7 @@ def constrain_output(server_module, *, llguidance, mx, np) -> bool:
             param = "response_format" if body.get("response_format") else "tools"
             reason = re.sub(r"^at \d+\(\d+\): ", "", matcher.get_error().split("\n")[0])
             raise Refused(f"The schema cannot be enforced: {reason[:1000]}", param)
-        fill = llguidance.numpy.fill_next_token_bitmask
-        processor = GrammarProcessor(matcher, llg.vocab_size, mx=mx, np=np, fill_bitmask=fill)
-        processor.matcher_eos = llg.eos_token
-        return processor
+        return GrammarProcessor(matcher, llg.vocab_size, llg.eos_token, mx=mx, np=np)
 
     def constrained_generate(self, request, generation_args, progress_callback=None):
         handler = getattr(_current, "handler", None)
@@ -686,7 +790,6 @@ def main(argv: list[str]) -> None:
     # the model server's process must load mlx, mlx_lm and llguidance.
     import llguidance
     import llguidance.hf
-    import llguidance.numpy
     import mlx.core as mx
     import mlx_lm
     import mlx_lm.server as server
@@ -712,8 +815,16 @@ def main(argv: list[str]) -> None:
     if not tell_matched_stop(server):
         notes.append("the stop word that ended a reply is not told (unknown mlx_lm)")
     if watched and constrain_output(server, llguidance=llguidance, mx=mx, np=np):
-        notes.append(f"response_format and forced tool calls are enforced (llguidance "
-                     f"{llguidance.__version__})")  # fmt: skip
+        how = (
+            "a batch's masks applied together"
+            # mlx_lm's package attribute `generate` is its function, not this module
+            if batch_grammars(importlib.import_module("mlx_lm.generate"), mx=mx, np=np)
+            else "masked row by row: mlx_lm's batch step is not the known one"
+        )
+        notes.append(
+            f"response_format and forced tool calls are enforced (llguidance "
+            f"{llguidance.__version__}; {how})"
+        )
     else:
         notes.append("response_format is not enforced (unknown mlx_lm)")
     http.server.ThreadingHTTPServer.request_queue_size = LISTEN_BACKLOG

@@ -171,11 +171,12 @@ def test_stream_is_not_buffered_and_a_client_that_leaves_frees_the_upstream(
 def test_a_stream_makes_four_indexed_reads_before_its_first_byte_and_touches_the_server_rarely(
     mlx_server, serve_profile, api_key
 ):
-    """The work between a request and its first token is small: four indexed reads (the API
-    key with its user; the user's groups and limits; the profile with its host and instance;
-    the profile's group rule), each one plain query that the ORM does not compile
-    (common/rows.py), no write, and last_request_at written at most once per
-    LAST_REQUEST_RESOLUTION (not by every request). The limits and the queue are Redis's."""
+    """The work between a request and its first token is small: the look-ups' counters, then
+    four indexed reads (the API key with its user; the user's groups and limits; the profile
+    with its host and instance; the profile's group rule), each one plain query that the ORM
+    does not compile (common/rows.py) — and only the counters once nothing they count changed
+    since —, no write, and last_request_at written at most once per LAST_REQUEST_RESOLUTION
+    (not by every request). The limits and the queue are Redis's."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -191,8 +192,9 @@ def test_a_stream_makes_four_indexed_reads_before_its_first_byte_and_touches_the
     events = sse_events(b"".join(response.streaming_content))
     assert streamed_text(events) == REPLY
     sql = [" ".join(q["sql"].split()) for q in before_first_byte.captured_queries]
-    assert len(sql) == 4, sql
-    key_read, membership_read, profile_read, groups_read = sql
+    assert len(sql) == 5, sql  # the first request changed the key's last use, the instance's
+    counters, key_read, membership_read, profile_read, groups_read = sql
+    assert counters == "SELECT accounts, servers FROM portal_lookup_version WHERE id = 1"
     assert 'FROM "accounts_limits" WHERE "accounts_limits"."user_id" = ' in membership_read
     assert "UNION ALL" in membership_read and 'INNER JOIN "accounts_user_groups"' in membership_read
     assert 'FROM "servers_serverprofile_allowed_groups" WHERE' in groups_read
@@ -202,6 +204,11 @@ def test_a_stream_makes_four_indexed_reads_before_its_first_byte_and_touches_the
     assert 'LEFT JOIN "servers_serverinstance"' in profile_read
     assert 'WHERE "servers_serverprofile"."slug" = ' in profile_read
     assert ServerInstance.objects.get(profile=profile).last_request_at == touched
+
+    with CaptureQueriesContext(connection) as unchanged:
+        response = post(client, "/v1/chat/completions", body)
+    assert streamed_text(sse_events(b"".join(response.streaming_content))) == REPLY
+    assert [q["sql"] for q in unchanged.captured_queries] == [counters]
 
     ServerInstance.objects.filter(profile=profile).update(
         last_request_at=touched - lifecycle.LAST_REQUEST_RESOLUTION

@@ -1,5 +1,5 @@
 """`transport.send` to a local model server: an HTTP/1.0 request, and the answer read from the
-socket as it arrives (`_DirectBody`), not through httpx's pool. Here the peer is a scripted
+socket as it arrives (`DirectBody`), not through httpx's pool. Here the peer is a scripted
 socket server (what mlx_lm.server writes: HTTP/1.0, a close-delimited body), so the cuts
 between reads, a silent server and a dead one can be produced at will; the same path against
 a real mlx_lm.server is covered by test_gateway.py, test_stream_disconnects.py and

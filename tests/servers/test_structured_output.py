@@ -215,23 +215,54 @@ def test_json_object_mode_answers_a_json_object(direct):
 
 
 def test_constrained_and_free_requests_share_the_batch(direct):
-    def constrained():
-        return (
-            direct.chat.completions.parse(
-                model="default_model", messages=HI, response_format=Order, max_tokens=MAX_TOKENS
-            )
-            .choices[0]
-            .message.parsed
-        )
+    # Whole and streamed, with and without a logit_bias (a row with another processor beside
+    # the grammar, or with only that), started together so that they share the batch; each
+    # constrained reply its own schema (a row masked with another row's grammar fails).
+    bias = {"3": 0.0}
+    schemas = {(False, False): Order, (False, True): Paint, (True, False): Tags,
+               (True, True): Flat}  # fmt: skip
 
-    def free():
-        return direct.chat.completions.create(model="default_model", messages=HI).choices[0]
+    def constrained(stream: bool, logit_bias=None):
+        kwargs = dict(model="default_model", messages=HI, max_tokens=MAX_TOKENS,
+                      response_format=schemas[stream, bool(logit_bias)])  # fmt: skip
+        if logit_bias:
+            kwargs["logit_bias"] = logit_bias
+        if not stream:
+            return direct.chat.completions.parse(**kwargs).choices[0].message.parsed
+        with direct.chat.completions.stream(**kwargs) as events:
+            chunks = sum(1 for event in events if event.type == "content.delta")
+            parsed = events.get_final_completion().choices[0].message.parsed
+        assert chunks > 3  # streamed token by token
+        return parsed
 
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        jobs = [pool.submit(constrained if i % 2 else free) for i in range(8)]
-        results = [job.result(timeout=120) for job in jobs]
-    assert all(isinstance(r, Order) for r in results[1::2])
-    assert all(r.message.content == REPLY for r in results[0::2])
+    def free(stream: bool, logit_bias=None):
+        extra = {"logit_bias": logit_bias} if logit_bias else {}
+        if not stream:
+            answer = direct.chat.completions.create(model="default_model", messages=HI, **extra)
+            return answer.choices[0].message.content
+        chunks = direct.chat.completions.create(model="default_model", messages=HI,
+                                                stream=True, **extra)  # fmt: skip
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    jobs = [(kind, stream, logit_bias) for kind in (constrained, free)
+            for stream in (False, True) for logit_bias in (None, bias)]  # fmt: skip
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(kind, stream, logit_bias) for kind, stream, logit_bias in jobs]
+        results = [future.result(timeout=120) for future in futures]
+    for (kind, stream, logit_bias), result in zip(jobs, results, strict=True):
+        if kind is constrained:
+            assert isinstance(result, schemas[stream, bool(logit_bias)]), (stream, result)
+        else:
+            assert result == REPLY, (stream, logit_bias, result)
+
+
+def test_the_server_masks_a_batchs_grammar_rows_together(server):
+    # The start-up line says whether this mlx_lm's batch step is the one mlx_entry knows (the
+    # grammar rows masked together) or not (mlx_lm's per-row path): an upgrade that changes it
+    # fails here, and `batch_grammars` must be brought to the new step.
+    lines = server.log_path.read_text().splitlines()
+    (start,) = [line for line in lines if line.startswith("MLX Portal: mlx_lm.server;")]
+    assert "a batch's masks applied together" in start, start
 
 
 # --- strict and refusals --------------------------------------------------------------------------
