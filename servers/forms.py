@@ -13,7 +13,7 @@ from common.bounds import bounds
 from models_catalog.models import Host
 from models_catalog.validators import validate_repo_id
 from servers.models import CHAT_ENGINES, Engine, ServerProfile
-from servers.serving import model_engine
+from servers.serving import model_engine, model_engines
 from servers.supervision import ports
 from servers.validation import (
     KV_BITS_CHOICES,
@@ -172,10 +172,9 @@ class ServerProfileForm(forms.ModelForm):
         # The engine that fits each model on this machine's disk (servers.serving.model_engine):
         # picking a model picks it (static/js/profile_form.js), as for a new profile's initial.
         this_machine = Host.objects.this_machine()
-        self.model_engines = {
-            repo_id: model_engine(repo_id, this_machine)
-            for repo_id in sorted(self.host_model_ids.get(this_machine.pk, ()))
-        }
+        self.model_engines = model_engines(
+            sorted(self.host_model_ids.get(this_machine.pk, ())), this_machine
+        )
         if not self.is_bound and not self.instance.pk and "engine" not in self.initial:
             model = self.initial.get("model_id")
             if model in self.model_engines:

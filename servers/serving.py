@@ -11,6 +11,7 @@ model that is not on the host's disk is refused with what to do: download it fir
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
@@ -86,12 +87,28 @@ def _unique(base: str, taken: set[str], limit: int) -> str:
 def model_engine(repo_id: str, host: Host) -> str:
     """The engine that serves `repo_id` (models_catalog.characteristics.engine_of): from its
     config.json on this host's disk, else the catalog's copy, and the catalog's tags."""
-    row = CatalogModel.objects.filter(repo_id=repo_id).only("config", "api_config", "tags").first()
-    config = model_config(repo_id) if host.is_this_machine else None
-    if config is None and row is not None:
-        config = row.config if isinstance(row.config, dict) else row.api_config
-    tags = row.tags if row is not None and isinstance(row.tags, list) else []
-    return engine_of(config if isinstance(config, dict) else {}, tags)
+    return model_engines([repo_id], host)[repo_id]
+
+
+def model_engines(repo_ids: Iterable[str], host: Host) -> dict[str, str]:
+    """`model_engine` of each of `repo_ids`, reading the catalog in one query (the profile
+    form asks it for every model on the disk)."""
+    wanted = list(dict.fromkeys(repo_ids))
+    rows = {
+        row.repo_id: row
+        for row in CatalogModel.objects.filter(repo_id__in=wanted).only(
+            "repo_id", "config", "api_config", "tags"
+        )
+    }
+    engines = {}
+    for repo_id in wanted:
+        row = rows.get(repo_id)
+        config = model_config(repo_id) if host.is_this_machine else None
+        if config is None and row is not None:
+            config = row.config if isinstance(row.config, dict) else row.api_config
+        tags = row.tags if row is not None and isinstance(row.tags, list) else []
+        engines[repo_id] = engine_of(config if isinstance(config, dict) else {}, tags)
+    return engines
 
 
 def new_profile_fields(repo_id: str, host: Host) -> dict:

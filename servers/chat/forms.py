@@ -43,10 +43,12 @@ ROUTE_PREFIX = "route:"
 
 
 def route_target(value: str, user) -> routing.Target | None:
-    """The route a picker's value "route:<name>" names for `user`, its members in the order to
-    try them; None when it names none they may use."""
+    """The route a picker's value "route:<name>" names for `user`, its chat members (text and
+    vision: routing.resolve) in the order to try them; None when it names none they may use."""
     try:
-        target = routing.resolve(value[len(ROUTE_PREFIX) :], user, membership(user).group_ids)
+        target = routing.resolve(
+            value[len(ROUTE_PREFIX) :], user, membership(user).group_ids, "chat/completions"
+        )
     except GatewayError:
         return None
     return target if target.route is not None else None

@@ -53,9 +53,14 @@ def _profiles(user):
 
 
 def _routes(user) -> list[Route]:
-    """The routes with a member `user` may talk to, for the picker."""
+    """The routes with a member `user` may talk to that chats (a route may mix engines: one of
+    only embeddings or speech-to-text servers is not offered), for the picker."""
     groups = membership(user).group_ids
-    return [r for r in Route.objects.order_by("name") if routing.members_for(r, user, groups)]
+    return [
+        route
+        for route in Route.objects.order_by("name")
+        if routing.serving(routing.members_for(route, user, groups), "chat/completions")
+    ]
 
 
 def _pick(profiles, slug: str | None, conversation: Conversation | None):

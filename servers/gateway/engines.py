@@ -24,6 +24,7 @@ from django.http.multipartparser import MultiPartParserError
 
 from servers.gateway.errors import GatewayError
 from servers.gateway.schema import MAX_CHARS_PER_TOKEN
+from servers.models import CHAT_ENGINES, Engine
 from servers.supervision.engine_entry import (
     AUDIO_FORMATS,
     RESPONSE_FORMATS,
@@ -46,23 +47,56 @@ FORM_OVERHEAD_BYTES = 64 * 1024  # the form's other fields and its boundaries
 _LANGUAGE = re.compile(r"[a-z]{2,3}")
 
 
+def serves(engine: str, endpoint: str) -> bool:
+    """Whether a server of `engine` answers `endpoint`: chat and completions the chat engines
+    (servers.models.CHAT_ENGINES; mlx-vlm has no text completions), embeddings and
+    transcriptions their own engine. `check_engine` refuses the rest; a route sends a request
+    only to its members that serve it (servers/gateway/routing.py)."""
+    if endpoint in CHAT_ENDPOINTS:
+        text_only = engine == Engine.VISION and endpoint == "completions"
+        return engine in CHAT_ENGINES and not text_only
+    return ENGINE_ENDPOINTS.get(engine) == endpoint
+
+
 def check_engine(engine: str, endpoint: str, profile_name: str) -> None:
-    """GatewayError 400 unless a profile of `engine` serves `endpoint`."""
-    serves = ENGINE_ENDPOINTS.get(engine)
-    if serves == endpoint or (serves is None and endpoint in CHAT_ENDPOINTS):
+    """GatewayError 400 unless a profile of `engine` serves `endpoint` (`serves`)."""
+    if serves(engine, endpoint):
         return
-    if serves is not None:  # chat (or the other engine's endpoint) on an embeddings/STT model
+    serving = ENGINE_ENDPOINTS.get(engine)
+    if serving is not None:  # chat (or the other engine's endpoint) on an embeddings/STT model
         raise GatewayError(
             f"'{profile_name}' {_WHAT[engine]}: it does not chat or complete text. "
-            f"Call POST /v1/{serves} with it.",
+            f"Call POST /v1/{serving} with it.",
             param="model",
             code="wrong_engine",
+        )
+    if endpoint in CHAT_ENDPOINTS:  # text completions on a vision model
+        raise GatewayError(
+            f"{profile_name} runs a vision model (mlx-vlm), which has no text completions: "
+            "use /v1/chat/completions.",
+            param="prompt",
+            code="unsupported_endpoint",
         )
     what = "make embeddings" if endpoint == EMBEDDINGS else "transcribe speech"
     raise GatewayError(
         f"'{profile_name}' is a chat model: this model does not {what}. Use a profile whose "
         "kind (GET /v1/models) is "
         f"{'embeddings' if endpoint == EMBEDDINGS else 'speech-to-text'}.",
+        param="model",
+        code="wrong_engine",
+    )
+
+
+def route_refusal(route_name: str, endpoint: str, engines: set[str]) -> GatewayError:
+    """A route none of whose members (that the caller may use) serves `endpoint`: 400
+    `wrong_engine`, as for one profile of the wrong engine."""
+    what = {EMBEDDINGS: "makes embeddings", TRANSCRIPTIONS: "transcribes speech"}.get(
+        endpoint, "chats" if endpoint == "chat/completions" else "completes text"
+    )
+    return GatewayError(
+        f"No server of the route '{route_name}' {what} (its servers are of the kind "
+        f"{', '.join(sorted(engines))}). Use a route or a profile whose kind (GET /v1/models) "
+        "fits this endpoint.",
         param="model",
         code="wrong_engine",
     )

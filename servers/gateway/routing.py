@@ -1,7 +1,9 @@
 """Routes: a public model name served by one or more profiles (servers.models.Route).
 
 `resolve` says what a request's `model` names for its caller: a profile (as before routes
-existed: one indexed read) or else a route, whose members are put in the order to try them:
+existed: one indexed read) or else a route, whose members that serve the request's endpoint (a
+route may mix engines: chat goes only to its text and vision servers, embeddings only to its
+embeddings servers, `engines.serves`) are put in the order to try them:
 
 * `least-busy`: the running members with the fewest requests in flight and waiting in their
   fair queue (servers/sharing), members equally busy taking turns;
@@ -19,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from accounts.models import User
+from servers.gateway import engines
 from servers.gateway.calls import find_profile
 from servers.gateway.errors import GatewayError
 from servers.models import Route, RouteMember, ServerProfile, State, may_see
@@ -54,9 +57,14 @@ class Target:
     route: Route | None = None
 
 
-def resolve(model: object, user: User, groups: frozenset[int]) -> Target:
-    """The profile or the route `model` names for `user` (in `groups`); GatewayError 404 when
-    neither exists for them."""
+def resolve(
+    model: object, user: User, groups: frozenset[int], endpoint: str = "chat/completions"
+) -> Target:
+    """The profile or the route `model` names for `user` (in `groups`), for a request to
+    `endpoint`; GatewayError 404 when neither exists for them. A route's members are those that
+    serve `endpoint` (`engines.serves`: chat goes to its chat servers only, embeddings to its
+    embeddings servers), 400 `wrong_engine` when none does; a profile of the wrong engine is
+    refused when its call checks the body (calls.upstream_body)."""
     try:
         return Target([find_profile(model, user, groups)])
     except GatewayError as error:
@@ -69,10 +77,19 @@ def resolve(model: object, user: User, groups: frozenset[int]) -> Target:
         route = Route.objects.filter(name=name).first()
         if route is None:
             raise
-        profiles = members_for(route, user, groups)
-        if not profiles:
+        members = members_for(route, user, groups)
+        if not members:
             raise  # a route none of whose members this caller may use is not there for them
+        profiles = serving(members, endpoint)
+        if not profiles:
+            engines_of = {p.engine for p in members}
+            raise engines.route_refusal(route.name, endpoint, engines_of) from None
         return Target(order(route, profiles), route)
+
+
+def serving(profiles: list[ServerProfile], endpoint: str) -> list[ServerProfile]:
+    """The `profiles` whose engine serves `endpoint` (`engines.serves`), in their order."""
+    return [p for p in profiles if engines.serves(p.engine, endpoint)]
 
 
 def members_for(route: Route, user: User, groups: frozenset[int]) -> list[ServerProfile]:

@@ -473,13 +473,6 @@ def build_upstream_body(
         max_tokens, max_tokens_cap, vocab_size, context_length, template_variables, profile_name,
         vision,
     )  # fmt: skip
-    if vision and endpoint == TEXT:
-        raise GatewayError(
-            f"{profile_name} runs a vision model (mlx-vlm), which has no text completions: "
-            "use /v1/chat/completions.",
-            param="prompt",
-            code="unsupported_endpoint",
-        )
     out: dict[str, Any] = {"model": "default_model"}
     for field in FIELDS:
         if endpoint in field.endpoints:

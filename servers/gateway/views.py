@@ -150,6 +150,8 @@ def model_objects(user: User) -> list[dict]:
                 "status": "running" if running else members[0].shown_state,
                 "route": {"policy": route.policy, "members": [p.slug for p in members]},
                 "kind": model_kind(members[0]),
+                # A route may mix engines: each endpoint goes to its members of the engine.
+                "kinds": sorted({model_kind(p) for p in members}),
                 "on_demand": any(p.allow_on_demand for p in members),
             }
         )
@@ -246,7 +248,7 @@ def _complete(
     try:
         body = read(request)
         model = body.get("model") if isinstance(body, dict) else None
-        target = routing.resolve(model, api_key.user, member.group_ids)
+        target = routing.resolve(model, api_key.user, member.group_ids, endpoint)
     except GatewayError as error:
         return error.response()
     caller = Caller(api_key.user, UsageRecord.Source.API, api_key)
@@ -436,7 +438,9 @@ def _translated(request: HttpRequest, dialect: dialects.Dialect) -> HttpResponse
     member = membership(api_key.user)
     try:
         translated = dialect.request(read_json(request))
-        target = routing.resolve(translated.body["model"], api_key.user, member.group_ids)
+        target = routing.resolve(
+            translated.body["model"], api_key.user, member.group_ids, "chat/completions"
+        )
         profiles = _able(target.profiles, translated)
     except GatewayError as error:
         return error.response(shape)

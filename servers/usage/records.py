@@ -9,6 +9,7 @@ See docs/gateway.md, "Usage recording".
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import defaultdict
@@ -24,6 +25,18 @@ from accounts.models import ApiKey, User
 from common.rows import compiled_rows, insert_row
 from servers.models import ServerProfile, UsageRecord
 from servers.usage import days, metrics
+
+#: What a transcription counts as prompt tokens (a limit's tokens per day, the Usage page): its
+#: seconds of audio, as its server decoded them, at this rate (rounded up). A speech-to-text
+#: server reports no tokens, and its work grows with the audio, not the text it writes; one
+#: token per 100 ms is also how OpenAI counts a speaker's audio in its realtime API. An hour
+#: of audio is 36,000 tokens. Embeddings count the input tokens their server reports.
+AUDIO_TOKENS_PER_SECOND = 10
+
+
+def audio_tokens(seconds: float) -> int:
+    """The tokens a transcription of `seconds` of audio counts as (AUDIO_TOKENS_PER_SECOND)."""
+    return math.ceil(seconds * AUDIO_TOKENS_PER_SECOND - 1e-9) if seconds > 0 else 0
 
 
 class Failure(Protocol):
@@ -62,6 +75,7 @@ class Measure:
                 seconds = usage.get("seconds")
                 if isinstance(seconds, int | float) and 0 <= seconds < 10**7:
                     self.audio_seconds = float(seconds)
+                    self.prompt_tokens = audio_tokens(self.audio_seconds)
             self.usage_reported = True
 
     def relayed(self, tokens: int) -> None:

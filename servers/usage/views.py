@@ -101,6 +101,7 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         "everyone": who is None,
         "model": model,
         "route": route,
+        "audio_tokens_per_second": records.AUDIO_TOKENS_PER_SECOND,
     }
     return render(request, "servers/usage.html", context)
 

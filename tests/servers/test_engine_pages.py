@@ -5,7 +5,12 @@ Usage page count their units (inputs, audio seconds)."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -79,6 +84,26 @@ def test_the_profile_form_shows_only_the_options_of_its_engine(
     created = member_client.post(reverse("servers:profile-create"), form)
     assert created.status_code == 302, created.context["form"].errors
     assert ServerProfile.objects.get(name="Vectors 2").engine == Engine.EMBEDDINGS
+
+
+def test_the_profile_forms_model_to_engine_map_reads_the_catalog_once(
+    hf_cache, member_client, django_assert_max_num_queries
+):
+    """One catalog query for the whole map, however many models are on the disk (it was one
+    per model: servers.serving.model_engines)."""
+    url = reverse("servers:profile-create")
+    install_model(hf_cache, "test-org/tiny-embed", source=tiny_engine_cache("embed"))
+    with CaptureQueriesContext(connection) as one_model:
+        assert member_client.get(url).status_code == 200
+    for n in range(8):
+        install_model(hf_cache, f"test-org/plain-{n}")
+    with django_assert_max_num_queries(len(one_model)):
+        page = member_client.get(url).text
+    found = re.search(r'<script id="model-engines" type="application/json">(.*?)</script>', page)
+    engines = json.loads(found.group(1))
+    assert len(engines) == 9
+    assert engines["test-org/tiny-embed"] == Engine.EMBEDDINGS
+    assert {engines[f"test-org/plain-{n}"] for n in range(8)} == {Engine.TEXT}
 
 
 def test_tiles_and_the_usage_page_count_inputs_and_audio_seconds(

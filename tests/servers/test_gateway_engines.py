@@ -150,3 +150,43 @@ def test_each_engine_refuses_the_others_requests_clearly(
         client.embeddings.create(model="listen", input="a")
     kinds = {m.id: m.model_extra["kind"] for m in client.models.list()}
     assert kinds == {"embed": "embeddings", "listen": "speech-to-text", "tiny": "text"}
+
+
+def test_transcriptions_and_embeddings_count_against_tokens_per_day(
+    embedder, listener, client, member
+):
+    """A transcription counts its audio (10 tokens a second, records.AUDIO_TOKENS_PER_SECOND)
+    and embeddings their input tokens, as a chat counts its tokens: a person with a daily
+    limit cannot transcribe unlimited audio. Shown on the Usage page, rebuilt after FLUSHDB."""
+    from django.test import Client
+    from django.urls import reverse
+
+    from accounts.models import Limits
+    from servers.sharing import admission
+    from servers.usage.records import AUDIO_TOKENS_PER_SECOND
+
+    Limits.objects.create(user=member, tokens_per_day=40)
+    embedded = client.embeddings.create(model="embed", input="count me", encoding_format="float")
+    prompt = embedded.usage.prompt_tokens
+    assert prompt > 0 and admission.tokens_today(member.pk) == prompt
+    client.audio.transcriptions.create(model="listen", file=("a.wav", wav_bytes(1.5)))
+    heard = UsageRecord.objects.get(endpoint="audio/transcriptions")
+    assert heard.audio_seconds == 1.5 and heard.prompt_tokens == 15 == 1.5 * AUDIO_TOKENS_PER_SECOND
+    assert admission.tokens_today(member.pk) == prompt + 15
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        for _ in range(6):  # 40 tokens: at most 3 more transcriptions of 15 each go through
+            client.audio.transcriptions.create(model="listen", file=("a.wav", wav_bytes(1.5)))
+    assert refused.value.body["code"] == "tokens_per_day"
+    used = sum(r.prompt_tokens + r.completion_tokens for r in UsageRecord.objects.all())
+    assert used >= 40 and f"{used:,} used today" in refused.value.body["message"]
+    with pytest.raises(openai.RateLimitError):  # embeddings too, once the day's tokens are used
+        client.embeddings.create(model="embed", input="more", encoding_format="float")
+    admission.forget_everything()  # a Redis loss: the count is rebuilt from the records
+    assert admission.tokens_today(member.pk) == used
+
+    browser = Client()
+    browser.force_login(member)
+    usage = browser.get(reverse("servers:usage")).text
+    assert f'<h2 data-testid="total-prompt-tokens">{used}</h2>' in usage
+    assert "audio counts 10 a second" in usage

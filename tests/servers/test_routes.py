@@ -275,3 +275,48 @@ def test_with_no_member_running_the_route_starts_the_one_whose_host_has_most_fre
     # start comes last (its refusal is the answer only when every other member failed).
     assert [p.slug for p in target.profiles] == ["big", "small", "manual"]
     assert target.route == route
+
+
+def test_a_route_mixing_engines_sends_each_endpoint_only_to_its_members_and_chat_offers_it(
+    mlx_server, embed_server, serve_profile, member, member_client, live_server, api_key
+):
+    """A route may mix engines: chat goes only to its chat servers, embeddings only to its
+    embeddings servers, whatever their order; the chat's picker offers a route only with a
+    member that chats (routing.serving, engines.serves)."""
+    from servers.models import Engine
+
+    vectors = serve_profile(embed_server, "Vectors", engine=Engine.EMBEDDINGS)
+    chat = serve_profile(mlx_server, "Chatty")
+    # Ordered: the first member is the one to use, so the wrong engine would come first.
+    make_route("chat-first-vectors", [vectors, chat], owner=member, policy=Route.Policy.ORDERED)
+    make_route("vectors-last", [chat, vectors], owner=member, policy=Route.Policy.ORDERED)
+    make_route("only-vectors", [vectors], owner=member)
+    client = openai.OpenAI(base_url=live_server.url + "/v1", api_key=api_key, max_retries=0)
+
+    listed = {m.id: m.model_extra for m in client.models.list().data}
+    assert listed["chat-first-vectors"]["kinds"] == ["embeddings", "text"]
+    assert listed["only-vectors"]["kinds"] == ["embeddings"]
+    answer = client.chat.completions.create(model="chat-first-vectors", messages=HI, max_tokens=4)
+    assert answer.model == "chat-first-vectors" and answer.choices[0].message.content
+    embedded = client.embeddings.create(model="vectors-last", input="a", encoding_format="float")
+    assert embedded.data[0].embedding
+    served = UsageRecord.objects.order_by("pk").values_list("endpoint", "profile_id", "status")
+    assert list(served) == [("chat/completions", chat.pk, "ok"), ("embeddings", vectors.pk, "ok")]
+    with pytest.raises(openai.BadRequestError, match="No server of the route 'only-vectors' chats"):
+        client.chat.completions.create(model="only-vectors", messages=HI, max_tokens=4)
+    with pytest.raises(openai.BadRequestError, match="route 'only-vectors' completes text"):
+        client.completions.create(model="only-vectors", prompt="hi", max_tokens=4)
+    assert UsageRecord.objects.count() == 2  # refused before any member was called
+
+    page = member_client.get(reverse("servers:chat")).content.decode()
+    assert 'value="route:chat-first-vectors"' in page and 'value="route:vectors-last"' in page
+    assert "route:only-vectors" not in page
+    stream = reverse("servers:chat-stream")
+    refused = member_client.post(stream, {"profile": "route:only-vectors", "message": "Hi"})
+    assert refused.status_code == 400
+    response = member_client.post(
+        stream, {"profile": "route:chat-first-vectors", "message": "Hi", "max_tokens": "8"}
+    )
+    assert b"event: done" in b"".join(response.streaming_content)
+    (record,) = UsageRecord.objects.filter(source="chat")
+    assert (record.route_name, record.profile_id) == ("chat-first-vectors", chat.pk)
