@@ -25,11 +25,12 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from servers.gateway import openapi
-from servers.models import Engine
+from servers.models import Engine, Route, RouteMember
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 PROFILE = "tiny"  # the slug of the running profile
+ROUTE = "team/mixed"  # a route of the text and the embeddings profiles
 # The engine endpoints' profiles (their names; the slugs are the same in lower case).
 ENGINE_PROFILES = {"/embeddings": "Embed", "/audio/transcriptions": "Listen"}
 EXAMPLES = 40  # per operation, per generation mode (positive and negative)
@@ -134,9 +135,13 @@ def live_gateway(
     # schemathesis sends wrong keys on purpose and wants their 401; the throttle that turns a
     # burst of them into 429 has its own tests (tests/accounts/test_api_keys.py).
     settings.API_KEY_FAILURES_PER_MINUTE = 1_000_000
-    serve_profile(mlx_server, "Tiny", max_tokens=8, max_tokens_cap=8)
-    serve_profile(embed_server, ENGINE_PROFILES["/embeddings"], engine=Engine.EMBEDDINGS)
+    tiny = serve_profile(mlx_server, "Tiny", max_tokens=8, max_tokens_cap=8)
+    embed = serve_profile(embed_server, ENGINE_PROFILES["/embeddings"], engine=Engine.EMBEDDINGS)
     serve_profile(whisper_server, ENGINE_PROFILES["/audio/transcriptions"], engine=Engine.SPEECH)
+    # A route, so that the listing's and /models/{model}'s route entries meet the description too.
+    route = Route.objects.create(name=ROUTE, owner=tiny.owner)
+    for position, profile in enumerate((tiny, embed)):
+        RouteMember.objects.create(route=route, profile=profile, position=position)
     SEEN.clear()
     yield {
         "base_url": f"{live_server.url}/v1",
