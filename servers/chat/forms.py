@@ -130,6 +130,12 @@ class ChatMessageForm(forms.Form):
         data = super().clean()
         conversation = data.get("conversation")
         profile = data.get("profile")
+        if data.get("images") and self.route is not None and profile is not None:
+            # A route's images go to its vision members only, in the route's order.
+            vision = [p for p in (profile, *self.others) if p.engine == Engine.VISION]
+            if vision:
+                profile = data["profile"] = vision[0]
+                self.others = vision[1:]
         if data.get("images") and profile is not None and profile.engine != Engine.VISION:
             raise ValidationError(
                 f"{profile.name} cannot see images: it runs a text model. Pick a server with "

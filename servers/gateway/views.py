@@ -249,6 +249,9 @@ def _complete(
         body = read(request)
         model = body.get("model") if isinstance(body, dict) else None
         target = routing.resolve(model, api_key.user, member.group_ids, endpoint)
+        profiles = target.profiles
+        if target.route is not None and _has_images(body):
+            profiles = _able(profiles, has_images=True)
     except GatewayError as error:
         return error.response()
     caller = Caller(api_key.user, UsageRecord.Source.API, api_key)
@@ -258,7 +261,7 @@ def _complete(
     chunk_object = "chat.completion.chunk" if endpoint == "chat/completions" else "text_completion"
     model_name = target.route.name if target.route is not None else target.profiles[0].slug
     return _first_answer(
-        target.profiles,
+        profiles,
         lambda profile: calls.start(
             caller, profile, endpoint, body, limits=member.limits,
             client_socket=client_socket(request),
@@ -441,7 +444,7 @@ def _translated(request: HttpRequest, dialect: dialects.Dialect) -> HttpResponse
         target = routing.resolve(
             translated.body["model"], api_key.user, member.group_ids, "chat/completions"
         )
-        profiles = _able(target.profiles, translated)
+        profiles = _able(target.profiles, has_images=translated.images)
     except GatewayError as error:
         return error.response(shape)
     caller = Caller(api_key.user, UsageRecord.Source.API, api_key)
@@ -472,9 +475,22 @@ def _translated(request: HttpRequest, dialect: dialects.Dialect) -> HttpResponse
     )  # fmt: skip
 
 
-def _able(profiles: list[ServerProfile], translated: dialects.Translated) -> list[ServerProfile]:
-    """The `profiles` that can answer the request: for images, the vision servers only."""
-    if not translated.images:
+def _has_images(body: object) -> bool:
+    """Whether a chat completions body has an image part (its checks come later, in
+    schema.py: this only picks a route's members that can see it)."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    return isinstance(messages, list) and any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in messages
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
+
+
+def _able(profiles: list[ServerProfile], *, has_images: bool) -> list[ServerProfile]:
+    """The `profiles` (a profile, or a route's members in order) that can answer the request:
+    for images, the vision servers only."""
+    if not has_images:
         return profiles
     vision = [p for p in profiles if p.engine == Engine.VISION]
     if not vision:

@@ -13,7 +13,7 @@ from django.urls import reverse
 from PIL import Image
 
 from servers.chat.replies import build_messages
-from servers.models import Conversation, MessageImage, UsageRecord
+from servers.models import Conversation, MessageImage, Route, RouteMember, UsageRecord
 from tests.servers.test_chat import events, text_of
 from tests.support.tiny_models import REPLY
 
@@ -146,3 +146,24 @@ def test_a_text_server_gets_older_images_named_and_a_vision_server_the_latest_te
     plain = build_messages(turn.conversation, text)
     assert all(isinstance(m["content"], str) for m in plain)
     assert plain[0]["content"].count("(An image was attached here: a.png.)") == 3
+
+
+@pytest.mark.slow
+def test_a_route_sends_a_message_with_images_to_its_vision_member(
+    vision_server, mlx_server, serve_profile, member_client, member
+):
+    """A route of a text server first and a vision server second: a question with an image goes
+    to the vision member (the text one would refuse it), one without to the first member."""
+    words = serve_profile(mlx_server, "Words")
+    eyes = serve_profile(vision_server, "Eyes", engine="vision")
+    route = Route.objects.create(name="team/any", owner=member, policy=Route.Policy.ORDERED)
+    for position, profile in enumerate((words, eyes)):
+        RouteMember.objects.create(route=route, profile=profile, position=position)
+
+    seen = events(member_client.post(STREAM, {"profile": "route:team/any", "message": "What?",
+                                              "images": [upload()]}))  # fmt: skip
+    assert text_of(seen) == REPLY and seen[-1][0] == "done"
+    seen = events(member_client.post(STREAM, {"profile": "route:team/any", "message": "Hi"}))
+    assert seen[-1][0] == "done"
+    served = list(UsageRecord.objects.order_by("pk").values_list("profile__slug", "route_name"))
+    assert served == [("eyes", "team/any"), ("words", "team/any")]

@@ -10,7 +10,7 @@ import openai
 import pytest
 from PIL import Image
 
-from servers.models import UsageRecord
+from servers.models import Route, RouteMember, UsageRecord
 from tests.support.images import SVG, bomb, data_url, gif, png
 from tests.support.tiny_models import REPLY
 
@@ -110,3 +110,33 @@ def test_a_gif_and_a_mislabelled_jpeg_are_accepted(vision_server, serve_profile,
         model="eyes", messages=asking(data_url(gif(), "image/gif"), data_url(jpeg.getvalue()))
     )
     assert answer.choices[0].message.content == REPLY
+
+
+def test_a_route_sends_an_image_to_its_vision_members_only(
+    vision_server, mlx_server, serve_profile, client, member
+):
+    """A route of a text server first and a vision server second: a chat with an image goes to
+    the vision member (the text one would refuse it), one without to the first member; a route
+    with no vision member refuses the image before any server."""
+    words = serve_profile(mlx_server, "Words")
+    eyes = serve_profile(vision_server, "Eyes", engine="vision")
+    mixed = Route.objects.create(name="team/any", owner=member, policy=Route.Policy.ORDERED)
+    for position, profile in enumerate((words, eyes)):
+        RouteMember.objects.create(route=mixed, profile=profile, position=position)
+    text_only = Route.objects.create(name="team/text", owner=member)
+    RouteMember.objects.create(route=text_only, profile=words)
+
+    answer = client.chat.completions.create(model="team/any", messages=asking(data_url(png())))
+    assert answer.choices[0].message.content == REPLY and answer.model == "team/any"
+    streamed = client.chat.completions.create(
+        model="team/any", messages=asking(data_url(png(color="blue"))), stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == REPLY
+    client.chat.completions.create(model="team/any", messages=[{"role": "user", "content": "hi"}])
+    served = list(UsageRecord.objects.order_by("pk").values_list("profile__slug", "route_name"))
+    assert served == [("eyes", "team/any"), ("eyes", "team/any"), ("words", "team/any")]
+
+    with pytest.raises(openai.BadRequestError, match="cannot see images") as refused:
+        client.chat.completions.create(model="team/text", messages=asking(data_url(png())))
+    assert refused.value.code == "images_not_supported"
+    assert UsageRecord.objects.count() == 3  # refused before any server
