@@ -14,7 +14,6 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from accounts.teams import membership
 from servers.chat import conversations
 from servers.chat.forms import (
     ROUTE_PREFIX,
@@ -28,7 +27,7 @@ from servers.chat.forms import (
 )
 from servers.chat.render import render_markdown
 from servers.chat.replies import keep_only_shown, stream_reply
-from servers.gateway import images, routing
+from servers.gateway import images
 from servers.gateway.relay import STREAM_HEADERS
 from servers.gateway.transport import client_socket
 from servers.models import Conversation, MessageImage, Route, ServerProfile, State
@@ -52,15 +51,15 @@ def _profiles(user):
     )
 
 
-def _routes(user) -> list[Route]:
-    """The routes with a member `user` may talk to that chats (a route may mix engines: one of
-    only embeddings or speech-to-text servers is not offered), for the picker."""
-    groups = membership(user).group_ids
-    return [
-        route
-        for route in Route.objects.order_by("name")
-        if routing.serving(routing.members_for(route, user, groups), "chat/completions")
-    ]
+def _routes(profiles: list[ServerProfile]) -> list[Route]:
+    """The routes with a member among `profiles` (the servers the user may talk to that chat:
+    `_profiles`), for the picker: a route of only embeddings or speech-to-text servers, or of
+    servers of groups the user is not in, is not offered. One query, however many routes."""
+    return list(
+        Route.objects.filter(members__profile__in=[p.pk for p in profiles])
+        .distinct()
+        .order_by("name")
+    )
 
 
 def _pick(profiles, slug: str | None, conversation: Conversation | None):
@@ -109,7 +108,7 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         "chat_messages": chat_messages,
         "profiles": profiles,
         "profile": profile,
-        "routes": _routes(request.user),
+        "routes": _routes(profiles),
         "route": route.route if route is not None else None,
         "instance": getattr(profile, "instance", None) if profile else None,
         "settings_form": ConversationSettingsForm(instance=conversation, profile=profile),

@@ -11,7 +11,9 @@ import threading
 import openai
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from accounts.api_keys import create_api_key
@@ -320,3 +322,31 @@ def test_a_route_mixing_engines_sends_each_endpoint_only_to_its_members_and_chat
     assert b"event: done" in b"".join(response.streaming_content)
     (record,) = UsageRecord.objects.filter(source="chat")
     assert (record.route_name, record.profile_id) == ("chat-first-vectors", chat.pk)
+
+
+def test_the_chat_picker_reads_its_routes_in_one_query_however_many(
+    make_profile, member, member_client, make_user
+):
+    """The picker offers the routes with a chat member the user may talk to, read in one query:
+    the page's queries do not grow with the routes (they grew by two a route before)."""
+    chat = make_profile("Chat")
+    vectors = make_profile("Vectors", engine="embeddings")
+    theirs = make_profile("Theirs")
+    theirs.allowed_groups.add(Group.objects.create(name="Others"))
+    make_route("team/chat", [vectors, chat], owner=member)
+
+    def queries() -> tuple[int, str]:
+        with CaptureQueriesContext(connection) as captured:
+            page = member_client.get(reverse("servers:chat")).content.decode()
+        return len(captured), page
+
+    one, page = queries()
+    assert 'value="route:team/chat"' in page
+    for n in range(6):
+        make_route(f"more-{n}", [chat], owner=member)
+    make_route("only-vectors", [vectors], owner=member)
+    make_route("not-mine", [theirs], owner=make_user("owner@example.com"))
+    many, page = queries()
+    assert many == one
+    assert page.count('value="route:more-') == 6
+    assert "route:only-vectors" not in page and "route:not-mine" not in page
