@@ -165,6 +165,12 @@ class CpuMeter:
         )
 
 
+# How a client ends a stream: the `openai` SDK's sync `Stream` (3.54) stops at `[DONE]` and
+# closes the response, so over HTTP/1.1 every request opens a new connection (the default here);
+# its async client reads the rest of an HTTP/1.1 body first and keeps the connection (--drain).
+DRAIN = False
+
+
 def one_stream(client: httpx.Client, target: Target) -> tuple[int, float]:
     """One streamed reply; returns (completion tokens, TTFT in seconds)."""
     body = {
@@ -189,6 +195,8 @@ def one_stream(client: httpx.Client, target: Target) -> tuple[int, float]:
                 continue
             payload = line[5:].strip()
             if payload == "[DONE]":
+                if DRAIN:  # read on to the body's end: the connection stays for the next
+                    continue
                 break
             data = json.loads(payload)
             for choice in data.get("choices") or ():
@@ -444,8 +452,25 @@ def main() -> None:
         "running a pure-Python loop that never sleeps (harness.competitor); every target is "
         "measured beside it",
     )
+    parser.add_argument(
+        "--drain",
+        action="store_true",
+        help="clients read each stream to its end after [DONE], as the openai SDK's async "
+        "client does over HTTP/1.1, and keep their connection to the portal (the default stops "
+        "at [DONE] and closes, as its sync client does: a new connection per request)",
+    )
     args = parser.parse_args()
+    global DRAIN
+    DRAIN = args.drain
     print_machine()
+    print(
+        "clients: "
+        + (
+            "read each stream to its end, keeping the connection (--drain)"
+            if DRAIN
+            else "stop at [DONE] and close (as the openai sync client)"
+        )
+    )
     # Before anything runs: the first run installs LiteLLM into its own venv (minutes).
     litellm_note = "skipped (--no-litellm)" if args.no_litellm else install_litellm()
 
