@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.utils import timezone
 
 from models_catalog.models import Host
 from servers.chat.render import render_markdown
-from servers.models import Conversation, Message, ServerInstance, ServerProfile, State
+from servers.models import Conversation, Message, ServerProfile
+from tests.support.profiles import running_profile
 from tests.support.tiny_models import REPLY
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -40,25 +40,16 @@ def log_in(page, client, user, base_url):
     )
 
 
-def running_profile(server, owner) -> ServerProfile:
-    """A profile whose instance is the module's real server, running."""
-    profile = ServerProfile.objects.create(
-        name="Tiny chat", slug="tiny-chat", model_id="mlx-community/tiny-text-test",
-        host=Host.objects.this_machine(), port=server.port, owner=owner,
-        system_prompt="You are the tiny test model. Answer briefly.",
-    )  # fmt: skip
-    ServerInstance.objects.update_or_create(
-        profile=profile,
-        defaults={"state": State.RUNNING, "port": server.port, "pid": server.pid,
-                  "started_at": timezone.now(), "ready_at": timezone.now()},
-    )  # fmt: skip
-    return profile
+def tiny_chat(server, owner) -> ServerProfile:
+    return running_profile(
+        server, owner, "Tiny chat", system_prompt="You are the tiny test model. Answer briefly."
+    )
 
 
 def test_chat_streams_a_reply_and_keeps_the_conversation(
     mlx_server, member, client, page, live_server, screenshot
 ):
-    profile = running_profile(mlx_server, member)
+    profile = tiny_chat(mlx_server, member)
     Conversation.objects.create(user=member, profile=profile, title="Earlier chat")
     log_in(page, client, member, live_server.url)
     page.add_init_script(RECORD_UPDATES)
@@ -150,7 +141,7 @@ def say(conversation, role, text):
 def test_copy_regenerate_edit_settings_search_and_export(
     mlx_server, member, member_page, live_server, screenshot
 ):
-    profile = running_profile(mlx_server, member)
+    profile = tiny_chat(mlx_server, member)
     conversation = Conversation.objects.create(user=member, profile=profile, title="Sorting")
     say(conversation, "user", "How do I sort a list?")
     say(conversation, "assistant", f"Use `sorted`:\n\n```python\n{CODE}```")

@@ -3,28 +3,13 @@ the message, the vision server's answer, both still there after a reload; a text
 it cannot see images; the profile form shows only the vision engine's options."""
 
 import pytest
-from django.utils import timezone
 from PIL import Image
 
-from models_catalog.models import Host
-from servers.models import ServerInstance, ServerProfile, State
 from tests.browser.test_chat import log_in
+from tests.support.profiles import running_profile
 from tests.support.tiny_models import REPLY
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def running(server, owner, name: str, engine: str) -> ServerProfile:
-    profile = ServerProfile.objects.create(
-        name=name, slug=name.lower().replace(" ", "-"), model_id="mlx-community/tiny-test",
-        host=Host.objects.this_machine(), port=server.port, owner=owner, engine=engine,
-    )  # fmt: skip
-    ServerInstance.objects.update_or_create(
-        profile=profile,
-        defaults={"state": State.RUNNING, "port": server.port, "pid": server.pid,
-                  "started_at": timezone.now(), "ready_at": timezone.now()},
-    )  # fmt: skip
-    return profile
 
 
 def png_file(tmp_path, name="sunset.png", color=(250, 120, 40)):
@@ -40,7 +25,7 @@ def png_file(tmp_path, name="sunset.png", color=(250, 120, 40)):
 def test_attach_an_image_see_it_and_the_answer_and_again_after_a_reload(
     vision_server, member, client, page, live_server, screenshot, tmp_path
 ):
-    running(vision_server, member, "Eyes", "vision")
+    running_profile(vision_server, member, "Eyes", engine="vision")
     log_in(page, client, member, live_server.url)
     page.goto("/servers/chat/")
     page.locator("#chat-images").set_input_files(str(png_file(tmp_path)))
@@ -74,7 +59,7 @@ def test_attach_an_image_see_it_and_the_answer_and_again_after_a_reload(
 def test_a_pasted_image_to_a_text_server_is_refused_with_a_clear_message(
     mlx_server, member, client, page, live_server
 ):
-    running(mlx_server, member, "Words", "text")
+    running_profile(mlx_server, member, "Words", engine="text")
     log_in(page, client, member, live_server.url)
     page.goto("/servers/chat/")
     page.get_by_label("Message").fill("Look")
@@ -101,7 +86,7 @@ def test_a_pasted_image_to_a_text_server_is_refused_with_a_clear_message(
 
 def test_too_many_images_are_refused_in_the_page(vision_server, member, client, page,
                                                  live_server, tmp_path):  # fmt: skip
-    running(vision_server, member, "Eyes", "vision")
+    running_profile(vision_server, member, "Eyes", engine="vision")
     log_in(page, client, member, live_server.url)
     page.goto("/servers/chat/")
     paths = [str(png_file(tmp_path, f"p{i}.png")) for i in range(4)]

@@ -105,25 +105,10 @@ def serve_profile(db, member):
     """`serve_profile(server, name, **fields)`: a profile whose instance is the real, already
     running `server` (a `RunningServer` of the harness) — what the supervisor records once it
     has started one. Tests share one real server per module this way."""
-    from django.utils import timezone
-    from django.utils.text import slugify
+    from tests.support.profiles import running_profile
 
-    from models_catalog.models import Host
-    from servers.models import ServerInstance, ServerProfile, State
-
-    def make(server, name: str = "Tiny", **fields) -> ServerProfile:
-        fields.setdefault("owner", member)
-        fields.setdefault("host", Host.objects.this_machine())
-        fields.setdefault("model_id", "mlx-community/tiny-text-test")
-        profile = ServerProfile.objects.create(
-            name=name, slug=slugify(name), port=server.port, **fields
-        )
-        ServerInstance.objects.update_or_create(
-            profile=profile,
-            defaults={"state": State.RUNNING, "port": server.port, "pid": server.pid,
-                      "started_at": timezone.now(), "ready_at": timezone.now()},
-        )  # fmt: skip
-        return profile
+    def make(server, name: str = "Tiny", **fields):
+        return running_profile(server, fields.pop("owner", member), name, **fields)
 
     return make
 
