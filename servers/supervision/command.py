@@ -101,12 +101,7 @@ def build_server_command(
     if draft_model_path is not None:
         argv += ["--draft-model", str(draft_model_path)]
         argv += ["--num-draft-tokens", str(int(options.num_draft_tokens))]
-    if adapter_path is not None:
-        argv += ["--adapter-path", str(adapter_path)]
-    if options.kv_bits is not None:
-        argv += ["--kv-bits", str(int(options.kv_bits))]
-    if options.trust_remote_code:
-        argv.append("--trust-remote-code")
+    argv += _shared_options(options, adapter_path)
     if options.context_length is not None:
         argv += ["--portal-context-length", str(int(options.context_length))]
     return argv
@@ -131,6 +126,13 @@ def build_vision_command(
         "--max-tokens", str(int(options.max_tokens)),
         "--max-num-seqs", str(int(options.decode_concurrency)),
     ]  # fmt: skip
+    return argv + _shared_options(options, adapter_path)
+
+
+def _shared_options(options: ServerOptions, adapter_path: Path | None) -> list[str]:
+    """The options mlx_lm.server and mlx_vlm.server spell alike: an adapter, KV-cache bits,
+    trust-remote-code."""
+    argv: list[str] = []
     if adapter_path is not None:
         argv += ["--adapter-path", str(adapter_path)]
     if options.kv_bits is not None:
