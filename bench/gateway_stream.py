@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -53,6 +53,7 @@ from bench.harness import (
     verdict,
     wait_for,
 )
+from bench.web_probe import SENT_HEADER, WALL_MARKS
 
 TOKENS = 128
 CONCURRENCY = (1, 4, 16, 64)
@@ -79,6 +80,7 @@ class Cpu:
     server: float  # the model server's process
     before_first_byte: list[float]  # each /v1 request's thread, up to its first byte
     requests: float  # each /v1 request's thread, whole requests, summed
+    walls: list[dict[str, float]] = field(default_factory=list)  # per request: WALL_MARKS
 
 
 @dataclass
@@ -137,7 +139,7 @@ class CpuMeter:
                 total += times.user + times.system
         return total
 
-    def _probe_lines(self) -> list[tuple[str, float, float]]:
+    def _probe_lines(self) -> list[tuple[str, float, float, dict[str, float]]]:
         lines = []
         for path in sorted(self.probe_dir.glob("*.tsv")):
             with path.open() as file:
@@ -146,8 +148,9 @@ class CpuMeter:
             complete = text[: text.rfind("\n") + 1]
             self._read[path] = self._read.get(path, 0) + len(complete.encode())
             for line in complete.splitlines():
-                name, first, total = line.split("\t")
-                lines.append((name, float(first), float(total)))
+                name, first, total, *walls = line.split("\t")
+                marks = dict(zip(WALL_MARKS, map(float, walls), strict=True))
+                lines.append((name, float(first), float(total), marks))
         return lines
 
     def start(self) -> None:
@@ -160,8 +163,9 @@ class CpuMeter:
         return Cpu(
             web=web - self._started[0],
             server=server - self._started[1],
-            before_first_byte=[first for _, first, _ in lines],
-            requests=sum(total for _, _, total in lines),
+            before_first_byte=[first for _, first, _, _ in lines],
+            requests=sum(total for _, _, total, _ in lines),
+            walls=[walls for *_, walls in lines],
         )
 
 
@@ -182,6 +186,7 @@ def one_stream(client: httpx.Client, target: Target) -> tuple[int, float]:
         "stream_options": {"include_usage": True},
     }
     headers = {"Authorization": f"Bearer {target.key}"} if target.key else {}
+    headers[SENT_HEADER] = f"{time.monotonic():.6f}"  # the probe's first mark (same clock)
     started = time.perf_counter()
     ttft = None
     tokens = chunks = 0
@@ -556,6 +561,7 @@ def main() -> None:
         bench_stack.close()  # the competitor stops here, and says what it ran
         report(targets, results, args.rounds, args.concurrency)
         cpu_report(targets, results, args.concurrency, portal)
+        wall_report(results, args.concurrency)
         if args.competitor:
             print(f"Competitor: {load}")
         print(f"CPU time stolen by the hypervisor during the rounds: {steal_since(started)}")
@@ -671,6 +677,51 @@ def cpu_report(
         "(every thread) over the run / tokens; relay = the same less each request's CPU before "
         "its first byte; before first byte = the request's own thread, from taking the request "
         "to its first body chunk written (bench/web_probe.py):\n"
+    )
+    print(table(rows))
+
+
+# Where a streamed reply's first token spends its time through the portal: the steps between
+# two of the probe's marks (bench/web_probe.py WALL_MARKS), as the report names them.
+WALL_STEPS = (
+    ("client's connection + request", "sent", "queued"),
+    ("to a gunicorn thread", "queued", "taken"),
+    ("request read by gunicorn", "taken", "app"),
+    ("portal's checks (Django, key, admission)", "app", "upstream_sent"),
+    ("model server: connect to head", "upstream_sent", "upstream_head"),
+    ("model server: head to first token", "upstream_head", "token"),
+    ("first token written", "token", "token_written"),
+)
+
+
+def wall_report(results: dict, concurrencies: tuple[int, ...]) -> None:
+    """The portal's requests, step by step (wall time, p50 and p90 of every request of the
+    rounds), beside direct's TTFT p50: what the portal adds is its own steps (a thread, the
+    request read, the checks, the write) plus a second connection's set-up; the model server's
+    steps are what direct's TTFT is mostly made of too."""
+    rows = [["step (portal, wall ms)", *(f"c = {c} p50 / p90" for c in concurrencies)]]
+    for label, start, end in WALL_STEPS:
+        row = [label]
+        for concurrency in concurrencies:
+            spans = [
+                (walls[end] - walls[start]) * 1000
+                for run in results[("portal", concurrency)]
+                for walls in run.cpu.walls
+                if walls[end] == walls[end] and walls[start] == walls[start]  # not nan
+            ]
+            row.append(
+                f"{percentile(spans, 50):.2f} / {percentile(spans, 90):.2f}" if spans else "-"
+            )
+        rows.append(row)
+    rows.append(["direct's TTFT (the client's)", *(
+        f"{median(percentile(r.ttft, 50) for r in results[('direct', c)]) * 1000:.2f}"
+        for c in concurrencies
+    )])  # fmt: skip
+    print(
+        "\nWhere the portal's first token waits (wall time between the probe's marks, every "
+        "request of the rounds; a step's p50s do not add up to the TTFT's). The client's send "
+        "is its X-Bench-Sent header; a kept connection (--drain) is handed to a thread when its "
+        "next request arrives:\n"
     )
     print(table(rows))
 
