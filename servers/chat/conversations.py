@@ -47,6 +47,15 @@ def _after(message: Message) -> QuerySet[Message]:
     )
 
 
+def holds_images(conversation: Conversation, edited: Message | None = None) -> bool:
+    """Whether the history a turn of `conversation` sends holds images: any message's, or for an
+    edit of `edited`, those up to it (the later messages are deleted). One query."""
+    images = MessageImage.objects.filter(message__conversation=conversation)
+    if edited is not None:
+        images = images.exclude(message__in=_after(edited))
+    return images.exists()
+
+
 def begin_turn(user, profile: ServerProfile, data: dict, settings: dict) -> Turn:
     """Store what sending changes, in one transaction: the conversation (new, with its
     `settings`, or this one with them), then its question — a new message; an earlier message

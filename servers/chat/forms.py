@@ -11,6 +11,7 @@ from django.core.validators import MaxLengthValidator
 from accounts.teams import membership
 from common.bounds import bounds
 from servers.chat.attachments import read_attachment
+from servers.chat.conversations import holds_images
 from servers.chat.images import read_image
 from servers.gateway import images, routing
 from servers.gateway.errors import GatewayError
@@ -52,6 +53,14 @@ def route_target(value: str, user) -> routing.Target | None:
     except GatewayError:
         return None
     return target if target.route is not None else None
+
+
+def members_for_turn(profiles: list[ServerProfile], has_images: bool) -> list[ServerProfile]:
+    """A route's chat members in the order to try them for a turn: when what the turn sends
+    holds images (the new message's, or the conversation's earlier ones), its vision members only
+    (routing.seeing), in that order. A route without one keeps them all: its text member gets the
+    earlier images named in the text (replies.build_messages), and new ones are refused."""
+    return routing.seeing(profiles, has_images) or profiles
 
 
 class ChatMessageForm(forms.Form):
@@ -129,22 +138,6 @@ class ChatMessageForm(forms.Form):
     def clean(self):
         data = super().clean()
         conversation = data.get("conversation")
-        profile = data.get("profile")
-        if data.get("images") and self.route is not None and profile is not None:
-            # A route's images go to its vision members only, in the route's order.
-            vision = [p for p in (profile, *self.others) if p.engine == Engine.VISION]
-            if vision:
-                profile = data["profile"] = vision[0]
-                self.others = vision[1:]
-        if data.get("images") and profile is not None and profile.engine != Engine.VISION:
-            raise ValidationError(
-                f"{profile.name} cannot see images: it runs a text model. Pick a server with "
-                "the vision engine, or remove the images."
-            )
-        if data.get("retry"):
-            if not conversation:
-                raise ValidationError("There is nothing to retry yet: send a message.")
-            return data
         if data.get("edit") is not None:
             edited = (
                 Message.objects.filter(conversation=conversation, pk=data["edit"],
@@ -154,6 +147,29 @@ class ChatMessageForm(forms.Form):
             if edited is None:
                 raise ValidationError("That message is not in this conversation (any more).")
             data["edit"] = edited
+        profile = data.get("profile")
+        if self.route is not None and profile is not None:
+            # A turn whose messages hold images goes to the route's vision members, in order:
+            # the new message's images, or the conversation's (those an edit keeps).
+            has_images = bool(data.get("images")) or (
+                conversation is not None and holds_images(conversation, data.get("edit"))
+            )
+            profile, *self.others = members_for_turn([profile, *self.others], has_images)
+            data["profile"] = profile
+        if data.get("images") and profile is not None and profile.engine != Engine.VISION:
+            who = (
+                f"No server of the route {self.route.name} sees images: they run text models."
+                if self.route is not None
+                else f"{profile.name} cannot see images: it runs a text model."
+            )
+            raise ValidationError(
+                f"{who} Pick a server with the vision engine, or remove the images."
+            )
+        if data.get("retry"):
+            if not conversation:
+                raise ValidationError("There is nothing to retry yet: send a message.")
+            return data
+        if edited := data.get("edit"):
             if not data.get("message") and not edited.attachments and not edited.images.exists():
                 raise ValidationError("An edited message cannot be empty: write something.")
             return data

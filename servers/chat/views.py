@@ -23,6 +23,7 @@ from servers.chat.forms import (
     SearchForm,
     ShownForm,
     first_error,
+    members_for_turn,
     route_target,
 )
 from servers.chat.render import render_markdown
@@ -30,7 +31,7 @@ from servers.chat.replies import keep_only_shown, stream_reply
 from servers.gateway import images
 from servers.gateway.relay import STREAM_HEADERS
 from servers.gateway.transport import client_socket
-from servers.models import Conversation, MessageImage, Route, ServerProfile, State
+from servers.models import Conversation, Engine, MessageImage, Route, ServerProfile, State
 
 IMAGE_LIMITS = {
     "per_message": images.MAX_IMAGES_PER_MESSAGE,
@@ -93,16 +94,21 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     if request.htmx and request.htmx.target == "conversation-list":
         return render(request, "servers/chat.html#conversation-list", context)
     profiles = list(_profiles(request.user))
-    picked = request.GET.get("profile") or ""
-    route = route_target(picked, request.user) if picked.startswith(ROUTE_PREFIX) else None
-    # A route: the member it would send a message to now.
-    profile = route.profiles[0] if route is not None else _pick(profiles, picked, conversation)
     chat_messages = (
         list(conversation.messages.prefetch_related(_IMAGES_SHOWN)) if conversation else []
     )
     for message in chat_messages:  # a user message stored before they were rendered
         if not message.html and message.content:
             message.html = render_markdown(message.content)
+    held = sum(len(message.images.all()) for message in chat_messages)  # read with them
+    picked = request.GET.get("profile") or ""
+    route = route_target(picked, request.user) if picked.startswith(ROUTE_PREFIX) else None
+    # A route: the member it would send a message to now (a vision one for images held).
+    profile = (
+        members_for_turn(route.profiles, held > 0)[0]
+        if route is not None
+        else _pick(profiles, picked, conversation)
+    )
     context |= {
         "image_limits": IMAGE_LIMITS,
         "chat_messages": chat_messages,
@@ -111,6 +117,8 @@ def chat(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         "routes": _routes(profiles),
         "route": route.route if route is not None else None,
         "instance": getattr(profile, "instance", None) if profile else None,
+        # A text server gets the conversation's images named, not shown: the panel says so.
+        "images_unseen": held if profile is not None and profile.engine != Engine.VISION else 0,
         "settings_form": ConversationSettingsForm(instance=conversation, profile=profile),
     }
     if request.htmx and request.htmx.target == "server-panel":

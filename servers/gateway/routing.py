@@ -24,7 +24,7 @@ from accounts.models import User
 from servers.gateway import engines
 from servers.gateway.calls import find_profile
 from servers.gateway.errors import GatewayError
-from servers.models import Route, RouteMember, ServerProfile, State, may_see
+from servers.models import Engine, Route, RouteMember, ServerProfile, State, may_see
 from servers.sharing import admission
 from servers.validation import check_route_name
 
@@ -90,6 +90,15 @@ def resolve(
 def serving(profiles: list[ServerProfile], endpoint: str) -> list[ServerProfile]:
     """The `profiles` whose engine serves `endpoint` (`engines.serves`), in their order."""
     return [p for p in profiles if engines.serves(p.engine, endpoint)]
+
+
+def seeing(profiles: list[ServerProfile], has_images: bool) -> list[ServerProfile]:
+    """The `profiles` (a route's members, in the order to try them) that can answer a chat whose
+    messages hold images (new ones, or a conversation's earlier ones): its vision servers only,
+    in that order — none when it has no vision server. Without images, all of them."""
+    if not has_images:
+        return profiles
+    return [p for p in profiles if p.engine == Engine.VISION]
 
 
 def members_for(route: Route, user: User, groups: frozenset[int]) -> list[ServerProfile]:

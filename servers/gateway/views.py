@@ -31,7 +31,7 @@ from servers.gateway.auth import anthropic_key_required, api_key_required, reque
 from servers.gateway.errors import GatewayError
 from servers.gateway.relay import STREAM_HEADERS, Relay, sse
 from servers.gateway.transport import ClientGone, client_socket, send
-from servers.models import Engine, Route, ServerProfile, UsageRecord
+from servers.models import Route, ServerProfile, UsageRecord
 from servers.supervision import lifecycle
 from servers.usage.records import Caller
 
@@ -490,10 +490,8 @@ def _has_images(body: object) -> bool:
 def _able(profiles: list[ServerProfile], *, has_images: bool) -> list[ServerProfile]:
     """The `profiles` (a profile, or a route's members in order) that can answer the request:
     for images, the vision servers only."""
-    if not has_images:
-        return profiles
-    vision = [p for p in profiles if p.engine == Engine.VISION]
-    if not vision:
+    able = routing.seeing(profiles, has_images)
+    if not able:
         # The words and code of chat completions' refusal (schema.py), said before the call.
         raise GatewayError(
             f"The request has an image, but {profiles[0].slug} cannot see images: it is not a "
@@ -502,7 +500,7 @@ def _able(profiles: list[ServerProfile], *, has_images: bool) -> list[ServerProf
             param="messages",
             code="images_not_supported",
         )
-    return vision
+    return able
 
 
 @anthropic_key_required

@@ -202,6 +202,13 @@
     }
     form.setAttribute("data-conversation", meta.conversation);
     form.setAttribute("data-conversation-url", meta.url);
+    // The picker redraws the panel for this conversation now (it says which images a text
+    // server would not see).
+    var picker = document.getElementById("chat-profile");
+    if (picker && picker.getAttribute("hx-get") !== meta.url) {
+      picker.setAttribute("hx-get", meta.url);
+      if (window.htmx) htmx.process(picker);
+    }
     if (window.location.pathname !== meta.url) {
       window.history.replaceState(null, "", meta.url);
       document.title = meta.title + " · Chat · MLX Portal";

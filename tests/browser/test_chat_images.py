@@ -109,3 +109,30 @@ def test_the_profile_form_shows_only_the_vision_engines_options(member, client, 
     assert page.locator("#field-kv_bits").is_visible()
     page.locator("#id_engine").select_option("text")
     assert draft.is_visible()
+
+
+def test_a_conversation_with_an_image_switched_to_a_text_server_says_what_it_will_not_see(
+    vision_server, mlx_server, member, client, page, live_server, tmp_path
+):
+    """An image sent to a vision server, then (without a reload) the text server picked: the
+    panel says it will not see the image and what to do, and the text server still answers."""
+    running_profile(vision_server, member, "Eyes", engine="vision")
+    running_profile(mlx_server, member, "Words", engine="text")
+    log_in(page, client, member, live_server.url)
+    page.goto("/servers/chat/")
+    page.locator("#chat-profile").select_option("eyes")
+    page.get_by_test_id("sees-images").wait_for()
+    page.locator("#chat-images").set_input_files(str(png_file(tmp_path)))
+    page.get_by_label("Message").fill("What is in this picture?")
+    page.get_by_role("button", name="Send").click()
+    page.locator('.msg-assistant[data-status="ok"]').wait_for()
+    assert page.get_by_test_id("images-unseen").count() == 0
+
+    page.locator("#chat-profile").select_option("words")
+    note = page.get_by_test_id("images-unseen")
+    note.wait_for()
+    assert note.inner_text().startswith("Words runs a text model: it does not see the image of")
+    page.get_by_label("Message").fill("And now?")
+    page.get_by_role("button", name="Send").click()
+    page.locator('.msg-assistant[data-status="ok"]').nth(1).wait_for()
+    assert page.locator("#chat-form-error").is_hidden()

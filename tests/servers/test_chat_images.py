@@ -1,6 +1,7 @@
 """Chat with images: attached to a message for a vision server (the real mlx_vlm.server on the
 tiny Qwen2-VL), kept with thumbnails for their owner only, named in exports; refused with a
-clear message for a text server or when they break a limit."""
+clear message for a text server or when they break a limit. A conversation holding images goes
+to a route's vision member; a text server picked for it gets them named, and the page says so."""
 
 from __future__ import annotations
 
@@ -9,17 +10,22 @@ import json
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from PIL import Image
 
+from servers.chat.conversations import begin_turn
+from servers.chat.images import read_image
 from servers.chat.replies import build_messages
-from servers.models import Conversation, MessageImage, Route, RouteMember, UsageRecord
+from servers.models import Conversation, Message, MessageImage, Route, RouteMember, UsageRecord
 from tests.servers.test_chat import events, text_of
 from tests.support.tiny_models import REPLY
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 STREAM = reverse("servers:chat-stream")
+PANEL = {"HX-Request": "true", "HX-Target": "server-panel"}  # the picker's refresh
 
 
 def upload(
@@ -88,6 +94,18 @@ def test_a_text_server_cannot_see_images(make_profile, member_client):
     assert not MessageImage.objects.exists() and not Conversation.objects.exists()
 
 
+def test_a_route_of_text_servers_cannot_see_new_images(make_profile, member, member_client):
+    ordered_route("team/words", [make_profile("Words"), make_profile("Prose")], member)
+    response = member_client.post(STREAM, {"profile": "route:team/words", "message": "Look",
+                                           "images": [upload()]})  # fmt: skip
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        "No server of the route team/words sees images: they run text models. Pick a server "
+        "with the vision engine, or remove the images."
+    )
+    assert not Conversation.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("images", "says"),
     [
@@ -126,18 +144,16 @@ def test_images_that_break_a_limit_are_refused_naming_it(make_profile, member_cl
     assert not Conversation.objects.exists()
 
 
+TURN = {"conversation": None, "retry": False, "edit": None, "files": [], "message": "Look"}
+
+
 def test_a_text_server_gets_older_images_named_and_a_vision_server_the_latest_ten(
     make_profile, member
 ):
-    from servers.chat.conversations import begin_turn
-
     text, eyes = make_profile("Words"), make_profile("Eyes", engine="vision")
-    data = {"conversation": None, "retry": False, "edit": None, "files": [], "message": "Look"}
-    from servers.chat.images import read_image
-
-    turn = begin_turn(member, eyes, {**data, "images": [read_image("a.png", upload())] * 3}, {})
+    turn = begin_turn(member, eyes, {**TURN, "images": [read_image("a.png", upload())] * 3}, {})
     for _ in range(3):
-        begin_turn(member, eyes, {**data, "conversation": turn.conversation,
+        begin_turn(member, eyes, {**TURN, "conversation": turn.conversation,
                                   "images": [read_image("b.png", upload())] * 3}, {})  # fmt: skip
     sent = build_messages(turn.conversation, eyes)
     parts = [p for m in sent if isinstance(m["content"], list) for p in m["content"]]
@@ -167,3 +183,112 @@ def test_a_route_sends_a_message_with_images_to_its_vision_member(
     assert seen[-1][0] == "done"
     served = list(UsageRecord.objects.order_by("pk").values_list("profile__slug", "route_name"))
     assert served == [("eyes", "team/any"), ("words", "team/any")]
+
+
+def ordered_route(name: str, profiles, owner) -> Route:
+    route = Route.objects.create(name=name, owner=owner, policy=Route.Policy.ORDERED)
+    for position, profile in enumerate(profiles):
+        RouteMember.objects.create(route=route, profile=profile, position=position)
+    return route
+
+
+def served() -> list[str]:
+    """The profiles that answered, in order."""
+    return list(UsageRecord.objects.order_by("pk").values_list("profile__slug", flat=True))
+
+
+def panel(client, conversation_pk: int, profile: str) -> str:
+    """The server panel as the picker redraws it for `profile` in the conversation."""
+    url = reverse("servers:chat-conversation", args=[conversation_pk])
+    return client.get(url, {"profile": profile}, headers=PANEL).text
+
+
+@pytest.mark.slow
+def test_a_route_sends_a_conversation_whose_history_holds_images_to_its_vision_member(
+    vision_server, mlx_server, serve_profile, member_client, member
+):
+    """A route of a text server first and a vision server second: once the conversation holds
+    an image, a follow-up without one, a regenerate and an edit go to the vision member too (the
+    text one would answer without seeing it); an edit that drops the image's message goes to the
+    first member again."""
+    words = serve_profile(mlx_server, "Words")
+    eyes = serve_profile(vision_server, "Eyes", engine="vision")
+    ordered_route("team/any", [words, eyes], member)
+
+    def send(**fields) -> int:
+        seen = events(member_client.post(STREAM, {"profile": "route:team/any", **fields}))
+        assert seen[-1][0] == "done", seen[-1]
+        return seen[0][1]["conversation"]
+
+    pk = send(message="Hi")  # no image yet: the route's first member
+    send(message="What is this?", images=[upload()], conversation=pk)
+    send(message="And now?", conversation=pk)
+    send(retry="1", conversation=pk)
+    last = Message.objects.filter(conversation=pk, role="user").last()
+    send(message="And now, again?", edit=last.pk, conversation=pk)
+    assert served() == ["words", "eyes", "eyes", "eyes", "eyes"]
+    # The panel shows the member the route picks for this conversation: the vision one.
+    shown = panel(member_client, pk, "route:team/any")
+    assert 'data-engine="vision"' in shown and "images-unseen" not in shown
+
+    first = Message.objects.filter(conversation=pk, role="user").first()
+    send(message="Hello", edit=first.pk, conversation=pk)  # the image's message is dropped
+    assert served()[-1] == "words"
+    assert 'data-engine="text"' in panel(member_client, pk, "route:team/any")
+
+
+@pytest.mark.slow
+def test_a_text_server_picked_for_a_conversation_with_images_answers_and_the_page_says_so(
+    vision_server, mlx_server, serve_profile, member_client, member
+):
+    """A conversation with images switched to a text server (or a route of text servers only)
+    is not refused: the server gets the history with each image named, and the panel says it
+    does not see them and what to do."""
+    words = serve_profile(mlx_server, "Words")
+    serve_profile(vision_server, "Eyes", engine="vision")
+    ordered_route("team/words", [words], member)
+    two = [upload(), upload("dog.png")]
+    first = events(member_client.post(STREAM, {"profile": "eyes", "message": "What?",
+                                               "images": two}))  # fmt: skip
+    pk = first[0][1]["conversation"]
+    assert "images-unseen" not in panel(member_client, pk, "eyes")
+
+    told = panel(member_client, pk, "words")
+    assert "Words runs a text model: it does not see the 2 images of this conversation" in told
+    assert "pick a server with the vision engine" in told
+    routed = panel(member_client, pk, "route:team/words")
+    assert "No server of the route team/words sees images: they do not see the 2 images" in routed
+
+    for profile in ("words", "route:team/words"):
+        seen = events(member_client.post(STREAM, {"profile": profile, "message": "And now?",
+                                                  "conversation": pk}))  # fmt: skip
+        assert seen[-1][0] == "done", seen[-1]
+    assert served() == ["eyes", "words", "words"]
+    # Reopened: the conversation is on the text server, and the page still says so.
+    page = member_client.get(reverse("servers:chat-conversation", args=[pk])).text
+    assert "it does not see the 2 images of this conversation" in page
+
+
+def test_the_chat_page_reads_a_conversation_s_images_in_one_query_however_many(
+    make_profile, member, member_client
+):
+    """Whether the picked server sees the conversation's images comes from the messages the page
+    reads anyway: its queries do not grow with the messages holding images."""
+    words, eyes = make_profile("Words"), make_profile("Eyes", engine="vision")
+    ordered_route("team/any", [words, eyes], member)
+    turn = begin_turn(member, eyes, {**TURN, "images": [read_image("a.png", upload())]}, {})
+
+    def queries(profile: str) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            page = member_client.get(
+                reverse("servers:chat-conversation", args=[turn.conversation.pk]),
+                {"profile": profile},
+            )
+        assert page.status_code == 200
+        return len(captured)
+
+    few = {profile: queries(profile) for profile in ("words", "route:team/any")}
+    for _ in range(5):
+        begin_turn(member, eyes, {**TURN, "conversation": turn.conversation,
+                                  "images": [read_image("b.png", upload())] * 2}, {})  # fmt: skip
+    assert {profile: queries(profile) for profile in few} == few
