@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,26 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 
 def pytest_collection_modifyitems(items):
+    _unique_ids(items)
+    _long_files_first(items)
+
+
+def _unique_ids(items):
+    """Every test its own node id. schemathesis 4.32 on pytest 9.2 gives the items of one
+    `@schema.parametrize()` test (one per API operation) the same id, and pytest-xdist runs one
+    test per id: under `make test` one operation of ten was fuzzed, silently. Such an item gets
+    its name (`test…[POST /chat/completions]`) as its id; any id still shared stops the run."""
+    from _pytest.nodeid import NodeId
+
+    shared = Counter(item.nodeid for item in items)
+    for item in items:
+        if shared[item.nodeid] > 1 and item.name != getattr(item, "originalname", item.name):
+            item._id = NodeId.parse(f"{item.parent.nodeid}::{item.name}")
+    if still := sorted(n for n, count in Counter(i.nodeid for i in items).items() if count > 1):
+        raise pytest.UsageError(f"These node ids are shared by several tests: {still}")
+
+
+def _long_files_first(items):
     """The files with a slow or browser test (real processes: seconds to minutes each) run
     first, the rest after them in their usual order. `make test`'s pytest-xdist workers take
     files in this order (`--no-loadscope-reorder`), so the long ones start early and the many
