@@ -17,6 +17,8 @@ admin.site.index_title = "Administration"
 
 urlpatterns = [
     path("", home, name="home"),
+    # First of the includes: every API request resolves here without trying the pages' patterns.
+    path("v1/", include("servers.gateway.urls")),
     path("healthz", healthz, name="healthz"),
     # The usage records' metrics, and the fair queues' (servers/sharing) read live.
     path("metrics", metrics_view, {"collectors": [QueueCollector()]}, name="metrics"),
@@ -24,7 +26,6 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("models/", include("models_catalog.urls")),
     path("servers/", include("servers.urls")),
-    path("v1/", include("servers.gateway.urls")),
     # Another host's web tier reaching a model server here (servers/gateway/hop.py).
     path("internal/hop/<slug:slug>/v1/<path:endpoint>", hop_view, name="hop"),
     path("admin/", admin.site.urls),
