@@ -832,12 +832,19 @@ def _response_tool_choice(choice: Any) -> Any:
 
 
 def _response_usage(usage: dict) -> dict:
+    """Responses' usage from chat completions': the reasoning tokens are the part of the
+    completion's the model server counted apart (`completion_tokens_details`, mlx_entry.py's
+    change 9; 0 where it does not), within `output_tokens`, never added to it."""
     prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    details = usage.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    if not isinstance(reasoning, int) or isinstance(reasoning, bool) or reasoning < 0:
+        reasoning = 0
     return {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": 0},
         "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": min(reasoning, completion)},
         "total_tokens": prompt + completion,
     }
 

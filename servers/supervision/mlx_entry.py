@@ -40,6 +40,13 @@ it fit to be shared by a team.
    request with stop words, the final choice also has `stop_reason`: the stop word that ended
    the reply, or null (vLLM's field), which the gateway's Anthropic Messages turns into
    `stop_reason: "stop_sequence"` and `stop_sequence`.
+9. **Reasoning tokens, counted.** mlx_lm separates a reasoning model's thinking (its text
+   state machine: the `reasoning` of the message or delta) but counts its tokens only in
+   `completion_tokens`. Here, for a model whose tokenizer thinks, the tokens generated in the
+   reasoning state (the thinking markers included: `reasoning_token`) are counted, and the
+   usage says so as OpenAI's does: `completion_tokens_details: {"reasoning_tokens": n}`, a part
+   of `completion_tokens`, not more tokens. The gateway's Responses report it as
+   `output_tokens_details.reasoning_tokens`.
 
 Nothing else changes: the options, the HTTP server and the generation code are mlx_lm's own
 (change 7 repeats its batch step, with the grammar rows masked together).
@@ -764,6 +771,73 @@ def tell_matched_stop(server_module) -> bool:
     return True
 
 
+# --- reasoning tokens --------------------------------------------------------------------------
+
+_reasoning = threading.local()  # the handler thread's request: how many reasoning tokens so far
+
+
+def reasoning_token(before: str | None, after: str | None) -> bool:
+    """Whether a token is spent on reasoning, from the states of mlx_lm's text state machine
+    before and after its text: one generated while reasoning, or the one that starts it (the
+    opening marker, or the prompt left it open) or ends it (the closing marker). A tool call
+    begun inside the reasoning is not reasoning."""
+    return after == "reasoning" or (before == "reasoning" and after == "normal")
+
+
+def count_reasoning(server_module, text_state_machine) -> bool:
+    """Count the reasoning tokens of each request to a model whose tokenizer thinks, and give
+    its usage `completion_tokens_details.reasoning_tokens` (`text_state_machine`:
+    mlx_lm.generate.TextStateMachine). False (nothing changed) when mlx_lm is not the known
+    one."""
+    generator = getattr(server_module, "ResponseGenerator", None)
+    handler = getattr(server_module, "APIHandler", None)
+    generate = getattr(generator, "generate", None)
+    respond = getattr(handler, "generate_response", None)
+    usage_response = getattr(handler, "completion_usage_response", None)
+    split = getattr(text_state_machine, "split", None)
+    if not all(callable(f) for f in (generate, respond, usage_response, split)):
+        return False
+
+    def counting_generate(self, request, generation_args, progress_callback=None):
+        _reasoning.counter = None
+        ctx, tokens = generate(self, request, generation_args, progress_callback)
+        machine = getattr(ctx, "text_sm", None)
+        if not getattr(ctx, "has_thinking", False) or machine is None:
+            return ctx, tokens
+        # The request's own copy of the state machine handle_completion runs on the same text.
+        counter = _reasoning.counter = [0]
+        state = machine.make_state(ctx.initial_state)
+
+        def counted():
+            nonlocal state
+            for response in tokens:
+                before = state[0]
+                state, _ = split(state, response.text)
+                if reasoning_token(before, state[0]):
+                    counter[0] += 1
+                yield response
+
+        return ctx, counted()
+
+    def with_reasoning(response: dict) -> dict:
+        counter = getattr(_reasoning, "counter", None)
+        usage = response.get("usage")
+        if counter is not None and isinstance(usage, dict):
+            usage["completion_tokens_details"] = {"reasoning_tokens": counter[0]}
+        return response
+
+    def counting_response(self, *args, **kwargs):
+        return with_reasoning(respond(self, *args, **kwargs))
+
+    def counting_usage_response(self, *args, **kwargs):
+        return with_reasoning(usage_response(self, *args, **kwargs))
+
+    generator.generate = counting_generate
+    handler.generate_response = counting_response
+    handler.completion_usage_response = counting_usage_response
+    return True
+
+
 # --- start-up ---------------------------------------------------------------------------------
 
 
@@ -814,11 +888,14 @@ def main(argv: list[str]) -> None:
             notes.append("the context is not enforced (unknown tokenizing step)")
     if not tell_matched_stop(server):
         notes.append("the stop word that ended a reply is not told (unknown mlx_lm)")
+    # mlx_lm's package attribute `generate` is its function, not this module
+    generate_module = importlib.import_module("mlx_lm.generate")
+    if not count_reasoning(server, getattr(generate_module, "TextStateMachine", None)):
+        notes.append("reasoning tokens are not counted (unknown mlx_lm)")
     if watched and constrain_output(server, llguidance=llguidance, mx=mx, np=np):
         how = (
             "a batch's masks applied together"
-            # mlx_lm's package attribute `generate` is its function, not this module
-            if batch_grammars(importlib.import_module("mlx_lm.generate"), mx=mx, np=np)
+            if batch_grammars(generate_module, mx=mx, np=np)
             else "masked row by row: mlx_lm's batch step is not the known one"
         )
         notes.append(

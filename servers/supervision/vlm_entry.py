@@ -18,17 +18,27 @@ that make it fit to be shared behind the portal.
 4. **`GET /portal/status`** lists the chat requests in flight (age, stream, prompt tokens,
    tokens generated) and how many were stopped for gone clients, as mlx_entry.py's does: the
    tiles' "busy" notice and the memory plan's eviction read it (servers/supervision/probes.py).
+5. **Stop words, applied and told.** mlx-vlm (0.7.10) ignores a chat request's `stop`: the
+   reply ran on past the word. Here the request's tokens (the same wrapped iterator) are
+   scanned as text (`StopScan`, OpenAI's rule: the earliest place any word appears): the reply
+   ends before the word (finish_reason "stop", its generation cancelled in the batch), and
+   text that may be the start of a word is held back until it is known not to be. The final
+   choice of a request with stop words then has `stop_reason` (the word that ended the reply,
+   or null: vLLM's field, as mlx_entry.py's change 8), written by `Watch` into the answer.
 
 Nothing else changes: the options, the HTTP server (uvicorn) and the generation code are
-mlx_vlm's own. What the text engine's entry (mlx_entry.py) adds and this one does not — the
-portal's own context check — is listed in docs/servers.md ("The vision engine"). This file
-runs as a script in the model server's process and imports nothing of the portal.
+mlx_vlm's own. Where mlx-vlm is not the known one, a change is skipped and the first line of
+the server's log says so. What the text engine's entry (mlx_entry.py) adds and this one does
+not — the portal's own context check, reasoning tokens counted apart — is listed in
+docs/servers.md ("The vision engine"). This file runs as a script in the model server's
+process and imports nothing of the portal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import json
 import sys
 import threading
@@ -54,6 +64,8 @@ class InFlight:
     client_gone: bool = False  # its client closed the connection before the answer ended
     stopped: bool = False  # and its generation was cancelled for it
     answered: bool = False  # the whole answer was handed to the server
+    stop_words: tuple[str, ...] = ()  # the request's `stop`
+    matched_stop: str | None = None  # the one that ended the reply
 
     def as_dict(self, now: float) -> dict[str, Any]:
         # mlx-vlm counts the prompt at once (no progress while it is read): done or not yet.
@@ -102,12 +114,89 @@ registry = Registry()
 _current: contextvars.ContextVar[InFlight | None] = contextvars.ContextVar("request", default=None)
 
 
-def wants_stream(body: bytes) -> bool:
+def read_request(body: bytes) -> tuple[bool, tuple[str, ...]]:
+    """Whether a chat request's body asks for a stream, and its stop words (`stop`: a string
+    or a list of them; anything else, and empty strings, are no stop words)."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
+        return False, ()
+    if not isinstance(data, dict):
+        return False, ()
+    stop = data.get("stop")
+    words = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    return data.get("stream") is True, tuple(w for w in words if isinstance(w, str) and w)
+
+
+def tell_stop(payload: Any, entry: InFlight) -> bool:
+    """Give the final choice of `payload` (an answer or a stream's chunk, as mlx-vlm writes
+    them) `stop_reason`: the stop word that ended the reply, or None; False when it holds no
+    final choice."""
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    if not choices or not isinstance(choices[0], dict) or not choices[0].get("finish_reason"):
         return False
-    return isinstance(data, dict) and data.get("stream") is True
+    finish = choices[0]["finish_reason"]
+    choices[0]["stop_reason"] = entry.matched_stop if finish == "stop" else None
+    return True
+
+
+def told_chunk(body: bytes, entry: InFlight) -> bytes:
+    """A stream's event (`data: {...}`) with `stop_reason` in its final choice, when it is the
+    one with a finish_reason; any other event as it is."""
+    if not body.startswith(b"data: {") or b'"finish_reason"' not in body:
+        return body
+    if b'"finish_reason":null' in body:  # mlx-vlm's chunks before the last (pydantic's JSON)
+        return body
+    try:
+        payload = json.loads(body[len(b"data: ") :])
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return body
+    if not tell_stop(payload, entry):
+        return body
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def told_answer(body: bytes, entry: InFlight) -> bytes:
+    """A whole answer with `stop_reason` in its choice; anything else (an error) as it is."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return body
+    if not tell_stop(payload, entry):
+        return body
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+class StopScan:
+    """Where a reply's text meets one of a request's stop words, fed as it is generated.
+
+    `feed` gives the text that may go out now, and the word that ended the reply (None while
+    none did): text that could be the start of a word is held back until it is known not to
+    be one, and the reply ends just before the earliest word found (OpenAI's rule; of words
+    found at the same place, the first listed). `flush` gives what is held at the end."""
+
+    def __init__(self, words: tuple[str, ...]) -> None:
+        self.words = words
+        self.held = ""
+
+    def feed(self, text: str) -> tuple[str, str | None]:
+        text = self.held + text
+        found = [(i, n, w) for n, w in enumerate(self.words) if (i := text.find(w)) >= 0]
+        if found:
+            at, _, word = min(found)
+            self.held = ""
+            return text[:at], word
+        keep = max(
+            (k for w in self.words for k in range(min(len(w) - 1, len(text)), 0, -1)
+             if text.endswith(w[:k])),
+            default=0,
+        )  # fmt: skip
+        self.held = text[len(text) - keep :]
+        return text[: len(text) - keep], None
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return held
 
 
 class Watch:
@@ -140,7 +229,8 @@ class Watch:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
-        entry = InFlight(stream=wants_stream(body))
+        stream, stop_words = read_request(body)
+        entry = InFlight(stream=stream, stop_words=stop_words)
         gone = asyncio.Event()
 
         async def listen() -> None:
@@ -160,9 +250,28 @@ class Watch:
             await gone.wait()
             return {"type": "http.disconnect"}
 
+        held: list = []  # a whole answer's start and body, sent once it is complete
+
         async def answer(message) -> None:
             if message["type"] == "http.response.body" and not message.get("more_body"):
                 entry.answered = True
+            if entry.stop_words:  # the final choice says which stop word ended the reply
+                if entry.stream and message["type"] == "http.response.body":
+                    message = {**message, "body": told_chunk(message.get("body", b""), entry)}
+                elif not entry.stream:
+                    held.append(message)
+                    if message["type"] != "http.response.body" or message.get("more_body"):
+                        return
+                    start, *parts = held
+                    body = told_answer(b"".join(p.get("body", b"") for p in parts), entry)
+                    headers = [
+                        (k, v)
+                        for k, v in start.get("headers", ())
+                        if k.lower() not in (b"content-length", b"transfer-encoding")
+                    ]
+                    headers.append((b"content-length", str(len(body)).encode()))
+                    await send({**start, "headers": headers})
+                    message = {"type": "http.response.body", "body": body}
             await send(message)
 
         registry.add(entry)
@@ -183,22 +292,36 @@ class Watch:
 class WatchedTokens:
     """A generation's token iterator (mlx-vlm's `_TokenIterator`) that counts the tokens for
     `GET /portal/status` and ends at the next token once the request's client has left: its
-    `close()` cancels the generation in mlx-vlm's batch."""
+    `close()` cancels the generation in mlx-vlm's batch. With `stops` (the request's stop
+    words) the tokens' text goes through it, and the token that completes a stop word ends the
+    reply (mlx-vlm's `StreamingToken`, its text cut before the word, finish_reason "stop")."""
 
-    def __init__(self, tokens, entry: InFlight) -> None:
-        self.tokens, self.entry = tokens, entry
+    def __init__(self, tokens, entry: InFlight, stops: StopScan | None = None) -> None:
+        self.tokens, self.entry, self.stops = tokens, entry, stops
+        self.ended = False
 
     def __iter__(self):
         return self
 
     def __next__(self):
+        if self.ended:
+            raise StopIteration
         if self.entry.client_gone:
             self.entry.stopped = True
             self.close()
             raise StopIteration
         token = next(self.tokens)
         self.entry.generated += 1
-        return token
+        if self.stops is None:
+            return token
+        text, word = self.stops.feed(token.text)
+        if word is not None:
+            self.entry.matched_stop, self.ended = word, True
+            self.close()
+            return dataclasses.replace(token, text=text, finish_reason="stop")
+        if token.finish_reason:
+            text += self.stops.flush()
+        return token if text == token.text else dataclasses.replace(token, text=text)
 
     def close(self) -> None:
         close = getattr(self.tokens, "close", None)
@@ -206,9 +329,23 @@ class WatchedTokens:
             close()
 
 
-def watch_generation(generator_class) -> bool:
+def applies_no_stop(chat_request, token_class) -> bool:
+    """Whether mlx-vlm is the known one for change 5: its chat request (`chat_request`,
+    mlx_vlm.server.schemas.ChatRequest) has no `stop` (mlx-vlm ignores it; one that applied it
+    itself would cut the word out before `StopScan` saw it), and its tokens (`token_class`,
+    StreamingToken) are dataclasses with `text` and `finish_reason`."""
+    fields = getattr(chat_request, "model_fields", None)
+    if not isinstance(fields, dict) or "stop" in fields:
+        return False
+    if not dataclasses.is_dataclass(token_class):
+        return False
+    return {"text", "finish_reason"} <= {f.name for f in dataclasses.fields(token_class)}
+
+
+def watch_generation(generator_class, *, stops: bool = False) -> bool:
     """Wrap `generator_class.generate` (mlx_vlm.server.generation.ResponseGenerator) so that a
-    request's tokens are `WatchedTokens`; False when it is not the known one."""
+    request's tokens are `WatchedTokens` (which apply its stop words with `stops`); False when
+    it is not the known one."""
     generate = getattr(generator_class, "generate", None)
     if not callable(generate):
         return False
@@ -219,7 +356,8 @@ def watch_generation(generator_class) -> bool:
             return generate(self, *args, **kwargs)
         ctx, tokens = generate(self, *args, **kwargs)
         entry.prompt_tokens = int(getattr(ctx, "prompt_tokens", 0) or 0)
-        return ctx, WatchedTokens(tokens, entry)
+        scan = StopScan(entry.stop_words) if stops and entry.stop_words else None
+        return ctx, WatchedTokens(tokens, entry, scan)
 
     generator_class.generate = watched_generate
     return True
@@ -287,13 +425,21 @@ def main(argv: list[str]) -> None:
     for middleware in cors:
         middleware.kwargs.update(allow_origins=[origin], allow_credentials=False)
     notes.append(f"cross-origin requests only from {origin}" if cors else "no CORS middleware")
-    from mlx_vlm.server.generation import ResponseGenerator
+    from mlx_vlm.server.generation import ResponseGenerator, StreamingToken
+    from mlx_vlm.server.schemas import ChatRequest
 
-    if watch_generation(ResponseGenerator):
+    stops = applies_no_stop(ChatRequest, StreamingToken)
+    if watch_generation(ResponseGenerator, stops=stops):
         server.app.add_middleware(Watch)
         notes.append(f"a request whose client leaves is stopped; {STATUS_PATH} lists requests")
+        notes.append(
+            "stop words end a reply, and its final choice says which (stop_reason)"
+            if stops
+            else "stop words are left to mlx_vlm, which is not the known one (no stop_reason)"
+        )
     else:
-        notes.append("mlx_vlm's generator is not the known one: no /portal/status")
+        notes.append("mlx_vlm's generator is not the known one: no /portal/status, "
+                     "stop words are not applied")  # fmt: skip
     versions = f"mlx-vlm {mlx_vlm.__version__}, mlx {mx.__version__}"
     print(f"MLX Portal: mlx_vlm.server ({versions}); {'; '.join(notes)} "
           "(servers/supervision/vlm_entry.py)", file=sys.stderr, flush=True)  # fmt: skip

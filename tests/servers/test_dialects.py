@@ -333,7 +333,8 @@ THINKING_CHUNKS = [
     {**_chunk({}, "stop"), "choices": [{"index": 0, "finish_reason": "stop", "delta": {},
                                         "stop_reason": " MLX"}]},
     {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [],
-     "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}},
+     "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11,
+               "completion_tokens_details": {"reasoning_tokens": 4}}},
 ]  # fmt: skip
 
 
@@ -383,6 +384,7 @@ def test_streamed_reasoning_reaches_openais_sdk_as_a_reasoning_item():
         "Greeting ", "detected."]  # fmt: skip
     kinds = [event.type for event in events]
     assert kinds.index("response.reasoning_text.done") < kinds.index("response.output_text.delta")
+    assert (final.usage.output_tokens, final.usage.output_tokens_details.reasoning_tokens) == (6, 4)
 
 
 def test_reasoning_and_the_matched_stop_translate_whole():
@@ -400,3 +402,33 @@ def test_reasoning_and_the_matched_stop_translate_whole():
     response = dialects.response_answer(chat, "tiny", {})
     assert [item["type"] for item in response["output"]] == ["reasoning", "message"]
     assert response["output"][0]["content"] == [{"type": "reasoning_text", "text": "Greeting."}]
+
+
+@pytest.mark.parametrize(
+    ("details", "reasoning"),
+    [
+        ({"reasoning_tokens": 3}, 3),  # what the text server's entry counted
+        (None, 0),  # a server that does not count them (a vision server)
+        ({"reasoning_tokens": 9}, 4),  # never more than the output
+        ({"reasoning_tokens": -1}, 0),
+        ({"reasoning_tokens": True}, 0),
+        ({"reasoning_tokens": "3"}, 0),
+        ("3", 0),
+    ],
+)
+def test_the_reasoning_tokens_a_server_counted_are_part_of_responses_output_tokens(
+    details, reasoning
+):
+    usage = {"prompt_tokens": 3, "completion_tokens": 4}
+    if details is not None:
+        usage["completion_tokens_details"] = details
+    message = {"role": "assistant", "content": "Hi", "reasoning": "Greeting."}
+    chat = {"choices": [{"finish_reason": "stop", "message": message}], "usage": usage}
+    assert dialects.response_answer(chat, "tiny", {})["usage"] == {
+        "input_tokens": 3, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": 7,
+    }  # fmt: skip
+    # Messages have no field for them: they are in output_tokens, as Anthropic counts thinking.
+    assert dialects.message_answer(chat, "tiny", {})["usage"] == {
+        "input_tokens": 3, "output_tokens": 4}  # fmt: skip

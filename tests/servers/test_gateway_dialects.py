@@ -10,6 +10,7 @@ import anthropic
 import openai
 import pytest
 from django.contrib.auth.models import Group
+from tokenizers import Tokenizer
 
 from servers.models import Route, ServerInstance, State, UsageRecord
 from tests.support.images import SVG, b64, bomb, data_url, png
@@ -358,6 +359,48 @@ def test_the_stop_sequence_that_ended_a_reply_is_named(tiny, claude, client):
     assert answer.choices[0].model_extra["stop_reason"] == " MLX"
 
 
+def test_a_vision_servers_reply_stops_at_a_stop_sequence_and_names_it(eyes, claude, client):
+    """mlx-vlm ignores `stop` (the reply ran on, and Messages said `end_turn`): its entry ends
+    the reply before the word and names it, streamed or not. The word is picked from what the
+    model says, straddling its tokens, so a stream holds back the start of it."""
+    said = claude.messages.create(model="eyes", max_tokens=64, messages=HI)
+    text = said.content[0].text
+    cut = len(text) // 2
+    stop = text[cut : cut + 5]  # "ny ML" of "Hello from the tiny MLX test model."
+    assert said.stop_reason == "end_turn" and stop.strip() and stop not in text[:cut]
+    stops = ["never said", stop]
+
+    message = claude.messages.create(model="eyes", max_tokens=64, messages=HI,
+                                     stop_sequences=stops)  # fmt: skip
+    assert message.content[0].text == text[:cut]
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", stop)
+    # The generation stopped there: fewer tokens than the whole reply.
+    assert message.usage.output_tokens < said.usage.output_tokens
+    with claude.messages.stream(
+        model="eyes", max_tokens=64, messages=looking(image_block(png())), stop_sequences=stops
+    ) as stream:
+        deltas = [event.delta.text for event in stream if event.type == "content_block_delta"]
+        streamed = stream.get_final_message()
+    assert "".join(deltas) == text[:cut] and not any(stop in d for d in deltas)
+    assert (streamed.stop_reason, streamed.stop_sequence) == ("stop_sequence", stop)
+
+    # Chat completions pass the server's field on, as from a text server.
+    answer = client.chat.completions.create(model="eyes", messages=HI, stop=stops)
+    assert answer.choices[0].message.content == text[:cut]
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.choices[0].model_extra["stop_reason"] == stop
+    chunks = list(client.chat.completions.create(model="eyes", messages=HI, stop=stop,
+                                                 stream=True))  # fmt: skip
+    pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert "".join(pieces) == text[:cut]
+    (last,) = [c.choices[0] for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert (last.finish_reason, last.model_extra["stop_reason"]) == ("stop", stop)
+    # A stop word the reply never says: the whole reply, and no word named.
+    whole = client.chat.completions.create(model="eyes", messages=HI, stop=["never said"])
+    assert whole.choices[0].message.content == text
+    assert whole.choices[0].model_extra["stop_reason"] is None
+
+
 # --- reasoning ----------------------------------------------------------------------------------
 
 
@@ -406,6 +449,51 @@ def test_a_reasoning_models_thinking_comes_back_as_a_reasoning_item(thinker, cli
     assert [item.type for item in final.output] == ["reasoning", "message"]
     assert final.output[0].content[0].text.strip() == THOUGHT
     assert final.output_text.strip() == THINKING_REPLY
+
+
+def test_the_tokens_a_reasoning_model_spent_thinking_are_counted_apart(
+    thinking_server, thinker, client, tiny
+):
+    """The text server's entry counts the tokens generated while reasoning (the <think> and
+    </think> markers included), reported as OpenAI's usage does; Responses map them into
+    `output_tokens_details`, a part of `output_tokens`, and the usage record counts neither
+    twice."""
+    tokenizer = Tokenizer.from_file(str(thinking_server.model_path / "tokenizer.json"))
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    thinking = count(THOUGHT) + 2
+    answering = count(THINKING_REPLY) + 1  # and the end of the turn
+
+    response = client.responses.create(model="thinker", input="Say hello.")
+    assert response.usage.output_tokens == thinking + answering
+    assert response.usage.output_tokens_details.reasoning_tokens == thinking
+    with client.responses.stream(model="thinker", input="Say hello.") as stream:
+        final = stream.get_final_response()
+    assert final.usage.output_tokens_details.reasoning_tokens == thinking
+
+    answer = client.chat.completions.create(model="thinker", messages=HI)
+    assert answer.usage.completion_tokens == thinking + answering
+    assert answer.usage.completion_tokens_details.reasoning_tokens == thinking
+    with_usage = {"include_usage": True}
+    chunks = list(client.chat.completions.create(model="thinker", messages=HI, stream=True,
+                                                 stream_options=with_usage))  # fmt: skip
+    assert chunks[-1].usage.completion_tokens_details.reasoning_tokens == thinking
+    assert chunks[-1].usage.completion_tokens == thinking + answering
+    records = UsageRecord.objects.filter(status="ok").order_by("id")
+    assert [r.completion_tokens for r in records] == [thinking + answering] * 4
+
+    # Thinking turned off: no reasoning, 0 counted.
+    no_thinking = {"chat_template_kwargs": {"enable_thinking": False}}
+    quiet = client.chat.completions.create(model="thinker", messages=HI, extra_body=no_thinking)
+    assert quiet.usage.completion_tokens == answering
+    assert quiet.usage.completion_tokens_details.reasoning_tokens == 0
+    # A model that does not think: no details (as before), and Responses say 0.
+    plain = client.chat.completions.create(model="tiny", messages=HI)
+    assert plain.usage.completion_tokens_details is None
+    assert client.responses.create(model="tiny", input="Hi").usage.output_tokens_details.model_dump(
+    ) == {"reasoning_tokens": 0}  # fmt: skip
 
 
 def test_chat_completions_stream_the_reasoning_as_the_server_gives_it(thinker, client):
