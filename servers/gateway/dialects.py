@@ -831,20 +831,30 @@ def _response_tool_choice(choice: Any) -> Any:
     )
 
 
+def _detail(usage: dict, details: str, name: str, most: int) -> int:
+    """A count the model server reported inside usage's `details` (0 when it did not, or
+    sent something that is not a count), never more than `most` (the total it is part of)."""
+    found = usage.get(details)
+    value = found.get(name) if isinstance(found, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return 0
+    return min(value, most)
+
+
 def _response_usage(usage: dict) -> dict:
     """Responses' usage from chat completions': the reasoning tokens are the part of the
     completion's the model server counted apart (`completion_tokens_details`, mlx_entry.py's
-    change 9; 0 where it does not), within `output_tokens`, never added to it."""
+    change 9; 0 where it does not), within `output_tokens`, never added to it; the cached tokens
+    are the prompt's that mlx_lm.server found in its prompt cache (`prompt_tokens_details`),
+    within `input_tokens`."""
     prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-    details = usage.get("completion_tokens_details")
-    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
-    if not isinstance(reasoning, int) or isinstance(reasoning, bool) or reasoning < 0:
-        reasoning = 0
+    reasoning = _detail(usage, "completion_tokens_details", "reasoning_tokens", completion)
+    cached = _detail(usage, "prompt_tokens_details", "cached_tokens", prompt)
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached},
         "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": min(reasoning, completion)},
+        "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": prompt + completion,
     }
 

@@ -432,3 +432,24 @@ def test_the_reasoning_tokens_a_server_counted_are_part_of_responses_output_toke
     # Messages have no field for them: they are in output_tokens, as Anthropic counts thinking.
     assert dialects.message_answer(chat, "tiny", {})["usage"] == {
         "input_tokens": 3, "output_tokens": 4}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("details", "cached"),
+    [
+        ({"cached_tokens": 2}, 2),  # what mlx_lm.server found in its prompt cache
+        (None, 0),  # a server that does not say
+        ({"cached_tokens": 7}, 3),  # never more than the input
+        ({"cached_tokens": -2}, 0),
+        ({"cached_tokens": False}, 0),
+        ([2], 0),
+    ],
+)
+def test_the_prompt_tokens_a_server_had_cached_are_part_of_responses_input_tokens(details, cached):
+    usage = {"prompt_tokens": 3, "completion_tokens": 4}
+    if details is not None:
+        usage["prompt_tokens_details"] = details
+    chat = {"choices": [{"finish_reason": "stop", "message": {"content": "Hi"}}], "usage": usage}
+    got = dialects.response_answer(chat, "tiny", {})["usage"]
+    assert got["input_tokens_details"] == {"cached_tokens": cached}
+    assert (got["input_tokens"], got["total_tokens"]) == (3, 7)

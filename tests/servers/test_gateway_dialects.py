@@ -212,6 +212,15 @@ def test_responses_create_answers_a_string_and_message_items(tiny, client):
     assert UsageRecord.objects.filter(endpoint="responses", status="ok").count() == 2
 
 
+def test_responses_say_how_much_of_the_input_the_server_had_cached(tiny, client):
+    # mlx_lm.server keeps the last prompt's cache: the same input again starts from it.
+    first = client.responses.create(model="tiny", input="Say hello, twice.", max_output_tokens=4)
+    again = client.responses.create(model="tiny", input="Say hello, twice.", max_output_tokens=4)
+    assert first.usage.input_tokens == again.usage.input_tokens
+    cached = again.usage.input_tokens_details.cached_tokens
+    assert 0 < cached <= again.usage.input_tokens, again.usage
+
+
 def test_responses_stream_sends_openais_events_in_sequence(tiny, client):
     with client.responses.stream(model="tiny", input="Say hello.") as stream:
         events = list(stream)
