@@ -10,6 +10,7 @@ the description documents; every refusal carries a message a person can act on.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -54,6 +55,9 @@ MUST_SEE = {
     "/openapi.json": {ANSWERED},
 }
 WAV = wav_bytes(0.2)  # a recording that decodes, for the generated transcription requests
+# Every other valid request to an operation that streams asks for a stream: left to the
+# generator, 1-3 of ~80 requests streamed, and a run with none would fail MUST_SEE by chance.
+STREAM_TURNS = itertools.count()
 
 
 def _spec_paths() -> set[str]:
@@ -254,6 +258,8 @@ def before_call(context, case, kwargs) -> None:
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 8:
             body[name] = 8
     _keep_structured_output_answerable(body)
+    if valid and STREAMED in MUST_SEE.get(case.operation.path, ()) and next(STREAM_TURNS) % 2:
+        body["stream"] = True
     # A string `arguments` holds JSON (`contentMediaType`), which schemathesis does not generate.
     for message in body.get("messages") if isinstance(body.get("messages"), list) else ():
         # Image parts are for a vision server (`engine` in /v1/models), which `tiny` is not: to
