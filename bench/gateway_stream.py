@@ -458,6 +458,13 @@ def main() -> None:
         "measured beside it",
     )
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="add a 'floor' target: bench/floor_relay.py in its own gunicorn (the Procfile's "
+        "settings, the same probe), a relay that only passes the model server's bytes on, paced "
+        "as the portal paces them: the CPU no change inside the portal can take away",
+    )
+    parser.add_argument(
         "--drain",
         action="store_true",
         help="clients read each stream to its end after [DONE], as the openai SDK's async "
@@ -498,11 +505,24 @@ def main() -> None:
         probe_dir.mkdir()
         probed = {"BENCH_WEB_PROBE_DIR": str(probe_dir)}
         portal = bench.start_web(["-c", "python:bench.web_probe"], **probed)
-        meter = CpuMeter(bench.procs[-1].pid, server.pid, probe_dir)
+        meters = {"portal": CpuMeter(bench.procs[-1].pid, server.pid, probe_dir)}
         targets = [
             Target("direct", f"{server.url}/v1", "default_model"),
             Target("portal", f"{portal}/v1", slug, key),
         ]
+        if args.floor:
+            floor_dir = bench.root / "floor"
+            (floor_dir / "web-probe").mkdir(parents=True)
+            floor = bench.start_web(
+                ["-c", "python:bench.web_probe"],
+                app="bench.floor_relay",
+                ready_path="/",
+                BENCH_WEB_PROBE_DIR=str(floor_dir / "web-probe"),
+                BENCH_FLOOR_UPSTREAM=f"127.0.0.1:{server.port}",
+                MLX_PORTAL_DATA_DIR=str(floor_dir),  # its own control socket
+            )
+            meters["floor"] = CpuMeter(bench.procs[-1].pid, server.pid, floor_dir / "web-probe")
+            targets.append(Target("floor", f"{floor}/v1", "default_model"))
         if args.with_limits:
             limited_slug, limited_key = limited_profile(server)
             targets.append(Target("portal+limits", f"{portal}/v1", limited_slug, limited_key))
@@ -540,6 +560,7 @@ def main() -> None:
             for index in range(args.rounds):
                 order = targets[index % len(targets) :] + targets[: index % len(targets)]
                 for target in order:
+                    meter = meters.get(target.name, meters["portal"])
                     meter.start()
                     result = run(target, concurrency, REQUESTS[concurrency] * args.scale)
                     result.cpu = meter.stop()
@@ -547,7 +568,7 @@ def main() -> None:
                     p50, p99 = percentile(result.ttft, 50), percentile(result.ttft, 99)
                     errors = f"  errors {result.errors}" if result.errors else ""
                     cpu = ""
-                    if target.url.startswith(portal + "/"):
+                    if target.url.startswith(portal + "/") or target.name == "floor":
                         cpu = (
                             f"  relay {result.relay_us_per_token:5.1f} us/token, before first "
                             f"byte {median(result.cpu.before_first_byte) * 1000:5.2f} ms"
@@ -561,6 +582,8 @@ def main() -> None:
         bench_stack.close()  # the competitor stops here, and says what it ran
         report(targets, results, args.rounds, args.concurrency)
         cpu_report(targets, results, args.concurrency, portal)
+        if args.floor:
+            floor_report(results, args.concurrency)
         wall_report(results, args.concurrency)
         if args.competitor:
             print(f"Competitor: {load}")
@@ -662,7 +685,7 @@ def cpu_report(
         for target in targets:
             runs = results[(target.name, concurrency)]
             server = f"{median(r.server_us_per_token for r in runs):.0f}"
-            if not target.url.startswith(portal + "/"):
+            if not target.url.startswith(portal + "/") and target.name != "floor":
                 rows.append([str(concurrency), target.name, server, "", "", "", ""])
                 continue
             firsts = [f for r in runs for f in r.cpu.before_first_byte]
@@ -677,6 +700,30 @@ def cpu_report(
         "(every thread) over the run / tokens; relay = the same less each request's CPU before "
         "its first byte; before first byte = the request's own thread, from taking the request "
         "to its first body chunk written (bench/web_probe.py):\n"
+    )
+    print(table(rows))
+
+
+def floor_report(results: dict, concurrencies: tuple[int, ...]) -> None:
+    """The portal's CPU figures over the floor's (bench/floor_relay.py), in the same runs: the
+    part of each that is the portal's own work."""
+    rows = [["concurrency", "CPU before first byte: portal / floor ms (p50)", "x floor",
+             "relay us/token: portal / floor", "x floor", "web us/token: portal / floor",
+             "x floor"]]  # fmt: skip
+    for concurrency in concurrencies:
+        portal, floor = results[("portal", concurrency)], results[("floor", concurrency)]
+        row = [str(concurrency)]
+        for figure in (
+            lambda runs: percentile([f for r in runs for f in r.cpu.before_first_byte], 50) * 1e3,
+            lambda runs: median(r.relay_us_per_token for r in runs),
+            lambda runs: median(r.web_us_per_token for r in runs),
+        ):
+            mine, least = figure(portal), figure(floor)
+            row += [f"{mine:.2f} / {least:.2f}", f"{mine / least:.2f}"]
+        rows.append(row)
+    print(
+        "\nThe portal against the floor (the same streams through bench/floor_relay.py: gunicorn "
+        "and a paced byte relay, nothing else), medians over the same rounds:\n"
     )
     print(table(rows))
 

@@ -395,16 +395,24 @@ class Bench:
         self.procs.append(proc)
         return proc
 
-    def start_web(self, gunicorn_args: Sequence[str] = (), **extra_env: str) -> str:
-        """gunicorn with the Procfile's settings on a free port (plus `gunicorn_args`);
-        returns its base URL. Its `Proc` is the last of `self.procs`."""
+    def start_web(
+        self,
+        gunicorn_args: Sequence[str] = (),
+        app: str = "config.wsgi",
+        ready_path: str = "/accounts/login/",
+        **extra_env: str,
+    ) -> str:
+        """gunicorn with the Procfile's settings on a free port (plus `gunicorn_args`), serving
+        the portal or another WSGI `app` (bench/floor_relay.py); returns its base URL once
+        `ready_path` answers 200. Its `Proc` is the last of `self.procs`."""
         port = free_port()
         env = {**self.env, "PORTAL_BIND": f"127.0.0.1:{port}", **extra_env}
         command = procfile_command("web", env)
         command = [c for c in command if c not in ("--access-logfile", "-")]  # keep logs quiet
+        command = [app if c == "config.wsgi" else c for c in command]
         proc = self.spawn("web", [*command, *gunicorn_args], env)
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: http_ok(f"{url}/accounts/login/"), 60, "gunicorn", proc)
+        wait_for(lambda: http_ok(f"{url}{ready_path}"), 60, "gunicorn", proc)
         return url
 
     def start_worker(self, **extra_env: str) -> Proc:

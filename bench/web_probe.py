@@ -26,7 +26,8 @@ The wall columns are `time.monotonic()` instants (one clock for every process of
 taking it, the WSGI call, the upstream send's start, the upstream answer's head, the first
 token read, and the first token written to the client (gunicorn comes back for more).
 
-Nothing of the portal imports this module; bench/gateway_stream.py starts its gunicorn with it.
+Nothing of the portal imports this module; bench/gateway_stream.py starts its gunicorn with it,
+and the floor's (bench/floor_relay.py, `--floor`), where only the portal's own marks are missing.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def post_worker_init(worker):
     lock = threading.Lock()
     app, handle = worker.wsgi, worker.handle
     enqueue = getattr(worker, "enqueue_req", None)
-    _wrap_portal()
+    if "BENCH_FLOOR_UPSTREAM" not in os.environ:  # the portal (not bench/floor_relay.py)
+        _wrap_portal()
 
     def timed_app(environ, start_response):
         path = environ.get("PATH_INFO", "")
