@@ -80,6 +80,7 @@ class Cpu:
     server: float  # the model server's process
     before_first_byte: list[float]  # each /v1 request's thread, up to its first byte
     requests: float  # each /v1 request's thread, whole requests, summed
+    writes: list[int] = field(default_factory=list)  # per request: chunks written to the client
     walls: list[dict[str, float]] = field(default_factory=list)  # per request: WALL_MARKS
 
 
@@ -139,7 +140,7 @@ class CpuMeter:
                 total += times.user + times.system
         return total
 
-    def _probe_lines(self) -> list[tuple[str, float, float, dict[str, float]]]:
+    def _probe_lines(self) -> list[tuple[str, float, float, int, dict[str, float]]]:
         lines = []
         for path in sorted(self.probe_dir.glob("*.tsv")):
             with path.open() as file:
@@ -148,9 +149,9 @@ class CpuMeter:
             complete = text[: text.rfind("\n") + 1]
             self._read[path] = self._read.get(path, 0) + len(complete.encode())
             for line in complete.splitlines():
-                name, first, total, *walls = line.split("\t")
+                name, first, total, writes, *walls = line.split("\t")
                 marks = dict(zip(WALL_MARKS, map(float, walls), strict=True))
-                lines.append((name, float(first), float(total), marks))
+                lines.append((name, float(first), float(total), int(writes), marks))
         return lines
 
     def start(self) -> None:
@@ -163,8 +164,9 @@ class CpuMeter:
         return Cpu(
             web=web - self._started[0],
             server=server - self._started[1],
-            before_first_byte=[first for _, first, _, _ in lines],
-            requests=sum(total for _, _, total, _ in lines),
+            before_first_byte=[first for _, first, *_ in lines],
+            requests=sum(total for _, _, total, *_ in lines),
+            writes=[writes for *_, writes, _ in lines],
             walls=[walls for *_, walls in lines],
         )
 
@@ -680,13 +682,14 @@ def cpu_report(
 ) -> None:
     """CPU per token and before the first byte, medians over the rounds (same runs as above)."""
     rows = [["concurrency", "target", "model server CPU us/token", "web CPU us/token",
-             "relay CPU us/token", "CPU before first byte ms (p50)", "(p90)"]]  # fmt: skip
+             "relay CPU us/token", "CPU before first byte ms (p50)", "(p90)",
+             "writes a reply (p50)"]]  # fmt: skip
     for concurrency in concurrencies:
         for target in targets:
             runs = results[(target.name, concurrency)]
             server = f"{median(r.server_us_per_token for r in runs):.0f}"
             if not target.url.startswith(portal + "/") and target.name != "floor":
-                rows.append([str(concurrency), target.name, server, "", "", "", ""])
+                rows.append([str(concurrency), target.name, server, "", "", "", "", ""])
                 continue
             firsts = [f for r in runs for f in r.cpu.before_first_byte]
             rows.append([
@@ -694,6 +697,7 @@ def cpu_report(
                 f"{median(r.web_us_per_token for r in runs):.1f}",
                 f"{median(r.relay_us_per_token for r in runs):.1f}",
                 f"{percentile(firsts, 50) * 1000:.2f}", f"{percentile(firsts, 90) * 1000:.2f}",
+                f"{percentile([w for r in runs for w in r.cpu.writes], 50):.0f}",
             ])  # fmt: skip
     print(
         "\nCPU time, the same runs (medians over the rounds). Web CPU = gunicorn's processes "

@@ -10,7 +10,7 @@ WSGI application, and in the portal the send to a local model server
 token of a reply (`servers.usage.records.Measure.token`). For each request under `/v1/` it
 appends one line to `$BENCH_WEB_PROBE_DIR/<worker pid>.tsv`:
 
-    <path>  <thread CPU before the first byte, s>  <thread CPU of the whole request, s>  <wall>…
+    <path>  <CPU before the first byte, s>  <CPU of the whole request, s>  <writes>  <wall>…
 
 "Before the first byte" runs from the moment the thread takes the request up to the moment
 gunicorn has written the response's head and first body chunk (it asks the body for the next
@@ -20,11 +20,13 @@ figure does not grow with the machine's load. The rest of the web tier's CPU (th
 accepting and polling connections, the lease keeper) is what psutil sees of the processes
 beyond these lines.
 
-The wall columns are `time.monotonic()` instants (one clock for every process of the machine),
-"nan" when a step did not happen, in the order of WALL_MARKS: the client's send (its
-`X-Bench-Sent` header, the bench's clients set it), the connection handed to the pool, a thread
-taking it, the WSGI call, the upstream send's start, the upstream answer's head, the first
-token read, and the first token written to the client (gunicorn comes back for more).
+`writes` counts the body's chunks gunicorn wrote (each a write to the client: how well the
+relay's pacing gathers tokens). The wall columns are `time.monotonic()` instants (one clock
+for every process of the machine), "nan" when a step did not happen, in the order of
+WALL_MARKS: the client's send (its `X-Bench-Sent` header, the bench's clients set it), the
+connection handed to the pool, a thread taking it, the WSGI call, the upstream send's start,
+the upstream answer's head, the first token read, and the first token written to the client
+(gunicorn comes back for more).
 
 Nothing of the portal imports this module; bench/gateway_stream.py starts its gunicorn with it,
 and the floor's (bench/floor_relay.py, `--floor`), where only the portal's own marks are missing.
@@ -68,12 +70,15 @@ class _Body:
         first = True
         for chunk in chunks:
             yield chunk
+            _local.writes += 1
             if chunk and first:
                 first = False
                 self._on_first()  # gunicorn wrote the head and the first chunk
             if "token" in _local.marks:
                 _mark("token_written")
-                yield from chunks
+                for chunk in chunks:
+                    yield chunk
+                    _local.writes += 1
                 return
 
     def close(self):
@@ -138,6 +143,7 @@ def post_worker_init(worker):
     def timed_handle(conn):
         _local.path = None
         _local.first = None
+        _local.writes = 0
         _local.marks = {"taken": time.monotonic()}
         queued = getattr(conn, "bench_queued", None)
         if queued is not None:
@@ -151,7 +157,9 @@ def post_worker_init(worker):
                 first = total if _local.first is None else _local.first - started
                 walls = "\t".join(f"{_local.marks.get(name, NAN):.6f}" for name in WALL_MARKS)
                 with lock:
-                    out.write(f"{_local.path}\t{first:.6f}\t{total:.6f}\t{walls}\n")
+                    out.write(
+                        f"{_local.path}\t{first:.6f}\t{total:.6f}\t{_local.writes}\t{walls}\n"
+                    )
 
     worker.wsgi = timed_app
     worker.handle = timed_handle
