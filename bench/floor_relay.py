@@ -91,3 +91,61 @@ def _relay(sock: socket.socket, rest: bytes) -> Iterator[bytes]:
         with _lock:
             _open[0] -= 1
         sock.close()
+
+
+# --- the same relay on an event loop ------------------------------------------------------------
+
+
+async def asgi(scope, receive, send):
+    """The same relay for gunicorn's ASGI worker (`-k asgi`, asyncio; `--floor-asgi`): every
+    stream of a worker on one thread, each pacing wait a timer of the event loop instead of a
+    thread asleep in poll()."""
+    import asyncio
+
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"]
+    if not path.startswith("/v1/"):
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    host, port = _upstream()
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    loop = asyncio.get_running_loop()
+    _open[0] += 1  # one thread: no lock
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        paced = False
+        while data := await reader.read(65536):
+            written_at = loop.time()
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+            paced = paced or _TOKEN in data
+            if paced:
+                interval = min(max(_BASE_MS, _MOST_MS), _BASE_MS * max(1, _open[0])) / 1000
+                wait = written_at + interval - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        _open[0] -= 1
+        writer.close()

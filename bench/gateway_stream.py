@@ -478,6 +478,13 @@ def main() -> None:
         "as the portal paces them: the CPU no change inside the portal can take away",
     )
     parser.add_argument(
+        "--floor-asgi",
+        action="store_true",
+        help="add a 'floor-asgi' target: the floor's relay on gunicorn's ASGI worker (-k asgi: "
+        "asyncio, one thread a worker), so the floor of threads and the floor of an event loop "
+        "compare in one run (web CPU only: the probe measures threads)",
+    )
+    parser.add_argument(
         "--drain",
         action="store_true",
         help="clients read each stream to its end after [DONE], as the openai SDK's async "
@@ -539,6 +546,20 @@ def main() -> None:
                 bench.procs[-1].pid, server.pid, floor_dir / "web-probe", workers
             )
             targets.append(Target("floor", f"{floor}/v1", "default_model"))
+        if args.floor_asgi:
+            floor_dir = bench.root / "floor-asgi"
+            (floor_dir / "web-probe").mkdir(parents=True)  # stays empty: no thread to probe
+            url = bench.start_web(
+                ["--worker-class", "asgi", "--threads", "1"],
+                app="bench.floor_relay:asgi",
+                ready_path="/",
+                BENCH_FLOOR_UPSTREAM=f"127.0.0.1:{server.port}",
+                MLX_PORTAL_DATA_DIR=str(floor_dir),
+            )
+            meters["floor-asgi"] = CpuMeter(
+                bench.procs[-1].pid, server.pid, floor_dir / "web-probe", workers
+            )
+            targets.append(Target("floor-asgi", f"{url}/v1", "default_model"))
         if args.with_limits:
             limited_slug, limited_key = limited_profile(server)
             targets.append(Target("portal+limits", f"{portal}/v1", limited_slug, limited_key))
@@ -584,7 +605,7 @@ def main() -> None:
                     p50, p99 = percentile(result.ttft, 50), percentile(result.ttft, 99)
                     errors = f"  errors {result.errors}" if result.errors else ""
                     cpu = ""
-                    if target.url.startswith(portal + "/") or target.name == "floor":
+                    if target.url.startswith(portal + "/") or target.name.startswith("floor"):
                         cpu = (
                             f"  relay {result.relay_us_per_token:5.1f} us/token, before first "
                             f"byte {median(result.cpu.before_first_byte) * 1000:5.2f} ms"
@@ -702,7 +723,7 @@ def cpu_report(
         for target in targets:
             runs = results[(target.name, concurrency)]
             server = f"{median(r.server_us_per_token for r in runs):.0f}"
-            if not target.url.startswith(portal + "/") and target.name != "floor":
+            if not target.url.startswith(portal + "/") and not target.name.startswith("floor"):
                 rows.append([str(concurrency), target.name, server, "", "", "", "", ""])
                 continue
             firsts = [f for r in runs for f in r.cpu.before_first_byte]
