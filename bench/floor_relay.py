@@ -98,8 +98,8 @@ def _relay(sock: socket.socket, rest: bytes) -> Iterator[bytes]:
 
 async def asgi(scope, receive, send):
     """The same relay for gunicorn's ASGI worker (`-k asgi`, asyncio; `--floor-asgi`): every
-    stream of a worker on one thread, each pacing wait a timer of the event loop instead of a
-    thread asleep in poll()."""
+    stream of a worker on one thread, each pacing wait a timer of the event loop (reading
+    paused) instead of a thread asleep in poll()."""
     import asyncio
 
     if scope["type"] == "lifespan":
@@ -144,7 +144,11 @@ async def asgi(scope, receive, send):
                 interval = min(max(_BASE_MS, _MOST_MS), _BASE_MS * max(1, _open[0])) / 1000
                 wait = written_at + interval - loop.time()
                 if wait > 0:
+                    # The tokens stay in the socket meanwhile, as with the threads' poll():
+                    # an asyncio transport reading on, the loop would wake for each of them.
+                    writer.transport.pause_reading()
                     await asyncio.sleep(wait)
+                    writer.transport.resume_reading()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         _open[0] -= 1
