@@ -504,10 +504,7 @@ def message_answer(chat: dict, model: str, echo: dict) -> dict:
         "model": model,
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
-        "usage": {
-            "input_tokens": usage.get("prompt_tokens", 0),
-            "output_tokens": usage.get("completion_tokens", 0),
-        },
+        "usage": _message_usage(usage),
     }
 
 
@@ -594,8 +591,7 @@ class MessageEvents:
         stop_reason, stop_sequence = anthropic_stop(self.last, self.echo)
         out.append(self._event("message_delta", {
             "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-            "usage": {"input_tokens": self.usage.get("prompt_tokens", 0),
-                      "output_tokens": self.usage.get("completion_tokens", 0)},
+            "usage": _message_usage(self.usage),
         }))  # fmt: skip
         out.append(self._event("message_stop", {}))
         return b"".join(out)
@@ -839,6 +835,26 @@ def _detail(usage: dict, details: str, name: str, most: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         return 0
     return min(value, most)
+
+
+def _message_usage(usage: dict) -> dict:
+    """Anthropic's usage from chat completions'. Anthropic's input is the sum of three counts:
+    `input_tokens` are the prompt's tokens the model server did not find in its prompt cache,
+    `cache_read_input_tokens` those it found (mlx_lm.server's `prompt_tokens_details`), and
+    `cache_creation_input_tokens` those written to a cache on request — 0: a local server
+    caches every prompt by itself, unasked. The thinking tokens the server counted apart
+    (mlx_entry.py's change 9; 0 where it does not) are `output_tokens_details.thinking_tokens`,
+    within `output_tokens`."""
+    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    cached = _detail(usage, "prompt_tokens_details", "cached_tokens", prompt)
+    thinking = _detail(usage, "completion_tokens_details", "reasoning_tokens", completion)
+    return {
+        "input_tokens": prompt - cached,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+        "output_tokens": completion,
+        "output_tokens_details": {"thinking_tokens": thinking},
+    }
 
 
 def _response_usage(usage: dict) -> dict:

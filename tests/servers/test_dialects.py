@@ -314,7 +314,10 @@ def test_answers_translate_whole():
         {"type": "tool_use", "id": "abc", "name": "get_weather", "input": {}}
     ]
     assert message["stop_reason"] == "tool_use"
-    assert message["usage"] == {"input_tokens": 3, "output_tokens": 4}
+    assert message["usage"] == {
+        "input_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+        "output_tokens": 4, "output_tokens_details": {"thinking_tokens": 0},
+    }  # fmt: skip
     response = dialects.response_answer(chat, "tiny", {})
     assert response["output"][0]["type"] == "function_call"
     assert response["output"][0]["arguments"] == "not json"
@@ -366,7 +369,7 @@ def test_streamed_reasoning_and_a_stop_sequence_reach_anthropics_sdk():
         assert '"stop_reason":"end_turn","stop_sequence":null' in events
     # Thinking turned off by the request: no thinking block even if the model reasons anyway.
     quiet = _thinking_body(dialects.MessageEvents("tiny", {"thinking": False})).decode()
-    assert "thinking" not in quiet and "Hi" in quiet
+    assert '"type":"thinking"' not in quiet and "thinking_delta" not in quiet and "Hi" in quiet
 
 
 def test_streamed_reasoning_reaches_openais_sdk_as_a_reasoning_item():
@@ -429,9 +432,10 @@ def test_the_reasoning_tokens_a_server_counted_are_part_of_responses_output_toke
         "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": 7,
     }  # fmt: skip
-    # Messages have no field for them: they are in output_tokens, as Anthropic counts thinking.
-    assert dialects.message_answer(chat, "tiny", {})["usage"] == {
-        "input_tokens": 3, "output_tokens": 4}  # fmt: skip
+    # Messages name them thinking tokens, within output_tokens as Anthropic counts thinking.
+    got = dialects.message_answer(chat, "tiny", {})["usage"]
+    assert got["output_tokens_details"] == {"thinking_tokens": reasoning}
+    assert got["output_tokens"] == 4
 
 
 @pytest.mark.parametrize(
@@ -453,3 +457,7 @@ def test_the_prompt_tokens_a_server_had_cached_are_part_of_responses_input_token
     got = dialects.response_answer(chat, "tiny", {})["usage"]
     assert got["input_tokens_details"] == {"cached_tokens": cached}
     assert (got["input_tokens"], got["total_tokens"]) == (3, 7)
+    # Anthropic's input is in parts: what the cache gave, and the rest.
+    got = dialects.message_answer(chat, "tiny", {})["usage"]
+    assert (got["cache_read_input_tokens"], got["input_tokens"]) == (cached, 3 - cached)
+    assert got["cache_creation_input_tokens"] == 0

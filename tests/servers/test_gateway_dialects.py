@@ -77,6 +77,24 @@ def test_messages_create_answers_in_anthropics_shape(tiny, claude):
     assert records.filter(completion_tokens=2, stream=False).exists()
 
 
+def test_messages_say_how_much_of_the_input_the_server_read_from_its_cache(tiny, claude):
+    # mlx_lm.server keeps the last prompt's cache: the same messages again start from it.
+    # Anthropic counts the input in parts: read from the cache, and the rest.
+    talk = [{"role": "user", "content": "Say hello to the cache, twice."}]
+    first = claude.messages.create(model="tiny", max_tokens=4, messages=talk)
+    again = claude.messages.create(model="tiny", max_tokens=4, messages=talk)
+    with claude.messages.stream(model="tiny", max_tokens=4, messages=talk) as stream:
+        streamed = stream.get_final_message()
+    prompt = UsageRecord.objects.filter(endpoint="messages").first().prompt_tokens
+    for message in (first, again, streamed):
+        usage = message.usage
+        assert usage.input_tokens + usage.cache_read_input_tokens == prompt, usage
+        assert usage.cache_creation_input_tokens == 0
+    assert again.usage.cache_read_input_tokens > first.usage.cache_read_input_tokens
+    assert streamed.usage.cache_read_input_tokens > 0
+    assert again.usage.input_tokens > 0  # the server always runs the prompt's last token
+
+
 def test_messages_stream_sends_anthropics_event_sequence(tiny, claude):
     with claude.messages.stream(model="tiny", max_tokens=64, messages=HI) as stream:
         kinds = [event.type for event in stream]
@@ -461,7 +479,7 @@ def test_a_reasoning_models_thinking_comes_back_as_a_reasoning_item(thinker, cli
 
 
 def test_the_tokens_a_reasoning_model_spent_thinking_are_counted_apart(
-    thinking_server, thinker, client, tiny
+    thinking_server, thinker, client, claude, tiny
 ):
     """The text server's entry counts the tokens generated while reasoning (the <think> and
     </think> markers included), reported as OpenAI's usage does; Responses map them into
@@ -490,8 +508,16 @@ def test_the_tokens_a_reasoning_model_spent_thinking_are_counted_apart(
                                                  stream_options=with_usage))  # fmt: skip
     assert chunks[-1].usage.completion_tokens_details.reasoning_tokens == thinking
     assert chunks[-1].usage.completion_tokens == thinking + answering
+    # Anthropic's clients read them as thinking tokens, also a part of output_tokens.
+    thinks = {"type": "enabled", "budget_tokens": 1024}
+    message = claude.messages.create(model="thinker", max_tokens=64, messages=HI, thinking=thinks)
+    assert message.usage.output_tokens == thinking + answering
+    assert message.usage.output_tokens_details.thinking_tokens == thinking
+    with claude.messages.stream(model="thinker", max_tokens=64, messages=HI) as stream:
+        streamed = stream.get_final_message()
+    assert streamed.usage.output_tokens_details.thinking_tokens == thinking
     records = UsageRecord.objects.filter(status="ok").order_by("id")
-    assert [r.completion_tokens for r in records] == [thinking + answering] * 4
+    assert [r.completion_tokens for r in records] == [thinking + answering] * 6
 
     # Thinking turned off: no reasoning, 0 counted.
     no_thinking = {"chat_template_kwargs": {"enable_thinking": False}}
