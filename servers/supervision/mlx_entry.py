@@ -46,7 +46,8 @@ it fit to be shared by a team.
    reasoning state (the thinking markers included: `reasoning_token`) are counted, and the
    usage says so as OpenAI's does: `completion_tokens_details: {"reasoning_tokens": n}`, a part
    of `completion_tokens`, not more tokens. The gateway's Responses report it as
-   `output_tokens_details.reasoning_tokens`.
+   `output_tokens_details.reasoning_tokens`, its Messages as
+   `output_tokens_details.thinking_tokens`.
 
 Nothing else changes: the options, the HTTP server and the generation code are mlx_lm's own
 (change 7 repeats its batch step, with the grammar rows masked together).
